@@ -1,0 +1,99 @@
+"""The task interface: what the trainer may ask of a task, and nothing about the trainer.
+
+A task owns its data (generated or read), its loss, its metrics and its memoryless baseline. Models
+are handed to it only as a callable, in `evaluate`, so that each task aggregates its own metrics the
+way its field reports them (e.g. perplexity = exp of the token-weighted mean NLL over a whole split).
+
+Layout is time-major, as in the recurrent core: inputs (T, B, F) float or (T, B) int64 token ids;
+per-step targets (T, B) int64 or (T, B, O) float; per-sequence targets (B,) int64 or (B, O) float;
+`lengths` (B,) int64 on the CPU, or None when every sequence has length T.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """What a model must accept and produce for a task."""
+
+    input_kind: Literal["continuous", "tokens"]
+    input_size: int  # features per step, or the vocabulary size for tokens
+    output_size: int  # classes (classification) or dimensions (regression)
+    output_kind: Literal["per_step", "sequence"]  # a prediction at every step, or one per sequence
+    loss_kind: Literal["classification", "regression"]
+    stateful: bool = False  # consecutive batches continue the same streams (truncated BPTT)
+
+
+@dataclass
+class Batch:
+    inputs: Tensor
+    targets: Tensor
+    lengths: Tensor | None = None
+    # For stateful tasks: True on the first window of an epoch/stream, where carried state must reset.
+    reset_state: bool = False
+
+    @property
+    def num_steps(self) -> int:
+        """Sequence steps in the batch (valid steps only when lengths are given): throughput's unit."""
+        if self.lengths is not None:
+            return int(self.lengths.sum())
+        return int(self.inputs.shape[0] * self.inputs.shape[1])
+
+
+# predict(batch, state) -> (outputs, state): outputs (T', B, O) per step or (B, O) per sequence.
+Predict = Callable[[Batch, Any], tuple[Tensor, Any]]
+
+
+class Task(abc.ABC):
+    """Base of every task. Subclasses set `name`, `spec`, `main_metric`, `main_metric_mode`."""
+
+    name: str = "task"
+    spec: IOSpec
+    main_metric: str = "loss"
+    main_metric_mode: Literal["min", "max"] = "min"
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+
+    @abc.abstractmethod
+    def train_batch(self) -> Batch:
+        """The next training batch (drawn from the task's own seeded generator or data order)."""
+
+    @abc.abstractmethod
+    def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
+        """The training objective as a scalar, averaged the way the task's literature averages it."""
+
+    @abc.abstractmethod
+    def batch_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
+        """Metrics of one batch (for training-time logging); includes `loss`."""
+
+    @abc.abstractmethod
+    def evaluate(self, predict: Predict, split: str = "val") -> dict[str, float]:
+        """Metrics over a whole fixed split, aggregated correctly; includes `loss` and `main_metric`."""
+
+    @property
+    def memoryless_baseline(self) -> float | None:
+        """Loss of the best predictor that ignores the inputs' memory content (None when not defined)."""
+        return None
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        """The task's success criterion on evaluation metrics (used for optional early stopping)."""
+        return False
+
+    # Reproducible resume (checkpoints): the task's data-order / generator state.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        """Facts recorded in summary.json (variant, sizes, baseline)."""
+        return {"task": self.name, "memoryless_baseline": self.memoryless_baseline}
