@@ -1,0 +1,109 @@
+"""A task's model: input encoder -> recurrent stack -> head.
+
+- Encoder: token ids go through an embedding (optionally with dropout, as Zaremba et al. 2014 and
+  pytorch/examples word_language_model); continuous inputs feed the stack directly.
+- Head: a linear map at every step (`per_step` tasks: copy, language modelling) or once per sequence
+  after pooling (`sequence` tasks: adding, classification): `last` takes each direction's final state
+  at the sequence's true end (the backward direction's final state is the one after reading step 1),
+  `mean` / `max` pool the outputs over valid steps only.
+- Tied input/output embeddings (Press & Wolf 2017; Inan et al. 2017) when sizes allow.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnbench.cells import Cell
+from rnnbench.recurrent import Probes, RecurrentStack, StackState
+from tasks.base import IOSpec
+
+POOLINGS = ("last", "mean", "max")
+
+
+class SequenceModel(nn.Module):
+    def __init__(self, spec: IOSpec, cell: Callable[[int, int], Cell], hidden_size: int = 128,
+                 num_layers: int = 1, bidirectional: bool = False, pyramid: bool = False,
+                 dropout: float = 0.0, residual: bool = False, backend: str = "auto",
+                 embedding_size: int | None = None, embedding_dropout: float = 0.0,
+                 output_dropout: float = 0.0, tie_weights: bool = False, pooling: str = "last",
+                 param_budget: int | None = None):
+        super().__init__()
+        del param_budget  # resolved to hidden_size by the caller (budget.py); recorded in the config
+        if hidden_size < 1:
+            raise ValueError(f"model.hidden_size={hidden_size}: must be a positive integer")
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.pooling={pooling!r}: allowed {', '.join(POOLINGS)}")
+        self.spec = spec
+        self.pooling = pooling
+        if spec.input_kind == "tokens":
+            embedding_size = embedding_size or hidden_size * (2 if bidirectional else 1)
+            self.embedding = nn.Embedding(spec.input_size, embedding_size)
+            stack_input = embedding_size
+        else:
+            self.embedding = None
+            stack_input = spec.input_size
+        self.embedding_dropout = embedding_dropout
+        self.output_dropout = output_dropout
+        self.stack = RecurrentStack(cell, stack_input, hidden_size, num_layers, bidirectional, pyramid,
+                                    dropout, residual, backend)
+        if spec.output_kind == "per_step" and self.stack.time_reduction > 1:
+            raise ValueError(
+                f"model.pyramid=true reduces time {self.stack.time_reduction}x with model.num_layers="
+                f"{num_layers}, but this task needs an output at every input step; use a sequence-level "
+                f"task or model.pyramid=false")
+        self.head = nn.Linear(self.stack.output_size, spec.output_size)
+        if tie_weights:
+            if self.embedding is None or spec.output_size != spec.input_size:
+                raise ValueError("model.tie_weights=true needs a token task whose outputs are its inputs "
+                                 "(language modelling)")
+            if self.embedding.embedding_dim != self.stack.output_size:
+                raise ValueError(
+                    f"model.tie_weights=true needs model.embedding_size ({self.embedding.embedding_dim}) "
+                    f"== model.hidden_size x directions ({self.stack.output_size})")
+            self.head.weight = self.embedding.weight
+        self._init_embedding()
+
+    def _init_embedding(self) -> None:
+        if self.embedding is not None:  # pytorch/examples word_language_model: U(-0.1, 0.1)
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+
+    @property
+    def time_reduction(self) -> int:
+        return self.stack.time_reduction
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    def default_state(self, batch: int, device=None) -> StackState:
+        return self.stack.default_state(batch, device, next(self.parameters()).dtype)
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None = None, state: StackState | None = None,
+                probes: Probes | None = None) -> tuple[Tensor, StackState]:
+        """inputs (T, B) ids or (T, B, I) -> (outputs, final state).
+
+        outputs: (T', B, O) for per-step tasks, (B, O) for sequence tasks.
+        """
+        x = inputs
+        if self.embedding is not None:
+            x = F.dropout(self.embedding(inputs), self.embedding_dropout, self.training)  # (T, B, E)
+        out, out_lengths, final = self.stack(x, lengths, state, probes)                    # (T', B, D·H)
+        if self.spec.output_kind == "sequence":
+            out = self.pool(out, out_lengths, final)                                       # (B, D·H)
+        out = F.dropout(out, self.output_dropout, self.training)
+        return self.head(out), final
+
+    def pool(self, out: Tensor, lengths: Tensor | None, final: StackState) -> Tensor:
+        if self.pooling == "last":
+            # each direction's final h of the top layer: at the true end (forward) / after step 1 (backward)
+            return torch.cat([state[0] for state in final[-1]], dim=-1)
+        T = out.shape[0]
+        if lengths is None:
+            return out.mean(0) if self.pooling == "mean" else out.max(0).values
+        valid = (torch.arange(T, device=out.device).unsqueeze(1) < lengths.to(out.device)).unsqueeze(-1)
+        if self.pooling == "mean":
+            return out.sum(0) / lengths.to(out.device, out.dtype).clamp(min=1).unsqueeze(-1)
+        return out.masked_fill(~valid, float("-inf")).max(0).values

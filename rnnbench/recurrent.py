@@ -1,0 +1,264 @@
+"""Recurrent architectures that compose with any cell: deep (stacked), bidirectional, pyramid.
+
+Time-major throughout: x (T, B, F); `lengths` (B,) int64 or None. With lengths, the state of a
+sequence is frozen after its last valid step (so final states are taken at each sequence's true end)
+and outputs at padded steps are exactly zero.
+
+Backends (one per layer, the same parameter tensors for all):
+- `explicit`: the cell's `step`, written from its equations, in a Python loop over time.
+- `fused`: torch's own kernels (`torch._VF.lstm / gru / rnn_tanh / rnn_relu`, what nn.LSTM, nn.GRU
+  and nn.RNN call) on the cell's own tensors; an error for a cell with no such kernel.
+- `auto` (default): fused where a torch kernel computes exactly the cell's function, else the fast
+  sequence kernel of `fast_peephole` for the peephole LSTM, else explicit.
+Temporal gradient probes (‖∂L/∂h_t‖ for every t, `diagnostics.py`) always run the explicit path.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnbench.cells import Cell, PeepholeLSTMCell, State
+
+BACKENDS = ("auto", "explicit", "fused")
+
+# Per direction a cell state tuple; per layer a list of directions; per stack a list of layers.
+StackState = list[list[State]]
+# probes collected by the explicit path: (name, (T, B, H) zero tensor whose grad is ∂L/∂h_t).
+Probes = list[tuple[str, Tensor]]
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence within its own length; padded steps stay where they are.
+
+    (T, B, ...) -> (T, B, ...). An involution, so it also maps the reversed outputs back.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T, B = x.shape[:2]
+    t = torch.arange(T, device=x.device).unsqueeze(1)                          # (T, 1)
+    L = lengths.to(x.device).unsqueeze(0)                                      # (1, B)
+    index = torch.where(t < L, L - 1 - t, t)                                   # (T, B)
+    index = index.view(T, B, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, index)
+
+
+def _needs_mask(lengths: Tensor | None, T: int) -> bool:
+    return lengths is not None and bool((lengths < T).any())
+
+
+def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = None,
+                 probe: Tensor | None = None) -> tuple[Tensor, State]:
+    """The cell's equations step by step. x (T, B, I) -> outputs (T, B, H), final state.
+
+    `probe` (T, B, H) zeros requiring grad is added to h_t at every step; its gradient is then the
+    total ∂L/∂h_t (through the output at t and through every later step).
+    """
+    T = x.shape[0]
+    masks = None
+    if _needs_mask(lengths, T):
+        steps = torch.arange(T, device=x.device).unsqueeze(1)                 # (T, 1)
+        masks = (steps < lengths.to(x.device).unsqueeze(0)).unsqueeze(-1).unbind(0)  # T × (B, 1)
+    probes = probe.unbind(0) if probe is not None else None
+    outputs = []
+    for t, x_proj_t in enumerate(cell.input_projection(x).unbind(0)):
+        h, new_state = cell.step(x_proj_t, state)
+        if probes is not None:
+            h = h + probes[t]
+            new_state = (h,) + tuple(new_state[1:])
+        if masks is not None:  # freeze finished sequences; zero their outputs
+            new_state = tuple(torch.where(masks[t], n, s) for n, s in zip(new_state, state))
+            h = h * masks[t]
+        state = new_state
+        outputs.append(h)
+    return torch.stack(outputs), state
+
+
+def run_fused(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    """torch's own kernel on the cell's tensors; packed sequences when lengths are given."""
+    mode = cell.fused_mode
+    kernel = {"lstm": torch._VF.lstm, "gru": torch._VF.gru,
+              "rnn_tanh": torch._VF.rnn_tanh, "rnn_relu": torch._VF.rnn_relu}[mode]
+    weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+    hx = tuple(s.unsqueeze(0) for s in state)                                   # (1, B, H) each
+    hx_arg = hx if mode == "lstm" else hx[0]
+    T = x.shape[0]
+    if not _needs_mask(lengths, T):
+        # args: input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first
+        out, *final = kernel(x, hx_arg, weights, True, 1, 0.0, cell.training, False, False)
+        return out, tuple(f.squeeze(0) for f in final)
+    packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+    order, inverse = packed.sorted_indices, packed.unsorted_indices
+    hx_sorted = tuple(h.index_select(1, order) for h in hx)
+    hx_arg = hx_sorted if mode == "lstm" else hx_sorted[0]
+    # packed form: input data, batch_sizes, hx, weights, has_biases, num_layers, dropout, train, bidirectional
+    out, *final = kernel(packed.data, packed.batch_sizes, hx_arg, weights, True, 1, 0.0, cell.training, False)
+    out, _ = pad_packed_sequence(PackedSequence(out, packed.batch_sizes, order, inverse), total_length=T)
+    return out, tuple(f.index_select(1, inverse).squeeze(0) for f in final)
+
+
+def run_fast_peephole(cell: PeepholeLSTMCell, x: Tensor, state: State,
+                      lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    from rnnbench import fast_peephole
+
+    h0, c0 = state
+    out, h, c = fast_peephole.peephole_sequence(
+        cell.input_projection(x), h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole,
+        lengths=lengths if _needs_mask(lengths, x.shape[0]) else None)
+    return out, (h, c)
+
+
+def _fast_peephole_usable() -> bool:
+    try:
+        from rnnbench import fast_peephole  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(cell: Cell, backend: str) -> str:
+    """The path a cell runs on for a requested backend: 'fused', 'fast' or 'explicit'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"model.backend={backend!r}: allowed {', '.join(BACKENDS)}")
+    if backend == "explicit":
+        return "explicit"
+    if cell.fused_mode is not None:
+        return "fused"
+    if backend == "fused":
+        raise ValueError(
+            f"model.backend=fused: {type(cell).__name__}({cell.extra_repr()}) has no torch kernel computing "
+            f"its function; use model.backend=auto (its fastest exact path) or explicit")
+    if isinstance(cell, PeepholeLSTMCell) and _fast_peephole_usable():
+        return "fast"
+    return "explicit"
+
+
+class RecurrentLayer(nn.Module):
+    """One layer: a cell over t = 1..T and, when bidirectional, a second cell over t = T..1 (each
+    sequence reversed within its own length, so the backward direction starts at its last valid
+    step). Outputs of both directions are concatenated per step: (T, B, D*H)."""
+
+    def __init__(self, make_cell: Callable[[int, int], Cell], input_size: int, hidden_size: int,
+                 bidirectional: bool = False, backend: str = "auto"):
+        super().__init__()
+        self.directions = nn.ModuleList(
+            [make_cell(input_size, hidden_size) for _ in range(2 if bidirectional else 1)])
+        self.backend = backend
+        self.paths = [resolve_backend(c, backend) for c in self.directions]
+        self.hidden_size = hidden_size
+
+    def default_state(self, batch: int, device=None, dtype=None) -> list[State]:
+        return [c.default_state(batch, device, dtype) for c in self.directions]
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: list[State] | None = None,
+                probes: Probes | None = None, name: str = "layer") -> tuple[Tensor, list[State]]:
+        if state is None:
+            state = self.default_state(x.shape[1], x.device, x.dtype)
+        outputs, finals = [], []
+        for d, (cell, path) in enumerate(zip(self.directions, self.paths)):
+            reverse = d == 1
+            x_d = reverse_padded(x, lengths) if reverse else x
+            if probes is not None:
+                probe = x.new_zeros(x.shape[0], x.shape[1], self.hidden_size, requires_grad=True)
+                probes.append((name + ("_reverse" if reverse else ""), probe))
+                out, final = run_explicit(cell, x_d, state[d], lengths, probe)
+            elif path == "fused":
+                out, final = run_fused(cell, x_d, state[d], lengths)
+            elif path == "fast":
+                out, final = run_fast_peephole(cell, x_d, state[d], lengths)
+            else:
+                out, final = run_explicit(cell, x_d, state[d], lengths)
+            outputs.append(reverse_padded(out, lengths) if reverse else out)
+            finals.append(final)
+        return torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0], finals
+
+
+def pyramid_reduce(x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Concatenate consecutive output pairs (Chan et al. 2016, LAS pBLSTM): (T, B, F) -> (⌈T/2⌉, B, 2F).
+
+    Odd lengths: an odd number of steps is padded with one zero step, so a sequence of length L
+    becomes ⌈L/2⌉ steps and its last pair is [h_L, 0] — no valid step is dropped. Because outputs at
+    padded steps are zero, a sequence inside a padded batch pairs exactly as it would alone.
+    """
+    T, B, Fdim = x.shape
+    if T % 2:
+        x = F.pad(x, (0, 0, 0, 0, 0, 1))                                       # (T+1, B, F)
+    x = x.view(-1, 2, B, Fdim).permute(0, 2, 1, 3).reshape(-1, B, 2 * Fdim)    # (⌈T/2⌉, B, 2F)
+    return x, (None if lengths is None else (lengths + 1) // 2)
+
+
+class RecurrentStack(nn.Module):
+    """`num_layers` recurrent layers of one cell type, each optionally bidirectional.
+
+    - deep: layer l reads layer l-1's output sequence; `dropout` between layers (not after the last,
+      as nn.LSTM); `residual` adds each layer's input to its output from the second layer on (He et al.
+      2016; with pyramid, the shortcut is the mean of the pair that was concatenated).
+    - pyramid: between layers, consecutive output pairs are concatenated (`pyramid_reduce`), so every
+      layer above the first runs on half the steps of the one below: time reduction 2^(num_layers-1).
+    """
+
+    def __init__(self, cell: Callable[[int, int], Cell], input_size: int, hidden_size: int,
+                 num_layers: int = 1, bidirectional: bool = False, pyramid: bool = False,
+                 dropout: float = 0.0, residual: bool = False, backend: str = "auto"):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"model.num_layers={num_layers}: must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.dropout={dropout}: must be in [0, 1)")
+        directions = 2 if bidirectional else 1
+        self.output_size = directions * hidden_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.pyramid = pyramid
+        self.residual = residual
+        self.dropout = dropout
+        sizes = [input_size] + [self.output_size * (2 if pyramid else 1)] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            [RecurrentLayer(cell, size, hidden_size, bidirectional, backend) for size in sizes])
+
+    @property
+    def time_reduction(self) -> int:
+        return 2 ** (self.num_layers - 1) if self.pyramid else 1
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        for _ in range(self.num_layers - 1 if self.pyramid else 0):
+            lengths = (lengths + 1) // 2
+        return lengths
+
+    def default_state(self, batch: int, device=None, dtype=None) -> StackState:
+        return [layer.default_state(batch, device, dtype) for layer in self.layers]
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, state: StackState | None = None,
+                probes: Probes | None = None) -> tuple[Tensor, Tensor | None, StackState]:
+        """x (T, B, I) -> outputs (T', B, D*H), output lengths (B,) or None, final state per layer."""
+        finals = []
+        for l, layer in enumerate(self.layers):
+            shortcut = None
+            if l > 0:
+                if self.pyramid:
+                    x, lengths = pyramid_reduce(x, lengths)                   # (T/2, B, 2·D·H)
+                    if self.residual:
+                        shortcut = 0.5 * (x[..., :self.output_size] + x[..., self.output_size:])
+                elif self.residual:
+                    shortcut = x
+                if self.dropout > 0:
+                    x = F.dropout(x, self.dropout, self.training)
+            out, final = layer(x, lengths, None if state is None else state[l], probes, name=f"layer{l}")
+            x = out if shortcut is None else out + shortcut
+            finals.append(final)
+        return x, lengths, finals
+
+
+def detach_state(state):
+    """Cut the graph between truncated-BPTT windows; works on any nesting of lists/tuples of tensors."""
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, (list, tuple)):
+        return type(state)(detach_state(s) for s in state)
+    return state
+

@@ -1,0 +1,169 @@
+"""The cells against their equations (REFERENCE.md), written out independently here."""
+
+import functools
+
+import pytest
+import torch
+
+from rnnbench.cells import CELLS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+
+torch.manual_seed(0)
+B, I, H = 3, 4, 5
+
+
+def randomise(cell):
+    """Random parameters of a larger scale than the init, so every term matters."""
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0, 0.5)
+    return cell
+
+
+def sig(x):
+    return 1 / (1 + torch.exp(-x))
+
+
+def blocks(w, n):
+    return w.chunk(n, dim=0)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_vanilla_step_is_elman_equation(nonlinearity):
+    cell = randomise(VanillaCell(I, H, nonlinearity))
+    x, h0 = torch.randn(B, I), torch.randn(B, H)
+    h, _ = cell.step(cell.input_projection(x[None])[0], (h0,))
+    pre = x @ cell.weight_ih.T + h0 @ cell.weight_hh.T + cell.bias_ih + cell.bias_hh
+    expected = torch.tanh(pre) if nonlinearity == "tanh" else pre.clamp(min=0)
+    torch.testing.assert_close(h, expected)
+
+
+def lstm_reference(cell, x, h0, c0, peephole=False):
+    Wi, Wf, Wg, Wo = blocks(cell.weight_ih, 4)
+    Ui, Uf, Ug, Uo = blocks(cell.weight_hh, 4)
+    b = cell.bias_ih + cell.bias_hh
+    bi, bf, bg, bo = blocks(b, 4)
+    pi, pf, po = cell.peephole if peephole else torch.zeros(3, H)
+    i = sig(x @ Wi.T + h0 @ Ui.T + pi * c0 + bi)
+    f = sig(x @ Wf.T + h0 @ Uf.T + pf * c0 + bf)
+    g = torch.tanh(x @ Wg.T + h0 @ Ug.T + bg)
+    c = f * c0 + i * g
+    o = sig(x @ Wo.T + h0 @ Uo.T + po * c + bo)  # peephole: o sees c_t, not c_{t-1}
+    return o * torch.tanh(c), c
+
+
+@pytest.mark.parametrize("cls,peephole", [(LSTMCell, False), (PeepholeLSTMCell, True)])
+def test_lstm_steps_are_their_equations(cls, peephole):
+    cell = randomise(cls(I, H))
+    x, h0, c0 = torch.randn(B, I), torch.randn(B, H), torch.randn(B, H)
+    h, (h_state, c) = cell.step(cell.input_projection(x[None])[0], (h0, c0))
+    h_ref, c_ref = lstm_reference(cell, x, h0, c0, peephole)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+    assert h_state is h
+
+
+def test_peephole_output_gate_sees_new_cell_state():
+    """Changing p_o must change h_t through c_t: zeroing c_{t-1} alone would not silence it."""
+    cell = randomise(PeepholeLSTMCell(I, H))
+    x, h0, c0 = torch.randn(B, I), torch.randn(B, H), torch.zeros(B, H)
+    h1, _ = cell.step(cell.input_projection(x[None])[0], (h0, c0))
+    with torch.no_grad():
+        cell.peephole[2] += 1.0
+    h2, _ = cell.step(cell.input_projection(x[None])[0], (h0, c0))
+    assert not torch.allclose(h1, h2)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_step_is_its_equation(reset_after):
+    cell = randomise(GRUCell(I, H, reset_after=reset_after))
+    x, h0 = torch.randn(B, I), torch.randn(B, H)
+    h, _ = cell.step(cell.input_projection(x[None])[0], (h0,))
+    Wr, Wz, Wn = blocks(cell.weight_ih, 3)
+    Ur, Uz, Un = blocks(cell.weight_hh, 3)
+    bir, biz, bin_ = blocks(cell.bias_ih, 3)
+    bhr, bhz, bhn = blocks(cell.bias_hh, 3)
+    r = sig(x @ Wr.T + bir + h0 @ Ur.T + bhr)
+    z = sig(x @ Wz.T + biz + h0 @ Uz.T + bhz)
+    if reset_after:   # cuDNN / torch.nn.GRU
+        n = torch.tanh(x @ Wn.T + bin_ + r * (h0 @ Un.T + bhn))
+    else:             # Cho et al. 2014
+        n = torch.tanh(x @ Wn.T + bin_ + (r * h0) @ Un.T + bhn)
+    torch.testing.assert_close(h, (1 - z) * n + z * h0)
+
+
+def test_gru_forms_are_different_functions():
+    a = randomise(GRUCell(I, H, reset_after=True))
+    b = GRUCell(I, H, reset_after=False)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(6, B, I)
+    assert (a(x)[0] - b(x)[0]).abs().max() > 1e-3
+
+
+def test_gru_reset_after_matches_torch_gru_cell():
+    cell = randomise(GRUCell(I, H))
+    ref = torch.nn.GRUCell(I, H)
+    ref.load_state_dict(cell.state_dict())
+    x, h0 = torch.randn(B, I), torch.randn(B, H)
+    torch.testing.assert_close(cell.step(cell.input_projection(x[None])[0], (h0,))[0], ref(x, h0))
+
+
+ALL_CELLS = [
+    ("vanilla_tanh", functools.partial(VanillaCell, nonlinearity="tanh")),
+    ("vanilla_relu", functools.partial(VanillaCell, nonlinearity="relu")),
+    ("lstm", LSTMCell),
+    ("peephole", PeepholeLSTMCell),
+    ("gru", GRUCell),
+    ("gru_cho", functools.partial(GRUCell, reset_after=False)),
+]
+
+
+@pytest.mark.parametrize("name,make", ALL_CELLS, ids=[n for n, _ in ALL_CELLS])
+def test_gradcheck_float64(name, make):
+    cell = randomise(make(3, 4)).double()
+    x = torch.randn(4, 2, 3, dtype=torch.double, requires_grad=True)
+    state = tuple(torch.randn(2, 4, dtype=torch.double, requires_grad=True) for _ in cell.state_names)
+    params = tuple(cell.parameters())
+
+    def run(x, *args):
+        n = len(state)
+        out, final = cell(x, tuple(args[:n]))
+        return (out,) + final
+
+    assert torch.autograd.gradcheck(run, (x,) + state, eps=1e-6, atol=1e-5)
+    # parameters too: gradcheck through a functional call
+    names = [n for n, _ in cell.named_parameters()]
+
+    def run_params(*ps):
+        out, _ = torch.func.functional_call(cell, dict(zip(names, ps)), (x.detach(), state))
+        return out
+
+    assert torch.autograd.gradcheck(run_params, tuple(p.detach().requires_grad_() for p in params),
+                                    eps=1e-6, atol=1e-5)
+
+
+def test_identity_init_is_irnn():
+    cell = VanillaCell(I, H, nonlinearity="relu", recurrent_init="identity")
+    torch.testing.assert_close(cell.weight_hh.detach(), torch.eye(H))
+    assert cell.bias_ih.abs().sum() == 0 and cell.bias_hh.abs().sum() == 0
+
+
+@pytest.mark.parametrize("name", ["vanilla", "lstm", "gru"])
+def test_orthogonal_init_gives_orthogonal_blocks(name):
+    cell = CELLS[name](I, 16, recurrent_init="orthogonal")
+    for block in cell.weight_hh.detach().chunk(cell.gates, dim=0):
+        torch.testing.assert_close(block @ block.T, torch.eye(16), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("forget_bias", [1.0, 0.0, 2.5])
+def test_forget_gate_bias(forget_bias):
+    for cls in (LSTMCell, PeepholeLSTMCell):
+        cell = cls(I, H, forget_bias=forget_bias)
+        total = (cell.bias_ih + cell.bias_hh)[H:2 * H]
+        torch.testing.assert_close(total.detach(), torch.full((H,), forget_bias))
+
+
+def test_bad_cell_options_are_named():
+    with pytest.raises(ValueError, match="nonlinearity='sigmoid'.*tanh, relu"):
+        VanillaCell(I, H, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="recurrent_init='eye'.*default, orthogonal, identity"):
+        LSTMCell(I, H, recurrent_init="eye")

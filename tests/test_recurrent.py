@@ -1,0 +1,201 @@
+"""Architectures and backends: explicit == fused == torch, padded batches == unpadded sequences."""
+
+import functools
+import itertools
+
+import pytest
+import torch
+
+from rnnbench.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.recurrent import RecurrentStack, pyramid_reduce, resolve_backend, reverse_padded
+
+I, H = 4, 6
+
+FUSABLE = {
+    "vanilla_tanh": functools.partial(VanillaCell, nonlinearity="tanh"),
+    "vanilla_relu": functools.partial(VanillaCell, nonlinearity="relu"),
+    "lstm": LSTMCell,
+    "gru": GRUCell,
+}
+ALL = dict(FUSABLE, peephole=PeepholeLSTMCell, gru_cho=functools.partial(GRUCell, reset_after=False))
+
+
+def twin(make, backend_a, backend_b, **kw):
+    """Two stacks with the same parameters on two backends."""
+    torch.manual_seed(0)
+    a = RecurrentStack(make, I, H, backend=backend_a, **kw)
+    b = RecurrentStack(make, I, H, backend=backend_b, **kw)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def run_and_grad(stack, x, lengths=None):
+    stack.zero_grad()
+    out, _, final = stack(x, lengths)
+    flat = [s for layer in final for direction in layer for s in direction]
+    (out.square().sum() + sum(s.sum() for s in flat)).backward()
+    return out, flat, {n: p.grad.clone() for n, p in stack.named_parameters()}
+
+
+def assert_same_run(a, b, x, lengths=None):
+    out_a, fin_a, g_a = run_and_grad(a, x, lengths)
+    out_b, fin_b, g_b = run_and_grad(b, x, lengths)
+    torch.testing.assert_close(out_a, out_b, atol=1e-5, rtol=1e-4)
+    for s, t in zip(fin_a, fin_b):
+        torch.testing.assert_close(s, t, atol=1e-5, rtol=1e-4)
+    for n in g_a:
+        torch.testing.assert_close(g_a[n], g_b[n], atol=1e-4, rtol=1e-4, msg=n)
+
+
+@pytest.mark.parametrize("cell", list(FUSABLE))
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (1, True), (3, False), (2, True)])
+def test_explicit_equals_fused(cell, num_layers, bidirectional):
+    a, b = twin(FUSABLE[cell], "explicit", "fused", num_layers=num_layers, bidirectional=bidirectional)
+    assert {p for l in b.layers for p in l.paths} == {"fused"}
+    assert_same_run(a, b, torch.randn(9, 3, I))
+
+
+@pytest.mark.parametrize("cell", list(FUSABLE))
+def test_explicit_equals_fused_on_padded_batches(cell):
+    a, b = twin(FUSABLE[cell], "explicit", "fused", num_layers=2, bidirectional=True)
+    assert_same_run(a, b, torch.randn(9, 4, I), torch.tensor([9, 4, 7, 1]))
+
+
+def test_fused_lstm_is_torch_nn_lstm():
+    """Our parameters in torch's layout: nn.LSTM with the same state dict computes the same."""
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, backend="explicit")
+    ref = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True)
+    with torch.no_grad():
+        for l, layer in enumerate(stack.layers):
+            for d, cell in enumerate(layer.directions):
+                suffix = f"_l{l}" + ("_reverse" if d else "")
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(ref, name + suffix).copy_(getattr(cell, name))
+    x = torch.randn(7, 3, I)
+    out, _, final = stack(x)
+    ref_out, (h_n, c_n) = ref(x)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(final[1][1][0], h_n[3])  # top layer, backward direction
+
+
+def run_alone(stack, x, lengths):
+    """Every sequence of the batch, unpadded, on its own."""
+    outs, finals = [], []
+    for b, L in enumerate(lengths.tolist()):
+        out, out_len, final = stack(x[:L, b:b + 1])
+        outs.append(out[:, 0])
+        finals.append([[tuple(s[0] for s in d) for d in layer] for layer in final])
+    return outs, finals
+
+
+@pytest.mark.parametrize("cell", list(ALL))
+@pytest.mark.parametrize("arch", ["bidirectional", "pyramid"])
+@pytest.mark.parametrize("backend", ["explicit", "auto"])
+def test_padded_batch_equals_each_sequence_alone(cell, arch, backend):
+    torch.manual_seed(1)
+    kw = dict(num_layers=3, bidirectional=True, pyramid=True) if arch == "pyramid" else dict(bidirectional=True)
+    stack = RecurrentStack(ALL[cell], I, H, backend=backend, **kw)
+    lengths = torch.tensor([11, 5, 8, 1, 10])
+    x = torch.randn(11, 5, I)
+    for b, L in enumerate(lengths.tolist()):  # garbage in the padding must not leak in
+        x[L:, b] = 100.0
+    out, out_lengths, final = stack(x, lengths)
+    torch.testing.assert_close(out_lengths, stack.output_lengths(lengths))
+    alone, alone_finals = run_alone(stack, x, lengths)
+    for b, (L, ref) in enumerate(zip(out_lengths.tolist(), alone)):
+        assert ref.shape[0] == L
+        torch.testing.assert_close(out[:L, b], ref, atol=1e-5, rtol=1e-4)
+        if L < out.shape[0]:
+            assert out[L:, b].abs().max() == 0  # padded outputs are zero
+        for layer, ref_layer in zip(final, alone_finals[b]):
+            for d, ref_d in zip(layer, ref_layer):
+                for s, r in zip(d, ref_d):
+                    torch.testing.assert_close(s[b], r, atol=1e-5, rtol=1e-4)
+
+
+def test_pyramid_odd_length_rule():
+    """T=5 -> 3 steps; the last pair is [h_5, 0]; lengths ⌈L/2⌉."""
+    x = torch.arange(5 * 1 * 2, dtype=torch.float).view(5, 1, 2)
+    y, lengths = pyramid_reduce(x, torch.tensor([5]))
+    assert y.shape == (3, 1, 4) and lengths.tolist() == [3]
+    torch.testing.assert_close(y[0, 0], torch.cat([x[0, 0], x[1, 0]]))
+    torch.testing.assert_close(y[2, 0], torch.cat([x[4, 0], torch.zeros(2)]))
+    assert pyramid_reduce(torch.zeros(8, 3, 2), torch.tensor([8, 7, 1]))[1].tolist() == [4, 4, 1]
+
+
+def test_reverse_padded_reverses_within_length():
+    x = torch.arange(4).view(4, 1).repeat(1, 2).float()       # (T=4, B=2)
+    y = reverse_padded(x, torch.tensor([4, 2]))
+    assert y[:, 0].tolist() == [3, 2, 1, 0] and y[:, 1].tolist() == [1, 0, 2, 3]
+    torch.testing.assert_close(reverse_padded(y, torch.tensor([4, 2])), x)
+
+
+ARCHS = {
+    "single": dict(),
+    "deep": dict(num_layers=3, dropout=0.1, residual=True),
+    "bidirectional": dict(bidirectional=True),
+    "pyramid": dict(num_layers=3, pyramid=True),
+    "pyramid_bidirectional_residual": dict(num_layers=4, pyramid=True, bidirectional=True, residual=True),
+}
+
+
+@pytest.mark.parametrize("cell,arch", list(itertools.product(ALL, ARCHS)))
+def test_every_cell_in_every_architecture(cell, arch):
+    kw = ARCHS[arch]
+    stack = RecurrentStack(ALL[cell], I, H, **kw)
+    T, B = 13, 3
+    x = torch.randn(T, B, I, requires_grad=True)
+    out, lengths, final = stack(x, torch.tensor([13, 6, 9]))
+    directions = 2 if kw.get("bidirectional") else 1
+    reduction = 2 ** (kw.get("num_layers", 1) - 1) if kw.get("pyramid") else 1
+    assert stack.time_reduction == reduction
+    expected_T = T
+    for _ in range(reduction.bit_length() - 1):
+        expected_T = (expected_T + 1) // 2
+    assert out.shape == (expected_T, B, directions * H)
+    assert lengths.max() == expected_T
+    assert len(final) == kw.get("num_layers", 1) and len(final[0]) == directions
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in stack.parameters())
+
+
+def test_backend_choice():
+    assert resolve_backend(LSTMCell(I, H), "auto") == "fused"
+    assert resolve_backend(GRUCell(I, H, reset_after=False), "auto") == "explicit"
+    assert resolve_backend(LSTMCell(I, H), "explicit") == "explicit"
+    with pytest.raises(ValueError, match="model.backend=fused.*no torch kernel"):
+        resolve_backend(PeepholeLSTMCell(I, H), "fused")
+    with pytest.raises(ValueError, match="model.backend='cudnn'.*auto, explicit, fused"):
+        resolve_backend(LSTMCell(I, H), "cudnn")
+
+
+def test_fused_training_then_explicit_run_is_unchanged():
+    """A model trained fused runs through the explicit path on the same tensors."""
+    a, b = twin(LSTMCell, "fused", "explicit", num_layers=2)
+    opt = torch.optim.SGD(a.parameters(), lr=0.1)
+    x = torch.randn(8, 2, I)
+    for _ in range(3):
+        opt.zero_grad()
+        a(x)[0].square().mean().backward()
+        opt.step()
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_probes_give_total_gradient_wrt_hidden_state():
+    """probe.grad == ∂L/∂h_t computed by retaining every h_t of a hand-run loop."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, backend="fused")
+    cell = stack.layers[0].directions[0]
+    x = torch.randn(6, 2, I)
+    probes = []
+    out, _, _ = stack(x, probes=probes)
+    (grad,) = torch.autograd.grad(out[-1].sum() + out[2].square().sum(), [probes[0][1]])
+    state, hs = cell.default_state(2), []
+    for x_t in cell.input_projection(x).unbind(0):
+        h, state = cell.step(x_t, state)
+        h.retain_grad()
+        hs.append(h)
+    (hs[-1].sum() + hs[2].square().sum()).backward()
+    torch.testing.assert_close(grad, torch.stack([h.grad for h in hs]))
+    assert grad[3:5].abs().sum() > 0 and probes[0][0] == "layer0"
