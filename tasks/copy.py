@@ -1,0 +1,257 @@
+"""The copy (copying memory) task: remember `copy_len` symbols over a delay of `seq_len` steps.
+
+Three published variants, all with the same alphabet and the same recall positions; they differ in
+the delimiter and in which steps the loss covers. With T = seq_len, M = copy_len, K = num_symbols,
+data symbols 0..K-1, blank K, delimiter K+1 (a0..a7, a8, a9 for the defaults), every input has
+length T + 2M and every target is T + M blanks followed by the M input symbols:
+
+- `arjovsky` (default) -- Arjovsky, Shah & Bengio 2016, "Unitary Evolution Recurrent Neural
+  Networks", section 4.1: input = M symbols, T-1 blanks, 1 delimiter, M blanks. Loss: mean
+  cross-entropy over all T + 2M steps.
+- `tcn` -- Bai, Kolter & Koltun 2018, "An Empirical Evaluation of Generic Convolutional and
+  Recurrent Networks for Sequence Modeling" (locuslab/TCN `copy_memory/utils.py`): input = M
+  symbols, T-1 blanks, M+1 delimiters (the first one marks the recall; the other M keep "recall
+  now" visible at every recall step). Loss: mean cross-entropy over all T + 2M steps, as in their
+  `copymem_test.py`. Their digits are relabelled (they use 1-8 for data, 0 blank, 9 delimiter, fed as
+  one scalar channel); we use the alphabet above, one-hot, so only the delimiter run differs from
+  `arjovsky`.
+- `s4` -- Gu, Goel & Re 2022, "Efficiently Modeling Long Sequences with Structured State Spaces"
+  (state-spaces `copying.py`, fixed positions, `variable=False`): input = M symbols, T blanks, M
+  delimiters (the recall is emitted at the delimiter steps). Loss: mean cross-entropy over the M
+  recall steps only.
+
+Memoryless baseline: the best predictor that knows the step index but nothing of the symbols
+outputs a blank with certainty for the first T + M steps and the uniform distribution over the K
+data symbols at the M recall steps, so its loss is M ln K / (T + 2M) for `arjovsky` and `tcn` (Arjovsky
+et al.'s 10 ln 8 / (T + 20)) and ln K for `s4`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tasks.base import Batch, IOSpec, Predict, Task
+
+VARIANTS = ("arjovsky", "tcn", "s4")
+SPLITS = ("val", "test")
+# Fixed splits are drawn from their own generators, seeded `seed + offset`: they depend on the seed
+# only, never on how many training batches were drawn.
+SPLIT_SEED_OFFSET = {"val": 1_000_003, "test": 2_000_006}
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")
+
+
+class CopyTask(Task):
+    """Copying memory (Arjovsky et al. 2016; TCN and S4 variants); see the module docstring.
+
+    Batches: inputs (T + 2M, B, K + 2) one-hot float32; targets (T + 2M, B) int64 class ids.
+    The model returns logits (T + 2M, B, K + 2), one prediction per step.
+    Metrics: `loss`, `loss_over_baseline`, `recall_accuracy` (per symbol, on the M recall steps),
+    `sequence_accuracy` (all M recalled symbols right), and for `arjovsky`/`tcn` (whose loss covers
+    every step) `accuracy_all_steps`. Solved when `recall_accuracy >= solve_threshold`.
+    """
+
+    name = "copy"
+    main_metric = "recall_accuracy"
+    main_metric_mode = "max"
+
+    def __init__(
+        self,
+        seq_len: int = 100,
+        variant: str = "arjovsky",
+        num_symbols: int = 8,
+        copy_len: int = 10,
+        batch_size: int = 64,
+        val_size: int = 1000,
+        seed: int = 0,
+        solve_threshold: float = 0.99,
+        device: str | torch.device = "cpu",
+    ):
+        super().__init__(device)
+        _require_int("seq_len", seq_len, 1)
+        if variant not in VARIANTS:
+            allowed = ", ".join(repr(v) for v in VARIANTS)
+            raise ValueError(f"variant={variant!r}: unknown copy variant; allowed: {allowed}")
+        _require_int("num_symbols", num_symbols, 2)  # ln 1 = 0 would make the baseline vanish
+        _require_int("copy_len", copy_len, 1)
+        _require_int("batch_size", batch_size, 1)
+        _require_int("val_size", val_size, 1)
+        _require_int("seed", seed, 0)
+        if isinstance(solve_threshold, bool) or not isinstance(solve_threshold, (int, float)) or not (
+            0.0 < solve_threshold <= 1.0
+        ):
+            raise ValueError(f"solve_threshold={solve_threshold!r}: must be a number in (0, 1]")
+
+        self.seq_len = seq_len
+        self.variant = variant
+        self.num_symbols = num_symbols
+        self.copy_len = copy_len
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.seed = seed
+        self.solve_threshold = float(solve_threshold)
+
+        self.blank = num_symbols
+        self.delimiter = num_symbols + 1
+        self.num_classes = num_symbols + 2
+        self.input_length = seq_len + 2 * copy_len
+        T, M = seq_len, copy_len
+        self._delimiter_steps = {
+            "arjovsky": slice(M + T - 1, M + T),  # one delimiter, then M blanks
+            "tcn": slice(M + T - 1, None),  # M + 1 delimiters to the end
+            "s4": slice(M + T, None),  # M delimiters, at the recall steps themselves
+        }[variant]
+        self.loss_on_all_steps = variant != "s4"
+
+        self.spec = IOSpec(
+            input_kind="continuous",
+            input_size=self.num_classes,
+            output_size=self.num_classes,
+            output_kind="per_step",
+            loss_kind="classification",
+        )
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed)
+        self._batches_drawn = 0
+        # A fixed split is stored as its symbols (M, N); sequences are built per chunk in evaluate.
+        self._split_symbols = {
+            split: self._draw_symbols(val_size, self._split_generator(split)) for split in SPLITS
+        }
+
+    # ---- data -------------------------------------------------------------------------------
+    def _split_generator(self, split: str) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.seed + SPLIT_SEED_OFFSET[split])
+        return generator
+
+    def _draw_symbols(self, batch: int, generator: torch.Generator) -> Tensor:
+        return torch.randint(
+            0, self.num_symbols, (self.copy_len, batch), generator=generator, device=self.device
+        )  # (M, B)
+
+    def sequences(self, symbols: Tensor) -> Batch:
+        """The batch whose symbols to remember are `symbols` (M, B) int64 in [0, num_symbols)."""
+        M, B = symbols.shape
+        ids = torch.full((self.input_length, B), self.blank, dtype=torch.long, device=symbols.device)
+        ids[:M] = symbols
+        ids[self._delimiter_steps] = self.delimiter  # (T + 2M, B)
+        inputs = F.one_hot(ids, self.num_classes).float()  # (T + 2M, B, K + 2)
+        targets = torch.full_like(ids, self.blank)
+        targets[-M:] = symbols  # (T + 2M, B): T + M blanks, then the symbols
+        return Batch(inputs=inputs, targets=targets)
+
+    def train_batch(self) -> Batch:
+        self._batches_drawn += 1
+        return self.sequences(self._draw_symbols(self.batch_size, self._generator))
+
+    # ---- loss and metrics -------------------------------------------------------------------
+    @property
+    def memoryless_baseline(self) -> float:
+        recall_loss = math.log(self.num_symbols)  # uniform guess at each recall step
+        if self.loss_on_all_steps:
+            return self.copy_len * recall_loss / self.input_length
+        return recall_loss
+
+    def _check_outputs(self, outputs: Tensor, batch: Batch) -> None:
+        expected = (self.input_length, batch.targets.shape[1], self.num_classes)
+        if tuple(outputs.shape) != expected:
+            raise ValueError(
+                f"copy outputs have shape {tuple(outputs.shape)}; expected (T + 2M, B, K + 2) = {expected}"
+            )
+
+    def _scored(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The logits and targets the loss covers: every step, or the M recall steps for `s4`."""
+        self._check_outputs(outputs, batch)
+        if self.loss_on_all_steps:
+            return outputs, batch.targets
+        return outputs[-self.copy_len :], batch.targets[-self.copy_len :]
+
+    def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
+        logits, targets = self._scored(outputs, batch)
+        return F.cross_entropy(logits.reshape(-1, self.num_classes), targets.reshape(-1))
+
+    def _counts(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
+        """Sums that add up across chunks; `_metrics` turns them into means."""
+        logits, targets = self._scored(outputs, batch)
+        loss_sum = F.cross_entropy(
+            logits.reshape(-1, self.num_classes), targets.reshape(-1), reduction="sum"
+        )
+        correct = outputs.argmax(-1) == batch.targets  # (T + 2M, B)
+        recalled = correct[-self.copy_len :]  # (M, B)
+        return {
+            "loss_sum": float(loss_sum),
+            "loss_terms": targets.numel(),
+            "recall_correct": int(recalled.sum()),
+            "recall_terms": recalled.numel(),
+            "sequences_correct": int(recalled.all(0).sum()),
+            "sequences": recalled.shape[1],
+            "all_correct": int(correct.sum()),
+            "all_terms": correct.numel(),
+        }
+
+    def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
+        loss = counts["loss_sum"] / counts["loss_terms"]
+        metrics = {
+            "loss": loss,
+            "loss_over_baseline": loss / self.memoryless_baseline,
+            "recall_accuracy": counts["recall_correct"] / counts["recall_terms"],
+            "sequence_accuracy": counts["sequences_correct"] / counts["sequences"],
+        }
+        if self.loss_on_all_steps:  # for `s4` the blank steps are not part of the task
+            metrics["accuracy_all_steps"] = counts["all_correct"] / counts["all_terms"]
+        return metrics
+
+    @torch.no_grad()
+    def batch_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
+        return self._metrics(self._counts(outputs.detach(), batch))
+
+    @torch.no_grad()
+    def evaluate(self, predict: Predict, split: str = "val") -> dict[str, float]:
+        """Metrics over the fixed split, predicted in chunks of `batch_size`; every mean is over
+        all terms of the split (not a mean of chunk means)."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: unknown split; allowed: {', '.join(SPLITS)}")
+        symbols = self._split_symbols[split]  # (M, N)
+        totals: dict[str, float] = {}
+        for start in range(0, self.val_size, self.batch_size):
+            batch = self.sequences(symbols[:, start : start + self.batch_size])
+            outputs, _ = predict(batch, None)
+            for key, value in self._counts(outputs, batch).items():
+                totals[key] = totals.get(key, 0) + value
+        return self._metrics(totals)
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        """`recall_accuracy` (as returned by `evaluate`) at least `solve_threshold`."""
+        return metrics["recall_accuracy"] >= self.solve_threshold
+
+    # ---- resume and records -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self._generator.get_state(), "batches_drawn": self._batches_drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._generator.set_state(state["generator"].cpu())
+        self._batches_drawn = int(state["batches_drawn"])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "variant": self.variant,
+            "seq_len": self.seq_len,
+            "input_length": self.input_length,
+            "num_symbols": self.num_symbols,
+            "copy_len": self.copy_len,
+            "loss_steps": "all" if self.loss_on_all_steps else "recall",
+            "memoryless_baseline": self.memoryless_baseline,
+            "solve_threshold": self.solve_threshold,
+            "batch_size": self.batch_size,
+            "val_size": self.val_size,
+            "seed": self.seed,
+        }

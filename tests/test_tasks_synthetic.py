@@ -1,0 +1,360 @@
+"""Specification of the synthetic tasks: copy (tasks/copy.py) and adding (tasks/adding.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tasks.adding import AddingTask
+from tasks.base import Batch, Task
+from tasks.copy import CopyTask
+
+COPY_VARIANTS = ("arjovsky", "tcn", "s4")
+ADDING_VARIANTS = ("halves", "anywhere")
+
+
+def copy_oracle(batch: Batch, state):
+    """Logits that put all the mass on the right class at every step."""
+    return 20.0 * F.one_hot(batch.targets, batch.inputs.shape[-1]).float(), state  # (T', B, K+2)
+
+
+def adding_oracle(batch: Batch, state):
+    inputs = batch.inputs  # (T, B, 2)
+    return (inputs[..., 0] * inputs[..., 1]).sum(0).unsqueeze(1), state  # (B, 1)
+
+
+def make_task(kind: str, **kwargs) -> Task:
+    if kind == "copy":
+        return CopyTask(seq_len=kwargs.pop("seq_len", 12), **kwargs)
+    return AddingTask(seq_len=kwargs.pop("seq_len", 12), **kwargs)
+
+
+TASK_KINDS = [("copy", v) for v in COPY_VARIANTS] + [("adding", v) for v in ADDING_VARIANTS]
+
+
+# ---- copy: data layout ------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", COPY_VARIANTS)
+def test_copy_batch_shapes_and_dtypes(variant):
+    task = CopyTask(seq_len=30, variant=variant, batch_size=7)
+    batch = task.train_batch()
+    assert task.input_length == 30 + 20
+    assert batch.inputs.shape == (50, 7, 10) and batch.inputs.dtype == torch.float32
+    assert batch.targets.shape == (50, 7) and batch.targets.dtype == torch.int64
+    assert batch.lengths is None
+    assert torch.equal(batch.inputs.sum(-1), torch.ones(50, 7))  # one-hot
+    assert task.spec.input_size == task.spec.output_size == 10
+    assert task.spec.output_kind == "per_step" and task.spec.loss_kind == "classification"
+
+
+@pytest.mark.parametrize("variant", COPY_VARIANTS)
+def test_copy_target_is_the_input_symbols_at_the_recall_steps(variant):
+    task = CopyTask(seq_len=25, variant=variant, num_symbols=5, copy_len=4, batch_size=50)
+    batch = task.train_batch()
+    symbols = batch.inputs[:4].argmax(-1)  # (M, B)
+    assert symbols.max() < 5  # data symbols only, never blank (5) or delimiter (6)
+    assert torch.equal(batch.targets[-4:], symbols)
+    assert (batch.targets[:-4] == task.blank).all()
+    assert len(symbols.unique()) == 5  # all of the alphabet is drawn
+
+
+@pytest.mark.parametrize(
+    "variant, after_symbols",
+    [
+        # T = 5, M = 3; b = blank, d = delimiter; the steps after the M symbols.
+        ("arjovsky", "bbbbdbbb"),  # T-1 blanks, 1 delimiter, M blanks (Arjovsky et al. 2016)
+        ("tcn", "bbbbdddd"),  # T-1 blanks, M+1 delimiters (Bai et al. 2018)
+        ("s4", "bbbbbddd"),  # T blanks, M delimiters (Gu et al. 2022)
+    ],
+)
+def test_copy_blank_and_delimiter_positions(variant, after_symbols):
+    task = CopyTask(seq_len=5, variant=variant, copy_len=3, batch_size=4)
+    ids = task.train_batch().inputs.argmax(-1)  # (T + 2M, B)
+    code = {"b": task.blank, "d": task.delimiter}
+    expected = torch.tensor([code[c] for c in after_symbols]).unsqueeze(1).expand(-1, 4)
+    assert torch.equal(ids[3:], expected)
+
+
+# ---- copy: baseline, loss and metrics ---------------------------------------------------------
+def copy_memoryless(task: CopyTask):
+    """Log-probabilities of the best predictor blind to the symbols: blank for sure for T + M
+    steps, uniform over the data symbols at the M recall steps."""
+
+    def predict(batch: Batch, state):
+        steps, B, classes = batch.inputs.shape
+        log_probs = torch.full((steps, B, classes), -math.inf)
+        log_probs[: -task.copy_len, :, task.blank] = 0.0
+        log_probs[-task.copy_len :, :, : task.num_symbols] = -math.log(task.num_symbols)
+        return log_probs, state
+
+    return predict
+
+
+@pytest.mark.parametrize("variant", COPY_VARIANTS)
+@pytest.mark.parametrize("num_symbols, copy_len", [(8, 10), (5, 3)])
+def test_copy_baseline_is_the_loss_of_the_memoryless_predictor(variant, num_symbols, copy_len):
+    task = CopyTask(seq_len=40, variant=variant, num_symbols=num_symbols, copy_len=copy_len)
+    expected = {
+        "arjovsky": copy_len * math.log(num_symbols) / (40 + 2 * copy_len),
+        "tcn": copy_len * math.log(num_symbols) / (40 + 2 * copy_len),
+        "s4": math.log(num_symbols),
+    }[variant]
+    assert task.memoryless_baseline == pytest.approx(expected)
+    metrics = task.evaluate(copy_memoryless(task))
+    assert metrics["loss"] == pytest.approx(task.memoryless_baseline, rel=1e-5)
+    assert metrics["loss_over_baseline"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_copy_baseline_matches_the_published_value():
+    assert CopyTask(seq_len=1000).memoryless_baseline == pytest.approx(0.0204, abs=1e-4)
+
+
+def test_copy_s4_loss_covers_only_the_recall_steps():
+    wrong_blanks = {}
+    for variant in ("arjovsky", "s4"):
+        task = CopyTask(seq_len=10, variant=variant)
+        batch = task.train_batch()
+        logits, _ = copy_oracle(batch, None)
+        logits[: -task.copy_len] = logits[: -task.copy_len].roll(1, dims=-1)  # blanks wrong
+        wrong_blanks[variant] = task.loss(logits, batch).item()
+    assert wrong_blanks["s4"] < 1e-6
+    assert wrong_blanks["arjovsky"] > 1.0
+
+
+@pytest.mark.parametrize("variant", COPY_VARIANTS)
+def test_copy_oracle_solves_and_partial_recall_is_told_apart(variant):
+    task = CopyTask(seq_len=15, variant=variant, val_size=50, batch_size=16)
+    metrics = task.evaluate(copy_oracle)
+    assert metrics["recall_accuracy"] == 1.0 and metrics["sequence_accuracy"] == 1.0
+    assert metrics["loss"] < 1e-6
+    assert task.solved(metrics)
+    assert task.main_metric in metrics and task.main_metric_mode == "max"
+
+    def one_symbol_wrong(batch, state):  # the last recalled symbol of every sequence is wrong
+        logits, _ = copy_oracle(batch, state)
+        logits[-1] = logits[-1].roll(1, dims=-1)
+        return logits, state
+
+    metrics = task.evaluate(one_symbol_wrong)
+    assert metrics["recall_accuracy"] == pytest.approx(0.9)
+    assert metrics["sequence_accuracy"] == 0.0
+    assert not task.solved(metrics)
+    assert CopyTask(solve_threshold=0.9).solved(metrics)
+
+
+def test_copy_batch_metrics_agree_with_loss():
+    task = CopyTask(seq_len=10, batch_size=8)
+    batch = task.train_batch()
+    logits = torch.randn(30, 8, 10, requires_grad=True)
+    metrics = task.batch_metrics(logits, batch)
+    assert metrics["loss"] == pytest.approx(task.loss(logits, batch).item(), rel=1e-6)
+    assert set(metrics) == {
+        "loss", "loss_over_baseline", "recall_accuracy", "sequence_accuracy", "accuracy_all_steps"
+    }
+
+
+def test_copy_rejects_outputs_of_the_wrong_shape():
+    task = CopyTask(seq_len=10, batch_size=8)
+    batch = task.train_batch()
+    with pytest.raises(ValueError, match=r"expected \(T \+ 2M, B, K \+ 2\)"):
+        task.loss(torch.zeros(29, 8, 10), batch)
+
+
+# ---- adding: data layout ----------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ADDING_VARIANTS)
+def test_adding_batch_shapes_and_target(variant):
+    task = AddingTask(seq_len=31, variant=variant, batch_size=9)
+    batch = task.train_batch()
+    assert batch.inputs.shape == (31, 9, 2) and batch.inputs.dtype == torch.float32
+    assert batch.targets.shape == (9, 1) and batch.targets.dtype == torch.float32
+    assert batch.lengths is None
+    values, markers = batch.inputs[..., 0], batch.inputs[..., 1]
+    assert (values >= 0).all() and (values <= 1).all()
+    assert torch.allclose(batch.targets[:, 0], (values * markers).sum(0))
+    assert task.spec.output_kind == "sequence" and task.spec.loss_kind == "regression"
+
+
+@pytest.mark.parametrize("seq_len", [10, 11])
+@pytest.mark.parametrize("variant", ADDING_VARIANTS)
+def test_adding_markers_obey_the_variant(variant, seq_len):
+    task = AddingTask(seq_len=seq_len, variant=variant, batch_size=2000)
+    markers = task.train_batch().inputs[..., 1]  # (T, B)
+    assert set(markers.unique().tolist()) == {0.0, 1.0}
+    assert (markers.sum(0) == 2).all()  # exactly two marks, at distinct steps
+    half = seq_len // 2
+    in_first_half = markers[:half].sum(0)  # (B,)
+    if variant == "halves":
+        assert (in_first_half == 1).all()
+    else:  # both marks in one half happens (P = 4/9 at T = 10), and every step gets marked
+        assert (in_first_half != 1).any()
+        assert (markers.sum(1) > 0).all()
+
+
+# ---- adding: baseline, loss and metrics -------------------------------------------------------
+@pytest.mark.parametrize("variant", ADDING_VARIANTS)
+def test_adding_baseline_is_the_mse_of_predicting_one(variant):
+    task = AddingTask(seq_len=20, variant=variant, val_size=20_000, batch_size=20_000)
+    assert task.memoryless_baseline == pytest.approx(1 / 6)
+    metrics = task.evaluate(lambda batch, state: (torch.ones(batch.targets.shape), state))
+    # Var((a + b - 1)^2) = 7/180, so the mean of 20k draws has sd 0.0014; allow 5 sd.
+    assert metrics["loss"] == pytest.approx(1 / 6, abs=0.007)
+    assert metrics["loss_over_baseline"] == pytest.approx(1.0, abs=0.042)
+
+
+@pytest.mark.parametrize("variant", ADDING_VARIANTS)
+def test_adding_oracle_solves(variant):
+    task = AddingTask(seq_len=20, variant=variant, val_size=50, batch_size=16)
+    metrics = task.evaluate(adding_oracle)
+    assert metrics["loss"] < 1e-10 and metrics["accuracy"] == 1.0
+    assert task.solved(metrics)
+    assert task.main_metric in metrics and task.main_metric_mode == "min"
+
+    def off_by(error):
+        return lambda batch, state: (adding_oracle(batch, state)[0] + error, state)
+
+    assert task.evaluate(off_by(0.039))["accuracy"] == 1.0  # Hochreiter: |error| < 0.04
+    off = task.evaluate(off_by(0.041))
+    assert off["accuracy"] == 0.0
+    assert off["loss"] == pytest.approx(0.041**2, rel=1e-3) and task.solved(off)
+    assert not task.solved(task.evaluate(off_by(0.2)))
+    assert AddingTask(solve_mse=1e-4).solved(off) is False
+
+
+def test_adding_batch_metrics_agree_with_loss():
+    task = AddingTask(seq_len=10, batch_size=8)
+    batch = task.train_batch()
+    outputs = torch.rand(8, 1, requires_grad=True)
+    metrics = task.batch_metrics(outputs, batch)
+    assert metrics["loss"] == pytest.approx(task.loss(outputs, batch).item(), rel=1e-6)
+    assert set(metrics) == {"loss", "loss_over_baseline", "accuracy"}
+    with pytest.raises(ValueError, match=r"expected \(B, 1\)"):
+        task.loss(torch.zeros(8), batch)
+
+
+# ---- both: evaluation, determinism, resume ----------------------------------------------------
+@pytest.mark.parametrize("kind, variant", TASK_KINDS)
+def test_evaluate_weights_every_sample_equally(kind, variant):
+    """10 samples in chunks of 4, 4, 2: right only on the chunk of 2 -> 0.2, not 1/3."""
+    task = make_task(kind, variant=variant, val_size=10, batch_size=4)
+    oracle = copy_oracle if kind == "copy" else adding_oracle
+
+    def right_on_small_chunks(batch, state):
+        outputs, _ = oracle(batch, state)
+        if batch.inputs.shape[1] == 2:
+            return outputs, state
+        # copy: every class shifted (all wrong); adding: off by exactly 1
+        return (outputs.roll(1, dims=-1) if kind == "copy" else outputs + 1), state
+
+    sizes = []
+    task.evaluate(lambda batch, state: (sizes.append(batch.inputs.shape[1]), oracle(batch, state))[1])
+    assert sizes == [4, 4, 2]
+    metrics = task.evaluate(right_on_small_chunks)
+    accuracy = metrics["recall_accuracy"] if kind == "copy" else metrics["accuracy"]
+    assert accuracy == pytest.approx(0.2)
+    if kind == "adding":
+        assert metrics["loss"] == pytest.approx(0.8, rel=1e-5)  # 8 sequences off by exactly 1
+
+
+@pytest.mark.parametrize("kind, variant", TASK_KINDS)
+def test_same_seed_same_batches_different_seed_different(kind, variant):
+    a, b, c = (make_task(kind, variant=variant, seed=s) for s in (3, 3, 4))
+    for _ in range(3):
+        batch_a, batch_b, batch_c = a.train_batch(), b.train_batch(), c.train_batch()
+        assert torch.equal(batch_a.inputs, batch_b.inputs)
+        assert torch.equal(batch_a.targets, batch_b.targets)
+        assert not torch.equal(batch_a.inputs, batch_c.inputs)
+    assert not torch.equal(a.train_batch().inputs, batch_a.inputs)  # batches change over time
+
+
+def seen_by_evaluate(task: Task, split: str = "val") -> torch.Tensor:
+    seen = []
+
+    def record(batch, state):
+        seen.append(batch.inputs)
+        oracle = copy_oracle if isinstance(task, CopyTask) else adding_oracle
+        return oracle(batch, state)
+
+    task.evaluate(record, split)
+    return torch.cat(seen, dim=1)  # (T', N, F)
+
+
+@pytest.mark.parametrize("kind, variant", TASK_KINDS)
+def test_validation_set_is_fixed_and_independent_of_training_draws(kind, variant):
+    fresh = make_task(kind, variant=variant, val_size=40, batch_size=16)
+    trained = make_task(kind, variant=variant, val_size=40, batch_size=16)
+    for _ in range(5):
+        trained.train_batch()
+    val = seen_by_evaluate(fresh)
+    assert torch.equal(val, seen_by_evaluate(trained))
+    assert torch.equal(val, seen_by_evaluate(fresh))  # evaluating twice: the same set
+    assert not torch.equal(val[:, :16], fresh.train_batch().inputs)  # not the training stream
+    assert not torch.equal(val, seen_by_evaluate(fresh, "test"))
+    other_seed = make_task(kind, variant=variant, val_size=40, batch_size=16, seed=1)
+    assert not torch.equal(val, seen_by_evaluate(other_seed))
+
+
+@pytest.mark.parametrize("kind, variant", TASK_KINDS)
+def test_state_dict_round_trip_reproduces_the_next_batch(kind, variant):
+    task = make_task(kind, variant=variant)
+    for _ in range(3):
+        task.train_batch()
+    state = task.state_dict()
+    expected = task.train_batch()
+    resumed = make_task(kind, variant=variant, seed=99)  # the state, not the seed, decides
+    resumed.load_state_dict(state)
+    batch = resumed.train_batch()
+    assert torch.equal(batch.inputs, expected.inputs)
+    assert torch.equal(batch.targets, expected.targets)
+    assert torch.equal(resumed.train_batch().inputs, task.train_batch().inputs)
+
+
+@pytest.mark.parametrize("kind, variant", TASK_KINDS)
+def test_describe_names_the_variant_and_baseline(kind, variant):
+    task = make_task(kind, variant=variant)
+    facts = task.describe()
+    assert facts["task"] == kind and facts["variant"] == variant and facts["seq_len"] == 12
+    assert facts["input_length"] == (32 if kind == "copy" else 12)
+    assert facts["memoryless_baseline"] == task.memoryless_baseline
+
+
+# ---- argument validation ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seq_len": 0}, "seq_len=0: must be an integer >= 1"),
+        ({"seq_len": 2.5}, "seq_len=2.5: must be an integer >= 1"),
+        ({"variant": "bai"}, "variant='bai': unknown copy variant; allowed: 'arjovsky', 'tcn', 's4'"),
+        ({"num_symbols": 1}, "num_symbols=1: must be an integer >= 2"),
+        ({"copy_len": 0}, "copy_len=0: must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size=0: must be an integer >= 1"),
+        ({"val_size": -5}, "val_size=-5: must be an integer >= 1"),
+        ({"seed": -1}, "seed=-1: must be an integer >= 0"),
+        ({"solve_threshold": 1.5}, r"solve_threshold=1.5: must be a number in \(0, 1\]"),
+    ],
+)
+def test_copy_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CopyTask(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seq_len": 1}, "seq_len=1: must be an integer >= 2"),
+        ({"variant": "tcn"}, "variant='tcn': unknown adding variant; allowed: 'halves', 'anywhere'"),
+        ({"batch_size": True}, "batch_size=True: must be an integer >= 1"),
+        ({"val_size": 0}, "val_size=0: must be an integer >= 1"),
+        ({"solve_mse": 0}, "solve_mse=0: must be a number > 0"),
+    ],
+)
+def test_adding_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AddingTask(**kwargs)
+
+
+@pytest.mark.parametrize("kind", ["copy", "adding"])
+def test_evaluate_rejects_unknown_split(kind):
+    with pytest.raises(ValueError, match="split='train': unknown split; allowed: val, test"):
+        make_task(kind).evaluate(copy_oracle, "train")
