@@ -78,6 +78,23 @@ class Task(abc.ABC):
     def evaluate(self, predict: Predict, split: str = "val") -> dict[str, float]:
         """Metrics over a whole fixed split, aggregated correctly; includes `loss` and `main_metric`."""
 
+    def probe_batch(self) -> Batch:
+        """A fixed batch for diagnostics (the temporal gradient profile): the first evaluation batch.
+
+        Taken through `evaluate`, so every task has one without writing anything; a task may override.
+        """
+        captured: list[Batch] = []
+
+        def grab(batch: Batch, state: Any) -> tuple[Tensor, Any]:
+            captured.append(batch)
+            raise _Captured
+
+        try:
+            self.evaluate(grab, "val")
+        except _Captured:
+            return captured[0]
+        raise RuntimeError(f"task {self.name!r} has no validation batch to probe with")
+
     @property
     def memoryless_baseline(self) -> float | None:
         """Loss of the best predictor that ignores the inputs' memory content (None when not defined)."""
@@ -97,3 +114,7 @@ class Task(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Facts recorded in summary.json (variant, sizes, baseline)."""
         return {"task": self.name, "memoryless_baseline": self.memoryless_baseline}
+
+
+class _Captured(Exception):
+    """Stops `evaluate` once `probe_batch` has its batch."""
