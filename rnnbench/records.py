@@ -1,0 +1,382 @@
+"""The run folder: the single source of truth for a run's results.
+
+One folder per run (Hydra's job folder, see docs/architecture.md, "Run folder"):
+
+- ``config.yaml``      the resolved config;
+- ``metrics.jsonl``    one JSON object per logged step, appended and flushed;
+- ``profile.json``     the last temporal gradient profile (replaced atomically);
+- ``profiles.jsonl``   every profile, appended;
+- ``summary.json``     status and final numbers, replaced atomically (at start with status
+  ``running``, at the end with ``completed`` / ``failed`` / ``diverged``).
+
+JSON has no NaN or infinity, and a diverged run produces both. Every file here writes the
+non-finite floats as the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (the spellings ``float()``
+accepts), so each line is valid JSON for any reader (``jq``, pandas, browsers); the readers of this
+module turn exactly these three strings back into floats. The price: a genuine string value
+``"nan"`` would read back as a float, which no metric, profile or summary field is.
+
+W&B (``wandb_sink.py``) mirrors these files; tables and figures are computed from the folders.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+PROFILE_FILE = "profile.json"
+PROFILES_FILE = "profiles.jsonl"
+SUMMARY_FILE = "summary.json"
+
+# Statuses written by the trainer, plus the one only readers produce.
+RUNNING, COMPLETED, FAILED, DIVERGED = "running", "completed", "failed", "diverged"
+INCOMPLETE = "incomplete"
+
+# Config keys that say where or how a run is recorded, not what is computed: two runs that differ
+# only there are the same experiment. Dotted paths matched with fnmatch; a match drops the whole
+# subtree. "*output_dir" catches both a top-level `output_dir` and `paths.output_dir`.
+DEFAULT_FINGERPRINT_EXCLUDE: tuple[str, ...] = (
+    "hydra",
+    "logger",
+    "paths",
+    "train.resume",
+    "*output_dir",
+    "*run_dir",
+    "*log_dir",
+)
+
+_STR_TO_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+# --------------------------------------------------------------------------------------------
+# JSON with non-finite floats
+
+
+def to_jsonable(obj: Any) -> Any:
+    """`obj` as plain JSON types, non-finite floats as "nan" / "inf" / "-inf".
+
+    Accepts what a training loop hands over: dicts, lists, tuples, Python numbers, numpy scalars and
+    arrays, 0-d or small torch tensors (anything with ``tolist()`` or ``item()``).
+    """
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return to_jsonable(obj.item())
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    raise TypeError(f"cannot record a value of type {type(obj).__name__}: {obj!r}")
+
+
+def from_jsonable(obj: Any) -> Any:
+    """Inverse of `to_jsonable` for what JSON parsing returns: "nan" / "inf" / "-inf" -> floats."""
+    if isinstance(obj, str):
+        return _STR_TO_NON_FINITE.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_jsonable(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Valid JSON (``allow_nan=False``) of `obj` with the non-finite encoding of this module."""
+    return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
+
+
+def loads(text: str) -> Any:
+    return from_jsonable(json.loads(text))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` by `text` so that readers see the old file or the new one, never a mix.
+
+    The temporary file lives in the same folder (``os.replace`` is only atomic within one file
+    system) and is fsynced before the rename, so a crash leaves the previous version intact.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Writing a run folder
+
+
+class RunRecorder:
+    """Writes one run folder. Use as a context manager, or call `close()`.
+
+    If an exception leaves the ``with`` block while the last summary written still says
+    ``running``, that summary is rewritten with status ``failed`` and the error, so a crashed run
+    never keeps claiming to run.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = None
+        self._profiles = None
+        self._summary: dict[str, Any] | None = None
+
+    # -- files -------------------------------------------------------------------------------
+
+    def write_config(self, cfg: Any) -> Path:
+        """Save the resolved config (a dict or an OmegaConf DictConfig) as ``config.yaml``."""
+        from omegaconf import OmegaConf
+
+        container = _to_container(cfg)
+        path = self.run_dir / CONFIG_FILE
+        atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(container)))
+        return path
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        """Append `row` as one line of ``metrics.jsonl`` and flush it to the OS.
+
+        Flushed, not fsynced: a crash of the process loses nothing already logged; a crash of the
+        machine may lose the last lines (fsync per step would cost more than a small model's step).
+        """
+        if self._metrics is None:
+            self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        self._metrics.write(dumps(row) + "\n")
+        self._metrics.flush()
+
+    def write_profile(self, profile: Mapping[str, Any]) -> None:
+        """Replace ``profile.json`` by `profile` (atomically) and append it to ``profiles.jsonl``."""
+        text = dumps(profile)
+        if self._profiles is None:
+            self._profiles = open(self.run_dir / PROFILES_FILE, "a", encoding="utf-8")
+        self._profiles.write(text + "\n")
+        self._profiles.flush()
+        atomic_write_text(self.run_dir / PROFILE_FILE, text)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Replace ``summary.json`` atomically by `summary`.
+
+        Adds ``hostname`` and ``pid`` of this process (unless given), which is how a reader tells a
+        run that is still going from one whose process died (`read_summary`).
+        """
+        summary = dict(summary)
+        summary.setdefault("hostname", socket.gethostname())
+        summary.setdefault("pid", os.getpid())
+        atomic_write_text(self.run_dir / SUMMARY_FILE, dumps(summary, indent=2) + "\n")
+        self._summary = summary
+
+    def close(self) -> None:
+        for f in (self._metrics, self._profiles):
+            if f is not None:
+                f.close()
+        self._metrics = self._profiles = None
+
+    def __enter__(self) -> RunRecorder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc is not None and self._summary is not None and self._summary.get("status") == RUNNING:
+                self.write_summary({**self._summary, "status": FAILED, "error": f"{exc_type.__name__}: {exc}"})
+        finally:
+            self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a run folder
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` in order ([] if the run logged nothing yet).
+
+    A last line cut short (the process died while writing it) is skipped; a bad line elsewhere is
+    an error.
+    """
+    return _read_jsonl(Path(run_dir) / METRICS_FILE)
+
+
+def read_profiles(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every profile of ``profiles.jsonl`` in order."""
+    return _read_jsonl(Path(run_dir) / PROFILES_FILE)
+
+
+def read_profile(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The last profile (``profile.json``)."""
+    return loads((Path(run_dir) / PROFILE_FILE).read_text(encoding="utf-8"))
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``summary.json``, with status ``incomplete`` for a run that says ``running`` but is not.
+
+    A run is taken as alive only if it was started on this host and its pid still exists; a run
+    started on another host is reported ``incomplete`` (this reader cannot see that host's processes,
+    and reports are made after the runs). Raises FileNotFoundError if there is no summary.
+    """
+    summary = loads((Path(run_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    if summary.get("status") == RUNNING and not _is_alive(summary.get("hostname"), summary.get("pid")):
+        summary["status"] = INCOMPLETE
+    return summary
+
+
+def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``config.yaml`` as a plain dict."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=True)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # no newline after it: a write cut short
+                break
+            raise ValueError(f"{path}:{i + 1}: not a JSON line: {line[:80]!r}") from None
+    return rows
+
+
+def _is_alive(hostname: str | None, pid: int | None) -> bool:
+    if hostname != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+
+
+_DISTRIBUTIONS = {
+    "torch": "torch",
+    "hydra": "hydra-core",
+    "omegaconf": "omegaconf",
+    "wandb": "wandb",
+    "numpy": "numpy",
+}
+
+
+def run_metadata() -> dict[str, Any]:
+    """Versions of Python and the libraries that shape a result, and the git state of the code.
+
+    ``{"versions": {"python", "torch", "rnnbench", "hydra", "omegaconf", "wandb", "numpy"},
+    "git_commit": sha or None, "git_dirty": bool or None}``. Versions come from the installed
+    package metadata, so nothing heavy is imported (a missing package gives None). The commit is
+    that of the repository holding the rnnbench package (None when it is not in a git checkout);
+    ``git_dirty`` ignores untracked files (run outputs, caches) and counts modified tracked ones.
+    """
+    import rnnbench
+
+    versions: dict[str, str | None] = {"python": platform.python_version(), "rnnbench": rnnbench.__version__}
+    for name, dist in _DISTRIBUTIONS.items():
+        try:
+            versions[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    package_dir = Path(rnnbench.__file__).resolve().parent
+    commit = _git(package_dir, "rev-parse", "HEAD")
+    dirty = None
+    if commit is not None:
+        status = _git(package_dir, "status", "--porcelain", "--untracked-files=no")
+        dirty = None if status is None else bool(status)
+    return {"versions": versions, "git_commit": commit, "git_dirty": dirty}
+
+
+def git_root() -> Path | None:
+    """Top folder of the git checkout holding the rnnbench package, or None."""
+    import rnnbench
+
+    top = _git(Path(rnnbench.__file__).resolve().parent, "rev-parse", "--show-toplevel")
+    return Path(top) if top else None
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def config_fingerprint(cfg: Any, exclude: Iterable[str] = DEFAULT_FINGERPRINT_EXCLUDE) -> str:
+    """sha256 (hex) of the canonical JSON of the resolved config minus the `exclude` keys.
+
+    Canonical: keys sorted, no spaces, non-finite floats as in the rest of this module. `exclude`
+    holds dotted paths with fnmatch wildcards (``"train.resume"``, ``"*output_dir"``); a match drops
+    the subtree. Runs with equal fingerprints computed the same thing (same seed included), wherever
+    and however they were recorded. Note 1 and 1.0 differ, as they do in the config.
+    """
+    patterns = tuple(exclude)
+    kept = _drop_keys(_to_container(cfg), patterns, prefix="")
+    canonical = json.dumps(to_jsonable(kept), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _drop_keys(node: Any, patterns: tuple[str, ...], prefix: str) -> Any:
+    if not isinstance(node, Mapping):
+        return node
+    kept = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if any(fnmatch.fnmatchcase(path, p) for p in patterns):
+            continue
+        kept[str(key)] = _drop_keys(value, patterns, prefix=f"{path}.")
+    return kept
+
+
+def _to_container(cfg: Any) -> Any:
+    """A plain resolved dict from a dict or an OmegaConf config (imported only when needed)."""
+    if "omegaconf" in sys.modules:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, Mapping):
+        return {k: _to_container(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [_to_container(v) for v in cfg]
+    return cfg

@@ -1,0 +1,191 @@
+"""The run folder (rnnbench/records.py): what the trainer writes and the report reads."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import rnnbench
+from rnnbench import records
+from rnnbench.records import RunRecorder, config_fingerprint, read_metrics, read_summary, run_metadata
+
+
+def test_each_logged_row_is_on_disk_as_one_json_line_at_once(tmp_path):
+    with RunRecorder(tmp_path) as rec:
+        for step in range(3):
+            rec.log({"step": step, "train/loss": 1.0 / (step + 1)})
+            # Read with a separate handle while the recorder is still open: flushed, one line a row.
+            lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+            assert len(lines) == step + 1
+            assert json.loads(lines[-1]) == {"step": step, "train/loss": 1.0 / (step + 1)}
+        assert read_metrics(tmp_path) == [{"step": s, "train/loss": 1.0 / (s + 1)} for s in range(3)]
+
+
+def test_metrics_append_across_recorders(tmp_path):
+    with RunRecorder(tmp_path) as rec:
+        rec.log({"step": 0})
+    with RunRecorder(tmp_path) as rec:  # a resumed run continues the same file
+        rec.log({"step": 1})
+    assert [row["step"] for row in read_metrics(tmp_path)] == [0, 1]
+
+
+def test_non_finite_floats_are_valid_json_and_read_back_as_floats(tmp_path):
+    row = {"step": 1, "train/loss": math.nan, "grad/global_norm": math.inf, "x": -math.inf, "lr": 0.1}
+    with RunRecorder(tmp_path) as rec:
+        rec.log(row)
+        rec.write_summary({"status": "diverged", "final": {"val/loss": math.nan}})
+        rec.write_profile({"step": 1, "layers": {"layer0": [1.0, math.inf, math.nan]}})
+    line = (tmp_path / "metrics.jsonl").read_text()
+    json.loads(line, parse_constant=lambda name: pytest.fail(f"bare {name} is not JSON"))
+    assert '"nan"' in line and '"inf"' in line and '"-inf"' in line
+
+    back = read_metrics(tmp_path)[0]
+    assert math.isnan(back["train/loss"])
+    assert back["grad/global_norm"] == math.inf and back["x"] == -math.inf and back["lr"] == 0.1
+    assert math.isnan(read_summary(tmp_path)["final"]["val/loss"])
+    layer = records.read_profile(tmp_path)["layers"]["layer0"]
+    assert layer[:2] == [1.0, math.inf] and math.isnan(layer[2])
+
+
+def test_numpy_and_torch_scalars_are_recorded_as_numbers(tmp_path):
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    with RunRecorder(tmp_path) as rec:
+        rec.log({"a": np.float32(0.5), "b": torch.tensor(2.0), "c": np.int64(3), "d": torch.tensor([1.0, 2.0])})
+    assert read_metrics(tmp_path) == [{"a": 0.5, "b": 2.0, "c": 3, "d": [1.0, 2.0]}]
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n{"ste')
+    assert read_metrics(tmp_path) == [{"step": 0}, {"step": 1}]
+
+
+def test_profiles_replace_profile_json_and_append_to_profiles_jsonl(tmp_path):
+    with RunRecorder(tmp_path) as rec:
+        rec.write_profile({"step": 10, "seq_len": 2, "layers": {"layer0": [1.0, 2.0]}})
+        rec.write_profile({"step": 20, "seq_len": 2, "layers": {"layer0": [3.0, 4.0]}})
+    assert records.read_profile(tmp_path)["step"] == 20
+    assert [p["step"] for p in records.read_profiles(tmp_path)] == [10, 20]
+
+
+def test_summary_survives_a_crash_between_temp_write_and_rename(tmp_path, monkeypatch):
+    rec = RunRecorder(tmp_path)
+    rec.write_summary({"status": "running", "steps": 0})
+
+    def crash(src, dst):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        rec.write_summary({"status": "completed", "steps": 100})
+    monkeypatch.undo()
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "running" and summary["steps"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temp file left behind
+
+
+def test_summary_records_host_and_pid_and_a_live_run_reads_as_running(tmp_path):
+    with RunRecorder(tmp_path) as rec:
+        rec.write_summary({"status": "running"})
+    summary = read_summary(tmp_path)
+    assert summary["hostname"] == socket.gethostname() and summary["pid"] == os.getpid()
+    assert summary["status"] == "running"  # this very process is alive
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid no longer exists
+    return child.pid
+
+
+def test_running_summary_of_a_dead_process_reads_as_incomplete(tmp_path):
+    with RunRecorder(tmp_path) as rec:
+        rec.write_summary({"status": "running", "pid": _dead_pid()})
+    assert read_summary(tmp_path)["status"] == "incomplete"
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "running"  # file untouched
+
+
+def test_running_summary_from_another_host_reads_as_incomplete(tmp_path):
+    with RunRecorder(tmp_path) as rec:
+        rec.write_summary({"status": "running", "hostname": "elsewhere-" + socket.gethostname()})
+    assert read_summary(tmp_path)["status"] == "incomplete"
+
+
+def test_finished_statuses_are_reported_as_written(tmp_path):
+    with RunRecorder(tmp_path) as rec:
+        rec.write_summary({"status": "completed", "pid": _dead_pid()})
+    assert read_summary(tmp_path)["status"] == "completed"
+
+
+def test_an_exception_inside_the_recorder_marks_a_running_summary_failed(tmp_path):
+    with pytest.raises(RuntimeError):
+        with RunRecorder(tmp_path) as rec:
+            rec.write_summary({"status": "running", "task": "copy"})
+            raise RuntimeError("boom")
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom"
+    assert summary["task"] == "copy"
+
+
+def test_config_yaml_is_the_resolved_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"model": {"hidden": 64}, "train": {"width": "${model.hidden}"}})
+    with RunRecorder(tmp_path) as rec:
+        rec.write_config(cfg)
+    assert records.read_config(tmp_path) == {"model": {"hidden": 64}, "train": {"width": 64}}
+    assert "${" not in (tmp_path / "config.yaml").read_text()
+
+
+CONFIG = {"cell": {"name": "lstm", "hidden": 64}, "train": {"lr": 0.01, "seed": 0, "resume": None}, "task": "copy"}
+
+
+def test_fingerprint_ignores_key_order():
+    reordered = {"task": "copy", "train": {"resume": None, "seed": 0, "lr": 0.01}, "cell": {"hidden": 64, "name": "lstm"}}
+    assert config_fingerprint(CONFIG) == config_fingerprint(reordered)
+    assert len(config_fingerprint(CONFIG)) == 64
+
+
+def test_fingerprint_changes_with_what_is_computed():
+    changed = {**CONFIG, "train": {**CONFIG["train"], "seed": 1}}
+    assert config_fingerprint(changed) != config_fingerprint(CONFIG)
+
+
+def test_fingerprint_ignores_where_and_how_a_run_is_recorded():
+    local = {
+        **CONFIG,
+        "train": {**CONFIG["train"], "resume": "outputs/runs/x/ckpt.pt"},
+        "hydra": {"run": {"dir": "outputs/runs/x"}},
+        "logger": {"wandb": {"mode": "offline"}},
+        "paths": {"output_dir": "/somewhere"},
+        "output_dir": "/elsewhere",
+    }
+    assert config_fingerprint(local) == config_fingerprint(CONFIG)
+    # The exclusion list is a parameter: with nothing excluded the same configs differ.
+    assert config_fingerprint(local, exclude=()) != config_fingerprint(CONFIG, exclude=())
+
+
+def test_fingerprint_of_an_omegaconf_config_equals_that_of_its_resolved_dict():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"a": 2, "b": "${a}"})
+    assert config_fingerprint(cfg) == config_fingerprint({"a": 2, "b": 2})
+
+
+def test_run_metadata_names_versions_and_the_code_commit():
+    meta = run_metadata()
+    versions = meta["versions"]
+    assert set(versions) >= {"python", "torch", "rnnbench", "hydra", "omegaconf", "wandb", "numpy"}
+    assert versions["rnnbench"] == rnnbench.__version__
+    assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
+    import torch
+
+    assert versions["torch"] == torch.__version__
+    if meta["git_commit"] is not None:  # this checkout is a git repository
+        assert len(meta["git_commit"]) == 40 and isinstance(meta["git_dirty"], bool)
+    json.dumps(meta)  # goes straight into summary.json
