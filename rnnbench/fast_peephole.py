@@ -1,0 +1,287 @@
+"""Fast sequence-level peephole LSTM: `cells.PeepholeLSTMCell` over a whole sequence, hand-differentiated.
+
+No torch kernel computes the peephole LSTM, and a Python loop of `cell.step` pays autograd's bookkeeping
+at every step. Here one `torch.autograd.Function` covers the whole sequence: its forward loops over time
+saving the activated gates, its backward loops back over them, and the recurrent weight gradient is one
+matmul after the loop. Two implementations of the same two loops:
+
+- C++ (`csrc/peephole.cpp`, built once with torch.utils.cpp_extension and cached): one ATen GEMM per step
+  into a preallocated slice plus one fused, vectorised, multi-threaded element-wise pass;
+- Python (below): the same math with torch ops, the fallback when no compiler is available, on non-CPU
+  devices, for dtypes other than float32/float64, or with RNNBENCH_NO_CPP=1.
+
+The function is exactly `PeepholeLSTMCell.step` (Gers & Schmidhuber 2000), gate order i, f, g, o:
+
+    a_t = x_proj_t + b_hh + U h_{t-1}                          x_proj_t = W x_t + b_ih  (B, 4H)
+    i_t = σ(a_i + p_i ⊙ c_{t-1})        f_t = σ(a_f + p_f ⊙ c_{t-1})        g_t = tanh(a_g)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    o_t = σ(a_o + p_o ⊙ c_t)
+    h_t = o_t ⊙ tanh(c_t)  (+ probe_t)
+
+and its backward, given δh_t = ∂L/∂h_t (output gradient + δ from step t+1) and δc_t from step t+1:
+
+    δa_o = δh_t ⊙ tanh(c_t) ⊙ o(1-o)
+    δc   = δc_t + δh_t ⊙ o ⊙ (1 - tanh²c_t) + δa_o ⊙ p_o
+    δa_i = δc ⊙ g ⊙ i(1-i)      δa_f = δc ⊙ c_{t-1} ⊙ f(1-f)      δa_g = δc ⊙ i ⊙ (1-g²)
+    δc_{t-1} = δc ⊙ f + δa_i ⊙ p_i + δa_f ⊙ p_f          δh_{t-1} = δa U
+    ∂L/∂x_proj_t = δa_t,  ∂L/∂b_hh = Σ_t δa_t,  ∂L/∂U = Σ_t δa_t^T h_{t-1},
+    ∂L/∂p_i = Σ δa_i ⊙ c_{t-1},  ∂L/∂p_f = Σ δa_f ⊙ c_{t-1},  ∂L/∂p_o = Σ δa_o ⊙ c_t
+
+Padded batches (`lengths`): at t >= lengths[b] sequence b keeps its state and outputs exactly zero, so
+the final state is the state at each sequence's own end. Probes (`h_probe`, (T, B, H) zeros requiring
+grad) are added to h_t at every valid step, as in `recurrent.run_explicit`; their gradient is the total
+∂L/∂h_t, zero at padded steps. Double backward is not supported.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+_SOURCE = Path(__file__).parent / "csrc" / "peephole.cpp"
+# -ffast-math lets gcc vectorise exp() through glibc's libmvec; compile flags only (linking with it
+# would set flush-to-zero for the whole process on older gcc). -fopenmp makes at::parallel_for parallel;
+# libgomp resolves to the copy torch already loaded.
+_CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
+
+
+# -- the two implementations of the sequence loops ------------------------------------------------------
+# Both expose forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe)
+#   -> [outputs (T,B,H), h_T, c_T, gates (T,B,4H) activated, c (T,B,H), tanh(c) (T,B,H)]
+# and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, tanh_c, outputs, h0, c0, weight_hh, peephole,
+#              lengths, has_probe, need_weight_grad)
+#   -> [grad x_proj, grad h0, grad c0, grad weight_hh, grad bias_hh, grad peephole, grad h_probe].
+
+class _PythonLoops:
+    """The sequence loops in torch ops (any device/dtype); `csrc/peephole.cpp` is the same code in C++."""
+
+    @staticmethod
+    def forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe):
+        T, B, H = x_proj.shape[0], x_proj.shape[1], x_proj.shape[2] // 4
+        gates = x_proj + bias_hh                                  # (T, B, 4H): a_t without U h_{t-1}
+        cs = x_proj.new_empty(T, B, H)
+        tanh_cs = x_proj.new_empty(T, B, H)
+        outputs = x_proj.new_empty(T, B, H)
+        masks = _step_masks(lengths, T, x_proj.device)
+        probes = h_probe.unbind(0) if h_probe is not None else (None,) * T
+        p_i, p_f, p_o = peephole.unbind(0)                        # (H,) each
+        w_t = weight_hh.t()
+        h, c = h0, c0
+        for t, (a, c_t, tc_t, out_t) in enumerate(zip(gates.unbind(0), cs.unbind(0), tanh_cs.unbind(0),
+                                                      outputs.unbind(0))):
+            a.addmm_(h, w_t)                                      # (B, 4H)
+            i, f, g, o = a.chunk(4, dim=1)                        # views: activated in place, saved for backward
+            i.addcmul_(p_i, c).sigmoid_()
+            f.addcmul_(p_f, c).sigmoid_()
+            g.tanh_()
+            torch.mul(f, c, out=c_t).addcmul_(i, g)
+            o.addcmul_(p_o, c_t).sigmoid_()
+            h_new = torch.mul(o, torch.tanh(c_t, out=tc_t), out=out_t)
+            if probes[t] is not None:
+                h_new.add_(probes[t])
+            if masks is None:
+                h = h_new
+            else:
+                m = masks[t]                                      # (B, 1) bool
+                torch.where(m, c_t, c, out=c_t)
+                h = torch.where(m, h_new, h)
+                out_t.masked_fill_(~m, 0.0)
+            c = c_t
+        h_T = h0.clone() if T == 0 else (h.clone() if masks is None else h)
+        c_T = c.clone()
+        return [outputs, h_T, c_T, gates, cs, tanh_cs]
+
+    @staticmethod
+    def backward(grad_outputs, grad_h_T, grad_c_T, gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole,
+                 lengths, has_probe, need_weight_grad):
+        T, B, H = gates.shape[0], gates.shape[1], gates.shape[2] // 4
+        masks = _step_masks(lengths, T, gates.device)
+        dgates = torch.empty_like(gates)
+        dprobe = gates.new_empty(T, B, H) if has_probe else None
+        dh = grad_h_T if grad_h_T is not None else h0.new_zeros(B, H)
+        dc = grad_c_T if grad_c_T is not None else c0.new_zeros(B, H)
+        p_i, p_f, p_o = peephole.unbind(0)
+        c_prev_all = torch.cat([c0.unsqueeze(0), cs[:-1]])       # (T, B, H)
+        grad_out = grad_outputs.unbind(0) if grad_outputs is not None else (None,) * T
+        steps = zip(gates.unbind(0), cs.unbind(0), c_prev_all.unbind(0), tanh_cs.unbind(0), dgates.unbind(0))
+        for t, (a, c, c_prev, tc, da) in reversed(list(enumerate(steps))):
+            i, f, g, o = a.chunk(4, dim=1)
+            da_i, da_f, da_g, da_o = da.chunk(4, dim=1)
+            dh_t = dh if grad_out[t] is None else dh + grad_out[t]
+            torch.mul(dh_t, tc, out=da_o).mul_(o * (1 - o))
+            dc_t = dc + dh_t * o * (1 - tc * tc) + da_o * p_o
+            torch.mul(dc_t, g, out=da_i).mul_(i * (1 - i))
+            torch.mul(dc_t, c_prev, out=da_f).mul_(f * (1 - f))
+            torch.mul(dc_t, i, out=da_g).mul_(1 - g * g)
+            dc_prev = (dc_t * f).addcmul_(da_i, p_i).addcmul_(da_f, p_f)
+            if masks is None:
+                if has_probe:
+                    dprobe[t].copy_(dh_t)
+                dc, dh = dc_prev, da @ weight_hh
+            else:  # finished rows: no gate gradient, δh and δc carried unchanged
+                m = masks[t]
+                da.masked_fill_(~m, 0.0)
+                if has_probe:
+                    dprobe[t].copy_(dh_t).masked_fill_(~m, 0.0)
+                dc = torch.where(m, dc_prev, dc)
+                dh = torch.addmm(dh.masked_fill(m, 0.0), da, weight_hh)
+        grad_weight = None
+        if need_weight_grad:
+            h_prev_all = torch.cat([h0.unsqueeze(0), outputs[:-1]])   # (T, B, H); exact wherever δa != 0
+            grad_weight = dgates.reshape(T * B, 4 * H).t() @ h_prev_all.reshape(T * B, H)
+        dpeep = torch.stack([(dgates[..., :H] * c_prev_all).sum((0, 1)),
+                             (dgates[..., H:2 * H] * c_prev_all).sum((0, 1)),
+                             (dgates[..., 3 * H:] * cs).sum((0, 1))])
+        return [dgates, dh, dc, grad_weight, dgates.sum((0, 1)), dpeep, dprobe]
+
+
+def _step_masks(lengths: Tensor | None, T: int, device) -> tuple[Tensor, ...] | None:
+    """T × (B, 1) bool: is step t inside sequence b."""
+    if lengths is None:
+        return None
+    steps = torch.arange(T, device=device).unsqueeze(1)             # (T, 1)
+    return (steps < lengths.to(device).unsqueeze(0)).unsqueeze(-1).unbind(0)
+
+
+class PeepholeSequence(torch.autograd.Function):
+    """The whole sequence as one autograd node; `loops` is the C++ module or `_PythonLoops`."""
+
+    @staticmethod
+    def forward(ctx, x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops):
+        outputs, h_T, c_T, gates, cs, tanh_cs = loops.forward(x_proj, h0, c0, weight_hh, bias_hh, peephole,
+                                                              lengths, h_probe)
+        ctx.loops, ctx.has_probe = loops, h_probe is not None
+        ctx.save_for_backward(gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole, lengths)
+        ctx.set_materialize_grads(False)
+        return outputs, h_T, c_T
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_outputs, grad_h_T, grad_c_T):
+        gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole, lengths = ctx.saved_tensors
+        dx, dh0, dc0, dw, db, dp, dprobe = ctx.loops.backward(
+            grad_outputs, grad_h_T, grad_c_T, gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole,
+            lengths, ctx.has_probe, ctx.needs_input_grad[3])
+        return dx, dh0, dc0, dw, db, dp, None, dprobe, None
+
+
+# -- choosing the implementation ------------------------------------------------------------------------
+
+def _cache_key() -> str:
+    """Source, flags, torch, Python and CPU: a cached build is reused only where it was made."""
+    cpu_flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    parts = [_SOURCE.read_text(), " ".join(_CFLAGS + _LDFLAGS), torch.__version__, sys.version,
+             platform.machine(), cpu_flags]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _build_dir() -> Path:
+    base = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(base) / "rnnbench"
+
+
+def _compile_extension(name: str, build_dir: Path):
+    """Build with ninja and the system C++ compiler (~30 s) and load; raises on any failure."""
+    from torch.utils import cpp_extension
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(name=name, sources=[str(_SOURCE)], build_directory=str(build_dir),
+                              extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
+
+
+@functools.cache
+def _extension():
+    """The C++ module, built once per machine and cached; None (with one warning) if it cannot be."""
+    try:
+        name = f"rnnbench_peephole_{_cache_key()}"
+        build_dir = _build_dir() / name
+        library, done = build_dir / f"{name}.so", build_dir / "BUILD_OK"
+        if library.exists() and done.exists():  # fast path: ~0.05 s, no compiler involved
+            spec = importlib.util.spec_from_file_location(name, library)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        module = _compile_extension(name, build_dir)
+        tmp = done.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(name + "\n")
+        tmp.replace(done)  # atomic: a concurrent process never loads a half-written library
+        return module
+    except Exception as error:  # no compiler, no ninja, failed build, ...: keep running, slower
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+        warnings.warn(f"rnnbench.fast_peephole: C++ extension unavailable ({reason}); "
+                      "using the Python implementation", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _cpp_disabled() -> bool:
+    return os.environ.get("RNNBENCH_NO_CPP", "") not in ("", "0")
+
+
+def cpp_available() -> bool:
+    """True if the C++ implementation is usable (builds or loads it on first call)."""
+    return not _cpp_disabled() and _extension() is not None
+
+
+def implementation() -> str:
+    """'cpp' or 'python': what `backend="auto"` runs for float32/float64 CPU tensors."""
+    return "cpp" if cpp_available() else "python"
+
+
+def _loops(backend: str, x_proj: Tensor):
+    if backend not in ("auto", "cpp", "python"):
+        raise ValueError(f"backend={backend!r}: allowed auto, cpp, python")
+    cpp_fits = x_proj.device.type == "cpu" and x_proj.dtype in (torch.float32, torch.float64)
+    if backend == "python" or (backend == "auto" and not cpp_fits):
+        return _PythonLoops
+    if backend == "cpp":
+        if not cpp_fits:
+            raise ValueError(f"backend='cpp' needs float32/float64 CPU tensors, got {x_proj.dtype} on {x_proj.device}")
+        if _cpp_disabled():
+            raise RuntimeError("backend='cpp' while RNNBENCH_NO_CPP is set")
+        if _extension() is None:
+            raise RuntimeError("backend='cpp': the C++ extension could not be built (see the warning)")
+        return _extension()
+    return _extension() if cpp_available() else _PythonLoops
+
+
+def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+                      peephole: Tensor, lengths: Tensor | None = None, probe: bool = False,
+                      h_probe: Tensor | None = None, backend: str = "auto"):
+    """Run the peephole LSTM over a sequence: `PeepholeLSTMCell.step` for t = 0..T-1 (module docstring).
+
+    x_proj (T, B, 4H) = x @ W_ih^T + b_ih; h0, c0 (B, H); weight_hh (4H, H); bias_hh (4H,); peephole (3, H);
+    lengths (B,) int64 or None. Returns outputs (T, B, H) (zero at padded steps), h_T, c_T (B, H) (each
+    sequence's state at its own end).
+
+    Gradient probes: pass `h_probe` (T, B, H) zeros requiring grad, or `probe=True` to have one made and
+    returned as a fourth result; after backward its `.grad` is ∂L/∂h_t for every t.
+    """
+    T, B = x_proj.shape[:2]
+    if lengths is not None:
+        lengths = lengths.to("cpu", torch.long)
+        if lengths.numel() != B or (T > 0 and ((lengths < 0) | (lengths > T)).any()):
+            raise ValueError(f"lengths must be (B={B},) with values in [0, T={T}], got {lengths.tolist()}")
+        if bool((lengths == T).all()):
+            lengths = None  # nothing to mask: the unmasked loop is the same function
+    if probe and h_probe is None:
+        h_probe = x_proj.new_zeros(T, B, h0.shape[1], requires_grad=True)
+    result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
+                                    _loops(backend, x_proj))
+    return (*result, h_probe) if probe else result

@@ -1,0 +1,200 @@
+"""fast_peephole computes exactly PeepholeLSTMCell's function, with exact gradients, on both implementations.
+
+The C++ tests build the extension once per machine (~30 s the first time; cached afterwards) and are
+skipped only where no C++ compiler exists.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from rnnbench import fast_peephole
+from rnnbench.cells import PeepholeLSTMCell
+
+T, B, I, H = 7, 3, 4, 5
+PADDED = [7, 3, 5]
+
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None or
+                                    os.environ.get("RNNBENCH_NO_CPP", "") not in ("", "0"),
+                                    reason="no C++ compiler (or RNNBENCH_NO_CPP set)")
+BACKENDS = [pytest.param("cpp", marks=needs_compiler), "python"]
+
+
+def make_inputs(dtype=torch.float32, seed=0, T=T, B=B):
+    torch.manual_seed(seed)
+    cell = PeepholeLSTMCell(I, H).to(dtype)
+    with torch.no_grad():  # larger than the init so that every term, peepholes included, matters
+        for p in cell.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(T, B, I, dtype=dtype)
+    h0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=dtype, requires_grad=True)
+    return cell, x, h0, c0
+
+
+def cell_loop(cell, x_proj, h0, c0, lengths=None, h_probe=None):
+    """The specification: PeepholeLSTMCell.step for t = 0..T-1; finished sequences keep their state and
+    output zero; the probe is added to h_t."""
+    state, outputs = (h0, c0), []
+    for t, x_t in enumerate(x_proj.unbind(0)):
+        h, (_, c) = cell.step(x_t, state)
+        if h_probe is not None:
+            h = h + h_probe[t]
+        if lengths is None:
+            state = (h, c)
+        else:
+            valid = (t < lengths).unsqueeze(1)                                # (B, 1)
+            state = (torch.where(valid, h, state[0]), torch.where(valid, c, state[1]))
+            h = torch.where(valid, h, torch.zeros_like(h))
+        outputs.append(h)
+    return torch.stack(outputs), state[0], state[1]
+
+
+def run_fast(cell, x_proj, h0, c0, backend, lengths=None, **kw):
+    return fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole,
+                                           lengths=lengths, backend=backend, **kw)
+
+
+def loss_and_grads(run, cell, x, h0, c0, parts):
+    """A loss weighting every output element differently; gradients of everything that has one."""
+    x_proj = cell.input_projection(x)
+    out, h_T, c_T = run(x_proj)
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in (out, h_T, c_T)]
+    loss = sum((t * w).sum() for t, w, used in zip((out, h_T, c_T), weights, parts) if used)
+    tensors = [x_proj, h0, c0, *cell.parameters()]
+    grads = torch.autograd.grad(loss, tensors)
+    return (out, h_T, c_T), dict(zip(["x_proj", "h0", "c0"] + [n for n, _ in cell.named_parameters()], grads))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [None, PADDED], ids=["full", "padded"])
+@pytest.mark.parametrize("parts", [(1, 1, 1), (1, 0, 0), (0, 1, 1)], ids=["all", "outputs", "final"])
+def test_equals_cell_loop_values_and_gradients(backend, lengths, parts):
+    cell, x, h0, c0 = make_inputs()
+    lengths = None if lengths is None else torch.tensor(lengths)
+    expected, expected_grads = loss_and_grads(lambda xp: cell_loop(cell, xp, h0, c0, lengths), cell, x, h0, c0,
+                                              parts)
+    got, got_grads = loss_and_grads(lambda xp: run_fast(cell, xp, h0, c0, backend, lengths), cell, x, h0, c0,
+                                    parts)
+    for name, a, b in zip(["outputs", "h_T", "c_T"], got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    assert set(got_grads) == {"x_proj", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "peephole"}
+    for name in got_grads:
+        torch.testing.assert_close(got_grads[name], expected_grads[name], rtol=1e-5, atol=1e-5,
+                                   msg=lambda m: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [PADDED, [0, 7, 2]], ids=["7-3-5", "with-empty"])
+def test_padding_zero_outputs_and_state_at_true_end(backend, lengths):
+    cell, x, h0, c0 = make_inputs()
+    lengths = torch.tensor(lengths)
+    with torch.no_grad():
+        out, h_T, c_T = run_fast(cell, cell.input_projection(x), h0, c0, backend, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            assert (out[n:, b] == 0).all(), f"sequence {b}: padded outputs must be exactly zero"
+            if n == 0:  # an empty sequence ends where it starts
+                h_alone, c_alone = h0[b:b + 1], c0[b:b + 1]
+            else:  # the same sequence alone, unpadded
+                alone, h_alone, c_alone = cell_loop(cell, cell.input_projection(x[:n, b:b + 1]), h0[b:b + 1],
+                                                    c0[b:b + 1])
+                torch.testing.assert_close(out[:n, b:b + 1], alone, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(h_T[b:b + 1], h_alone, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(c_T[b:b + 1], c_alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [None, [4, 2, 3]], ids=["full", "padded"])
+def test_gradcheck_float64(backend, lengths):
+    cell, _, _, _ = make_inputs(torch.float64, T=4)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    g = torch.Generator().manual_seed(2)
+    x_proj, h0, c0 = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+                      for s in [(4, B, 4 * H), (B, H), (B, H)])
+    probe = torch.zeros(4, B, H, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in (cell.weight_hh, cell.bias_hh, cell.peephole)]
+
+    def f(x_proj, h0, c0, weight_hh, bias_hh, peephole, h_probe):
+        return fast_peephole.peephole_sequence(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths=lengths,
+                                               h_probe=h_probe, backend=backend)
+
+    assert torch.autograd.gradcheck(f, (x_proj, h0, c0, *params, probe))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [None, PADDED], ids=["full", "padded"])
+def test_probe_gradient_is_total_dL_dh_t(backend, lengths):
+    cell, x, h0, c0 = make_inputs()
+    lengths = None if lengths is None else torch.tensor(lengths)
+    x_proj = cell.input_projection(x).detach()
+    w = torch.randn(T, B, H)
+
+    def probe_grad(run):
+        probe = torch.zeros(T, B, H, requires_grad=True)
+        out, h_T, c_T = run(probe)
+        ((out * w).sum() + h_T.sum() + 2 * c_T.sum()).backward()
+        return probe.grad
+
+    expected = probe_grad(lambda p: cell_loop(cell, x_proj, h0, c0, lengths, p))
+    got = probe_grad(lambda p: run_fast(cell, x_proj, h0, c0, backend, lengths, h_probe=p))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert expected[1:].abs().sum() > 0  # the gradient carried back through time is part of it
+    # probe=True makes the probe itself
+    out, h_T, c_T, probe = run_fast(cell, x_proj, h0, c0, backend, lengths, probe=True)
+    ((out * w).sum() + h_T.sum() + 2 * c_T.sum()).backward()
+    torch.testing.assert_close(probe.grad, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def fresh_extension_cache():
+    fast_peephole._extension.cache_clear()
+    yield
+    fast_peephole._extension.cache_clear()
+
+
+def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_extension_cache):
+    def broken_build(name, build_dir):
+        raise RuntimeError("simulated: no working C++ compiler")
+
+    monkeypatch.delenv("RNNBENCH_NO_CPP", raising=False)
+    monkeypatch.setattr(fast_peephole, "_build_dir", lambda: tmp_path)  # no cached library to load
+    monkeypatch.setattr(fast_peephole, "_compile_extension", broken_build)
+    with pytest.warns(RuntimeWarning, match="simulated: no working C\\+\\+ compiler"):
+        assert fast_peephole.implementation() == "python"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: later calls are silent
+        assert not fast_peephole.cpp_available()
+        cell, x, h0, c0 = make_inputs()
+        x_proj = cell.input_projection(x)
+        got = run_fast(cell, x_proj, h0, c0, "auto", torch.tensor(PADDED))
+    expected = cell_loop(cell, x_proj, h0, c0, torch.tensor(PADDED))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="could not be built"):
+        run_fast(cell, x_proj, h0, c0, "cpp")
+
+
+def test_env_var_forces_python(monkeypatch):
+    monkeypatch.setenv("RNNBENCH_NO_CPP", "1")
+    assert fast_peephole.implementation() == "python"
+    assert not fast_peephole.cpp_available()
+    cell, x, h0, c0 = make_inputs()
+    with pytest.raises(RuntimeError, match="RNNBENCH_NO_CPP"):
+        run_fast(cell, cell.input_projection(x), h0, c0, "cpp")
+
+
+@needs_compiler
+def test_cached_extension_loads_fast_in_a_new_process():
+    assert fast_peephole.cpp_available()  # builds it if this is the first time
+    code = ("import time, torch; from rnnbench import fast_peephole as f; t = time.perf_counter(); "
+            "ok = f.cpp_available(); print(ok, time.perf_counter() - t)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ok, seconds = result.stdout.split()
+    assert ok == "True" and float(seconds) < 1.0, result.stdout + result.stderr
