@@ -157,7 +157,7 @@ class RunRecorder:
         """Save the resolved config (a dict or an OmegaConf DictConfig) as ``config.yaml``."""
         from omegaconf import OmegaConf
 
-        container = _to_container(cfg)
+        container = to_container(cfg)
         path = self.run_dir / CONFIG_FILE
         atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(container)))
         return path
@@ -351,7 +351,7 @@ def config_fingerprint(cfg: Any, exclude: Iterable[str] = DEFAULT_FINGERPRINT_EX
     and however they were recorded. Note 1 and 1.0 differ, as they do in the config.
     """
     patterns = tuple(exclude)
-    kept = _drop_keys(_to_container(cfg), patterns, prefix="")
+    kept = _drop_keys(to_container(cfg), patterns, prefix="")
     canonical = json.dumps(to_jsonable(kept), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -368,7 +368,7 @@ def _drop_keys(node: Any, patterns: tuple[str, ...], prefix: str) -> Any:
     return kept
 
 
-def _to_container(cfg: Any) -> Any:
+def to_container(cfg: Any) -> Any:
     """A plain resolved dict from a dict or an OmegaConf config (imported only when needed)."""
     if "omegaconf" in sys.modules:
         from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -376,7 +376,7 @@ def _to_container(cfg: Any) -> Any:
         if isinstance(cfg, (DictConfig, ListConfig)):
             return OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, Mapping):
-        return {k: _to_container(v) for k, v in cfg.items()}
+        return {k: to_container(v) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):
-        return [_to_container(v) for v in cfg]
+        return [to_container(v) for v in cfg]
     return cfg
