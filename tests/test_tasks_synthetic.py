@@ -95,7 +95,9 @@ def copy_memoryless(task: CopyTask):
 @pytest.mark.parametrize("variant", COPY_VARIANTS)
 @pytest.mark.parametrize("num_symbols, copy_len", [(8, 10), (5, 3)])
 def test_copy_baseline_is_the_loss_of_the_memoryless_predictor(variant, num_symbols, copy_len):
-    task = CopyTask(seq_len=40, variant=variant, num_symbols=num_symbols, copy_len=copy_len)
+    task = CopyTask(
+        seq_len=40, variant=variant, num_symbols=num_symbols, copy_len=copy_len, val_size=100
+    )
     expected = {
         "arjovsky": copy_len * math.log(num_symbols) / (40 + 2 * copy_len),
         "tcn": copy_len * math.log(num_symbols) / (40 + 2 * copy_len),
@@ -187,9 +189,11 @@ def test_adding_markers_obey_the_variant(variant, seq_len):
     in_first_half = markers[:half].sum(0)  # (B,)
     if variant == "halves":
         assert (in_first_half == 1).all()
-    else:  # both marks in one half happens (P = 4/9 at T = 10), and every step gets marked
-        assert (in_first_half != 1).any()
-        assert (markers.sum(1) > 0).all()
+    else:  # both marks in the first half, or both in the second, happens (P = 2/9 each at T = 10)
+        assert (in_first_half == 2).any() and (in_first_half == 0).any()
+        # each step is marked with probability 2/T: 2B/T = 400 or 364 expected, sd < 20
+        expected = 2 * 2000 / seq_len
+        assert ((markers.sum(1) - expected).abs() < 100).all()
 
 
 # ---- adding: baseline, loss and metrics -------------------------------------------------------
@@ -293,6 +297,14 @@ def test_validation_set_is_fixed_and_independent_of_training_draws(kind, variant
     assert not torch.equal(val, seen_by_evaluate(fresh, "test"))
     other_seed = make_task(kind, variant=variant, val_size=40, batch_size=16, seed=1)
     assert not torch.equal(val, seen_by_evaluate(other_seed))
+
+
+@pytest.mark.parametrize("kind, variant", TASK_KINDS)
+def test_training_stream_depends_on_the_seed_only(kind, variant):
+    small = make_task(kind, variant=variant, val_size=3, batch_size=5)
+    large = make_task(kind, variant=variant, val_size=70, batch_size=5)
+    for _ in range(2):
+        assert torch.equal(small.train_batch().inputs, large.train_batch().inputs)
 
 
 @pytest.mark.parametrize("kind, variant", TASK_KINDS)
