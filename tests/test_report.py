@@ -1,0 +1,309 @@
+"""The report (rnnbench/report.py): run folders -> tables and figures.
+
+Every test reads a synthetic sweep written here in the run folder format of docs/architecture.md:
+2 cells x 3 seeds completed, plus a failed run, a run whose summary says "running" but whose
+process is dead, and a run that never wrote a summary.
+"""
+
+import io
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rnnbench import report
+
+REPO = Path(__file__).resolve().parents[1]
+CELLS = {"lstm": "rnnbench.cells.LSTMCell", "gru": "rnnbench.cells.GRUCell"}
+SEEDS = (0, 1, 2)
+STEPS = list(range(0, 101, 10))
+SEQ_LEN = 20
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: the pid no longer exists
+    return child.pid
+
+
+def _write_run(run_dir: Path, cell: str, seed: int, summary: dict | None, rng: np.random.Generator) -> None:
+    (run_dir / ".hydra").mkdir(parents=True)
+    config = (
+        "task:\n  _target_: tasks.copy.CopyTask\n  seq_len: 20\n"
+        f"cell:\n  _target_: {CELLS[cell]}\n"
+        "model:\n  hidden_size: 64\n  num_layers: 1\n"
+        f"train:\n  seed: {seed}\n  lr: 0.001\n  steps: 100\n"
+    )
+    (run_dir / ".hydra" / "config.yaml").write_text(config)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(f"- cell={cell}\n- train.seed={seed}\n")
+    if summary is None:
+        return
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if summary["status"] != "completed":
+        return
+    scale = 1.0 if cell == "lstm" else 0.6  # the lstm learns faster
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for step in STEPS:
+            row = {"step": step, "time_s": step * 0.1, "train/loss": 2.0 * math.exp(-0.03 * scale * step) + 0.05 * rng.random()}
+            if step % 20 == 0:
+                row["val/accuracy"] = 1.0 - math.exp(-0.03 * scale * step) * (0.8 + 0.1 * rng.random())
+            f.write(json.dumps(row) + "\n")
+    decay = 0.9 if cell == "lstm" else 0.7
+    profile = [decay ** (SEQ_LEN - t) * (1 + 0.1 * rng.random()) for t in range(1, SEQ_LEN + 1)]
+    (run_dir / "profile.json").write_text(json.dumps({"step": 100, "seq_len": SEQ_LEN, "layers": {"layer0": profile}}))
+
+
+def _summary(cell: str, seed: int, status: str, final: dict, pid: int, **extra) -> dict:
+    return {
+        "status": status, "error": None, "diverged_at": None, "task": "copy", "cell": cell, "seed": seed,
+        "steps": 100, "wall_time_s": 10.0 + seed, "num_params": 1000 if cell == "lstm" else 800,
+        "final": final, "best": {k: v for k, v in final.items()},
+        "main_metric": "val/accuracy", "main_metric_mode": "max",
+        "overrides": [f"cell={cell}", f"train.seed={seed}"],
+        "hostname": socket.gethostname(), "pid": pid, **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, dict]:
+    """The sweep folder and the final metrics written for each completed (cell, seed)."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    rng = np.random.default_rng(0)
+    dead = _dead_pid()  # every run was started on this host by a process that has ended
+    written, job = {}, 0
+    for cell in CELLS:
+        for seed in SEEDS:
+            final = {"val/accuracy": float(rng.uniform(0.5, 1.0)), "val/loss": float(rng.uniform(0.1, 1.0))}
+            written[cell, seed] = final
+            _write_run(root / str(job), cell, seed, _summary(cell, seed, "completed", final, dead), rng)
+            job += 1
+    _write_run(root / str(job), "gru", 3, _summary("gru", 3, "failed", {}, dead, error="RuntimeError: boom"), rng)
+    _write_run(root / str(job + 1), "lstm", 4, _summary("lstm", 4, "running", {}, dead), rng)  # pid is dead
+    _write_run(root / str(job + 2), "lstm", 5, None, rng)  # died before its first summary
+    return root, written
+
+
+@pytest.fixture(scope="module")
+def runs(sweep):
+    return report.load_runs(sweep[0])
+
+
+def test_load_runs_finds_every_run_with_its_true_status(runs):
+    assert len(runs) == 9
+    by_seed = runs.set_index(runs["train.seed"].astype(int))["status"]
+    assert (by_seed[list(SEEDS)] == "completed").all()
+    assert by_seed[3] == "failed" and by_seed[4] == "incomplete" and by_seed[5] == "incomplete"
+    failed = runs[runs["status"] == "failed"].iloc[0]
+    assert failed["error"] == "RuntimeError: boom"
+
+
+def test_load_runs_flattens_config_and_parses_overrides(runs, sweep):
+    lstm = runs[runs["cell"] == "lstm"]
+    assert set(lstm["cfg.cell._target_"]) == {"rnnbench.cells.LSTMCell"}
+    assert (runs["cfg.model.hidden_size"] == 64).all()
+    first = runs[runs["run_dir"] == str(sweep[0] / "0")].iloc[0]
+    assert first["overrides"] == ["cell=lstm", "train.seed=0"]
+    assert first["override_values"] == {"cell": "lstm", "train.seed": 0}
+    assert first["final/val/accuracy"] == sweep[1]["lstm", 0]["val/accuracy"]
+    assert first["num_params"] == 1000 and first["seed"] == 0
+    assert report.swept_keys(runs) == ["cell", "train.seed"]
+    assert runs[runs["train.seed"] == 5].iloc[0]["seed"] == 5  # no summary: seed from the config
+
+
+def test_summarize_groups_by_the_swept_keys_but_the_seed(runs, sweep):
+    stats = report.summarize(runs)
+    assert stats.attrs["rows"] == ["cell"]
+    assert stats.attrs["metrics"] == ["final/val/accuracy", "final/val/loss"]
+    assert list(stats["cell"]) == ["gru", "lstm"]
+
+
+def test_summarize_mean_and_sample_std_over_completed_runs(runs, sweep):
+    stats = report.summarize(runs).set_index("cell")
+    written = sweep[1]
+    for cell in CELLS:
+        for metric in ("val/accuracy", "val/loss"):
+            values = np.array([written[cell, seed][metric] for seed in SEEDS])
+            assert stats.at[cell, f"final/{metric} mean"] == pytest.approx(np.mean(values), rel=1e-12)
+            assert stats.at[cell, f"final/{metric} std"] == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+    assert stats.at["gru", "n"] == 3 and stats.at["gru", "n_failed"] == 1 and stats.at["gru", "n_incomplete"] == 0
+    assert stats.at["lstm", "n"] == 3 and stats.at["lstm", "n_incomplete"] == 2 and stats.at["lstm", "n_failed"] == 0
+
+
+def test_best_follows_the_direction_of_each_metric(runs, sweep):
+    stats = report.summarize(runs).set_index("cell")
+    written = sweep[1]
+    acc = {c: np.mean([written[c, s]["val/accuracy"] for s in SEEDS]) for c in CELLS}
+    loss = {c: np.mean([written[c, s]["val/loss"] for s in SEEDS]) for c in CELLS}
+    assert stats["final/val/accuracy best"].to_dict() == {c: c == max(acc, key=acc.get) for c in CELLS}
+    assert stats["final/val/loss best"].to_dict() == {c: c == min(loss, key=loss.get) for c in CELLS}
+    flipped = report.summarize(runs, modes={"val/loss": "max"}).set_index("cell")
+    assert flipped["final/val/loss best"].to_dict() == {c: c == max(loss, key=loss.get) for c in CELLS}
+
+
+def test_a_single_run_has_no_std(runs):
+    stats = report.summarize(runs[runs["train.seed"] == 0])
+    assert stats["final/val/accuracy std"].isna().all() and (stats["n"] == 1).all()
+    assert "± –" in report.to_markdown(stats)
+
+
+def test_markdown_shows_mean_pm_std_best_in_bold_and_failed_runs(runs, sweep):
+    stats = report.summarize(runs)
+    text = report.to_markdown(stats, precision=3)
+    best = stats[stats["final/val/accuracy best"]].iloc[0]
+    expected = f"**{best['final/val/accuracy mean']:.3f} ± {best['final/val/accuracy std']:.3f}**"
+    assert expected in text
+    assert "3 (1 failed)" in text and "3 (2 incomplete)" in text
+    assert text.count("**") == 2 * 2  # one best per metric column
+
+
+def _latex_cells(line: str) -> list[str]:
+    return re.split(r"(?<!\\)&", line)
+
+
+def test_latex_is_a_booktabs_tabular_with_consistent_columns(runs):
+    stats = report.summarize(runs, reference="cell=lstm")
+    text = report.to_latex(stats)
+    lines = text.strip().splitlines()
+    spec = re.fullmatch(r"\\begin\{tabular\}\{([lcr]+)\}", lines[0]).group(1)
+    assert lines[1] == r"\toprule" and lines[3] == r"\midrule"
+    assert lines[-2] == r"\bottomrule" and lines[-1] == r"\end{tabular}"
+    rows = [lines[2], *lines[4:-2]]
+    assert len(rows) == 3  # header + 2 cells
+    for row in rows:
+        assert row.endswith(r" \\")
+        assert len(_latex_cells(row)) == len(spec)
+    assert r"\textbf{" in text and r"$\pm$" in text and "±" not in text
+    assert r"val/accuracy" in text and "ref" in text
+
+
+def test_latex_escapes_special_characters(runs):
+    stats = report.summarize(runs, by="cfg.cell._target_", metrics="val/loss")
+    text = report.to_latex(stats)
+    assert r"cell.\_target\_" in text and r"rnnbench.cells.LSTMCell" in text
+    for line in text.splitlines()[2:-2]:
+        if "&" in line:
+            assert "_" not in line.replace(r"\_", "")
+
+
+def test_csv_parses_back_to_the_numbers(runs):
+    stats = report.summarize(runs, reference="cell=gru")
+    back = pd.read_csv(io.StringIO(report.to_csv(stats)))
+    pd.testing.assert_frame_equal(back, stats, check_dtype=False)
+
+
+def test_cols_pivots_a_key_into_columns_each_compared_on_its_own(runs, sweep):
+    stats = report.summarize(runs, by="train.seed", cols="cell", metrics="val/accuracy")
+    lines = report.to_markdown(stats).splitlines()
+    assert [h.strip() for h in lines[0].strip("|").split("|")] == ["train.seed", "gru", "gru n", "lstm", "lstm n"]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["0", "1", "2", "3", "4", "5"]
+    for cell in CELLS:
+        accuracy = {seed: sweep[1][cell, seed]["val/accuracy"] for seed in SEEDS}
+        best = stats[(stats["cell"] == cell) & stats["final/val/accuracy best"]]
+        assert list(best["train.seed"]) == [max(accuracy, key=accuracy.get)]
+
+
+def test_a_lone_group_is_not_marked_best(runs):
+    stats = report.summarize(runs, by=[], cols="cell")
+    assert not stats.filter(like=" best").to_numpy().any()
+    assert "**" not in report.to_markdown(stats)
+
+
+def test_welch_p_value_against_known_values():
+    # nu = 2 here, where P(|T| > |t|) = 1 - |t| / sqrt(2 + t²): t = -sqrt(2) gives 1 - 1/sqrt(2).
+    assert report.welch_p_value([0.0, 2.0], [2.0, 4.0]) == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-12)
+    # Unequal sizes and variances: s_a²/n_a = 0.005, s_b²/n_b = 0.0422917, t = -3.104, nu = 3.712;
+    # scipy.stats.ttest_ind(a, b, equal_var=False).pvalue = 0.03990653424768795.
+    a, b = [1.1, 1.3, 0.9, 1.2, 1.0], [1.5, 1.9, 1.4, 2.3]
+    assert report.welch_p_value(a, b) == pytest.approx(0.03990653424768795, rel=1e-9)
+    assert math.isnan(report.welch_p_value([1.0], [2.0, 3.0]))
+
+
+def test_welch_p_value_equals_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        a, b = rng.normal(0, 1, rng.integers(2, 9)), rng.normal(0.5, 2, rng.integers(2, 9))
+        expected = stats.ttest_ind(a, b, equal_var=False).pvalue
+        assert report.welch_p_value(a, b) == pytest.approx(expected, rel=1e-9, abs=1e-14)
+
+
+def test_reference_row_gets_p_values_of_the_others(runs, sweep):
+    stats = report.summarize(runs, reference="cell=lstm").set_index("cell")
+    written = sweep[1]
+    gru = [written["gru", s]["val/accuracy"] for s in SEEDS]
+    lstm = [written["lstm", s]["val/accuracy"] for s in SEEDS]
+    assert stats.at["gru", "final/val/accuracy p"] == pytest.approx(report.welch_p_value(gru, lstm))
+    assert math.isnan(stats.at["lstm", "final/val/accuracy p"])
+    with pytest.raises(report.ReportError, match="no row matches"):
+        report.summarize(runs, reference="cell=rnn")
+
+
+def test_unknown_metric_lists_the_available_ones(runs):
+    with pytest.raises(report.ReportError, match=r"unknown metric 'val/f1'; available: .*val/accuracy"):
+        report.summarize(runs, metrics="val/f1")
+
+
+def test_figures_are_written_as_png_and_pdf(runs, tmp_path):
+    written, notes = report.write_figures(runs, tmp_path, ["cell"])
+    names = sorted(p.name for p in written)
+    assert names == [
+        "gradient_profile_layer0.pdf", "gradient_profile_layer0.png",
+        "learning_curves_val_accuracy.pdf", "learning_curves_val_accuracy.png",
+    ]
+    assert notes == []
+    for path in written:
+        data = path.read_bytes()
+        assert len(data) > 10_000
+        assert data.startswith(b"\x89PNG\r\n\x1a\n" if path.suffix == ".png" else b"%PDF")
+    with pytest.raises(report.ReportError, match="unknown curve metric 'val/f1'; logged: .*train/loss"):
+        report.write_figures(runs, tmp_path, ["cell"], curve="val/f1")
+
+
+def test_cli_writes_the_table(sweep, tmp_path, capsys):
+    out = tmp_path / "table.tex"
+    assert report.main([str(sweep[0]), "--format", "latex", "--output", str(out), "--metrics", "val/loss"]) == 0
+    assert out.read_text().startswith(r"\begin{tabular}{lrr}")
+    assert report.main([str(sweep[0]), "--rows", "cell", "--precision", "2"]) == 0
+    assert "3 (1 failed)" in capsys.readouterr().out
+
+
+def test_cli_unknown_metric_is_one_line_and_exit_code_2(sweep, capsys):
+    assert report.main([str(sweep[0]), "--metrics", "val/f1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "available:" in err and "val/accuracy" in err
+
+
+def test_cli_missing_path_is_one_line_without_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnbench.report", "/nonexistent"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr == "rnnbench.report: error: path does not exist: /nonexistent\n"
+    assert result.stdout == ""
+
+
+def test_without_records_module_the_same_statuses_are_read(sweep):
+    # The report's own reader, used when rnnbench.records cannot be imported.
+    code = (
+        "import sys; sys.modules['rnnbench.records'] = None\n"
+        "from rnnbench import report\n"
+        f"print(sorted(report.load_runs({str(sweep[0])!r})['status']))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == str(["completed"] * 6 + ["failed", "incomplete", "incomplete"])
+
+
+def test_no_runs_under_a_folder_is_an_error(tmp_path):
+    with pytest.raises(report.ReportError, match="no runs found under"):
+        report.load_runs(tmp_path)
