@@ -143,7 +143,9 @@ class CopyTask(Task):
         ids = torch.full((self.input_length, B), self.blank, dtype=torch.long, device=symbols.device)
         ids[:M] = symbols
         ids[self._delimiter_steps] = self.delimiter  # (T + 2M, B)
-        inputs = F.one_hot(ids, self.num_classes).float()  # (T + 2M, B, K + 2)
+        # One-hot by scatter: several times faster than F.one_hot(ids).float() on CPU.
+        inputs = torch.zeros(*ids.shape, self.num_classes, device=ids.device)
+        inputs.scatter_(2, ids.unsqueeze(-1), 1.0)  # (T + 2M, B, K + 2)
         targets = torch.full_like(ids, self.blank)
         targets[-M:] = symbols  # (T + 2M, B): T + M blanks, then the symbols
         return Batch(inputs=inputs, targets=targets)
