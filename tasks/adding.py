@@ -15,6 +15,9 @@ Two variants, which differ only in where the markers go:
 Memoryless baseline: whatever the positions, the target is a + b with a, b ~ U[0, 1] independent,
 so the best constant prediction is E[a + b] = 1 and its MSE is Var(a + b) = 2 / 12 = 1/6.
 Success (Hochreiter & Schmidhuber's criterion, per sequence): |prediction - target| < 0.04.
+
+Training batches come from a generator seeded with `seed`; the fixed `val` and `test` splits
+(`val_size` sequences each) from their own generators seeded `seed + 1_000_003` / `seed + 2_000_006`.
 """
 
 from __future__ import annotations

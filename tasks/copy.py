@@ -6,7 +6,7 @@ data symbols 0..K-1, blank K, delimiter K+1 (a0..a7, a8, a9 for the defaults), e
 length T + 2M and every target is T + M blanks followed by the M input symbols:
 
 - `arjovsky` (default) -- Arjovsky, Shah & Bengio 2016, "Unitary Evolution Recurrent Neural
-  Networks", section 4.1: input = M symbols, T-1 blanks, 1 delimiter, M blanks. Loss: mean
+  Networks" (copying memory problem): input = M symbols, T-1 blanks, 1 delimiter, M blanks. Loss: mean
   cross-entropy over all T + 2M steps.
 - `tcn` -- Bai, Kolter & Koltun 2018, "An Empirical Evaluation of Generic Convolutional and
   Recurrent Networks for Sequence Modeling" (locuslab/TCN `copy_memory/utils.py`): input = M
@@ -15,8 +15,8 @@ length T + 2M and every target is T + M blanks followed by the M input symbols:
   `copymem_test.py`. Their digits are relabelled (they use 1-8 for data, 0 blank, 9 delimiter, fed as
   one scalar channel); we use the alphabet above, one-hot, so only the delimiter run differs from
   `arjovsky`.
-- `s4` -- Gu, Goel & Re 2022, "Efficiently Modeling Long Sequences with Structured State Spaces"
-  (state-spaces `copying.py`, fixed positions, `variable=False`): input = M symbols, T blanks, M
+- `s4` -- the copying dataset of the state-spaces repository (S4: Gu, Goel & Re 2022, "Efficiently
+  Modeling Long Sequences with Structured State Spaces"), fixed positions (`variable=False`): input = M symbols, T blanks, M
   delimiters (the recall is emitted at the delimiter steps). Loss: mean cross-entropy over the M
   recall steps only.
 
@@ -24,6 +24,9 @@ Memoryless baseline: the best predictor that knows the step index but nothing of
 outputs a blank with certainty for the first T + M steps and the uniform distribution over the K
 data symbols at the M recall steps, so its loss is M ln K / (T + 2M) for `arjovsky` and `tcn` (Arjovsky
 et al.'s 10 ln 8 / (T + 20)) and ln K for `s4`.
+
+Training batches come from a generator seeded with `seed`; the fixed `val` and `test` splits
+(`val_size` sequences each) from their own generators seeded `seed + 1_000_003` / `seed + 2_000_006`.
 """
 
 from __future__ import annotations
