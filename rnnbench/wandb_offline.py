@@ -41,7 +41,8 @@ class CorruptRecordError(ValueError):
 
 
 def find_offline_runs(directory: str | os.PathLike) -> list[Path]:
-    """The ``offline-run-*`` folders under `directory`, oldest first (their names start with the time).
+    """The ``offline-run-<date>_<time>-<id>`` folders under `directory`, oldest first (to the second;
+    runs started in the same second come in path order).
 
     `directory` may be a run folder (holding ``wandb/``), a ``wandb/`` folder, or anything above.
     """
@@ -49,7 +50,7 @@ def find_offline_runs(directory: str | os.PathLike) -> list[Path]:
     if directory.name.startswith("offline-run-") and directory.is_dir():
         return [directory]
     runs = [p for p in directory.rglob("offline-run-*") if p.is_dir()]
-    return sorted(runs, key=lambda p: (p.name, str(p)))
+    return sorted(runs, key=lambda p: (p.name.rsplit("-", 1)[0], str(p)))
 
 
 def wandb_file(path: str | os.PathLike) -> Path:
