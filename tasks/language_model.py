@@ -346,7 +346,11 @@ class LanguageModelTask(Task):
             raise ValueError(f"unknown split {split!r}: use 'val' or 'test'")
         if key not in self._eval_data:
             data = self.train_tokens if key == "train" else getattr(self.corpus, key)
-            self._eval_data[key] = batchify(data, self.eval_batch_size)
+            stream = batchify(data, self.eval_batch_size)
+            if stream.shape[0] < 2:
+                raise DataError(f"{self.corpus.source}: the {split} split has {data.numel()} tokens, too "
+                                f"few for eval_batch_size {self.eval_batch_size}")
+            self._eval_data[key] = stream
         return self._eval_data[key]
 
     def evaluate(self, predict: Predict, split: str = "val") -> dict[str, float]:

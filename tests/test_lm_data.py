@@ -296,6 +296,9 @@ def test_word_level_metrics_and_main_metric(tmp_path):
     metrics = task.evaluate(lambda b, s: (torch.zeros(*b.inputs.shape, len(task.corpus)), s))
     assert "bits_per_char" not in metrics and metrics["perplexity"] == pytest.approx(len(task.corpus))
     assert task.describe()["oov_rate_valid"] == pytest.approx(1 / 8)
+    tiny = LanguageModelTask(corpus=str(tmp_path), level="word", batch_size=2, eval_batch_size=4)
+    with pytest.raises(DataError, match="too few"):  # 3 test tokens cannot fill 4 streams
+        tiny.evaluate(lambda b, s: (torch.zeros(*b.inputs.shape, len(tiny.corpus)), s), "test")
 
 
 def test_evaluate_carries_state_through_the_split(tmp_path):
