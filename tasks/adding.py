@@ -17,7 +17,8 @@ so the best constant prediction is E[a + b] = 1 and its MSE is Var(a + b) = 2 / 
 Success (Hochreiter & Schmidhuber's criterion, per sequence): |prediction - target| < 0.04.
 
 Training batches come from a generator seeded with `seed`; the fixed `val` and `test` splits
-(`val_size` sequences each) from their own generators seeded `seed + 1_000_003` / `seed + 2_000_006`.
+(`val_size` sequences each) from their own generators seeded `seed + 1_000_003` and
+`seed + 2_000_006`.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class AddingTask(Task):
         _require_int("batch_size", batch_size, 1)
         _require_int("val_size", val_size, 1)
         _require_int("seed", seed, 0)
-        if isinstance(solve_mse, bool) or not isinstance(solve_mse, (int, float)) or not solve_mse > 0:
+        number = isinstance(solve_mse, (int, float)) and not isinstance(solve_mse, bool)
+        if not (number and solve_mse > 0):
             raise ValueError(f"solve_mse={solve_mse!r}: must be a number > 0")
 
         self.seq_len = seq_len
@@ -96,7 +98,9 @@ class AddingTask(Task):
         self._generator.manual_seed(seed)
         self._batches_drawn = 0
         # Each fixed split is drawn once, whole, so it does not depend on batch_size either.
-        self._splits = {split: self._draw(val_size, self._split_generator(split)) for split in SPLITS}
+        self._splits = {
+            split: self._draw(val_size, self._split_generator(split)) for split in SPLITS
+        }
 
     # ---- data -------------------------------------------------------------------------------
     def _split_generator(self, split: str) -> torch.Generator:

@@ -6,27 +6,28 @@ data symbols 0..K-1, blank K, delimiter K+1 (a0..a7, a8, a9 for the defaults), e
 length T + 2M and every target is T + M blanks followed by the M input symbols:
 
 - `arjovsky` (default) -- Arjovsky, Shah & Bengio 2016, "Unitary Evolution Recurrent Neural
-  Networks" (copying memory problem): input = M symbols, T-1 blanks, 1 delimiter, M blanks. Loss: mean
-  cross-entropy over all T + 2M steps.
+  Networks" (copying memory problem): input = M symbols, T-1 blanks, 1 delimiter, M blanks.
+  Loss: mean cross-entropy over all T + 2M steps.
 - `tcn` -- Bai, Kolter & Koltun 2018, "An Empirical Evaluation of Generic Convolutional and
   Recurrent Networks for Sequence Modeling" (locuslab/TCN `copy_memory/utils.py`): input = M
   symbols, T-1 blanks, M+1 delimiters (the first one marks the recall; the other M keep "recall
   now" visible at every recall step). Loss: mean cross-entropy over all T + 2M steps, as in their
-  `copymem_test.py`. Their digits are relabelled (they use 1-8 for data, 0 blank, 9 delimiter, fed as
-  one scalar channel); we use the alphabet above, one-hot, so only the delimiter run differs from
-  `arjovsky`.
-- `s4` -- the copying dataset of the state-spaces repository (S4: Gu, Goel & Re 2022, "Efficiently
-  Modeling Long Sequences with Structured State Spaces"), fixed positions (`variable=False`): input = M symbols, T blanks, M
-  delimiters (the recall is emitted at the delimiter steps). Loss: mean cross-entropy over the M
-  recall steps only.
+  `copymem_test.py`. Their digits are relabelled (they use 1-8 for data, 0 blank, 9 delimiter,
+  fed as one scalar channel); we use the alphabet above, one-hot, so only the delimiter run
+  differs from `arjovsky`.
+- `s4` -- the copying dataset of the state-spaces repository (S4: Gu, Goel & Re 2022,
+  "Efficiently Modeling Long Sequences with Structured State Spaces"), fixed positions
+  (`variable=False`): input = M symbols, T blanks, M delimiters (the recall is emitted at the
+  delimiter steps). Loss: mean cross-entropy over the M recall steps only.
 
 Memoryless baseline: the best predictor that knows the step index but nothing of the symbols
 outputs a blank with certainty for the first T + M steps and the uniform distribution over the K
-data symbols at the M recall steps, so its loss is M ln K / (T + 2M) for `arjovsky` and `tcn` (Arjovsky
-et al.'s 10 ln 8 / (T + 20)) and ln K for `s4`.
+data symbols at the M recall steps, so its loss is M ln K / (T + 2M) for `arjovsky` and `tcn`
+(Arjovsky et al.'s 10 ln 8 / (T + 20)) and ln K for `s4`.
 
 Training batches come from a generator seeded with `seed`; the fixed `val` and `test` splits
-(`val_size` sequences each) from their own generators seeded `seed + 1_000_003` / `seed + 2_000_006`.
+(`val_size` sequences each) from their own generators seeded `seed + 1_000_003` and
+`seed + 2_000_006`.
 """
 
 from __future__ import annotations
@@ -88,9 +89,8 @@ class CopyTask(Task):
         _require_int("batch_size", batch_size, 1)
         _require_int("val_size", val_size, 1)
         _require_int("seed", seed, 0)
-        if isinstance(solve_threshold, bool) or not isinstance(solve_threshold, (int, float)) or not (
-            0.0 < solve_threshold <= 1.0
-        ):
+        number = isinstance(solve_threshold, (int, float)) and not isinstance(solve_threshold, bool)
+        if not (number and 0.0 < solve_threshold <= 1.0):
             raise ValueError(f"solve_threshold={solve_threshold!r}: must be a number in (0, 1]")
 
         self.seq_len = seq_len
@@ -143,7 +143,8 @@ class CopyTask(Task):
     def sequences(self, symbols: Tensor) -> Batch:
         """The batch whose symbols to remember are `symbols` (M, B) int64 in [0, num_symbols)."""
         M, B = symbols.shape
-        ids = torch.full((self.input_length, B), self.blank, dtype=torch.long, device=symbols.device)
+        ids = torch.full((self.input_length, B), self.blank, dtype=torch.long,
+                         device=symbols.device)
         ids[:M] = symbols
         ids[self._delimiter_steps] = self.delimiter  # (T + 2M, B)
         # One-hot by scatter: several times faster than F.one_hot(ids).float() on CPU.
@@ -169,7 +170,8 @@ class CopyTask(Task):
         expected = (self.input_length, batch.targets.shape[1], self.num_classes)
         if tuple(outputs.shape) != expected:
             raise ValueError(
-                f"copy outputs have shape {tuple(outputs.shape)}; expected (T + 2M, B, K + 2) = {expected}"
+                f"copy outputs have shape {tuple(outputs.shape)}; "
+                f"expected (T + 2M, B, K + 2) = {expected}"
             )
 
     def _scored(self, outputs: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:

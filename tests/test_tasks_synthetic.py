@@ -252,7 +252,12 @@ def test_evaluate_weights_every_sample_equally(kind, variant):
         return (outputs.roll(1, dims=-1) if kind == "copy" else outputs + 1), state
 
     sizes = []
-    task.evaluate(lambda batch, state: (sizes.append(batch.inputs.shape[1]), oracle(batch, state))[1])
+
+    def record_size(batch, state):
+        sizes.append(batch.inputs.shape[1])
+        return oracle(batch, state)
+
+    task.evaluate(record_size)
     assert sizes == [4, 4, 2]
     metrics = task.evaluate(right_on_small_chunks)
     accuracy = metrics["recall_accuracy"] if kind == "copy" else metrics["accuracy"]
@@ -337,7 +342,10 @@ def test_describe_names_the_variant_and_baseline(kind, variant):
     [
         ({"seq_len": 0}, "seq_len=0: must be an integer >= 1"),
         ({"seq_len": 2.5}, "seq_len=2.5: must be an integer >= 1"),
-        ({"variant": "bai"}, "variant='bai': unknown copy variant; allowed: 'arjovsky', 'tcn', 's4'"),
+        (
+            {"variant": "bai"},
+            "variant='bai': unknown copy variant; allowed: 'arjovsky', 'tcn', 's4'",
+        ),
         ({"num_symbols": 1}, "num_symbols=1: must be an integer >= 2"),
         ({"copy_len": 0}, "copy_len=0: must be an integer >= 1"),
         ({"batch_size": 0}, "batch_size=0: must be an integer >= 1"),
@@ -355,7 +363,10 @@ def test_copy_rejects_bad_arguments(kwargs, message):
     "kwargs, message",
     [
         ({"seq_len": 1}, "seq_len=1: must be an integer >= 2"),
-        ({"variant": "tcn"}, "variant='tcn': unknown adding variant; allowed: 'halves', 'anywhere'"),
+        (
+            {"variant": "tcn"},
+            "variant='tcn': unknown adding variant; allowed: 'halves', 'anywhere'",
+        ),
         ({"batch_size": True}, "batch_size=True: must be an integer >= 1"),
         ({"val_size": 0}, "val_size=0: must be an integer >= 1"),
         ({"solve_mse": 0}, "solve_mse=0: must be a number > 0"),
