@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
