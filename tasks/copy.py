@@ -143,8 +143,9 @@ class CopyTask(Task):
     def sequences(self, symbols: Tensor) -> Batch:
         """The batch whose symbols to remember are `symbols` (M, B) int64 in [0, num_symbols)."""
         M, B = symbols.shape
-        ids = torch.full((self.input_length, B), self.blank, dtype=torch.long,
-                         device=symbols.device)
+        ids = torch.full(
+            (self.input_length, B), self.blank, dtype=torch.long, device=symbols.device
+        )
         ids[:M] = symbols
         ids[self._delimiter_steps] = self.delimiter  # (T + 2M, B)
         # One-hot by scatter: several times faster than F.one_hot(ids).float() on CPU.
