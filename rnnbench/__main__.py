@@ -1,0 +1,4 @@
+from rnnbench.app import cli
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,254 @@
+"""Structured-config schemas (validated by OmegaConf when Hydra composes) and range checks.
+
+Types are checked at compose time by the schemas registered here (`optim.lr=abc` fails before
+anything runs); ranges and cross-key rules that a type cannot express (`model.hidden_size=-3`,
+`task.seq_len=0`) are checked by `validate`, first thing in every job, before any file is written.
+Every message names the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that is well-typed but not allowed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# cells (group `cell`)
+@dataclass
+class CellConf:
+    _target_: str = MISSING
+    _partial_: bool = True
+    recurrent_init: str = "default"
+
+
+@dataclass
+class VanillaConf(CellConf):
+    _target_: str = "rnnbench.cells.VanillaCell"
+    nonlinearity: str = "tanh"
+
+
+@dataclass
+class LSTMConf(CellConf):
+    _target_: str = "rnnbench.cells.LSTMCell"
+    forget_bias: float = 1.0
+
+
+@dataclass
+class PeepholeConf(LSTMConf):
+    _target_: str = "rnnbench.cells.PeepholeLSTMCell"
+
+
+@dataclass
+class GRUConf(CellConf):
+    _target_: str = "rnnbench.cells.GRUCell"
+    reset_after: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# model (architecture keys; the `arch` group sets some of them)
+@dataclass
+class ModelConf:
+    _target_: str = "rnnbench.models.SequenceModel"
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    pyramid: bool = False
+    dropout: float = 0.0
+    residual: bool = False
+    backend: str = "auto"
+    embedding_size: Optional[int] = None
+    embedding_dropout: float = 0.0
+    output_dropout: float = 0.0
+    tie_weights: bool = False
+    pooling: str = "last"
+    # When set, hidden_size is replaced by the size whose model comes closest to this many parameters.
+    param_budget: Optional[int] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# tasks (group `task`)
+@dataclass
+class TaskConf:
+    _target_: str = MISSING
+    batch_size: int = "${train.batch_size}"  # type: ignore[assignment]
+    seed: int = "${train.data_seed}"  # type: ignore[assignment]
+
+
+@dataclass
+class CopyConf(TaskConf):
+    _target_: str = "tasks.copy.CopyTask"
+    seq_len: int = 100
+    variant: str = "arjovsky"
+    num_symbols: int = 8
+    copy_len: int = 10
+    val_size: int = 1000
+    solve_threshold: float = 0.99
+
+
+@dataclass
+class AddingConf(TaskConf):
+    _target_: str = "tasks.adding.AddingTask"
+    seq_len: int = 200
+    variant: str = "halves"
+    val_size: int = 1000
+    solve_mse: float = 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+# optimisers (group `optim`) and schedules (group `schedule`)
+@dataclass
+class OptimConf:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConf(OptimConf):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class RMSpropConf(OptimConf):
+    _target_: str = "torch.optim.RMSprop"
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+
+@dataclass
+class AdamConf(OptimConf):
+    _target_: str = "torch.optim.Adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class AdamWConf(AdamConf):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainConf:
+    max_steps: int = 2000
+    batch_size: int = 64
+    seed: int = 0
+    data_seed: int = "${train.seed}"  # type: ignore[assignment]
+    clip: float = 1.0
+    clip_mode: str = "norm"  # norm | value | off
+    log_every: int = 50
+    eval_every: int = 250
+    profile_every: int = 500
+    device: str = "auto"
+    threads: Optional[int] = None
+    early_stop: bool = False
+    checkpoint_every: int = 0
+    resume: bool = False
+
+
+@dataclass
+class WandbConf:
+    mode: str = "auto"  # auto | offline | online | disabled
+    project: str = "rnnbench"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConf:
+    wandb: WandbConf = field(default_factory=WandbConf)
+    progress: bool = True
+    print_every_eval: bool = True
+
+
+@dataclass
+class Config:
+    cell: Any = MISSING
+    model: ModelConf = field(default_factory=ModelConf)
+    task: Any = MISSING
+    optim: Any = MISSING
+    schedule: Any = None
+    train: TrainConf = field(default_factory=TrainConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    for group, schemas in {
+        "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "peephole": PeepholeConf, "gru": GRUConf},
+        "task": {"copy": CopyConf, "adding": AddingConf},
+        "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
+    }.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+# ---------------------------------------------------------------------------------------------
+# ranges and cross-key rules
+ALLOWED = {
+    "model.backend": ("auto", "explicit", "fused"),
+    "model.pooling": ("last", "mean", "max"),
+    "train.clip_mode": ("norm", "value", "off"),
+    "logger.wandb.mode": ("auto", "offline", "online", "disabled"),
+    "cell.recurrent_init": ("default", "orthogonal", "identity"),
+    "cell.nonlinearity": ("tanh", "relu"),
+}
+POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.embedding_size",
+            "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
+            "task.num_symbols", "train.max_steps", "train.batch_size", "train.log_every",
+            "train.eval_every", "train.threads")
+NON_NEGATIVE = ("train.clip", "train.profile_every", "train.checkpoint_every", "optim.weight_decay")
+PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    """The value at `key`, or None when absent or an interpolation (its source is checked instead)."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+        return None
+    return node[leaf]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every value out of range (one line each)."""
+    errors = []
+    for key, allowed in ALLOWED.items():
+        value = _get(cfg, key)
+        if value is not None and value not in allowed:
+            errors.append(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        value = _get(cfg, key)
+        if value is not None and (isinstance(value, bool) or not value >= 1):
+            errors.append(f"{key}={value} is not allowed: must be a positive integer (>= 1)")
+    for key in NON_NEGATIVE:
+        value = _get(cfg, key)
+        if value is not None and not value >= 0:
+            errors.append(f"{key}={value} is not allowed: must be >= 0")
+    for key in PROBABILITY:
+        value = _get(cfg, key)
+        if value is not None and not 0 <= value < 1:
+            errors.append(f"{key}={value} is not allowed: must be in [0, 1)")
+    lr = _get(cfg, "optim.lr")
+    if lr is not None and not lr > 0:
+        errors.append(f"optim.lr={lr} is not allowed: must be > 0")
+    device = _get(cfg, "train.device")
+    if device is not None and not (device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:")):
+        errors.append(f"train.device={device!r} is not allowed: choose auto, cpu, cuda or cuda:N")
+    if errors:
+        raise ConfigError("\n".join(errors))

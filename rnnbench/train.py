@@ -1,0 +1,217 @@
+"""The training loop, explicit and readable top to bottom (as pytorch/examples word_language_model):
+draw a batch, carry (detached) state for stateful tasks, forward, loss, backward, measure gradients,
+clip, step; log, evaluate and profile at their cadences.
+
+The loop talks to a task through `tasks.base.Task` and to a model through `forward(inputs, lengths,
+state, probes)`; results go to the sinks it is given (the run folder first, W&B as a mirror).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from rnnbench.diagnostics import gradient_norms, temporal_profile
+from rnnbench.recurrent import detach_state
+from tasks.base import Batch, Task
+
+
+class Sink(Protocol):
+    def log(self, row: dict[str, Any]) -> None: ...
+    def log_profile(self, step: int, profile: dict) -> None: ...
+
+
+@dataclass
+class TrainSettings:
+    max_steps: int = 2000
+    clip: float = 1.0
+    clip_mode: str = "norm"  # norm | value | off
+    log_every: int = 50
+    eval_every: int = 250
+    profile_every: int = 500
+    early_stop: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    status: str = "running"  # completed | diverged
+    steps: int = 0
+    diverged_at: int | None = None
+    final: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    best_step: dict[str, int] = field(default_factory=dict)
+    train_time_s: float = 0.0
+    sequence_steps: int = 0
+    solved_at: int | None = None
+
+    @property
+    def throughput(self) -> float:
+        """Sequence steps (time steps × sequences) processed per second of training."""
+        return self.sequence_steps / self.train_time_s if self.train_time_s > 0 else 0.0
+
+
+def _higher_is_better(metric: str, task: Task) -> bool:
+    if metric == task.main_metric:
+        return task.main_metric_mode == "max"
+    return any(k in metric for k in ("acc", "fraction", "within"))
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, settings: TrainSettings, sinks: list[Sink],
+                 on_step: Callable[[int], None] | None = None):
+        self.model = model
+        self.task = task
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        self.s = settings
+        self.sinks = sinks
+        self.on_step = on_step
+        self.result = TrainResult()
+        self.step = 0
+        self.state = None  # carried recurrent state for stateful tasks (truncated BPTT)
+
+    # ------------------------------------------------------------------------------------------
+    def predict(self, batch: Batch, state: Any):
+        return self.model(batch.inputs, batch.lengths, detach_state(state))
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        self.model.eval()
+        try:
+            return self.task.evaluate(self.predict, split)
+        finally:
+            self.model.train()
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.log(row)
+
+    def _track_best(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            name = f"val/{key}"
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            better = _higher_is_better(key, self.task)
+            old = self.result.best.get(name)
+            if old is None or (value > old if better else value < old):
+                self.result.best[name] = value
+                self.result.best_step[name] = step
+
+    # ------------------------------------------------------------------------------------------
+    def train_step(self, measure_groups: bool = False) -> tuple[Any, dict[str, Any], Any, Batch]:
+        """One optimisation step up to (not including) `optimizer.step()`. Gradient norms are taken
+        before clipping; per-group norms only when `measure_groups` (they cost a pass over .grad)."""
+        batch = self.task.train_batch()
+        if self.task.spec.stateful:
+            self.state = None if batch.reset_state else detach_state(self.state)
+            outputs, self.state = self.model(batch.inputs, batch.lengths, self.state)
+        else:
+            outputs, _ = self.model(batch.inputs, batch.lengths)
+        loss = self.task.loss(outputs, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads: dict[str, Any] = {}
+        if measure_groups:
+            grads.update({f"grad/{k}": v for k, v in gradient_norms(self.model).items()})
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.s.clip_mode == "norm" and self.s.clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.s.clip)
+            grads["grad/global_norm"] = norm
+            grads["grad/global_norm_clipped"] = norm.clamp(max=self.s.clip)
+        else:
+            if self.s.clip_mode == "value" and self.s.clip > 0:
+                # the norm before clipping is wanted too: measure, then clip element-wise
+                grads["grad/global_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params])
+                torch.nn.utils.clip_grad_value_(params, self.s.clip)
+                grads["grad/global_norm_clipped"] = torch.nn.utils.get_total_norm([p.grad for p in params])
+            else:
+                grads["grad/global_norm"] = torch.nn.utils.get_total_norm([p.grad for p in params])
+                grads["grad/global_norm_clipped"] = grads["grad/global_norm"]
+        return loss, grads, outputs, batch
+
+    def fit(self) -> TrainResult:
+        s, r = self.s, self.result
+        self.model.train()
+        progress = _progress(s.progress, s.max_steps, self.step)
+        started = time.perf_counter()
+        last_metric = ""
+        try:
+            while self.step < s.max_steps:
+                t0 = time.perf_counter()
+                step = self.step + 1
+                logging = step % s.log_every == 0 or step == s.max_steps
+                loss, grads, outputs, batch = self.train_step(measure_groups=logging)
+                self.step = step
+                loss_value = float(loss.detach())  # one sync per step: divergence is checked every step
+                norm_value = float(grads["grad/global_norm"])
+                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                    r.status, r.diverged_at = "diverged", step
+                    self._emit({"step": step, "train/loss": loss_value, "grad/global_norm": norm_value,
+                                "diverged": True})
+                    break
+                self.optimizer.step()
+                if self.scheduler is not None and not self.plateau:
+                    self.scheduler.step()
+                r.sequence_steps += batch.num_steps
+                r.train_time_s += time.perf_counter() - t0
+                r.steps = step
+                if logging:
+                    with torch.no_grad():
+                        metrics = self.task.batch_metrics(outputs.detach(), batch)
+                    row = {"step": step, "time_s": time.perf_counter() - started,
+                           "lr": self.optimizer.param_groups[0]["lr"],
+                           "throughput": r.throughput}
+                    row.update({f"train/{k}": v for k, v in metrics.items()})
+                    row.update({k: float(v) for k, v in grads.items()})
+                    self._emit(row)
+                if step % s.eval_every == 0 or step == s.max_steps:
+                    metrics = self.evaluate("val")
+                    r.final = {f"val/{k}": v for k, v in metrics.items()}
+                    self._track_best(metrics, step)
+                    self._emit({"step": step, "time_s": time.perf_counter() - started, **r.final})
+                    if self.plateau:
+                        self.scheduler.step(metrics["loss"])
+                    main = metrics.get(self.task.main_metric)
+                    last_metric = f"{self.task.main_metric}={main:.4g}" if main is not None else ""
+                    if self.task.solved(metrics) and r.solved_at is None:
+                        r.solved_at = step
+                        if s.early_stop:
+                            break
+                if s.profile_every and (step % s.profile_every == 0 or step == s.max_steps):
+                    self.profile(step)
+                if self.on_step is not None:
+                    self.on_step(step)
+                if progress is not None:
+                    progress.update(1)
+                    if logging:
+                        progress.set_postfix_str(f"loss={loss_value:.4g} {last_metric}")
+        finally:
+            if progress is not None:
+                progress.close()
+        if r.status == "running":
+            r.status = "completed"
+        return r
+
+    def profile(self, step: int) -> dict:
+        profile = temporal_profile(self.model, self.task.loss, self.task.probe_batch())
+        profile["step"] = step
+        for sink in self.sinks:
+            sink.log_profile(step, profile)
+        return profile
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, leave=False,
+                disable=None)  # None: off when stderr is not a terminal (sweeps, CI)

@@ -1,0 +1,111 @@
+"""The experiment app end to end, as a user runs it: `python -m rnnbench ...` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO, run_cli
+from rnnbench import records
+from rnnbench.app import CONF_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+def fast_overrides(experiment: str) -> list[str]:
+    """A few steps of an experiment at tiny sizes; only keys its task actually has."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={experiment}"])
+    small = {"task.val_size": 16, "task.seq_len": 12, "task.max_train_tokens": 2000,
+             "task.max_eval_tokens": 500, "task.max_train": 64, "task.max_eval": 32, "task.bptt": 8}
+    out = [f"{k}={v}" for k, v in small.items() if k.split(".")[1] in cfg.task]
+    return out + ["train.max_steps=4", "train.log_every=2", "train.eval_every=2",
+                  "train.profile_every=2", "train.batch_size=4", "model.hidden_size=8",
+                  "logger.wandb.mode=disabled", "hydra.launcher.n_jobs=2"
+                  if cfg.hydra.mode and str(cfg.hydra.mode).endswith("MULTIRUN") else "train.threads=1"]
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("summary.json"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_runs(experiment, tmp_path):
+    proc = run_cli(f"+experiment={experiment}", *fast_overrides(experiment), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = run_dirs(tmp_path / "outputs")
+    assert dirs, "no run folder written"
+    for d in dirs:
+        summary = records.read_summary(d)
+        assert summary["status"] == "completed", summary.get("error")
+        assert summary["steps"] == 4 and summary["final"]
+
+
+def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
+    """One run with W&B in its default mode (offline: no key here); the files are the truth and the
+    offline W&B run holds the same rows."""
+    from rnnbench.wandb_offline import find_offline_runs, read_history
+
+    proc = run_cli("task=adding", "task.seq_len=10", "task.val_size=32", "train.max_steps=12",
+                   "train.log_every=4", "train.eval_every=6", "train.profile_every=6",
+                   "model.hidden_size=8", "cell=gru", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path / "outputs" / "runs")
+    assert run_dir.parent.parent.name == "runs"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["cell"] == "gru" and summary["seed"] == 0
+    assert summary["num_params"] > 0 and summary["throughput_steps_per_s"] > 0
+    assert summary["versions"]["torch"] and "git_commit" in summary
+    assert summary["final"]["val/loss"] == pytest.approx(summary["final"]["val/loss_over_baseline"] / 6, rel=1e-6)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["task"]["seq_len"] == 10 and config["cell"]["_target_"].endswith("GRUCell")
+    rows = records.read_metrics(run_dir)
+    assert [r["step"] for r in rows if "train/loss" in r] == [4, 8, 12]
+    assert [r["step"] for r in rows if "val/loss" in r] == [6, 12]
+    assert all("grad/global_norm" in r and "grad/layer0.weight_hh" in r for r in rows if "train/loss" in r)
+    profile = json.loads((run_dir / "profile.json").read_text())
+    assert profile["step"] == 12 and len(profile["layers"]["layer0"]) == 10
+    assert summary["wandb"]["mode"] == "offline"
+    (offline_run,) = find_offline_runs(run_dir)
+    history = read_history(offline_run)
+    for row in rows:
+        mirrored = [h for h in history if h.get("_step") == row["step"]]
+        assert mirrored, f"step {row['step']} missing from the W&B run"
+        merged = {k: v for h in mirrored for k, v in h.items()}
+        for key, value in row.items():
+            if key != "step":
+                assert merged[key] == pytest.approx(value), key
+
+
+BAD_INPUTS = {
+    "cell=lstmm": ["Could not find 'cell/lstmm'", "Available options in 'cell'", "lstm"],
+    "model.hidden_size=-3": ["model.hidden_size=-3", "positive integer"],
+    "task.seq_len=0": ["task.seq_len=0", "positive integer"],
+    "optim.lr=abc": ["optim.lr=abc", "could not be converted to Float"],
+    "train.batch_size=0": ["train.batch_size=0", "positive integer"],
+    "+experiment=does_not_exist": ["Could not find 'experiment/does_not_exist'"],
+    "foo=1": ["Could not override 'foo'", "Key 'foo' not in 'Config'"],
+    "model.hiden_size=8": ["Key 'hiden_size' not in 'ModelConf'"],
+    "model.backend=cudnn": ["model.backend='cudnn'", "auto, explicit, fused"],
+    "logger.wandb.mode=sometimes": ["logger.wandb.mode='sometimes'", "offline"],
+}
+
+
+def test_bad_config_messages_as_a_user_sees_them(tmp_path):
+    def attempt(override):
+        return override, run_cli(override, "train.max_steps=1", "logger.wandb.mode=disabled",
+                                 cwd=tmp_path, timeout=120)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(attempt, BAD_INPUTS))
+    for override, proc in results:
+        assert proc.returncode != 0, override
+        for fragment in BAD_INPUTS[override]:
+            assert fragment in proc.stderr, (override, proc.stderr)
+        assert "Traceback" not in proc.stderr, (override, proc.stderr)
+    assert not list((tmp_path / "outputs").rglob("summary.json")), "a rejected config must not start a run"

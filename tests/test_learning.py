@@ -1,0 +1,68 @@
+"""The models learn, and the gradient picture shows what the lecture notes predict."""
+
+import pytest
+import torch
+
+from rnnbench.cells import GRUCell, LSTMCell, VanillaCell
+from rnnbench.diagnostics import temporal_profile
+from rnnbench.models import SequenceModel
+from rnnbench.train import Trainer, TrainSettings
+from tasks.adding import AddingTask
+from tasks.copy import CopyTask
+
+
+class Rows:
+    def __init__(self):
+        self.rows, self.profiles = [], []
+
+    def log(self, row):
+        self.rows.append(row)
+
+    def log_profile(self, step, profile):
+        self.profiles.append(profile)
+
+
+def test_lstm_learns_the_copy_task_at_small_T():
+    """Copy, S4 variant (loss on the recall steps), T=5, 5 symbols to recall from 8: measured here it
+    reaches recall accuracy 0.99 at ~500 steps (seed 0); chance is 1/8."""
+    torch.manual_seed(0)
+    task = CopyTask(seq_len=5, copy_len=5, variant="s4", batch_size=64, val_size=500, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 128)
+    rows = Rows()
+    settings = TrainSettings(max_steps=900, eval_every=100, log_every=100, profile_every=0,
+                             early_stop=True, progress=False)
+    result = Trainer(model, task, torch.optim.Adam(model.parameters(), lr=1e-2), None, settings, [rows]).fit()
+    assert result.final["val/recall_accuracy"] >= 0.95
+    assert result.solved_at is not None and result.solved_at <= 900
+    assert result.final["val/loss"] < 0.2 * task.memoryless_baseline
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vanilla_gradient_vanishes_faster_than_lstm(seed):
+    """‖∂L/∂h_t‖ at initialisation on the adding problem, T=50 (loss at the last step only).
+    Measured here over seeds 0-3: per-step backward factor tanh RNN 0.54-0.62, LSTM 0.85-0.87;
+    log10(‖∂L/∂h_1‖/‖∂L/∂h_T‖) tanh RNN -10.6 to -12.8, LSTM -3.9 to -4.5."""
+    task = AddingTask(seq_len=50, batch_size=32, val_size=64, seed=seed)
+    summaries = {}
+    for name, cell in (("vanilla", VanillaCell), ("lstm", LSTMCell)):
+        torch.manual_seed(seed)
+        profile = temporal_profile(SequenceModel(task.spec, cell, 64), task.loss, task.probe_batch())
+        norms = profile["layers"]["layer0"]
+        assert len(norms) == 50 and norms[-1] > norms[0] > 0
+        summaries[name] = profile["summary"]
+    assert summaries["vanilla"]["layer0/backward_factor"] < summaries["lstm"]["layer0/backward_factor"] - 0.1
+    assert summaries["vanilla"]["layer0/log10_ratio"] < summaries["lstm"]["layer0/log10_ratio"] - 3
+
+
+def test_gated_cell_leaves_the_adding_baseline_where_tanh_rnn_does_not():
+    """Adding T=20: a GRU gets far below the 1/6 baseline in 600 steps; the tanh RNN stays near it."""
+    results = {}
+    for name, cell in (("gru", GRUCell), ("vanilla", VanillaCell)):
+        torch.manual_seed(0)
+        task = AddingTask(seq_len=20, batch_size=64, val_size=500, seed=0)
+        model = SequenceModel(task.spec, cell, 64)
+        settings = TrainSettings(max_steps=600, eval_every=300, log_every=300, profile_every=0, progress=False)
+        results[name] = Trainer(model, task, torch.optim.Adam(model.parameters(), lr=3e-3), None,
+                                settings, [Rows()]).fit().final["val/loss_over_baseline"]
+    assert results["gru"] < 0.2, results
+    assert results["vanilla"] > 0.5, results
