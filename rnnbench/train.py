@@ -112,7 +112,13 @@ class Trainer:
         batch = self.task.train_batch()
         if self.task.spec.stateful:
             self.state = None if batch.reset_state else detach_state(self.state)
-            outputs, self.state = self.model(batch.inputs, batch.lengths, self.state)
+            carry = getattr(batch, "state_carry_steps", None)
+            if carry:  # truncated BPTT with k1 < k2: windows overlap, the next starts k1 steps on
+                head, mid_state = self.model(batch.inputs[:carry], None, self.state)
+                tail, _ = self.model(batch.inputs[carry:], None, mid_state)
+                outputs, self.state = torch.cat([head, tail]), mid_state
+            else:
+                outputs, self.state = self.model(batch.inputs, batch.lengths, self.state)
         else:
             outputs, _ = self.model(batch.inputs, batch.lengths)
         loss = self.task.loss(outputs, batch)
@@ -163,36 +169,36 @@ class Trainer:
                 r.sequence_steps += batch.num_steps
                 r.train_time_s += time.perf_counter() - t0
                 r.steps = step
+                row: dict[str, Any] = {}  # one row per step: train, gradient and val keys together
                 if logging:
                     with torch.no_grad():
                         metrics = self.task.batch_metrics(outputs.detach(), batch)
-                    row = {"step": step, "time_s": time.perf_counter() - started,
-                           "lr": self.optimizer.param_groups[0]["lr"],
-                           "throughput": r.throughput}
+                    row.update({"lr": self.optimizer.param_groups[0]["lr"], "throughput": r.throughput})
                     row.update({f"train/{k}": v for k, v in metrics.items()})
                     row.update({k: float(v) for k, v in grads.items()})
-                    self._emit(row)
                 if step % s.eval_every == 0 or step == s.max_steps:
                     metrics = self.evaluate("val")
                     r.final = {f"val/{k}": v for k, v in metrics.items()}
                     self._track_best(metrics, step)
-                    self._emit({"step": step, "time_s": time.perf_counter() - started, **r.final})
+                    row.update(r.final)
                     if self.plateau:
                         self.scheduler.step(metrics["loss"])
                     main = metrics.get(self.task.main_metric)
                     last_metric = f"{self.task.main_metric}={main:.4g}" if main is not None else ""
                     if self.task.solved(metrics) and r.solved_at is None:
                         r.solved_at = step
-                        if s.early_stop:
-                            break
                 if s.profile_every and (step % s.profile_every == 0 or step == s.max_steps):
                     self.profile(step)
+                if row:
+                    self._emit({"step": step, "time_s": time.perf_counter() - started, **row})
                 if self.on_step is not None:
                     self.on_step(step)
                 if progress is not None:
                     progress.update(1)
                     if logging:
                         progress.set_postfix_str(f"loss={loss_value:.4g} {last_metric}")
+                if s.early_stop and r.solved_at is not None:
+                    break
         finally:
             if progress is not None:
                 progress.close()

@@ -20,7 +20,7 @@ EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml
 def fast_overrides(experiment: str) -> list[str]:
     """A few steps of an experiment at tiny sizes; only keys its task actually has."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={experiment}"])
+        cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
     small = {"task.val_size": 16, "task.seq_len": 12, "task.max_train_tokens": 2000,
              "task.max_eval_tokens": 500, "task.max_train": 64, "task.max_eval": 32, "task.bptt": 8}
     out = [f"{k}={v}" for k, v in small.items() if k.split(".")[1] in cfg.task]
@@ -98,7 +98,7 @@ BAD_INPUTS = {
 
 def test_bad_config_messages_as_a_user_sees_them(tmp_path):
     def attempt(override):
-        return override, run_cli(override, "train.max_steps=1", "logger.wandb.mode=disabled",
+        return override, run_cli("train.max_steps=1", "logger.wandb.mode=disabled", override,
                                  cwd=tmp_path, timeout=120)
 
     with ThreadPoolExecutor(2) as pool:
