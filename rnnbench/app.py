@@ -160,6 +160,10 @@ def run_experiment(cfg: DictConfig) -> float | None:
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)])
             result = trainer.fit()
+            if cfg.train.test_at_end and result.status == "completed":
+                test = {f"test/{k}": v for k, v in trainer.evaluate("test").items()}
+                recorder.log({"step": result.steps, **test})
+                summary["test"] = test
             summary.update(
                 status=result.status, diverged_at=result.diverged_at, steps=result.steps,
                 final=result.final, best=result.best, best_step=result.best_step,

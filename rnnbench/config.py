@@ -155,6 +155,7 @@ class TrainConf:
     device: str = "auto"
     threads: Optional[int] = None
     early_stop: bool = False
+    test_at_end: bool = True  # evaluate the test split once at the end (summary.json "test")
     checkpoint_every: int = 0
     resume: bool = False
 
