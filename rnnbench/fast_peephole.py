@@ -59,10 +59,12 @@ _LDFLAGS = ["-fopenmp"]
 
 # -- the two implementations of the sequence loops ------------------------------------------------------
 # Both expose forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe)
-#   -> [outputs (T,B,H), h_T, c_T, gates (T,B,4H) activated, c (T,B,H), tanh(c) (T,B,H)]
-# and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, tanh_c, outputs, h0, c0, weight_hh, peephole,
+#   -> [outputs (T,B,H), h_T, c_T, gates (T,B,4H) activated i,f,g,o, c (T,B,H)]
+# and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, outputs, h0, c0, weight_hh, peephole,
 #              lengths, has_probe, need_weight_grad)
 #   -> [grad x_proj, grad h0, grad c0, grad weight_hh, grad bias_hh, grad peephole, grad h_probe].
+# backward may write grad x_proj over `gates` (the C++ one does: a second T·B·4H buffer, and its page
+# faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
 
 class _PythonLoops:
     """The sequence loops in torch ops (any device/dtype); `csrc/peephole.cpp` is the same code in C++."""
@@ -72,15 +74,13 @@ class _PythonLoops:
         T, B, H = x_proj.shape[0], x_proj.shape[1], x_proj.shape[2] // 4
         gates = x_proj + bias_hh                                  # (T, B, 4H): a_t without U h_{t-1}
         cs = x_proj.new_empty(T, B, H)
-        tanh_cs = x_proj.new_empty(T, B, H)
         outputs = x_proj.new_empty(T, B, H)
         masks = _step_masks(lengths, T, x_proj.device)
         probes = h_probe.unbind(0) if h_probe is not None else (None,) * T
         p_i, p_f, p_o = peephole.unbind(0)                        # (H,) each
         w_t = weight_hh.t()
         h, c = h0, c0
-        for t, (a, c_t, tc_t, out_t) in enumerate(zip(gates.unbind(0), cs.unbind(0), tanh_cs.unbind(0),
-                                                      outputs.unbind(0))):
+        for t, (a, c_t, out_t) in enumerate(zip(gates.unbind(0), cs.unbind(0), outputs.unbind(0))):
             a.addmm_(h, w_t)                                      # (B, 4H)
             i, f, g, o = a.chunk(4, dim=1)                        # views: activated in place, saved for backward
             i.addcmul_(p_i, c).sigmoid_()
@@ -88,7 +88,7 @@ class _PythonLoops:
             g.tanh_()
             torch.mul(f, c, out=c_t).addcmul_(i, g)
             o.addcmul_(p_o, c_t).sigmoid_()
-            h_new = torch.mul(o, torch.tanh(c_t, out=tc_t), out=out_t)
+            h_new = torch.mul(o, torch.tanh(c_t), out=out_t)
             if probes[t] is not None:
                 h_new.add_(probes[t])
             if masks is None:
@@ -101,11 +101,11 @@ class _PythonLoops:
             c = c_t
         h_T = h0.clone() if T == 0 else (h.clone() if masks is None else h)
         c_T = c.clone()
-        return [outputs, h_T, c_T, gates, cs, tanh_cs]
+        return [outputs, h_T, c_T, gates, cs]
 
     @staticmethod
-    def backward(grad_outputs, grad_h_T, grad_c_T, gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole,
-                 lengths, has_probe, need_weight_grad):
+    def backward(grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
+                 has_probe, need_weight_grad):
         T, B, H = gates.shape[0], gates.shape[1], gates.shape[2] // 4
         masks = _step_masks(lengths, T, gates.device)
         dgates = torch.empty_like(gates)
@@ -115,9 +115,10 @@ class _PythonLoops:
         p_i, p_f, p_o = peephole.unbind(0)
         c_prev_all = torch.cat([c0.unsqueeze(0), cs[:-1]])       # (T, B, H)
         grad_out = grad_outputs.unbind(0) if grad_outputs is not None else (None,) * T
-        steps = zip(gates.unbind(0), cs.unbind(0), c_prev_all.unbind(0), tanh_cs.unbind(0), dgates.unbind(0))
-        for t, (a, c, c_prev, tc, da) in reversed(list(enumerate(steps))):
+        steps = zip(gates.unbind(0), cs.unbind(0), c_prev_all.unbind(0), dgates.unbind(0))
+        for t, (a, c, c_prev, da) in reversed(list(enumerate(steps))):
             i, f, g, o = a.chunk(4, dim=1)
+            tc = torch.tanh(c)
             da_i, da_f, da_g, da_o = da.chunk(4, dim=1)
             dh_t = dh if grad_out[t] is None else dh + grad_out[t]
             torch.mul(dh_t, tc, out=da_o).mul_(o * (1 - o))
@@ -160,21 +161,32 @@ class PeepholeSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops):
-        outputs, h_T, c_T, gates, cs, tanh_cs = loops.forward(x_proj, h0, c0, weight_hh, bias_hh, peephole,
-                                                              lengths, h_probe)
+        outputs, h_T, c_T, gates, cs = loops.forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths,
+                                                     h_probe)
         ctx.loops, ctx.has_probe = loops, h_probe is not None
-        ctx.save_for_backward(gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole, lengths)
+        ctx.save_for_backward(gates, cs, outputs, h0, c0, weight_hh, peephole, lengths)
         ctx.set_materialize_grads(False)
         return outputs, h_T, c_T
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_outputs, grad_h_T, grad_c_T):
-        gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole, lengths = ctx.saved_tensors
+        gates, cs, outputs, h0, c0, weight_hh, peephole, lengths = ctx.saved_tensors
+        if _graph_retained():  # another backward will need the saved gates
+            gates = gates.clone()
         dx, dh0, dc0, dw, db, dp, dprobe = ctx.loops.backward(
-            grad_outputs, grad_h_T, grad_c_T, gates, cs, tanh_cs, outputs, h0, c0, weight_hh, peephole,
-            lengths, ctx.has_probe, ctx.needs_input_grad[3])
+            grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
+            ctx.has_probe, ctx.needs_input_grad[3])
         return dx, dh0, dc0, dw, db, dp, None, dprobe, None
+
+
+def _graph_retained() -> bool:
+    """backward(retain_graph=True), autograd.grad(..., retain_graph=True), gradcheck, ...: the saved tensors
+    must survive this backward. torch's AOT autograd asks the same private question."""
+    try:
+        return bool(torch._C._autograd._get_current_graph_task_keep_graph())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 # -- choosing the implementation ------------------------------------------------------------------------
@@ -285,3 +297,59 @@ def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
     result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
                                     _loops(backend, x_proj))
     return (*result, h_probe) if probe else result
+
+
+# -- benchmark --------------------------------------------------------------------------------------------
+
+BENCH_VARIANTS = ("nn.LSTM", "cpp", "python", "cell_loop")
+
+
+def benchmark(configs=((64, 500, 32, 256), (64, 100, 32, 128)), repeats: int = 5, threads: int = 2,
+              variants=BENCH_VARIANTS, seed: int = 0) -> dict:
+    """Training-step time (input projection + sequence + backward) in ms, per (B, T, I, H) config.
+
+    Variants: torch's nn.LSTM (oneDNN; a plain LSTM, the yardstick), this module's C++ and Python
+    implementations, and `PeepholeLSTMCell.forward` (autograd through the step loop). Repeats are
+    interleaved across variants, so that load on a shared machine hits them alike; medians reported.
+    Returns {"B64_T500_I32_H256": {"ms": {variant: median}, "ratio_to_nn_lstm": {...}, "repeats": [...]}}.
+    """
+    from rnnbench.cells import PeepholeLSTMCell
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    results = {"threads": threads, "implementation": implementation(), "torch": torch.__version__}
+    try:
+        for B, T, I, H in configs:
+            torch.manual_seed(seed)
+            x, target = torch.randn(T, B, I), torch.randn(T, B, H)
+            lstm, cell = torch.nn.LSTM(I, H), PeepholeLSTMCell(I, H)
+            h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
+
+            def fast(backend):
+                return lambda: peephole_sequence(cell.input_projection(x), h0, c0, cell.weight_hh, cell.bias_hh,
+                                                 cell.peephole, backend=backend)[0]
+
+            runs = {"nn.LSTM": lambda: lstm(x)[0], "cpp": fast("cpp"), "python": fast("python"),
+                    "cell_loop": lambda: cell(x, (h0, c0))[0]}
+            chosen = [v for v in variants if v != "cpp" or cpp_available()]
+
+            def train_step(variant):
+                for p in (*lstm.parameters(), *cell.parameters()):
+                    p.grad = None
+                start = time.perf_counter()
+                (runs[variant]() * target).sum().backward()
+                return 1000 * (time.perf_counter() - start)
+
+            for variant in chosen:  # warm-up: allocator, oneDNN primitives, thread pool
+                train_step(variant)
+            times = {v: [] for v in chosen}
+            for _ in range(repeats):
+                for variant in chosen:
+                    times[variant].append(train_step(variant))
+            ms = {v: statistics.median(t) for v, t in times.items()}
+            results[f"B{B}_T{T}_I{I}_H{H}"] = {
+                "ms": ms, "ratio_to_nn_lstm": {v: m / ms["nn.LSTM"] for v, m in ms.items()} if "nn.LSTM" in ms else {},
+                "repeats": times}
+    finally:
+        torch.set_num_threads(previous_threads)
+    return results

@@ -39,7 +39,7 @@ template <typename scalar_t>
 void forward_step(int64_t B, int64_t H, int64_t t, const int64_t* lengths,
                   scalar_t* gates, const scalar_t* x_proj, const scalar_t* bias_hh, const scalar_t* peephole,
                   const scalar_t* c_prev, const scalar_t* probe,
-                  scalar_t* c_out, scalar_t* tanh_c_out, scalar_t* h_out, scalar_t* h_state) {
+                  scalar_t* c_out, scalar_t* h_out, scalar_t* h_state) {
   const scalar_t* __restrict__ p_i = peephole;
   const scalar_t* __restrict__ p_f = peephole + H;
   const scalar_t* __restrict__ p_o = peephole + 2 * H;
@@ -55,7 +55,6 @@ void forward_step(int64_t B, int64_t H, int64_t t, const int64_t* lengths,
       }
       scalar_t* __restrict__ a = gates + b * 4 * H;
       const scalar_t* __restrict__ x = x_proj + b * 4 * H;
-      scalar_t* __restrict__ tc = tanh_c_out + b * H;
       const scalar_t* __restrict__ pr = probe ? probe + b * H : nullptr;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
@@ -64,14 +63,12 @@ void forward_step(int64_t B, int64_t H, int64_t t, const int64_t* lengths,
         const scalar_t g = tanh_(a[2 * H + j] + x[2 * H + j] + bias_hh[2 * H + j]);
         const scalar_t cj = f * cp[j] + i * g;
         const scalar_t o = sigmoid(a[3 * H + j] + x[3 * H + j] + bias_hh[3 * H + j] + p_o[j] * cj);
-        const scalar_t tcj = tanh_(cj);
         a[j] = i;
         a[H + j] = f;
         a[2 * H + j] = g;
         a[3 * H + j] = o;
         c[j] = cj;
-        tc[j] = tcj;
-        h[j] = o * tcj;
+        h[j] = o * tanh_(cj);
       }
       if (pr) {
         for (int64_t j = 0; j < H; ++j) h[j] += pr[j];
@@ -83,48 +80,53 @@ void forward_step(int64_t B, int64_t H, int64_t t, const int64_t* lengths,
 
 // Backward element-wise pass of step t. `dh` (B, H) is ∂L/∂h_t from later steps (and the final state),
 // `grad_out` the gradient of output t (may be null), `dc` ∂L/∂c_t on entry and ∂L/∂c_{t-1} on exit.
-// Writes the pre-activation gradients (B, 4H), the probe gradient, and accumulates the peephole
-// gradient per row into dpeep (B, 3H).
+// Overwrites the saved activated gates (B, 4H) with the pre-activation gradients δa (each element is
+// read before it is written), writes the probe gradient, and accumulates the bias and peephole
+// gradients per batch row into dbias (B, 4H) and dpeep (B, 3H): no extra pass over the sequence.
 template <typename scalar_t>
 void backward_step(int64_t B, int64_t H, int64_t t, const int64_t* lengths,
-                   const scalar_t* gates, const scalar_t* c_prev, const scalar_t* c_cur, const scalar_t* tanh_c,
-                   const scalar_t* peephole, const scalar_t* dh, const scalar_t* grad_out,
-                   scalar_t* dc, scalar_t* dgates, scalar_t* dprobe, scalar_t* dpeep) {
+                   scalar_t* gates, const scalar_t* c_prev, const scalar_t* c_cur, const scalar_t* peephole,
+                   const scalar_t* dh, const scalar_t* grad_out, scalar_t* dc, scalar_t* dprobe,
+                   scalar_t* dbias, scalar_t* dpeep) {
   const scalar_t* __restrict__ p_i = peephole;
   const scalar_t* __restrict__ p_f = peephole + H;
   const scalar_t* __restrict__ p_o = peephole + 2 * H;
   at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      scalar_t* __restrict__ da = dgates + b * 4 * H;
+      scalar_t* a = gates + b * 4 * H;  // in: i, f, g, o; out: δa_i, δa_f, δa_g, δa_o
       scalar_t* __restrict__ dpr = dprobe ? dprobe + b * H : nullptr;
       if (!valid(lengths, b, t)) {  // carried state: dc and dh pass through untouched
-        std::fill(da, da + 4 * H, scalar_t(0));
+        std::fill(a, a + 4 * H, scalar_t(0));
         if (dpr) std::fill(dpr, dpr + H, scalar_t(0));
         continue;
       }
-      const scalar_t* __restrict__ a = gates + b * 4 * H;
       const scalar_t* __restrict__ cp = c_prev + b * H;
       const scalar_t* __restrict__ c = c_cur + b * H;
-      const scalar_t* __restrict__ tc = tanh_c + b * H;
       const scalar_t* __restrict__ dhb = dh + b * H;
       const scalar_t* __restrict__ go = grad_out ? grad_out + b * H : nullptr;
       scalar_t* __restrict__ dcb = dc + b * H;
+      scalar_t* __restrict__ db = dbias + b * 4 * H;
       scalar_t* __restrict__ dp = dpeep + b * 3 * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const scalar_t i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+        const scalar_t tc = tanh_(c[j]);
         const scalar_t dht = go ? dhb[j] + go[j] : dhb[j];
         if (dpr) dpr[j] = dht;
-        const scalar_t da_o = dht * tc[j] * o * (scalar_t(1) - o);
-        const scalar_t dct = dcb[j] + dht * o * (scalar_t(1) - tc[j] * tc[j]) + da_o * p_o[j];
+        const scalar_t da_o = dht * tc * o * (scalar_t(1) - o);
+        const scalar_t dct = dcb[j] + dht * o * (scalar_t(1) - tc * tc) + da_o * p_o[j];
         const scalar_t da_i = dct * g * i * (scalar_t(1) - i);
         const scalar_t da_f = dct * cp[j] * f * (scalar_t(1) - f);
         const scalar_t da_g = dct * i * (scalar_t(1) - g * g);
-        da[j] = da_i;
-        da[H + j] = da_f;
-        da[2 * H + j] = da_g;
-        da[3 * H + j] = da_o;
+        a[j] = da_i;
+        a[H + j] = da_f;
+        a[2 * H + j] = da_g;
+        a[3 * H + j] = da_o;
         dcb[j] = dct * f + da_i * p_i[j] + da_f * p_f[j];
+        db[j] += da_i;
+        db[H + j] += da_f;
+        db[2 * H + j] += da_g;
+        db[3 * H + j] += da_o;
         dp[j] += da_i * cp[j];
         dp[H + j] += da_f * cp[j];
         dp[2 * H + j] += da_o * c[j];
@@ -154,7 +156,7 @@ void check_inputs(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, cons
 
 }  // namespace
 
-// Returns {outputs (T,B,H), h_T (B,H), c_T (B,H), gates (T,B,4H) activated i,f,g,o, c (T,B,H), tanh(c) (T,B,H)}.
+// Returns {outputs (T,B,H), h_T (B,H), c_T (B,H), gates (T,B,4H) activated i,f,g,o, c (T,B,H)}.
 std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor weight_hh, Tensor bias_hh,
                             Tensor peephole, std::optional<Tensor> lengths, std::optional<Tensor> h_probe) {
   check_inputs(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths);
@@ -162,71 +164,76 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor weight_h
   x_proj = x_proj.contiguous(); h0 = h0.contiguous(); c0 = c0.contiguous();
   bias_hh = bias_hh.contiguous(); peephole = peephole.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = x_proj.size(2) / 4;
-  Tensor lens = lengths ? lengths->contiguous() : Tensor();
-  Tensor probe = h_probe ? h_probe->contiguous() : Tensor();
+  const Tensor lens = lengths ? lengths->contiguous() : Tensor();
+  const Tensor probe = h_probe ? h_probe->contiguous() : Tensor();
   const int64_t* len_ptr = lens.defined() ? lens.data_ptr<int64_t>() : nullptr;
 
   Tensor gates = at::empty({T, B, 4 * H}, x_proj.options());
   Tensor cs = at::empty({T, B, H}, x_proj.options());
-  Tensor tanh_cs = at::empty({T, B, H}, x_proj.options());
   Tensor outputs = at::empty({T, B, H}, x_proj.options());
   // With lengths the recurrent state (frozen past each end) differs from the (zeroed) outputs.
   Tensor h_state = len_ptr ? h0.clone() : Tensor();
   const Tensor w_t = weight_hh.t();  // (H, 4H) view; the GEMM reads it transposed in place
 
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "peephole_forward", [&] {
+    scalar_t* gates_p = gates.data_ptr<scalar_t>();
+    scalar_t* cs_p = cs.data_ptr<scalar_t>();
+    scalar_t* out_p = outputs.data_ptr<scalar_t>();
+    const scalar_t* x_p = x_proj.data_ptr<scalar_t>();
+    const scalar_t* probe_p = probe.defined() ? probe.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = 0; t < T; ++t) {
-      const Tensor& h_prev = len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]);
-      const Tensor& c_prev = t == 0 ? c0 : cs[t - 1];
       Tensor gates_t = gates[t];
-      at::mm_out(gates_t, h_prev, w_t);  // U h_{t-1}  (B, 4H)
-      forward_step<scalar_t>(B, H, t, len_ptr, gates_t.data_ptr<scalar_t>(), x_proj[t].data_ptr<scalar_t>(),
+      at::mm_out(gates_t, len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]), w_t);  // U h_{t-1}  (B, 4H)
+      forward_step<scalar_t>(B, H, t, len_ptr, gates_p + t * B * 4 * H, x_p + t * B * 4 * H,
                              bias_hh.data_ptr<scalar_t>(), peephole.data_ptr<scalar_t>(),
-                             c_prev.data_ptr<scalar_t>(), probe.defined() ? probe[t].data_ptr<scalar_t>() : nullptr,
-                             cs[t].data_ptr<scalar_t>(), tanh_cs[t].data_ptr<scalar_t>(),
-                             outputs[t].data_ptr<scalar_t>(), len_ptr ? h_state.data_ptr<scalar_t>() : nullptr);
+                             t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
+                             probe_p ? probe_p + t * B * H : nullptr, cs_p + t * B * H, out_p + t * B * H,
+                             len_ptr ? h_state.data_ptr<scalar_t>() : nullptr);
     }
   });
   Tensor h_T = T == 0 ? h0.clone() : (len_ptr ? h_state : outputs[T - 1].clone());
   Tensor c_T = T == 0 ? c0.clone() : cs[T - 1].clone();
-  return {outputs, h_T, c_T, gates, cs, tanh_cs};
+  return {outputs, h_T, c_T, gates, cs};
 }
 
 // Returns {grad x_proj (T,B,4H), grad h0, grad c0, grad weight_hh, grad bias_hh, grad peephole, grad h_probe}.
-// grad x_proj is the pre-activation gradient itself; grad weight_hh is undefined unless requested, and
-// grad h_probe unless has_probe.
+// grad x_proj is δa itself, written over `gates` (so this runs once per forward); grad weight_hh is
+// undefined unless requested, grad h_probe unless has_probe.
 std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<Tensor> grad_h_T,
-                             std::optional<Tensor> grad_c_T, Tensor gates, Tensor cs, Tensor tanh_cs,
-                             Tensor outputs, Tensor h0, Tensor c0, Tensor weight_hh, Tensor peephole,
+                             std::optional<Tensor> grad_c_T, Tensor gates, Tensor cs, Tensor outputs,
+                             Tensor h0, Tensor c0, Tensor weight_hh, Tensor peephole,
                              std::optional<Tensor> lengths, bool has_probe, bool need_weight_grad) {
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4;
-  Tensor lens = lengths ? lengths->contiguous() : Tensor();
+  const Tensor lens = lengths ? lengths->contiguous() : Tensor();
   const int64_t* len_ptr = lens.defined() ? lens.data_ptr<int64_t>() : nullptr;
-  Tensor grad_out = grad_outputs ? grad_outputs->contiguous() : Tensor();
+  const Tensor grad_out = grad_outputs ? grad_outputs->contiguous() : Tensor();
   weight_hh = weight_hh.contiguous();
   peephole = peephole.contiguous();
+  h0 = h0.contiguous();
   c0 = c0.contiguous();
 
-  Tensor dgates = at::empty({T, B, 4 * H}, gates.options());
   Tensor dprobe = has_probe ? at::empty({T, B, H}, gates.options()) : Tensor();
+  Tensor dbias = at::zeros({B, 4 * H}, gates.options());
   Tensor dpeep = at::zeros({B, 3, H}, gates.options());
   Tensor dh = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, gates.options());
   Tensor dh_next = at::empty({B, H}, gates.options());
   Tensor dc = grad_c_T ? grad_c_T->contiguous().clone() : at::zeros({B, H}, gates.options());
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "peephole_backward", [&] {
+    scalar_t* gates_p = gates.data_ptr<scalar_t>();
+    const scalar_t* cs_p = cs.data_ptr<scalar_t>();
+    const scalar_t* grad_out_p = grad_out.defined() ? grad_out.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dprobe_p = has_probe ? dprobe.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
-      const Tensor& c_prev = t == 0 ? c0 : cs[t - 1];
-      Tensor dgates_t = dgates[t];
-      backward_step<scalar_t>(B, H, t, len_ptr, gates[t].data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
-                              cs[t].data_ptr<scalar_t>(), tanh_cs[t].data_ptr<scalar_t>(),
+      backward_step<scalar_t>(B, H, t, len_ptr, gates_p + t * B * 4 * H,
+                              t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H, cs_p + t * B * H,
                               peephole.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
-                              grad_out.defined() ? grad_out[t].data_ptr<scalar_t>() : nullptr,
-                              dc.data_ptr<scalar_t>(), dgates_t.data_ptr<scalar_t>(),
-                              has_probe ? dprobe[t].data_ptr<scalar_t>() : nullptr, dpeep.data_ptr<scalar_t>());
-      at::mm_out(dh_next, dgates_t, weight_hh);  // ∂L/∂h_{t-1} through U  (B, H)
-      if (len_ptr) {  // finished rows carry ∂L/∂h unchanged to the previous step
+                              grad_out_p ? grad_out_p + t * B * H : nullptr, dc.data_ptr<scalar_t>(),
+                              dprobe_p ? dprobe_p + t * B * H : nullptr, dbias.data_ptr<scalar_t>(),
+                              dpeep.data_ptr<scalar_t>());
+      at::mm_out(dh_next, gates[t], weight_hh);  // δh_{t-1} = δa_t U  (B, H)
+      if (len_ptr) {  // finished rows carry δh unchanged to the previous step
         scalar_t* dst = dh_next.data_ptr<scalar_t>();
         const scalar_t* src = dh.data_ptr<scalar_t>();
         for (int64_t b = 0; b < B; ++b)
@@ -236,19 +243,18 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
     }
   });
 
-  const Tensor dgates_flat = dgates.view({T * B, 4 * H});
   Tensor grad_weight;
   if (need_weight_grad) {
-    // Σ_t da_t^T h_{t-1}: h_{t-1} is outputs[t-1] (t >= 1; exact wherever da_t != 0) or h0.
+    // Σ_t δa_t^T h_{t-1} in one GEMM: h_{t-1} is outputs[t-1] for t >= 1 (exact wherever δa_t != 0)
+    // and h0 for t = 0.
     grad_weight = at::zeros({4 * H, H}, gates.options());
     if (T > 1) {
-      at::mm_out(grad_weight, dgates_flat.narrow(0, B, (T - 1) * B).t(),
+      at::mm_out(grad_weight, gates.view({T * B, 4 * H}).narrow(0, B, (T - 1) * B).t(),
                  outputs.view({T * B, H}).narrow(0, 0, (T - 1) * B));
     }
-    if (T > 0) grad_weight.addmm_(dgates[0].t(), h0);
+    if (T > 0) grad_weight.addmm_(gates[0].t(), h0);
   }
-  Tensor grad_bias = T > 0 ? dgates_flat.sum(0) : at::zeros({4 * H}, gates.options());
-  return {dgates, dh, dc, grad_weight, grad_bias, dpeep.sum(0), dprobe};
+  return {gates, dh, dc, grad_weight, dbias.sum(0), dpeep.sum(0), dprobe};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
