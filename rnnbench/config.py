@@ -101,6 +101,61 @@ class AddingConf(TaskConf):
     solve_mse: float = 0.01
 
 
+@dataclass
+class LMConf(TaskConf):
+    _target_: str = "tasks.language_model.LanguageModelTask"
+    data_dir: Optional[str] = None  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
+    corpus: str = "tinyshakespeare"  # a dataset name under data_dir, or a path (folder or text file)
+    level: Optional[str] = None  # char | word; None: word for a folder of splits, char for one file
+    bptt: int = 35
+    eval_batch_size: int = 10
+    k1: Optional[int] = None  # truncated BPTT: advance k1 steps per window, backprop bptt (= k2)
+    train_fraction: float = 0.9
+    valid_fraction: float = 0.05
+    max_train_tokens: Optional[int] = None
+
+
+@dataclass
+class SeqImageConf(TaskConf):
+    _target_: str = "tasks.classification.SequentialImageTask"
+    data_dir: Optional[str] = None
+    dataset: str = "fashion-mnist"
+    mode: str = "row"  # row: 28 steps of 28 pixels; pixel: 784 steps of 1
+    permute: bool = False
+    permute_seed: int = 0
+    eval_batch_size: int = 500
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    max_train: Optional[int] = None
+    max_eval: Optional[int] = None
+
+
+@dataclass
+class TextConf(TaskConf):
+    _target_: str = "tasks.classification.TextClassificationTask"
+    data_dir: Optional[str] = None
+    dataset: Optional[str] = "aclImdb"
+    train_file: Optional[str] = None
+    valid_file: Optional[str] = None
+    test_file: Optional[str] = None
+    format: Optional[str] = None  # csv | tsv | jsonl; None: from the file name
+    text_column: Any = "text"
+    label_column: Any = "label"
+    level: str = "word"
+    lowercase: bool = True
+    min_freq: int = 1
+    max_vocab: Optional[int] = None
+    max_len: Optional[int] = None
+    eval_batch_size: int = 128
+    bucket: bool = False
+    bucket_chunk: int = 50
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    empty_text: str = "error"  # error | skip
+    max_train: Optional[int] = None
+    max_eval: Optional[int] = None
+
+
 # ---------------------------------------------------------------------------------------------
 # optimisers (group `optim`) and schedules (group `schedule`)
 @dataclass
@@ -192,7 +247,8 @@ def register_schemas() -> None:
     cs.store(name="schema", node=Config)
     for group, schemas in {
         "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "peephole": PeepholeConf, "gru": GRUConf},
-        "task": {"copy": CopyConf, "adding": AddingConf},
+        "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf,
+                 "text": TextConf},
         "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
     }.items():
         for name, node in schemas.items():
@@ -208,10 +264,14 @@ ALLOWED = {
     "logger.wandb.mode": ("auto", "offline", "online", "disabled"),
     "cell.recurrent_init": ("default", "orthogonal", "identity"),
     "cell.nonlinearity": ("tanh", "relu"),
+    "task.level": ("char", "word"),
+    "task.mode": ("row", "pixel"),
+    "task.empty_text": ("error", "skip"),
 }
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.embedding_size",
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
-            "task.num_symbols", "train.max_steps", "train.batch_size", "train.log_every",
+            "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
+            "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads")
 NON_NEGATIVE = ("train.clip", "train.profile_every", "train.checkpoint_every", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
