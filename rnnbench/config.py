@@ -211,8 +211,14 @@ class TrainConf:
     threads: Optional[int] = None
     early_stop: bool = False
     test_at_end: bool = True  # evaluate the test split once at the end (summary.json "test")
-    checkpoint_every: int = 0
-    resume: bool = False
+    checkpoint_every: int = 0  # every N steps (0: none); a final one and one on SIGUSR2/SIGTERM always
+    resume: bool = False  # continue the run folder's last checkpoint (multirun jobs always do)
+    # Guard rails, off by default, recorded in summary.json when on: skip a step whose loss or
+    # gradient is not finite (at most this many times, then the run diverges), multiplying lr by
+    # lr_backoff at each skipped step.
+    skip_nonfinite: int = 0
+    lr_backoff: float = 1.0
+    fail_at_step: Optional[int] = None  # testing hook: raise right after this step, as a crash would
 
 
 @dataclass
