@@ -11,19 +11,34 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO, run_cli
+from datagen import char_corpus, sentiment_csv, separable_images
 from rnnbench import records
 from rnnbench.app import CONF_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 
 
-def fast_overrides(experiment: str) -> list[str]:
+def generated_data(target: str, root: Path) -> list[str]:
+    """Overrides pointing a real-data task at small generated files in the real formats."""
+    if target.endswith("LanguageModelTask"):
+        return [f"task.corpus={char_corpus(root / 'text.txt')}", "task.level=char"]
+    if target.endswith("SequentialImageTask"):
+        return [f"task.dataset={separable_images(root / 'fashion-mnist', 64, 32)}"]
+    if target.endswith("TextClassificationTask"):
+        folder = sentiment_csv(root / "sentiment", (40, 10, 10))
+        return [f"task.train_file={folder / 'train.csv'}", f"task.valid_file={folder / 'valid.csv'}",
+                f"task.test_file={folder / 'test.csv'}"]
+    return []
+
+
+def fast_overrides(experiment: str, root: Path) -> list[str]:
     """A few steps of an experiment at tiny sizes; only keys its task actually has."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
     small = {"task.val_size": 16, "task.seq_len": 12, "task.max_train_tokens": 2000,
-             "task.max_eval_tokens": 500, "task.max_train": 64, "task.max_eval": 32, "task.bptt": 8}
+             "task.max_train": 64, "task.max_eval": 32, "task.bptt": 8, "task.eval_batch_size": 8}
     out = [f"{k}={v}" for k, v in small.items() if k.split(".")[1] in cfg.task]
+    out += generated_data(cfg.task._target_, root)
     return out + ["train.max_steps=4", "train.log_every=2", "train.eval_every=2",
                   "train.profile_every=2", "train.batch_size=4", "model.hidden_size=8",
                   "logger.wandb.mode=disabled", "hydra.launcher.n_jobs=2"
@@ -36,7 +51,7 @@ def run_dirs(root: Path) -> list[Path]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_runs(experiment, tmp_path):
-    proc = run_cli(f"+experiment={experiment}", *fast_overrides(experiment), cwd=tmp_path)
+    proc = run_cli(f"+experiment={experiment}", *fast_overrides(experiment, tmp_path / "data"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = run_dirs(tmp_path / "outputs")
     assert dirs, "no run folder written"
