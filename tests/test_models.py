@@ -1,0 +1,81 @@
+"""Models: heads, pooling, parameter counts, time reduction and the parameter-budget function."""
+
+import functools
+
+import pytest
+import torch
+
+from rnnbench.budget import hidden_size_for_budget
+from rnnbench.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.models import SequenceModel
+from tasks.base import IOSpec
+
+PER_STEP = IOSpec("continuous", 10, 10, "per_step", "classification")
+SEQUENCE = IOSpec("continuous", 2, 1, "sequence", "regression")
+TOKENS = IOSpec("tokens", 50, 50, "per_step", "classification", stateful=True)
+CELLS = {"vanilla": VanillaCell, "lstm": LSTMCell, "peephole": PeepholeLSTMCell, "gru": GRUCell}
+ARCHS = {"single": {}, "deep": dict(num_layers=3), "bidirectional": dict(bidirectional=True),
+         "pyramid": dict(num_layers=4, bidirectional=True, pyramid=True)}
+
+
+def test_parameter_count_matches_the_formula():
+    """LSTM, one layer, I=10, H=16, head 10: 4H(I+H) + 8H (two biases) + (H+1)·10."""
+    model = SequenceModel(PER_STEP, LSTMCell, 16)
+    assert model.num_parameters() == 4 * 16 * (10 + 16) + 8 * 16 + 17 * 10
+    peephole = SequenceModel(PER_STEP, PeepholeLSTMCell, 16)
+    assert peephole.num_parameters() == model.num_parameters() + 3 * 16
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("budget", [50_000, 250_000])
+def test_budget_lands_within_a_few_percent(cell, arch, budget):
+    make = lambda h: SequenceModel(SEQUENCE, CELLS[cell], h, **ARCHS[arch])  # noqa: E731
+    h = hidden_size_for_budget(budget, make)
+    count = make(h).num_parameters()
+    assert abs(count - budget) / budget < 0.05, (h, count)
+    # and it is the closest: one unit more or less is no nearer
+    assert abs(count - budget) <= min(abs(make(h + 1).num_parameters() - budget),
+                                      abs(make(max(1, h - 1)).num_parameters() - budget))
+
+
+def test_time_reduction_and_per_step_heads():
+    assert SequenceModel(SEQUENCE, LSTMCell, 8, **ARCHS["pyramid"]).time_reduction == 8
+    out, _ = SequenceModel(PER_STEP, GRUCell, 8, num_layers=2, bidirectional=True)(torch.randn(7, 3, 10))
+    assert out.shape == (7, 3, 10)
+    with pytest.raises(ValueError, match="model.pyramid=true reduces time 8x.*needs an output at every input step"):
+        SequenceModel(PER_STEP, LSTMCell, 8, **ARCHS["pyramid"])
+
+
+def test_last_pooling_takes_both_directions_final_states():
+    model = SequenceModel(SEQUENCE, LSTMCell, 8, bidirectional=True).eval()
+    x = torch.randn(6, 2, 2)
+    out, final = model(x)
+    forward_h, backward_h = final[-1][0][0], final[-1][1][0]
+    stack_out, _, _ = model.stack(x)
+    # forward final = output at the last step; backward final = backward output at the first step
+    torch.testing.assert_close(forward_h, stack_out[-1, :, :8])
+    torch.testing.assert_close(backward_h, stack_out[0, :, 8:])
+    torch.testing.assert_close(out, model.head(torch.cat([forward_h, backward_h], -1)))
+
+
+def test_mean_and_max_pooling_ignore_padding():
+    torch.manual_seed(0)
+    x = torch.randn(6, 2, 2)
+    lengths = torch.tensor([6, 3])
+    for pooling in ("mean", "max"):
+        model = SequenceModel(SEQUENCE, GRUCell, 8, pooling=pooling).eval()
+        padded, _ = model(x, lengths)
+        alone, _ = model(x[:3, 1:2])
+        torch.testing.assert_close(padded[1], alone[0])
+
+
+def test_bad_model_options_name_the_key():
+    with pytest.raises(ValueError, match="model.pooling='sum'"):
+        SequenceModel(SEQUENCE, LSTMCell, 8, pooling="sum")
+    with pytest.raises(ValueError, match="model.hidden_size=0"):
+        SequenceModel(SEQUENCE, LSTMCell, 0)
+    with pytest.raises(ValueError, match="model.dropout=1.5"):
+        SequenceModel(SEQUENCE, LSTMCell, 8, num_layers=2, dropout=1.5)
+    with pytest.raises(ValueError, match="model.tie_weights=true needs a token task"):
+        SequenceModel(SEQUENCE, LSTMCell, 8, tie_weights=True)
