@@ -37,6 +37,11 @@ class SequenceModel(nn.Module):
             raise ValueError(f"model.hidden_size={hidden_size}: must be a positive integer")
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling={pooling!r}: allowed {', '.join(POOLINGS)}")
+        if bidirectional and spec.stateful and spec.output_kind == "per_step":
+            raise ValueError(
+                "model.bidirectional=true is not allowed for this task: it predicts the next token at "
+                "every step from the past (language modelling), and the backward direction would read "
+                "the future it must predict; use model.bidirectional=false (arch=single or arch=deep)")
         self.spec = spec
         self.pooling = pooling
         if spec.input_kind == "tokens":
