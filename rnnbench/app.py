@@ -2,16 +2,29 @@
 
 Builds everything from the composed config with Hydra's `instantiate`, runs the trainer, and keeps
 the run folder (Hydra's job folder) as the source of truth: config.yaml, metrics.jsonl, profile.json,
-summary.json. W&B mirrors it. Returns the task's main validation metric (for sweepers such as Optuna).
+summary.json, checkpoints/. W&B mirrors it. Returns the task's main validation metric (for sweepers
+such as Optuna; NaN for a diverged run).
+
+Reliability (docs/bad-inputs.md, rnnbench/checkpoint.py):
+- A job never mixes its files with another run's: a folder that already holds a run is resumed
+  (`train.resume=true`; multirun jobs always resume) or refused. Resuming checks the config
+  fingerprint and the checkpoint before anything is written; a finished run (completed or diverged)
+  with the same config is not run again: its recorded metric is returned.
+- SIGUSR2 / SIGTERM: the trainer checkpoints at the end of the current step and stops; the signal
+  then goes to the handler installed before (under submitit: requeue; the requeued job re-enters here
+  with the same job folder and resumes, into the same W&B run).
+- Exit codes: 0 completed or diverged (a divergence is a result), 2 a bad config, data file or
+  checkpoint (one message, no traceback), 1 a crash, 128 + N stopped by signal N.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import math
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +33,18 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench import records
+from rnnbench import checkpoint, records
 from rnnbench.budget import hidden_size_for_budget
+from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError, register_schemas, validate
 from rnnbench.train import Trainer, TrainSettings
+from tasks.data import DataError
 
 log = logging.getLogger("rnnbench")
 
@@ -91,14 +108,61 @@ def _threads_per_parallel_job(hc) -> int | None:
     return max(1, cores // max(1, n_jobs))
 
 
+def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    """`instantiate`, with what a user can fix reported as such: a constructor's ValueError (a value or
+    a combination it does not allow) as a ConfigError, a DataError as itself, without Hydra's wrapper."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (ConfigError, DataError)):
+            raise cause from None
+        if isinstance(cause, ValueError):
+            message = str(cause)
+            raise ConfigError(message if message.startswith(f"{group}.") else f"{group}: {message}") from None
+        raise
+
+
 def build_model(cfg: DictConfig, spec, device: torch.device):
-    cell = instantiate(cfg.cell)
+    cell = build(cfg.cell, "cell")
     hidden_size = cfg.model.hidden_size
     if cfg.model.param_budget:
         hidden_size = hidden_size_for_budget(
-            cfg.model.param_budget, lambda h: instantiate(cfg.model, spec=spec, cell=cell, hidden_size=h))
-    model = instantiate(cfg.model, spec=spec, cell=cell, hidden_size=hidden_size)
+            cfg.model.param_budget, lambda h: build(cfg.model, "model", spec=spec, cell=cell, hidden_size=h))
+    model = build(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
     return model.to(device), hidden_size
+
+
+def check_pyramid_depth(model, task) -> None:
+    """Each pyramid layer after the first halves time: past 2^(L-1) > T steps the top layers see a
+    single step padded with zeros, which no architecture means."""
+    if model.time_reduction <= 1:
+        return
+    steps = task.probe_batch().inputs.shape[0]
+    if model.time_reduction > steps:
+        layers = model.stack.num_layers
+        most = steps.bit_length()  # largest L with 2^(L-1) <= steps
+        raise ConfigError(
+            f"model.pyramid=true with model.num_layers={layers} reduces time {model.time_reduction}x, "
+            f"but this task's sequences have {steps} steps: use model.num_layers <= {most} "
+            f"(2^(num_layers-1) <= {steps}) or longer sequences")
+
+
+def check_reliability_settings(cfg: DictConfig) -> None:
+    """The keys of TrainConf that `config.validate` does not know about yet."""
+    t = cfg.train
+    errors = []
+    if t.skip_nonfinite < 0:
+        errors.append(f"train.skip_nonfinite={t.skip_nonfinite} is not allowed: must be >= 0 (0: off)")
+    if not 0 < t.lr_backoff <= 1:
+        errors.append(f"train.lr_backoff={t.lr_backoff} is not allowed: must be in (0, 1] (1: off)")
+    elif t.lr_backoff < 1 and t.skip_nonfinite == 0:
+        errors.append(f"train.lr_backoff={t.lr_backoff} needs train.skip_nonfinite >= 1: the learning "
+                      "rate backs off at a skipped step, and with skip_nonfinite=0 no step is skipped")
+    if t.fail_at_step is not None and t.fail_at_step < 1:
+        errors.append(f"train.fail_at_step={t.fail_at_step} is not allowed: a step >= 1, or null (off)")
+    if errors:
+        raise ConfigError("\n".join(errors))
 
 
 def _run_name(overrides: list[str]) -> str:
@@ -107,24 +171,35 @@ def _run_name(overrides: list[str]) -> str:
 
 
 def run_experiment(cfg: DictConfig) -> float | None:
-    """One job: validate, build, train, record. Raises on failure after recording it."""
+    """One job: validate, decide how it starts (fresh, resumed, or already finished), build, train,
+    record. Raises on failure after recording it."""
     validate(cfg)
+    check_reliability_settings(cfg)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     choices = dict(hc.runtime.choices)
     overrides = list(hc.overrides.task)
     multirun = hc.mode == RunMode.MULTIRUN
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    fingerprint = records.config_fingerprint(resolved)
+    # Every check against what the folder holds comes before anything is written to it.
+    plan = checkpoint.plan_resume(run_dir, fingerprint, resolved, resume=cfg.train.resume or multirun,
+                                  folder_key="hydra.sweep.dir" if multirun else "hydra.run.dir")
+    if plan.finished is not None:
+        log.info("already %s with this config (step %s): not run again. Run folder: %s",
+                 plan.finished["status"], plan.finished.get("steps"), run_dir)
+        return main_metric(plan.finished)
+
     threads = cfg.train.threads or _threads_per_parallel_job(hc)
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    task = instantiate(cfg.task, device=device)
+    task = build(cfg.task, "task", device=device)
     model, hidden_size = build_model(cfg, task.spec, device)
-    optimizer = instantiate(cfg.optim)(model.parameters())
-    scheduler = instantiate(cfg.schedule)(optimizer) if cfg.schedule else None
+    check_pyramid_depth(model, task)
+    optimizer = build(cfg.optim, "optim")(model.parameters())
+    scheduler = build(cfg.schedule, "schedule")(optimizer) if cfg.schedule else None
 
     summary: dict[str, Any] = {
         "status": records.RUNNING, "error": None, "diverged_at": None,
@@ -133,54 +208,132 @@ def run_experiment(cfg: DictConfig) -> float | None:
         "time_reduction": model.time_reduction,
         "main_metric": f"val/{task.main_metric}", "main_metric_mode": task.main_metric_mode,
         "memoryless_baseline": task.memoryless_baseline, "task_info": task.describe(),
-        "overrides": overrides, "config_fingerprint": records.config_fingerprint(resolved),
+        "overrides": overrides, "config_fingerprint": fingerprint,
         "device": str(device), "threads": torch.get_num_threads(),
         **records.run_metadata(),
     }
+    if cfg.train.skip_nonfinite:
+        summary["guard_rails"] = {"skip_nonfinite": cfg.train.skip_nonfinite, "lr_backoff": cfg.train.lr_backoff}
+    resumed = plan.checkpoint
+    wall_before = resumed["wall_time_s"] if resumed else 0.0
+    if resumed:
+        summary["resumed"] = [*(plan.previous or {}).get("resumed", []),
+                              {"from_step": plan.step, "checkpoint": plan.checkpoint_path.name}]
+        if resumed.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            log.warning("resuming with %d torch threads, the checkpoint was written with %d: results may "
+                        "differ in the last bits", torch.get_num_threads(), resumed["threads"])
+    # Rows logged after the checkpoint (by a run killed later) are logged again by this one.
+    forget_after(run_dir, plan.step)
     from rnnbench.wandb_sink import WandbSink
 
     wandb_cfg = cfg.logger.wandb
     group = wandb_cfg.group or (Path(hc.sweep.dir).name if multirun else None)
     started = time.time()
-    with records.RunRecorder(run_dir) as recorder:
+    with records.RunRecorder(run_dir) as recorder, checkpoint.StopSignals() as stop:
         recorder.write_config(resolved)
         recorder.write_summary(summary)
+        wandb_id = resumed.get("wandb_id") if resumed else None
         sink = WandbSink(mode=wandb_cfg.mode, project=wandb_cfg.project, run_dir=run_dir,
                          name=_run_name(overrides), group=group, job_type=choices.get("cell"),
-                         config=resolved, tags=list(wandb_cfg.tags), entity=wandb_cfg.entity)
+                         config=resolved, tags=list(wandb_cfg.tags), entity=wandb_cfg.entity,
+                         run_id=wandb_id, resume=wandb_id is not None)
         summary["wandb"] = {"mode": sink.mode, "id": sink.run_id,
                             "dir": str(sink.run_dir) if sink.run_dir else None}
+
+        def save_checkpoint(trainer_state: dict[str, Any]) -> None:
+            checkpoint.save(run_dir, {
+                "step": trainer_state["step"], "config_fingerprint": fingerprint, "config": resolved,
+                "wandb_id": sink.run_id, "wall_time_s": wall_before + time.time() - started,
+                "threads": torch.get_num_threads(), "trainer": trainer_state})
+
         exit_code = 1
         try:
             settings = TrainSettings(
                 max_steps=cfg.train.max_steps, clip=cfg.train.clip, clip_mode=cfg.train.clip_mode,
                 log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
                 profile_every=cfg.train.profile_every, early_stop=cfg.train.early_stop,
-                progress=cfg.logger.progress and not multirun)
+                progress=cfg.logger.progress and not multirun, checkpoint_every=cfg.train.checkpoint_every,
+                skip_nonfinite=cfg.train.skip_nonfinite, lr_backoff=cfg.train.lr_backoff)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
-                              [RecorderSink(recorder), WandbTrainerSink(sink)])
+                              [RecorderSink(recorder), WandbTrainerSink(sink)],
+                              on_step=None if resumed else _fail_at(cfg.train.fail_at_step),
+                              checkpoint=save_checkpoint,
+                              stop_requested=stop.requested)
+            if resumed:
+                trainer.load_state_dict(resumed["trainer"])
+                log.info("resuming from %s (step %d)", plan.checkpoint_path, plan.step)
             result = trainer.fit()
             if cfg.train.test_at_end and result.status == "completed":
                 test = {f"test/{k}": v for k, v in trainer.evaluate("test").items()}
                 recorder.log({"step": result.steps, **test})
                 summary["test"] = test
             summary.update(
-                status=result.status, diverged_at=result.diverged_at, steps=result.steps,
+                status=records.RUNNING if result.status == "interrupted" else result.status,
+                diverged_at=result.diverged_at, steps=result.steps,
                 final=result.final, best=result.best, best_step=result.best_step,
-                solved_at=result.solved_at, wall_time_s=time.time() - started,
+                solved_at=result.solved_at, wall_time_s=wall_before + time.time() - started,
                 train_time_s=result.train_time_s, throughput_steps_per_s=result.throughput)
+            if cfg.train.skip_nonfinite:
+                summary["guard_rails"]["skipped_steps"] = result.skipped_steps
+            if result.status == "interrupted":  # stays `running`: reads as incomplete once the process ends
+                summary["interrupted"] = {"signal": stop.received.name, "step": result.steps}
             recorder.write_summary(summary)
-            sink.summary({k: v for k, v in summary.items() if k in ("status", "steps", "final", "best")})
-            exit_code = 0
+            sink.summary({k: v for k, v in summary.items()
+                          if k in ("status", "steps", "final", "best", "diverged_at", "guard_rails")})
+            exit_code = 0 if result.status != "interrupted" else 1
         except BaseException as e:
             summary.update(status=records.FAILED, error=f"{type(e).__name__}: {e}",
-                           wall_time_s=time.time() - started)
+                           wall_time_s=wall_before + time.time() - started)
             recorder.write_summary(summary)
             raise
         finally:
             sink.finish(exit_code=exit_code)
+    if result.status == "interrupted":
+        log.warning("stopped by %s after step %d; checkpoint: %s. Resume with the same overrides and "
+                    "%s train.resume=true", stop.received.name, result.steps,
+                    checkpoint.latest(run_dir), "" if multirun else f"hydra.run.dir={run_dir}")
+        stop.redeliver()  # submitit requeues the job; without it the signal ends the process
     _report(summary, run_dir)
-    return summary.get("final", {}).get(summary["main_metric"])
+    return main_metric(summary)
+
+
+def main_metric(summary: dict[str, Any]) -> float | None:
+    """The value a sweeper optimises: the final main validation metric; NaN for a diverged run, so
+    Optuna records the trial as failed instead of ranking an earlier evaluation."""
+    if summary.get("status") == records.DIVERGED:
+        return math.nan
+    return (summary.get("final") or {}).get(summary["main_metric"])
+
+
+def forget_after(run_dir: Path, step: int) -> None:
+    """Drop the rows of metrics.jsonl and profiles.jsonl after `step` (all of them for a fresh start),
+    and the test row written after training: the run logs them again from step + 1."""
+    def keep(row: dict[str, Any]) -> bool:
+        return row.get("step", 0) <= step and not any(k.startswith("test/") for k in row)
+
+    for name in (records.METRICS_FILE, records.PROFILES_FILE):
+        dropped = checkpoint.truncate_jsonl(run_dir / name, keep)
+        if dropped:
+            log.info("%s: %d rows after step %d dropped (logged again from the checkpoint)", name, dropped, step)
+    profiles = records.read_profiles(run_dir)
+    profile_file = run_dir / records.PROFILE_FILE
+    if profiles:
+        records.atomic_write_text(profile_file, records.dumps(profiles[-1]))
+    else:
+        profile_file.unlink(missing_ok=True)
+
+
+def _fail_at(step: int | None):
+    """The `train.fail_at_step` testing hook: a crash right after that step (and its checkpoint, if
+    one is due), in a run started from step 0; a resumed run does not fail again (a transient crash)."""
+    if step is None:
+        return None
+
+    def fail(current: int) -> None:
+        if current == step:
+            raise RuntimeError(f"train.fail_at_step={step}: failing on purpose after step {step} (testing hook)")
+    return fail
+
 
 
 def _report(summary: dict, run_dir: Path) -> None:
@@ -193,15 +346,46 @@ def _report(summary: dict, run_dir: Path) -> None:
         log.info("W&B (%s): %s", summary["wandb"]["mode"], summary["wandb"]["dir"])
 
 
+class CheckOutputFolder(Callback):
+    """Hydra creates the run (or sweep) folder before the job starts, and a folder it cannot create
+    or write to ends in a traceback. This checks first and says which key to change."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+class OutputFolderError(CompactHydraException):
+    """Printed by Hydra as its message alone."""
+
+
+def _check_writable(folder: str, key: str) -> None:
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OutputFolderError(
+            f"Error: cannot write the output folder {key}={folder}: {e.strerror} ({e.filename}).\n"
+            f"Run from a folder you can write to, or set {key}=<a writable folder>.") from None
+
+
+USER_ERRORS = {ConfigError: "config", DataError: "data", CheckpointError: "checkpoint"}
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         return run_experiment(cfg)
-    except ConfigError as e:
-        # A bad value: one clear message, no traceback. In a sweep the job fails and the others go on.
+    except tuple(USER_ERRORS) as e:
+        # A bad value, data file or checkpoint: one clear message, no traceback. In a sweep the job
+        # fails and the others go on.
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        print(f"Error in config:\n{e}", file=sys.stderr)
+        kind = next(name for cls, name in USER_ERRORS.items() if isinstance(e, cls))
+        print(f"Error in {kind}:\n{e}", file=sys.stderr)
         sys.exit(2)
 
 

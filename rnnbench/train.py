@@ -1,13 +1,20 @@
 """The training loop, explicit and readable top to bottom (as pytorch/examples word_language_model):
 draw a batch, carry (detached) state for stateful tasks, forward, loss, backward, measure gradients,
-clip, step; log, evaluate and profile at their cadences.
+clip, step; log, evaluate, profile and checkpoint at their cadences.
 
 The loop talks to a task through `tasks.base.Task` and to a model through `forward(inputs, lengths,
 state, probes)`; results go to the sinks it is given (the run folder first, W&B as a mirror).
+
+Resume is exact: `state_dict()` holds everything the next step depends on (model, optimiser,
+scheduler, the task's data order, the carried state, the results so far and every random generator),
+so a run restored with `load_state_dict` at step k goes on bit for bit as the run that never stopped.
+A non-finite loss or gradient ends the run as `diverged` (a result, not a crash) unless the
+`skip_nonfinite` guard rail is on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +23,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from rnnbench.checkpoint import restore_rng_states, rng_states
 from rnnbench.diagnostics import gradient_norms, temporal_profile
 from rnnbench.recurrent import detach_state
 from tasks.base import Batch, Task
@@ -36,11 +44,14 @@ class TrainSettings:
     profile_every: int = 500
     early_stop: bool = False
     progress: bool = True
+    checkpoint_every: int = 0  # 0: only the final checkpoint (and one when asked to stop)
+    skip_nonfinite: int = 0  # guard rail: skip up to this many non-finite steps instead of diverging
+    lr_backoff: float = 1.0  # guard rail: multiply the learning rate by this at each skipped step
 
 
 @dataclass
 class TrainResult:
-    status: str = "running"  # completed | diverged
+    status: str = "running"  # completed | diverged | interrupted (stopped by a signal, checkpointed)
     steps: int = 0
     diverged_at: int | None = None
     final: dict[str, float] = field(default_factory=dict)
@@ -49,6 +60,8 @@ class TrainResult:
     train_time_s: float = 0.0
     sequence_steps: int = 0
     solved_at: int | None = None
+    skipped_steps: list[int] = field(default_factory=list)  # non-finite steps skipped (guard rail)
+    elapsed_s: float = 0.0  # wall time inside fit(), all segments of a resumed run together
 
     @property
     def throughput(self) -> float:
@@ -65,7 +78,11 @@ def _higher_is_better(metric: str, task: Task) -> bool:
 class Trainer:
     def __init__(self, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                  scheduler: Any, settings: TrainSettings, sinks: list[Sink],
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None,
+                 checkpoint: Callable[[dict[str, Any]], Any] | None = None,
+                 stop_requested: Callable[[], bool] | None = None):
+        """`checkpoint(state_dict)` writes a checkpoint (every `checkpoint_every` steps, at the end,
+        and when `stop_requested()` turns true: then the run stops after the current step)."""
         self.model = model
         self.task = task
         self.optimizer = optimizer
@@ -74,9 +91,12 @@ class Trainer:
         self.s = settings
         self.sinks = sinks
         self.on_step = on_step
+        self.checkpoint = checkpoint
+        self.stop_requested = stop_requested or (lambda: False)
         self.result = TrainResult()
         self.step = 0
         self.state = None  # carried recurrent state for stateful tasks (truncated BPTT)
+        self._saved_step: int | None = None  # step of the last checkpoint written or loaded
 
     # ------------------------------------------------------------------------------------------
     def predict(self, batch: Batch, state: Any):
@@ -147,7 +167,7 @@ class Trainer:
         s, r = self.s, self.result
         self.model.train()
         progress = _progress(s.progress, s.max_steps, self.step)
-        started = time.perf_counter()
+        started = time.perf_counter() - r.elapsed_s  # a resumed run's clock goes on
         last_metric = ""
         try:
             while self.step < s.max_steps:
@@ -159,6 +179,9 @@ class Trainer:
                 loss_value = float(loss.detach())  # one sync per step: divergence is checked every step
                 norm_value = float(grads["grad/global_norm"])
                 if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                    if len(r.skipped_steps) < s.skip_nonfinite:
+                        self._skip_step(step, loss_value, norm_value)
+                        continue
                     r.status, r.diverged_at = "diverged", step
                     self._emit({"step": step, "train/loss": loss_value, "grad/global_norm": norm_value,
                                 "diverged": True})
@@ -189,14 +212,22 @@ class Trainer:
                         r.solved_at = step
                 if s.profile_every and (step % s.profile_every == 0 or step == s.max_steps):
                     self.profile(step)
+                r.elapsed_s = time.perf_counter() - started
                 if row:
-                    self._emit({"step": step, "time_s": time.perf_counter() - started, **row})
+                    self._emit({"step": step, "time_s": r.elapsed_s, **row})
+                # The checkpoint closes the step: a run resumed from it starts at step + 1.
+                stopping = self.stop_requested()
+                if stopping or (s.checkpoint_every and step % s.checkpoint_every == 0):
+                    self.save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(step)
                 if progress is not None:
                     progress.update(1)
                     if logging:
                         progress.set_postfix_str(f"loss={loss_value:.4g} {last_metric}")
+                if stopping:
+                    r.status = "interrupted"
+                    break
                 if s.early_stop and r.solved_at is not None:
                     break
         finally:
@@ -204,7 +235,50 @@ class Trainer:
                 progress.close()
         if r.status == "running":
             r.status = "completed"
+            self.save_checkpoint()  # the final one (a no-op if this step's is written already)
         return r
+
+    def _skip_step(self, step: int, loss_value: float, norm_value: float) -> None:
+        """Guard rail (`skip_nonfinite`): no update for this step; the carried state, which the
+        non-finite forward may have poisoned, restarts from zeros; the learning rate backs off."""
+        self.result.skipped_steps.append(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state = None
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.s.lr_backoff
+        self._emit({"step": step, "train/loss": loss_value, "grad/global_norm": norm_value,
+                    "skipped_nonfinite": True, "lr": self.optimizer.param_groups[0]["lr"]})
+
+    # ------------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.checkpoint is not None and self._saved_step != self.step:
+            self.checkpoint(self.state_dict())
+            self._saved_step = self.step
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next step depends on, as plain containers and tensors."""
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "task": self.task.state_dict(),
+            "carried_state": detach_state(self.state),  # stateful tasks: the state entering step + 1
+            "result": dataclasses.asdict(self.result),
+            "rng": rng_states(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`: the next step is `state["step"] + 1`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.task.load_state_dict(state["task"])
+        self.state = state["carried_state"]
+        self.result = TrainResult(**state["result"])
+        self.step = self._saved_step = int(state["step"])
+        restore_rng_states(state["rng"])
 
     def profile(self, step: int) -> dict:
         profile = temporal_profile(self.model, self.task.loss, self.task.probe_batch())
