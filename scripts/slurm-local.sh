@@ -102,7 +102,8 @@ SlurmdPort=$D_PORT
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$SOCKET,cred_expire=10
+# cred_expire: a requeued job waits this long (+1 s) before it may start again (default 120)
+AuthInfo=socket=$SOCKET,cred_expire=5
 MpiDefault=none
 # no cgroups here: track job processes by parent PID, no CPU binding
 ProctrackType=proctrack/linuxproc
@@ -113,7 +114,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$L/log/jobcomp.txt
 MinJobAge=86400
-SchedulerParameters=sched_interval=5,bf_interval=5
+# schedule often: a one-node queue costs nothing to scan, and tests wait on every start
+SchedulerParameters=sched_interval=2,bf_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
