@@ -1,28 +1,237 @@
-"""Hydra callbacks: after a multirun, print the sweep's table (from the run folders on disk)."""
+"""Hydra callbacks: what a sweep leaves behind once its jobs have run.
+
+`SweepSummary` (registered in conf/hydra/default.yaml), for every multirun:
+
+- when a job ends with an exception before its run folder had a ``summary.json`` (a value that
+  `validate` rejects, a model that cannot be built), writes one with status ``failed`` and the
+  error, so the report counts the job as failed and says why (later failures the app records
+  itself);
+- when the sweep ends: prints the report's table (mean ± std over seeds) and every job that did not
+  complete with its reason, and writes the same to ``<sweep>/sweep_summary.md``; after an Optuna
+  search, the importance of each searched hyperparameter (``<sweep>/importance.json`` and a line of
+  the summary); a W&B run of job type ``sweep-summary`` in the sweep's group holding the table;
+  and exit status 1 if any job failed, diverged or left no result.
+
+What Hydra does here (hydra-core 1.3.8, hydra/core/utils.py and _internal/core_plugins):
+
+- `run_job` catches a job's exception into its ``JobReturn``, so the basic launcher (sequential)
+  and the joblib launcher (parallel) both run every job of a batch whatever fails. The basic
+  sweeper sends all jobs as one batch (``max_batch_size: null``), then reads each
+  ``JobReturn.return_value``, which re-raises the first failure: the command exits 1 with that
+  job's error, and ``on_multirun_end`` is skipped. The summary is then printed by an ``atexit``
+  hook, after Hydra's message. (With ``max_batch_size`` set, the batches after a failure never run.)
+- The Optuna sweeper records a failed trial as ``FAIL`` and goes on while the failures stay within
+  ``max_failure_rate`` (the presets here allow any), then calls ``on_multirun_end``.
+- An exception raised in a callback is turned into a warning: a broken summary never fails a
+  finished sweep, and the exit status has to be set with ``SystemExit``.
+"""
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("rnnbench")
 
+SUMMARY_FILE = "sweep_summary.md"
+IMPORTANCE_FILE = "importance.json"
+DIRECTIONS = {"min": "minimize", "max": "maximize"}
+
 
 class SweepSummary(Callback):
+    def __init__(self, exit_on_failure: bool = True, precision: int = 4):
+        self.exit_on_failure = exit_on_failure
+        self.precision = precision
+        self._unreported: DictConfig | None = None  # the sweep's config until its summary is printed
+        self._sweep_pid: int | None = None  # the process that runs the sweeper (not a joblib worker)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # The basic sweeper saves the sweep's config; the Optuna sweeper does not, and the report
+        # reads the search space from it (the basic sweeper overwrites this with the same config).
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
+        self._unreported = config
+        self._sweep_pid = os.getpid()
+        atexit.register(self._summarize_at_exit)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        if os.getpid() == self._sweep_pid:
+            # A job run in this process (basic launcher) may have started W&B, whose exit hook would
+            # then run before ours (atexit is last in, first out) and leave no W&B for the summary.
+            atexit.unregister(self._summarize_at_exit)
+            atexit.register(self._summarize_at_exit)
+        if job_return.status != JobStatus.FAILED:
+            return
+        # The exception itself (the `return_value` property would print Hydra's "Error executing job" line).
+        error = job_return._return_value
+        run_dir = Path(config.hydra.runtime.output_dir)
+        log.error("job %s failed: %s (run folder %s)", config.hydra.job.num, error_text(error), run_dir)
+        if not (run_dir / "summary.json").is_file():
+            record_setup_failure(run_dir, config, error)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._unreported = None
+        problems = self.summarize(config)
+        if problems and self.exit_on_failure:
+            print(f"{problems} job(s) did not complete (see above): exit status 1", file=sys.stderr)
+            sys.exit(1)
+
+    def _summarize_at_exit(self) -> None:
+        """The sweeper raised (a job failed under the basic sweeper): summarize what is on disk."""
+        if self._unreported is not None and os.getpid() == self._sweep_pid:
+            config, self._unreported = self._unreported, None
+            self.summarize(config)
+
+    def summarize(self, config: DictConfig) -> int:
+        """Print and write the sweep's summary; returns the number of jobs that did not complete."""
+        from rnnbench import report
+
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            from rnnbench import report
-
             runs = report.load_runs([sweep_dir])
-            table = report.render(report.summarize(runs), "md", 4)
-        except Exception as e:  # a summary must never turn a finished sweep into a failure
-            log.warning("no sweep summary for %s: %s", sweep_dir, e)
-            return
-        print(f"\nSweep summary ({len(runs)} runs), from {sweep_dir}:\n{table}\n")
-        print(f"Run folders: {sweep_dir}/<job>/ ; W&B files: {sweep_dir}/<job>/wandb/ "
-              f"(offline runs: `wandb sync` them when online)")
+        except Exception as error:  # a summary must never turn a finished sweep into a failure
+            log.warning("no sweep summary for %s: %s", sweep_dir, error)
+            return 0
+        completed = int((runs["status"] == "completed").sum())
+        lines = [f"Sweep summary ({len(runs)} runs, {completed} completed), from {sweep_dir}:", ""]
+        stats = None
+        try:
+            stats = report.summarize(runs)
+            lines.append(report.render(stats, "md", self.precision))
+        except Exception as error:
+            lines.append(f"(no table: {error})\n")
+
+        problems = report.not_completed(runs)
+        if problems:
+            lines += [f"Not completed ({len(problems)} of {len(runs)}):", *(f"- {p}" for p in problems), ""]
+
+        importance = None
+        try:
+            search = report.optuna_search(config.hydra)
+            if search is not None:
+                importance = report.param_importance(runs, *search)
+                (sweep_dir / IMPORTANCE_FILE).write_text(json.dumps(importance, indent=2) + "\n", encoding="utf-8")
+                lines += [report.importance_text(importance) + f" ({IMPORTANCE_FILE})", ""]
+                lines += direction_warnings(runs, search[1])
+        except Exception as error:
+            lines += [f"(no hyperparameter importance: {error})", ""]
+
+        text = "\n".join(lines)
+        (sweep_dir / SUMMARY_FILE).write_text(text + "\n", encoding="utf-8")
+        print(f"\n{text}\nWritten to {sweep_dir / SUMMARY_FILE}. Run folders: {sweep_dir}/<job>/ ; "
+              f"W&B files: {sweep_dir}/<job>/wandb/ (offline runs: `wandb sync` them when online)\n")
+        try:
+            log_to_wandb(config, sweep_dir, runs, stats, problems, importance)
+        except Exception as error:
+            log.warning("sweep summary not logged to W&B: %s: %s", type(error).__name__, error)
+        return len(problems)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def error_text(error: BaseException) -> str:
+    """"ValueError: ..." of the error itself, not of Hydra's wrapper around a failed instantiate."""
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {error}"
+
+
+def record_setup_failure(run_dir: Path, config: DictConfig, error: BaseException) -> None:
+    """summary.json of a job that failed before the app wrote one: status, error and identity."""
+    from rnnbench import records
+
+    choices = config.hydra.runtime.choices
+    summary = {
+        "status": records.FAILED, "error": error_text(error),
+        "traceback": "".join(traceback.format_exception(error)), "diverged_at": None,
+        "task": choices.get("task"), "cell": choices.get("cell"), "arch": choices.get("arch"),
+        "seed": OmegaConf.select(config, "train.seed", default=None),
+        "overrides": list(config.hydra.overrides.task),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records.atomic_write_text(run_dir / records.SUMMARY_FILE, records.dumps(summary, indent=2) + "\n")
+
+
+def direction_warnings(runs, direction: str) -> list[str]:
+    """A line if the search's direction is not that of the task's main metric (summary.json)."""
+    modes = set(runs["main_metric_mode"].dropna()) if "main_metric_mode" in runs else set()
+    metrics = set(runs["main_metric"].dropna()) if "main_metric" in runs else set()
+    wrong = [m for m in modes if DIRECTIONS.get(m) not in (None, direction)]
+    if not wrong:
+        return []
+    return [f"WARNING: hydra.sweeper.direction={direction}, but the task's main metric "
+            f"{', '.join(sorted(metrics))} is best at its {wrong[0]}: the search went the wrong way "
+            f"(set hydra.sweeper.direction={DIRECTIONS[wrong[0]]})", ""]
+
+
+def log_to_wandb(config: DictConfig, sweep_dir: Path, runs, stats, problems: list[str],
+                 importance: dict | None) -> None:
+    """One small W&B run, job type ``sweep-summary``, in the group of the sweep's runs, holding the
+    summary table and a table of the runs. logger.wandb.mode as for the jobs (disabled: nothing)."""
+    from rnnbench.wandb_sink import WandbSink, resolve_mode
+
+    wandb_cfg = OmegaConf.select(config, "logger.wandb")
+    if wandb_cfg is None or resolve_mode(wandb_cfg.mode) == "disabled":
+        return
+    import wandb
+
+    group = wandb_cfg.group or sweep_dir.name  # as the app names its jobs' group
+    tables = {"sweep/runs": wandb.Table(dataframe=_runs_table(runs))}
+    if stats is not None:
+        tables["sweep/summary"] = wandb.Table(dataframe=_plain(stats))
+    sink = WandbSink(
+        mode=wandb_cfg.mode, project=wandb_cfg.project, run_dir=sweep_dir, name=f"{group} summary",
+        group=group, job_type="sweep-summary", tags=list(wandb_cfg.tags), entity=wandb_cfg.entity,
+        config={"sweep_dir": str(sweep_dir), "overrides": list(config.hydra.overrides.task),
+                "swept_keys": list(runs.attrs.get("swept_keys", []))},
+    )
+    exit_code = 1
+    try:
+        sink.log(tables, step=0)
+        sink.summary({"runs": len(runs), "completed": int((runs["status"] == "completed").sum()),
+                      "not_completed": problems,
+                      **({"importance": importance["importances"]} if importance else {})})
+        exit_code = 0
+    finally:
+        sink.finish(exit_code=exit_code)
+    log.info("sweep summary logged to W&B (%s, group %s): %s", sink.mode, group, sink.run_dir)
+
+
+def _plain(df):
+    """`df` without pandas attrs, and key columns of mixed types as text (W&B types each column)."""
+    out = df.copy()
+    out.attrs = {}
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = out[column].map(lambda v: None if v is None else str(v))
+    return out
+
+
+def _runs_table(runs):
+    from rnnbench import report
+
+    keys = list(runs.attrs.get("swept_keys", []))
+    metrics = [c for c in runs.columns if c.startswith("final/")]
+    columns = ["run_dir", *keys, "status", "error", "diverged_at", *metrics, "num_params", "wall_time_s"]
+    table = runs[[c for c in dict.fromkeys(columns) if c in runs.columns]].copy()
+    table["run_dir"] = table["run_dir"].map(lambda d: Path(d).name)
+    table = table.rename(columns={"run_dir": "job"})
+    for key in keys:
+        table[key] = table[key].map(report.label)
+    return _plain(table)

@@ -3,11 +3,13 @@
     python -m rnnbench.report outputs/sweeps/2024-05-01/12-00-00_cells
     python -m rnnbench.report outputs/sweeps/... --rows cell --cols task --format latex -o table.tex
     python -m rnnbench.report outputs/sweeps/... --reference cell=lstm --figures figures/
+    python -m rnnbench.report outputs/sweeps/...   --importance   # after an Optuna search
 
 A run's results live in its folder (docs/architecture.md, "Run folder"); everything here is computed
 from the folders, so a table can always be rebuilt. Seeds are aggregated as mean ± sample std
 (ddof=1) over *completed* runs; failed, diverged, incomplete and still-running runs are counted in
-the row they belong to ("3 (1 failed)"), never dropped silently.
+the row they belong to ("3 (1 failed)"), never dropped silently; the CLI lists them with the
+reason on stderr.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from tabulate import tabulate
 
@@ -667,6 +669,135 @@ def write_figures(
 
 
 # --------------------------------------------------------------------------------------------
+# Runs that did not complete, and why
+
+
+def not_completed(df: pd.DataFrame) -> list[str]:
+    """One line per run that is not ``completed``: its folder name, the swept keys that set it
+    apart, its status and why (the error recorded in summary.json, or the step it diverged at)."""
+    keys = df.attrs.get("swept_keys") or swept_keys(df)
+    lines = []
+    for _, row in df[df["status"] != "completed"].iterrows():
+        where = " ".join(f"{k}={label(_key_value(row[k]))}" for k in keys)
+        if row["status"] == "diverged":
+            step = _key_value(row.get("diverged_at"))
+            why = "" if step is None else f"at step {int(step)}"
+        else:
+            why = row.get("error") if isinstance(row.get("error"), str) else ""
+        lines.append(f"{Path(row['run_dir']).name} [{where}]: {row['status']}" + (f": {why}" if why else ""))
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Hyperparameter importance (after an Optuna search)
+#
+# Optuna's default evaluator, fANOVA (the analysis of Greff et al. 2016, "LSTM: A Search Space
+# Odyssey"), fails in optuna 2.10 (the newest hydra-optuna-sweeper 1.3 allows) with numpy 2
+# ("setting an array element with a sequence"); mean decrease in impurity of a random forest
+# fitted to the same trials works, and answers the same question: which hyperparameter explains
+# most of the variance of the objective.
+
+
+def search_space(params: dict[str, Any] | None, arguments: Sequence[str] = ()) -> dict[str, Any]:
+    """The Optuna distributions of a search, built as hydra-optuna-sweeper builds them: from
+    ``hydra.sweeper.params`` (e.g. ``optim.lr: tag(log, interval(1e-4, 1e-1))``) and the command
+    line's overrides, where a plain value fixes a key and so removes it from the search."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    overrides = [f"{k}={v}" for k, v in (params or {}).items()] + [str(a) for a in arguments]
+    distributions, fixed = create_params_from_overrides(overrides)
+    return {k: d for k, d in distributions.items() if k not in fixed}
+
+
+def optuna_search(hydra_cfg: Any) -> tuple[dict[str, Any], str] | None:
+    """(distributions, direction) of the Optuna search described by a ``hydra`` config node (the
+    sweep's, with the command line in ``overrides.task``), or None if its sweeper is not Optuna."""
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if "optuna" not in str(sweeper.get("_target_", "")):
+        return None
+    direction = sweeper.get("direction", "minimize")
+    if isinstance(direction, (list, tuple)) or OmegaConf.is_list(direction):
+        raise ReportError("importance needs a single objective; this search has several directions")
+    direction = getattr(direction, "name", str(direction)).rsplit(".", 1)[-1]  # Direction.minimize
+    overrides = (hydra_cfg.get("overrides") or {}).get("task") or []
+    return search_space(sweeper.get("params"), list(overrides)), direction
+
+
+def find_search(path: str | os.PathLike) -> tuple[dict[str, Any], str] | None:
+    """The Optuna search of a sweep folder, from its ``multirun.yaml`` (which `SweepSummary`
+    writes for every sweeper, with the command line), else from a job's ``.hydra/hydra.yaml``
+    (``hydra.sweeper.params`` only: a search dimension given on the command line is not there)."""
+    path = Path(path)
+    candidates = [path / "multirun.yaml"] + [d / ".hydra" / "hydra.yaml" for d in find_run_dirs(path)[:1]]
+    for file in candidates:
+        if file.is_file():
+            cfg = OmegaConf.load(file)
+            if file.name == "hydra.yaml":
+                with open_dict(cfg):
+                    cfg.hydra.overrides.task = []  # a job's own values, not the search's dimensions
+            return optuna_search(OmegaConf.to_container(cfg.hydra, resolve=False))
+    return None
+
+
+def param_importance(
+    df: pd.DataFrame,
+    distributions: dict[str, Any],
+    direction: str = "minimize",
+    metric: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Importance of each searched hyperparameter for `metric`, from the completed runs of `df`.
+
+    The study is rebuilt from the run folders: one Optuna trial per completed run, its parameters
+    the run's values of the searched keys, its value the final `metric` (default: the main metric,
+    the value the app returned to the sweeper). Returns ``{"importances": {key: share, ...}``
+    (sums to 1, most important first), ``"metric"``, ``"direction"``, ``"n_trials"``,
+    ``"evaluator"``, ``"search_space"``}.
+    """
+    import warnings
+
+    import optuna
+    from optuna.importance import MeanDecreaseImpurityImportanceEvaluator, get_param_importances
+
+    metric = resolve_metric(df, metric) if metric else default_metrics(df)[0]
+    missing = [k for k in distributions if k not in df.columns]
+    if missing:
+        raise ReportError(f"searched keys not found in the runs: {', '.join(missing)}")
+    done = df[df["status"] == "completed"]
+    values = pd.to_numeric(done[metric], errors="coerce")
+    done = done[values.notna() & np.isfinite(values)]
+    if len(done) < 2:
+        raise ReportError(f"importance needs at least 2 completed runs with {display_name(metric)}; found {len(done)}")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(direction=direction)
+        for _, row in done.iterrows():
+            params = {k: _key_value(row[k]) for k in distributions}
+            try:
+                trial = optuna.trial.create_trial(params=params, distributions=distributions, value=float(row[metric]))
+            except ValueError as error:  # a value outside the search space: the space changed since
+                raise ReportError(f"{Path(row['run_dir']).name}: {error}") from error
+            study.add_trial(trial)
+        evaluator = MeanDecreaseImpurityImportanceEvaluator(seed=seed)
+        importances = get_param_importances(study, evaluator=evaluator)
+    return {
+        "metric": display_name(metric), "direction": direction, "n_trials": len(done),
+        "evaluator": type(evaluator).__name__,
+        "importances": {k: float(v) for k, v in importances.items()},
+        "search_space": {k: repr(d) for k, d in distributions.items()},
+    }
+
+
+def importance_text(result: dict[str, Any], precision: int = 2) -> str:
+    """"hyperparameter importance for val/loss (12 trials, mean decrease impurity): optim.lr 0.71, ..."."""
+    shares = ", ".join(f"{k} {v:.{precision}f}" for k, v in result["importances"].items())
+    return (f"hyperparameter importance for {result['metric']} ({result['n_trials']} trials, "
+            f"{result['evaluator']}): {shares}")
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -691,6 +822,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--curve", metavar="METRIC",
                         help="metric of the learning curves (default: the main metric, else train/loss)")
     parser.add_argument("--layer", default="layer0", help="profile.json layer of the gradient figure (default layer0)")
+    parser.add_argument("--importance", action="store_true",
+                        help="after an Optuna search: the importance of each searched hyperparameter for the main "
+                        "metric (or the first of --metrics)")
     return parser
 
 
@@ -709,6 +843,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             Path(args.output).write_text(text, encoding="utf-8")
         else:
             sys.stdout.write(text)
+        for line in not_completed(df):  # on stderr: stdout stays a table to paste
+            print(f"not completed: {line}", file=sys.stderr)
+        if args.importance:
+            search = next((s for s in map(find_search, args.paths) if s), None)
+            if search is None:
+                raise ReportError("--importance: no Optuna search found (no multirun.yaml or .hydra/hydra.yaml "
+                                  "with an Optuna sweeper under the given paths)")
+            metric = _as_list(args.metrics)[0] if args.metrics else None
+            print(importance_text(param_importance(df, *search, metric=metric)), file=sys.stderr)
         if args.figures:
             written, notes = write_figures(df, args.figures, stats.attrs["rows"] + stats.attrs["cols"],
                                            curve=args.curve, layer=args.layer)
