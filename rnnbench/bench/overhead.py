@@ -1,0 +1,157 @@
+"""Suite `overhead`: an rnnbench training step through `Trainer.fit` vs a minimal hand-written loop (issue 7).
+
+Both run the same model object, optimiser (Adam) and task (its batches drawn from the same generator), and
+do the same computation per step: batch, forward, loss, backward, clip the global norm at 1, Adam step.
+The Trainer adds what the framework does at its default cadence: divergence check every step, the
+scheduler (constant), gradient norms per parameter group, batch metrics and a metrics.jsonl row every 50
+steps into a run folder. The hand loop keeps the loss every 50 steps. Evaluation and temporal profiles
+are not training steps: evaluation happens outside the timed window (the last step of each `fit` call)
+and profiles are off here (their cost is the `diagnostics` suite).
+
+Timing: blocks of 50 steps, interleaved Trainer, hand loop, Trainer, ... Each block runs 52 steps and the
+clock covers steps 2..51 (the first step of a `fit` call and the last, which evaluates, are outside), so
+every timed window holds exactly one logging step, as the default cadence does.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F  # noqa: F401  (the hand loop is written the way a user would)
+
+from rnnbench.bench.experiment import build, training_flops
+from rnnbench.bench.measure import (Case, interleaved, matmul_case, pct, peak_rate, ratio_text, summarise,
+                                    table)
+
+BLOCK = 50  # the default log_every: one logging step per timed block
+CONFIGS = {  # name: overrides (cell lstm, optim adam, schedule constant: the config's defaults)
+    "adding T=50 H=64 (quickstart)": ["task=adding", "task.seq_len=50", "model.hidden_size=64"],
+    "adding T=200 H=128": ["task=adding", "task.seq_len=200", "model.hidden_size=128"],
+}
+QUICK = {"adding T=12 H=8": ["task=adding", "task.seq_len=12", "model.hidden_size=8"]}
+COMMON = ["train.batch_size=64", "task.val_size=64"]
+
+
+class TrainerBlocks:
+    """`fit` continued BLOCK + 2 steps at a time; returns seconds per step over the middle BLOCK steps."""
+
+    def __init__(self, exp, run_dir: Path):
+        self.stamps: dict[int, float] = {}
+        self.trainer, self.recorder = exp.trainer(run_dir, max_steps=0, eval_every=10**9, profile_every=0,
+                                                  on_step=self._stamp)
+
+    def _stamp(self, step: int) -> None:
+        self.stamps[step] = time.perf_counter()
+
+    def __call__(self) -> float:
+        first = self.trainer.step
+        self.trainer.s.max_steps = first + BLOCK + 2
+        self.trainer.fit()
+        return (self.stamps[first + BLOCK + 1] - self.stamps[first + 1]) / BLOCK
+
+
+class HandLoopBlocks:
+    """The loop a user would write for the same computation; same timing window as `TrainerBlocks`."""
+
+    def __init__(self, exp):
+        self.model, self.task, self.optimizer = exp.model, exp.task, exp.optimizer
+        self.losses: list[float] = []
+        self.step = 0
+
+    def __call__(self) -> float:
+        model, task, optimizer = self.model, self.task, self.optimizer
+        stamps = []
+        for _ in range(BLOCK + 2):
+            batch = task.train_batch()
+            outputs, _ = model(batch.inputs)                                   # (B, 1)
+            loss = F.mse_loss(outputs, batch.targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            self.step += 1
+            if self.step % BLOCK == 0:
+                self.losses.append(loss.item())
+            stamps.append(time.perf_counter())
+        return (stamps[BLOCK] - stamps[0]) / BLOCK
+
+
+def profile_trainer(exp, run_dir: Path, steps: int, top: int = 15) -> tuple[dict, list[list]]:
+    """cProfile of `Trainer.fit` over `steps` steps (no evaluation or profile inside): top by own time."""
+    trainer, recorder = exp.trainer(run_dir, max_steps=steps, eval_every=10**9, profile_every=0)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    trainer.fit()
+    profiler.disable()
+    recorder.close()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    total = max(v[3] for v in stats.stats.values())  # cumulative time of the outermost call
+    rows, raw = [], []
+    for (path, line, func), (cc, nc, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]:
+        where = f"{Path(path).name}:{line}({func})" if line else func
+        rows.append([where, nc, 1000 * tt / steps, 1000 * ct / steps, pct(tt / total)])
+        raw.append({"function": where, "calls": nc, "own_s": tt, "cumulative_s": ct})
+    return {"steps": steps, "total_s": total, "top": raw}, rows
+
+
+def run(opts) -> dict:
+    configs = QUICK if opts.quick else CONFIGS
+    repeats = opts.repeats if opts.quick else max(opts.repeats, 10)
+    results, tables = {}, []
+    with tempfile.TemporaryDirectory(prefix="rnnbench-bench-") as tmp:
+        for i, (name, overrides) in enumerate(configs.items()):
+            exp = build(overrides + COMMON)
+            T, B = exp.cfg.task.seq_len, exp.cfg.train.batch_size
+            flops = training_flops(exp, T, B)
+            trainer_blocks = TrainerBlocks(exp, Path(tmp) / f"run{i}")
+            cases = [Case("hand-written loop", HandLoopBlocks(exp), flops),
+                     Case("Trainer.fit", trainer_blocks, flops)]
+            peak = matmul_case(256 if opts.quick else 2048)
+            samples = interleaved_self_timed(cases, repeats, peak)
+            peak_flops = peak_rate(samples, peak)
+            stats = summarise({c.name: samples[c.name] for c in cases}, "hand-written loop",
+                              {c.name: c.flops for c in cases}, peak_flops)
+            trainer_blocks.recorder.close()
+            results[name] = {"overrides": overrides + COMMON, "stats": stats, "peak_gflops": peak_flops / 1e9}
+            rows = [[c.name, 1000 * stats[c.name]["median_s"], pct(stats[c.name]["spread"]),
+                     ratio_text(stats[c.name]), stats[c.name]["gflops"], pct(stats[c.name]["fraction_of_peak"])]
+                    for c in cases]
+            tables.append(table(
+                f"overhead: one training step, {name}, LSTM B={B}, Adam, clip 1.0, {opts.threads} threads, "
+                f"median of {repeats} interleaved blocks of {BLOCK} steps",
+                ["loop", "ms/step", "spread", "ratio (IQR)", "GFLOP/s", "of peak"], rows,
+                ["ratio = Trainer / hand-written loop, both in the same run (target <= 1.03)",
+                 f"peak = {peak.name} {peak_flops / 1e9:.1f} GFLOP/s (median, same rounds)"]))
+        # where a Trainer step goes: the small config, where any overhead shows most
+        name, overrides = next(iter(configs.items()))
+        exp = build(overrides + COMMON)
+        steps = 20 if opts.quick else 500
+        prof, rows = profile_trainer(exp, Path(tmp) / "profile", steps)
+        results["profile"] = {"config": name, **prof}
+        tables.append(table(f"overhead: cProfile of Trainer.fit, {name}, {steps} steps, top {len(rows)} by own time",
+                            ["function", "calls", "own ms/step", "cum ms/step", "own share"], rows,
+                            ["cProfile slows Python-heavy code; read shares, not absolute times"]))
+    return {"configs": results, "tables": tables}
+
+
+def interleaved_self_timed(cases: list[Case], repeats: int, peak: Case) -> dict[str, list[float]]:
+    """Like `measure.interleaved`, for cases whose `run()` returns its own seconds per step; the matmul
+    peak is sampled in the same rounds."""
+    for case in cases:  # warm-up
+        case.run()
+    samples = {c.name: [] for c in cases}
+    samples[peak.name] = []
+    peak.run()
+    for _ in range(repeats):
+        for case in cases:
+            samples[case.name].append(case.run())
+        start = time.perf_counter()
+        peak.run()
+        samples[peak.name].append(time.perf_counter() - start)
+    return samples

@@ -1,0 +1,93 @@
+"""The benchmark command (`python -m rnnbench.bench`): it runs, and writes the figures it prints.
+
+Benchmarks, not timed tests: nothing here asserts a speed. The subprocess runs are `--quick` (tiny sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from rnnbench.bench.measure import Case, interleaved, render, summarise, table
+
+
+def run_bench(*args: str, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "rnnbench.bench", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_interleaved_takes_samples_round_robin():
+    calls = []
+    cases = [Case(name, lambda name=name: calls.append(name)) for name in "ABC"]
+    samples = interleaved(cases, repeats=3, min_sample_s=0.0, warmup=1)
+    # warm-up and calibration (2 calls each, case by case), then A, B, C, A, B, C, ...
+    assert calls == ["A", "A", "B", "B", "C", "C"] + ["A", "B", "C"] * 3
+    assert {k: len(v) for k, v in samples.items()} == {"A": 3, "B": 3, "C": 3}
+
+
+def test_summarise_ratios_medians_and_flops():
+    samples = {"ref": [1.0, 2.0, 3.0], "other": [2.0, 4.0, 60.0]}
+    stats = summarise(samples, "ref", flops={"ref": 4e9}, peak_flops=8e9)
+    assert stats["ref"]["ratio"] == 1.0 and stats["ref"]["ratio_iqr"] == [1.0, 1.0]
+    assert stats["other"]["median_s"] == 4.0 and stats["other"]["ratio"] == 2.0
+    assert stats["ref"]["gflops"] == 2.0 and stats["ref"]["fraction_of_peak"] == 0.25
+
+
+def test_render_aligns_columns():
+    text = render(table("title", ["name", "ms"], [["a", 1.5], ["longer", 1234.5]], ["a note"]))
+    lines = text.splitlines()
+    assert lines[0] == "title" and lines[-1] == "  a note"
+    assert len({len(line) for line in lines[1:4]}) == 1  # header, rule and rows equally wide
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_cells_quick_writes_json(tmp_path):
+    out = tmp_path / "cells.json"
+    proc = run_bench("cells", "--quick", "--json", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fused LSTM" in proc.stdout and "machine:" in proc.stdout
+    report = json.loads(out.read_text())
+    machine = report["machine"]
+    assert machine["cpu"] and machine["threads"] == 2 and machine["torch"]
+    cells = report["suites"]["cells"]
+    from rnnbench.bench.cells import REFERENCE, VARIANTS
+    for config in cells["configs"]:
+        stats = config["stats"]
+        assert set(stats) >= {v.name for v in VARIANTS}
+        assert stats[REFERENCE]["ratio"] == 1.0
+        assert _positive(config["peak_gflops"])
+        for v in VARIANTS:
+            row = stats[v.name]
+            assert _positive(row["median_s"]) and _positive(row["ratio"]) and _positive(row["gflops"])
+            assert len(row["samples_s"]) == report["options"]["repeats"]
+    memory = cells["memory"]["cells"]
+    assert set(memory) == {v.name for v in VARIANTS}
+    assert all(m["tensor_peak_bytes"] is None or m["tensor_peak_bytes"] > 0 for m in memory.values())
+    assert cells["tables"] and all(t["rows"] for t in cells["tables"])
+
+
+def test_diagnostics_quick_writes_json(tmp_path):
+    out = tmp_path / "diagnostics.json"
+    proc = run_bench("diagnostics", "--quick", "--repeats", "2", "--json", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cells = json.loads(out.read_text())["suites"]["diagnostics"]["cells"]
+    assert set(cells) == {"lstm", "gru", "peephole", "vanilla"}
+    for result in cells.values():
+        assert _positive(result["training_step_s"]) and _positive(result["temporal_profile_s"])
+        assert result["log_every"] == 50 and result["profile_every"] == 500
+        assert 0 < result["fraction"] < 1
+
+
+def test_unknown_suite_is_a_usage_error(tmp_path):
+    proc = run_bench("nonsense", cwd=tmp_path)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
