@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import subprocess
 import tempfile
 import time
@@ -66,7 +67,8 @@ class Cluster:
         """Submit a job to partition `urgent` that needs the whole node, so SLURM preempts the `debug`
         jobs running there: USR2 first (submitit checkpoints), then requeue. Returns its job id."""
         return self.run("sbatch", "--parsable", "-p", "urgent", "-c", str(self.node_cpus()), "--mem=1G",
-                        "-J", "urgent", "--wrap", f"sleep {seconds}").strip()
+                        "-J", "urgent", "-o", str(self.lab / "log" / "urgent-%j.out"),
+                        "--wrap", f"sleep {seconds}").strip()
 
     def wait_state(self, job_id: str, states: set[str], timeout: float = 60) -> str:
         """Poll until job `job_id` (a plain or an array-task id) is in one of `states`."""
@@ -168,3 +170,80 @@ def test_sweep_runs_every_job_under_slurm(slurm_cluster, tmp_path):
     assert slurm_cluster.jobs(array_id) == {
         job_id: {"name": "rnnbench", "partition": "debug", "state": "COMPLETED"} for job_id in job_ids}
     assert slurm_cluster.sacct_states(array_id) == {job_id: "COMPLETED" for job_id in job_ids}
+
+
+# Long enough (about 5 s of training on a 2-core machine) that the preemption lands mid-run.
+PREEMPTIBLE = ["cell=gru", "train.seed=3", "task=adding", "task.seq_len=10", "task.val_size=32",
+               "train.max_steps=1000", "train.log_every=50", "train.eval_every=500",
+               "train.profile_every=1000", "train.batch_size=8", "model.hidden_size=8",
+               "logger.wandb.mode=offline"]
+VARYING = ("time_s", "throughput")  # wall-clock columns of metrics.jsonl
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {proc.returncode}) while waiting for {what}")
+        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
+        time.sleep(0.2)
+    return value
+
+
+def _training_started(root: Path) -> Path | None:
+    for metrics in root.glob("outputs/sweeps/*/*/0/metrics.jsonl"):
+        if any("train/loss" in row for row in records.read_metrics(metrics.parent)):
+            return metrics.parent
+    return None
+
+
+@pytest.mark.slow  # 30-50 s on 2 cores, beyond the suite's minute for SLURM: `python -m pytest -m slurm`
+def test_preempted_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(slurm_cluster, tmp_path):
+    """A job on `debug` is preempted by an `urgent` one: SLURM sends USR2, the run checkpoints and
+    submitit requeues it; it starts again into the same run folder, resumes from the checkpoint, and
+    ends with exactly the metrics of the same run never interrupted (single-threaded both)."""
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "reference").mkdir()
+    env = {**os.environ, **slurm_cluster.env, "PYTHONUNBUFFERED": "1"}
+    sweep = subprocess.Popen([sys.executable, "-m", "rnnbench", "-m", "hydra/launcher=slurm", *PREEMPTIBLE],
+                             cwd=tmp_path / "slurm", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        run_dir = _wait_for(lambda: _training_started(tmp_path / "slurm"), 120, "training in the job", sweep)
+        job_id = _hydra_job_id(run_dir)
+        urgent = slurm_cluster.preempt(seconds=5)
+        # The reference, while the job waits to run again: a plain local run of the same config, with
+        # one thread as the job has.
+        reference = run_cli(*PREEMPTIBLE, cwd=tmp_path / "reference", env={"OMP_NUM_THREADS": "1"})
+        assert reference.returncode == 0, reference.stderr[-3000:]
+        output, _ = sweep.communicate(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, output[-3000:]
+
+    # SLURM preempted the job once and ran the urgent one in its place.
+    assert slurm_cluster.jobs(urgent)[urgent]["state"] == "COMPLETED"
+    assert "Restarts=1" in slurm_cluster.run("scontrol", "show", "job", job_id), \
+        "the job was not requeued: it finished before the preemption reached it (make it longer)"
+    log = (run_dir.parent / ".submitit" / job_id / f"{job_id}_0_log.out").read_text()
+    for line in ["Caught signal SIGUSR2", f"Requeued job {job_id}", "Job completed successfully"]:
+        assert line in log, log
+
+    # The requeued job resumed from the checkpoint the first one wrote on USR2, in the same folder ...
+    summary = records.read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["steps"] == 1000, summary.get("error")
+    (resumed,) = summary["resumed"]
+    assert 0 < resumed["from_step"] < 1000
+
+    # ... and ended exactly where the uninterrupted run did.
+    (reference_dir,) = (tmp_path / "reference" / "outputs" / "runs").glob("*/*")
+    expected = records.read_summary(reference_dir)
+    assert summary["config_fingerprint"] == expected["config_fingerprint"]
+    assert summary["threads"] == expected["threads"] == 1
+    for key in ("final", "best", "best_step", "test"):
+        assert summary[key] == expected[key], key
+
+    def rows(folder):
+        return [{k: v for k, v in row.items() if k not in VARYING} for row in records.read_metrics(folder)]
+    assert rows(run_dir) == rows(reference_dir)
