@@ -36,8 +36,11 @@
 # - USR2: submitit checkpoints and requeues on USR2 only (SIGTERM is ignored). USR2 comes `signal_delay_s`
 #   before the time limit (sbatch --signal), from `scancel --signal=USR2`, or on preemption: a job of
 #   partition `urgent` that needs the node preempts `debug` jobs (PreemptMode=REQUEUE), and
-#   preempt_send_user_signal makes SLURM send the job's --signal (USR2) first; SIGTERM, then SIGKILL,
-#   follow after GraceTime. `scontrol requeue` alone restarts a job from scratch, without a checkpoint.
+#   preempt_send_user_signal makes SLURM send the job's --signal (USR2) along with SIGCONT and SIGTERM;
+#   SIGKILL follows after GraceTime (30 s) if the job is still there. `--signal=USR2@..` reaches job
+#   steps only (submitit runs the job under srun); a batch script's own shell needs `--signal=B:USR2@..`.
+#   A requeued job may start again only after AuthInfo's cred_expire (+1 s). `scontrol requeue` alone
+#   restarts a job from scratch, without a checkpoint.
 # - A failed Hydra job still shows COMPLETED in SLURM (Hydra catches the task's exception): the multirun's
 #   exit status and the run folder's summary.json are what tell.
 set -euo pipefail
