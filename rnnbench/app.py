@@ -239,6 +239,7 @@ def run_experiment(cfg: DictConfig) -> float | None:
                          run_id=wandb_id, resume=wandb_id is not None)
         summary["wandb"] = {"mode": sink.mode, "id": sink.run_id,
                             "dir": str(sink.run_dir) if sink.run_dir else None}
+        recorder.write_summary(summary)  # a run killed from here on still names its W&B run
 
         def save_checkpoint(trainer_state: dict[str, Any]) -> None:
             checkpoint.save(run_dir, {
@@ -289,9 +290,11 @@ def run_experiment(cfg: DictConfig) -> float | None:
         finally:
             sink.finish(exit_code=exit_code)
     if result.status == "interrupted":
-        log.warning("stopped by %s after step %d; checkpoint: %s. Resume with the same overrides and "
-                    "%s train.resume=true", stop.received.name, result.steps,
-                    checkpoint.latest(run_dir), "" if multirun else f"hydra.run.dir={run_dir}")
+        how = (f"run the same sweep command with hydra.sweep.dir={hc.sweep.dir} (submitit requeues the "
+               "job by itself)" if multirun else
+               f"run the same command with hydra.run.dir={run_dir} train.resume=true")
+        log.warning("stopped by %s after step %d; checkpoint %s. To resume: %s", stop.received.name,
+                    result.steps, checkpoint.latest(run_dir), how)
         stop.redeliver()  # submitit requeues the job; without it the signal ends the process
     _report(summary, run_dir)
     return main_metric(summary)
