@@ -15,14 +15,16 @@ reason on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import socket
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -698,11 +700,20 @@ def not_completed(df: pd.DataFrame) -> list[str]:
 # most of the variance of the objective.
 
 
+@contextlib.contextmanager
+def _quiet_optuna_import() -> Iterator[None]:
+    """optuna 2.10 imports SQLAlchemy's old declarative_base: a DeprecationWarning that is not ours."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
 def search_space(params: dict[str, Any] | None, arguments: Sequence[str] = ()) -> dict[str, Any]:
     """The Optuna distributions of a search, built as hydra-optuna-sweeper builds them: from
     ``hydra.sweeper.params`` (e.g. ``optim.lr: tag(log, interval(1e-4, 1e-1))``) and the command
     line's overrides, where a plain value fixes a key and so removes it from the search."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+    with _quiet_optuna_import():
+        from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
     overrides = [f"{k}={v}" for k, v in (params or {}).items()] + [str(a) for a in arguments]
     distributions, fixed = create_params_from_overrides(overrides)
@@ -754,10 +765,9 @@ def param_importance(
     (sums to 1, most important first), ``"metric"``, ``"direction"``, ``"n_trials"``,
     ``"evaluator"``, ``"search_space"``}.
     """
-    import warnings
-
-    import optuna
-    from optuna.importance import MeanDecreaseImpurityImportanceEvaluator, get_param_importances
+    with _quiet_optuna_import():
+        import optuna
+        from optuna.importance import MeanDecreaseImpurityImportanceEvaluator, get_param_importances
 
     metric = resolve_metric(df, metric) if metric else default_metrics(df)[0]
     missing = [k for k in distributions if k not in df.columns]

@@ -307,3 +307,38 @@ def test_without_records_module_the_same_statuses_are_read(sweep):
 def test_no_runs_under_a_folder_is_an_error(tmp_path):
     with pytest.raises(report.ReportError, match="no runs found under"):
         report.load_runs(tmp_path)
+
+
+def test_runs_that_did_not_complete_are_listed_with_the_reason(runs):
+    assert report.not_completed(runs) == [
+        "6 [cell=gru train.seed=3]: failed: RuntimeError: boom",
+        "7 [cell=lstm train.seed=4]: incomplete",
+        "8 [cell=lstm train.seed=5]: incomplete",
+    ]
+
+
+def test_search_space_is_the_optuna_sweepers_and_a_fixed_key_leaves_it():
+    space = report.search_space({"optim.lr": "tag(log, interval(1e-4, 1e-1))", "model.hidden_size": "choice(32, 64)",
+                                 "train.clip": "interval(0.5, 5.0)"}, ["train.clip=1.0", "task.seq_len=10"])
+    assert set(space) == {"optim.lr", "model.hidden_size"}
+    assert type(space["optim.lr"]).__name__ == "LogUniformDistribution" and space["optim.lr"].low == 1e-4
+    assert space["model.hidden_size"].choices == (32, 64)
+
+
+def test_param_importance_finds_the_hyperparameter_that_matters():
+    rng = np.random.default_rng(0)
+    lr = 10 ** rng.uniform(-4, -1, 24)
+    hidden = rng.choice([32, 64], 24)
+    loss = (np.log10(lr) + 2.5) ** 2 + 1e-3 * rng.random(24)  # the width hardly matters
+    df = pd.DataFrame({"run_dir": [f"/sweep/{i}" for i in range(24)], "status": "completed",
+                       "optim.lr": lr, "model.hidden_size": hidden, "final/val/loss": loss, "main_metric": "val/loss"})
+    df.loc[23, "status"] = "failed"  # not a trial
+    space = report.search_space({"optim.lr": "tag(log, interval(1e-4, 1e-1))", "model.hidden_size": "choice(32, 64)"})
+    result = report.param_importance(df, space, "minimize")
+    assert result["n_trials"] == 23 and result["metric"] == "val/loss"
+    assert list(result["importances"]) == ["optim.lr", "model.hidden_size"]
+    assert result["importances"]["optim.lr"] > 0.8 and sum(result["importances"].values()) == pytest.approx(1)
+    assert report.importance_text(result).startswith(
+        "hyperparameter importance for val/loss (23 trials, MeanDecreaseImpurityImportanceEvaluator): optim.lr ")
+    with pytest.raises(report.ReportError, match="at least 2 completed runs"):
+        report.param_importance(df.iloc[:1], space)
