@@ -23,28 +23,21 @@ Training batches come from a generator seeded with `seed`; the fixed `val` and `
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.base import Batch, IOSpec, Predict, Task
+from tasks.base import Batch, IOSpec
+from tasks.synthetic import GeneratedTask, require_int
 
 VARIANTS = ("halves", "anywhere")
-SPLITS = ("val", "test")
-# Fixed splits are drawn from their own generators, seeded `seed + offset`: they depend on the seed
-# only, never on how many training batches were drawn.
-SPLIT_SEED_OFFSET = {"val": 1_000_003, "test": 2_000_006}
 HOCHREITER_TOLERANCE = 0.04
 
 
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")
 
-
-class AddingTask(Task):
+class AddingTask(GeneratedTask):
     """The adding problem (Hochreiter & Schmidhuber 1997; Le et al. 2015; Arjovsky et al. 2016;
     TCN variant); see the module docstring.
 
@@ -74,40 +67,23 @@ class AddingTask(Task):
         solve_mse: float = 0.01,
         device: str | torch.device = "cpu",
     ):
-        super().__init__(device)
-        _require_int("seq_len", seq_len, 2)  # two distinct marked steps
+        super().__init__(batch_size, val_size, seed, device)
+        require_int("seq_len", seq_len, 2)  # two distinct marked steps
         if variant not in VARIANTS:
             allowed = ", ".join(repr(v) for v in VARIANTS)
             raise ValueError(f"variant={variant!r}: unknown adding variant; allowed: {allowed}")
-        _require_int("batch_size", batch_size, 1)
-        _require_int("val_size", val_size, 1)
-        _require_int("seed", seed, 0)
         number = isinstance(solve_mse, (int, float)) and not isinstance(solve_mse, bool)
         if not (number and solve_mse > 0):
             raise ValueError(f"solve_mse={solve_mse!r}: must be a number > 0")
 
         self.seq_len = seq_len
         self.variant = variant
-        self.batch_size = batch_size
-        self.val_size = val_size
-        self.seed = seed
         self.solve_mse = float(solve_mse)
         self.input_length = seq_len
 
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(seed)
-        self._batches_drawn = 0
-        # Each fixed split is drawn once, whole, so it does not depend on batch_size either.
-        self._splits = {
-            split: self._draw(val_size, self._split_generator(split)) for split in SPLITS
-        }
+        self._draw_splits()
 
     # ---- data -------------------------------------------------------------------------------
-    def _split_generator(self, split: str) -> torch.Generator:
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self.seed + SPLIT_SEED_OFFSET[split])
-        return generator
-
     def _draw(self, batch: int, generator: torch.Generator) -> Batch:
         T, B, device = self.seq_len, batch, self.device
         values = torch.rand((T, B), generator=generator, device=device)  # (T, B)
@@ -127,9 +103,10 @@ class AddingTask(Task):
         targets = (values[first, sequence] + values[second, sequence]).unsqueeze(1)  # (B, 1)
         return Batch(inputs=inputs, targets=targets)
 
-    def train_batch(self) -> Batch:
-        self._batches_drawn += 1
-        return self._draw(self.batch_size, self._generator)
+    def _split_batches(self, data: Batch) -> Iterator[Batch]:
+        for start in range(0, self.val_size, self.batch_size):
+            stop = start + self.batch_size
+            yield Batch(inputs=data.inputs[:, start:stop].contiguous(), targets=data.targets[start:stop])
 
     # ---- loss and metrics -------------------------------------------------------------------
     @property
@@ -165,39 +142,11 @@ class AddingTask(Task):
             "accuracy": counts["within_tolerance"] / counts["sequences"],
         }
 
-    @torch.no_grad()
-    def batch_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
-        return self._metrics(self._counts(outputs.detach(), batch))
-
-    @torch.no_grad()
-    def evaluate(self, predict: Predict, split: str = "val") -> dict[str, float]:
-        """Metrics over the fixed split, predicted in chunks of `batch_size`; means are over all
-        sequences of the split (not a mean of chunk means)."""
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r}: unknown split; allowed: {', '.join(SPLITS)}")
-        data = self._splits[split]
-        totals: dict[str, float] = {}
-        for start in range(0, self.val_size, self.batch_size):
-            stop = start + self.batch_size
-            inputs = data.inputs[:, start:stop].contiguous()  # (T, b, 2), b <= batch_size
-            batch = Batch(inputs=inputs, targets=data.targets[start:stop])
-            outputs, _ = predict(batch, None)
-            for key, value in self._counts(outputs, batch).items():
-                totals[key] = totals.get(key, 0) + value
-        return self._metrics(totals)
-
     def solved(self, metrics: dict[str, float]) -> bool:
         """MSE `loss` (as returned by `evaluate`) below `solve_mse`."""
         return metrics["loss"] < self.solve_mse
 
     # ---- resume and records -----------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self._generator.get_state(), "batches_drawn": self._batches_drawn}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._generator.set_state(state["generator"].cpu())
-        self._batches_drawn = int(state["batches_drawn"])
-
     def describe(self) -> dict[str, Any]:
         return {
             "task": self.name,

@@ -33,27 +33,20 @@ Training batches come from a generator seeded with `seed`; the fixed `val` and `
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.base import Batch, IOSpec, Predict, Task
+from tasks.base import Batch, IOSpec
+from tasks.synthetic import GeneratedTask, require_int
 
 VARIANTS = ("arjovsky", "tcn", "s4")
-SPLITS = ("val", "test")
-# Fixed splits are drawn from their own generators, seeded `seed + offset`: they depend on the seed
-# only, never on how many training batches were drawn.
-SPLIT_SEED_OFFSET = {"val": 1_000_003, "test": 2_000_006}
 
 
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")
 
-
-class CopyTask(Task):
+class CopyTask(GeneratedTask):
     """Copying memory (Arjovsky et al. 2016; TCN and S4 variants); see the module docstring.
 
     Batches: inputs (T + 2M, B, K + 2) one-hot float32; targets (T + 2M, B) int64 class ids.
@@ -79,16 +72,13 @@ class CopyTask(Task):
         solve_threshold: float = 0.99,
         device: str | torch.device = "cpu",
     ):
-        super().__init__(device)
-        _require_int("seq_len", seq_len, 1)
+        super().__init__(batch_size, val_size, seed, device)
+        require_int("seq_len", seq_len, 1)
         if variant not in VARIANTS:
             allowed = ", ".join(repr(v) for v in VARIANTS)
             raise ValueError(f"variant={variant!r}: unknown copy variant; allowed: {allowed}")
-        _require_int("num_symbols", num_symbols, 2)  # ln 1 = 0 would make the baseline vanish
-        _require_int("copy_len", copy_len, 1)
-        _require_int("batch_size", batch_size, 1)
-        _require_int("val_size", val_size, 1)
-        _require_int("seed", seed, 0)
+        require_int("num_symbols", num_symbols, 2)  # ln 1 = 0 would make the baseline vanish
+        require_int("copy_len", copy_len, 1)
         number = isinstance(solve_threshold, (int, float)) and not isinstance(solve_threshold, bool)
         if not (number and 0.0 < solve_threshold <= 1.0):
             raise ValueError(f"solve_threshold={solve_threshold!r}: must be a number in (0, 1]")
@@ -97,9 +87,6 @@ class CopyTask(Task):
         self.variant = variant
         self.num_symbols = num_symbols
         self.copy_len = copy_len
-        self.batch_size = batch_size
-        self.val_size = val_size
-        self.seed = seed
         self.solve_threshold = float(solve_threshold)
 
         self.blank = num_symbols
@@ -121,20 +108,10 @@ class CopyTask(Task):
             output_kind="per_step",
             loss_kind="classification",
         )
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(seed)
-        self._batches_drawn = 0
-        # A fixed split is stored as its symbols (M, N); sequences are built per chunk in evaluate.
-        self._split_symbols = {
-            split: self._draw_symbols(val_size, self._split_generator(split)) for split in SPLITS
-        }
+        # A fixed split is stored as its symbols (M, N); sequences are built per chunk.
+        self._draw_splits()
 
     # ---- data -------------------------------------------------------------------------------
-    def _split_generator(self, split: str) -> torch.Generator:
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self.seed + SPLIT_SEED_OFFSET[split])
-        return generator
-
     def _draw_symbols(self, batch: int, generator: torch.Generator) -> Tensor:
         return torch.randint(
             0, self.num_symbols, (self.copy_len, batch), generator=generator, device=self.device
@@ -155,9 +132,15 @@ class CopyTask(Task):
         targets[-M:] = symbols  # (T + 2M, B): T + M blanks, then the symbols
         return Batch(inputs=inputs, targets=targets)
 
-    def train_batch(self) -> Batch:
-        self._batches_drawn += 1
-        return self.sequences(self._draw_symbols(self.batch_size, self._generator))
+    def _draw(self, n: int, generator: torch.Generator) -> Batch:
+        return self.sequences(self._draw_symbols(n, generator))
+
+    def _draw_split(self, n: int, generator: torch.Generator) -> Tensor:
+        return self._draw_symbols(n, generator)  # (M, N)
+
+    def _split_batches(self, symbols: Tensor) -> Iterator[Batch]:
+        for start in range(0, self.val_size, self.batch_size):
+            yield self.sequences(symbols[:, start : start + self.batch_size])
 
     # ---- loss and metrics -------------------------------------------------------------------
     @property
@@ -217,37 +200,11 @@ class CopyTask(Task):
             metrics["accuracy_all_steps"] = counts["all_correct"] / counts["all_terms"]
         return metrics
 
-    @torch.no_grad()
-    def batch_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
-        return self._metrics(self._counts(outputs.detach(), batch))
-
-    @torch.no_grad()
-    def evaluate(self, predict: Predict, split: str = "val") -> dict[str, float]:
-        """Metrics over the fixed split, predicted in chunks of `batch_size`; every mean is over
-        all terms of the split (not a mean of chunk means)."""
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r}: unknown split; allowed: {', '.join(SPLITS)}")
-        symbols = self._split_symbols[split]  # (M, N)
-        totals: dict[str, float] = {}
-        for start in range(0, self.val_size, self.batch_size):
-            batch = self.sequences(symbols[:, start : start + self.batch_size])
-            outputs, _ = predict(batch, None)
-            for key, value in self._counts(outputs, batch).items():
-                totals[key] = totals.get(key, 0) + value
-        return self._metrics(totals)
-
     def solved(self, metrics: dict[str, float]) -> bool:
         """`recall_accuracy` (as returned by `evaluate`) at least `solve_threshold`."""
         return metrics["recall_accuracy"] >= self.solve_threshold
 
     # ---- resume and records -----------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self._generator.get_state(), "batches_drawn": self._batches_drawn}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._generator.set_state(state["generator"].cpu())
-        self._batches_drawn = int(state["batches_drawn"])
-
     def describe(self) -> dict[str, Any]:
         return {
             "task": self.name,

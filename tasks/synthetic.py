@@ -1,0 +1,97 @@
+"""What the generated tasks (copy, adding) share: a seeded training generator on the task's device,
+fixed validation/test splits drawn once from their own generators, evaluation in chunks that sums
+counts (so every mean is over the whole split, not a mean of chunk means), and resume state."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from tasks.base import Batch, Predict, Task
+
+SPLITS = ("val", "test")
+# Fixed splits are drawn from their own generators, seeded `seed + offset`: they depend on the seed
+# only, never on how many training batches were drawn.
+SPLIT_SEED_OFFSET = {"val": 1_000_003, "test": 2_000_006}
+
+
+def require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")
+
+
+class GeneratedTask(Task):
+    """Subclasses draw data with `_draw(n, generator)`, store a split with `_draw_split`, cut it into
+    batches with `_split_batches`, and score with `_counts` (sums) and `_metrics` (means)."""
+
+    def __init__(self, batch_size: int, val_size: int, seed: int, device: str | torch.device):
+        super().__init__(device)
+        require_int("batch_size", batch_size, 1)
+        require_int("val_size", val_size, 1)
+        require_int("seed", seed, 0)
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.seed = seed
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed)
+        self._batches_drawn = 0
+
+    def _draw_splits(self) -> None:
+        """Each fixed split drawn once, whole, so it depends on neither batch_size nor training."""
+        self._splits = {split: self._draw_split(self.val_size, self._split_generator(split))
+                        for split in SPLITS}
+
+    def _split_generator(self, split: str) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.seed + SPLIT_SEED_OFFSET[split])
+        return generator
+
+    @abc.abstractmethod
+    def _draw(self, n: int, generator: torch.Generator) -> Batch:
+        """A batch of n fresh sequences."""
+
+    def _draw_split(self, n: int, generator: torch.Generator) -> Any:
+        return self._draw(n, generator)
+
+    @abc.abstractmethod
+    def _split_batches(self, split_data: Any) -> Iterator[Batch]:
+        """The stored split in chunks of at most `batch_size` sequences."""
+
+    @abc.abstractmethod
+    def _counts(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
+        """Sums that add up across chunks."""
+
+    @abc.abstractmethod
+    def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
+        """Means from summed counts."""
+
+    def train_batch(self) -> Batch:
+        self._batches_drawn += 1
+        return self._draw(self.batch_size, self._generator)
+
+    @torch.no_grad()
+    def batch_metrics(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
+        return self._metrics(self._counts(outputs.detach(), batch))
+
+    @torch.no_grad()
+    def evaluate(self, predict: Predict, split: str = "val") -> dict[str, float]:
+        """Metrics over the fixed split, predicted in chunks of `batch_size`; every mean is over all
+        terms of the split (not a mean of chunk means)."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: unknown split; allowed: {', '.join(SPLITS)}")
+        totals: dict[str, float] = {}
+        for batch in self._split_batches(self._splits[split]):
+            outputs, _ = predict(batch, None)
+            for key, value in self._counts(outputs, batch).items():
+                totals[key] = totals.get(key, 0) + value
+        return self._metrics(totals)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self._generator.get_state(), "batches_drawn": self._batches_drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._generator.set_state(state["generator"].cpu())
+        self._batches_drawn = int(state["batches_drawn"])
