@@ -133,8 +133,10 @@ class SweepSummary(Callback):
 
         text = "\n".join(lines)
         (sweep_dir / SUMMARY_FILE).write_text(text + "\n", encoding="utf-8")
-        print(f"\n{text}\nWritten to {sweep_dir / SUMMARY_FILE}. Run folders: {sweep_dir}/<job>/ ; "
-              f"W&B files: {sweep_dir}/<job>/wandb/ (offline runs: `wandb sync` them when online)\n")
+        where = f"Written to {sweep_dir / SUMMARY_FILE}. Run folders: {sweep_dir}/<job>/"
+        if OmegaConf.select(config, "logger.wandb.mode") != "disabled":
+            where += f" ; W&B files: {sweep_dir}/<job>/wandb/ (offline runs: `wandb sync` them when online)"
+        print(f"\n{text}\n{where}\n")
         try:
             log_to_wandb(config, sweep_dir, runs, stats, problems, importance)
         except Exception as error:
