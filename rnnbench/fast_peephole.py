@@ -40,6 +40,7 @@ import hashlib
 import importlib.util
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -53,7 +54,7 @@ _SOURCE = Path(__file__).parent / "csrc" / "peephole.cpp"
 # -ffast-math lets gcc vectorise exp() through glibc's libmvec; compile flags only (linking with it
 # would set flush-to-zero for the whole process on older gcc). -fopenmp makes at::parallel_for parallel;
 # libgomp resolves to the copy torch already loaded.
-_CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+_CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
 
 
@@ -214,8 +215,18 @@ def _compile_extension(name: str, build_dir: Path):
     from torch.utils import cpp_extension
 
     build_dir.mkdir(parents=True, exist_ok=True)
+    lock = build_dir / "lock"  # torch's build lock; one left by a killed build would block us forever
+    if lock.exists() and time.time() - lock.stat().st_mtime > 600:
+        lock.unlink(missing_ok=True)
     return cpp_extension.load(name=name, sources=[str(_SOURCE)], build_directory=str(build_dir),
                               extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
+
+
+def _failure_reason(error: Exception) -> str:
+    """The informative line of a (possibly pages long) compiler failure."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if re.search(r"error:|not found|no such file|cannot|unable", line, re.I)]
+    return f"{type(error).__name__}: {(telling or lines or [''])[0][:300]}"
 
 
 @functools.cache
@@ -225,7 +236,7 @@ def _extension():
         name = f"rnnbench_peephole_{_cache_key()}"
         build_dir = _build_dir() / name
         library, done = build_dir / f"{name}.so", build_dir / "BUILD_OK"
-        if library.exists() and done.exists():  # fast path: ~0.05 s, no compiler involved
+        if library.exists() and done.exists():  # fast path: a few ms, no compiler involved
             spec = importlib.util.spec_from_file_location(name, library)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
@@ -236,8 +247,7 @@ def _extension():
         tmp.replace(done)  # atomic: a concurrent process never loads a half-written library
         return module
     except Exception as error:  # no compiler, no ninja, failed build, ...: keep running, slower
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
-        warnings.warn(f"rnnbench.fast_peephole: C++ extension unavailable ({reason}); "
+        warnings.warn(f"rnnbench.fast_peephole: C++ extension unavailable ({_failure_reason(error)}); "
                       "using the Python implementation", RuntimeWarning, stacklevel=3)
         return None
 

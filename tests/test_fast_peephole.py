@@ -151,6 +151,43 @@ def test_probe_gradient_is_total_dL_dh_t(backend, lengths):
     torch.testing.assert_close(probe.grad, expected, rtol=1e-5, atol=1e-6)
 
 
+@needs_compiler
+def test_cpp_multithreaded_blocks_equal_python():
+    # large enough for the C++ loops to split the batch across threads (each block runs in its own thread)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(3)
+        cell = PeepholeLSTMCell(I, 64)
+        x = torch.randn(6, 130, I)
+        h0, c0 = torch.randn(130, 64, requires_grad=True), torch.randn(130, 64, requires_grad=True)
+        lengths = torch.randint(0, 7, (130,))
+        results = {}
+        for backend in ("cpp", "python"):
+            probe = torch.zeros(6, 130, 64, requires_grad=True)
+            out, h_T, c_T = run_fast(cell, cell.input_projection(x), h0, c0, backend, lengths, h_probe=probe)
+            inputs = [h0, c0, probe, *cell.parameters()]
+            results[backend] = (out, h_T, c_T, *torch.autograd.grad(out.sum() + h_T.sum() + c_T.sum(), inputs))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(results["cpp"], results["python"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retained_graph_backward_twice_gives_the_same_gradients(backend):
+    # the C++ backward overwrites its saved gates with δa unless the graph is retained
+    cell, x, h0, c0 = make_inputs()
+    out, h_T, c_T = run_fast(cell, cell.input_projection(x), h0, c0, backend, torch.tensor(PADDED))
+    loss = out.square().sum() + h_T.sum() + c_T.sum()
+    first = torch.autograd.grad(loss, [h0, c0, *cell.parameters()], retain_graph=True)
+    second = torch.autograd.grad(loss, [h0, c0, *cell.parameters()])
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="second time"):
+        torch.autograd.grad(loss, [h0])
+
+
 @pytest.fixture
 def fresh_extension_cache():
     fast_peephole._extension.cache_clear()

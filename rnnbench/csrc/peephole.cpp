@@ -2,16 +2,23 @@
 // hand-written backward. The equations, the buffer layout and the meaning of every argument are
 // documented once, in rnnbench/fast_peephole.py; this file follows them line by line.
 //
-// Per step: one GEMM (ATen, into a preallocated slice) and one fused element-wise pass over the batch
-// rows (at::parallel_for). The recurrent weight gradient is one GEMM after the backward loop.
+// Batch row b never meets row b' inside the time loops (each sequence has its own recurrence; only the
+// weight gradient sums over rows), so each thread takes one block of rows and runs all T steps on it:
+// per step one single-threaded GEMM on its rows (ATen, into a preallocated slice) and one fused
+// element-wise pass, with no synchronisation between steps. The recurrent weight gradient is one
+// (multi-threaded) GEMM after the backward loop.
 // Built with -ffast-math so that gcc vectorises exp() through glibc's libmvec (AVX2/AVX-512).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <cmath>
+#include <cstdint>
 #include <optional>
 #include <vector>
+
+#include <sys/mman.h>
 
 namespace {
 
@@ -28,111 +35,89 @@ inline scalar_t tanh_(scalar_t x) {
   return scalar_t(2) / (scalar_t(1) + std::exp(scalar_t(-2) * x)) - scalar_t(1);
 }
 
-// Batch rows per parallel chunk: at least ~4k hidden units of work per thread.
+// Batch rows per thread: at least ~4k hidden units of work per thread and step.
 inline int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(H, 1)); }
+
+// A fresh T·B·4H buffer costs more in 4 kB page faults than the kernel spends computing it (~45 ms per
+// 128 MB here). Asking for transparent huge pages on the buffer before its first touch cuts that cost;
+// advice only, on memory this module owns, ignored where unsupported.
+inline Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  Tensor t = at::empty(sizes, options);
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (begin + t.nbytes()) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+  return t;
+}
 
 inline bool valid(const int64_t* lengths, int64_t b, int64_t t) { return lengths == nullptr || t < lengths[b]; }
 
-// Forward element-wise pass of step t. On entry `gates` (B, 4H) holds U h_{t-1}; on exit the activated
-// gates i, f, g, o. Rows past their sequence's end carry c and output zero.
+// Forward element-wise pass of step t for one batch row. On entry `a` (4H) holds U h_{t-1}; on exit the
+// activated gates i, f, g, o.
 template <typename scalar_t>
-void forward_step(int64_t B, int64_t H, int64_t t, const int64_t* lengths,
-                  scalar_t* gates, const scalar_t* x_proj, const scalar_t* bias_hh, const scalar_t* peephole,
-                  const scalar_t* c_prev, const scalar_t* probe,
-                  scalar_t* c_out, scalar_t* h_out, scalar_t* h_state) {
+inline void forward_row(int64_t H, scalar_t* __restrict__ a, const scalar_t* __restrict__ x,
+                        const scalar_t* __restrict__ bias, const scalar_t* __restrict__ peephole,
+                        const scalar_t* __restrict__ cp, scalar_t* __restrict__ c, scalar_t* __restrict__ h) {
   const scalar_t* __restrict__ p_i = peephole;
   const scalar_t* __restrict__ p_f = peephole + H;
   const scalar_t* __restrict__ p_o = peephole + 2 * H;
-  at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const scalar_t* __restrict__ cp = c_prev + b * H;
-      scalar_t* __restrict__ c = c_out + b * H;
-      scalar_t* __restrict__ h = h_out + b * H;
-      if (!valid(lengths, b, t)) {
-        std::copy(cp, cp + H, c);
-        std::fill(h, h + H, scalar_t(0));
-        continue;
-      }
-      scalar_t* __restrict__ a = gates + b * 4 * H;
-      const scalar_t* __restrict__ x = x_proj + b * 4 * H;
-      const scalar_t* __restrict__ pr = probe ? probe + b * H : nullptr;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const scalar_t i = sigmoid(a[j] + x[j] + bias_hh[j] + p_i[j] * cp[j]);
-        const scalar_t f = sigmoid(a[H + j] + x[H + j] + bias_hh[H + j] + p_f[j] * cp[j]);
-        const scalar_t g = tanh_(a[2 * H + j] + x[2 * H + j] + bias_hh[2 * H + j]);
-        const scalar_t cj = f * cp[j] + i * g;
-        const scalar_t o = sigmoid(a[3 * H + j] + x[3 * H + j] + bias_hh[3 * H + j] + p_o[j] * cj);
-        a[j] = i;
-        a[H + j] = f;
-        a[2 * H + j] = g;
-        a[3 * H + j] = o;
-        c[j] = cj;
-        h[j] = o * tanh_(cj);
-      }
-      if (pr) {
-        for (int64_t j = 0; j < H; ++j) h[j] += pr[j];
-      }
-      if (h_state) std::copy(h, h + H, h_state + b * H);
-    }
-  });
+  for (int64_t j = 0; j < H; ++j) {
+    const scalar_t i = sigmoid(a[j] + x[j] + bias[j] + p_i[j] * cp[j]);
+    const scalar_t f = sigmoid(a[H + j] + x[H + j] + bias[H + j] + p_f[j] * cp[j]);
+    const scalar_t g = tanh_(a[2 * H + j] + x[2 * H + j] + bias[2 * H + j]);
+    const scalar_t cj = f * cp[j] + i * g;
+    const scalar_t o = sigmoid(a[3 * H + j] + x[3 * H + j] + bias[3 * H + j] + p_o[j] * cj);
+    a[j] = i;
+    a[H + j] = f;
+    a[2 * H + j] = g;
+    a[3 * H + j] = o;
+    c[j] = cj;
+    h[j] = o * tanh_(cj);
+  }
 }
 
-// Backward element-wise pass of step t. `dh` (B, H) is ∂L/∂h_t from later steps (and the final state),
-// `grad_out` the gradient of output t (may be null), `dc` ∂L/∂c_t on entry and ∂L/∂c_{t-1} on exit.
-// Overwrites the saved activated gates (B, 4H) with the pre-activation gradients δa (each element is
-// read before it is written), writes the probe gradient, and accumulates the bias and peephole
-// gradients per batch row into dbias (B, 4H) and dpeep (B, 3H): no extra pass over the sequence.
+// Backward element-wise pass of step t for one batch row. `dh` is ∂L/∂h_t from later steps (and the
+// final state), `go` the gradient of output t (may be null), `dc` ∂L/∂c_t on entry and ∂L/∂c_{t-1} on
+// exit. Overwrites the saved activated gates `a` (4H) with the pre-activation gradients δa (each element
+// is read before it is written), writes the probe gradient (may be null), and accumulates the bias and
+// peephole gradients of this row into db (4H) and dp (3H): no extra pass over the sequence.
 template <typename scalar_t>
-void backward_step(int64_t B, int64_t H, int64_t t, const int64_t* lengths,
-                   scalar_t* gates, const scalar_t* c_prev, const scalar_t* c_cur, const scalar_t* peephole,
-                   const scalar_t* dh, const scalar_t* grad_out, scalar_t* dc, scalar_t* dprobe,
-                   scalar_t* dbias, scalar_t* dpeep) {
+inline void backward_row(int64_t H, scalar_t* a, const scalar_t* __restrict__ cp,
+                         const scalar_t* __restrict__ c, const scalar_t* __restrict__ peephole,
+                         const scalar_t* __restrict__ dh, const scalar_t* __restrict__ go,
+                         scalar_t* __restrict__ dc, scalar_t* __restrict__ dprobe,
+                         scalar_t* __restrict__ db, scalar_t* __restrict__ dp) {
   const scalar_t* __restrict__ p_i = peephole;
   const scalar_t* __restrict__ p_f = peephole + H;
   const scalar_t* __restrict__ p_o = peephole + 2 * H;
-  at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      scalar_t* a = gates + b * 4 * H;  // in: i, f, g, o; out: δa_i, δa_f, δa_g, δa_o
-      scalar_t* __restrict__ dpr = dprobe ? dprobe + b * H : nullptr;
-      if (!valid(lengths, b, t)) {  // carried state: dc and dh pass through untouched
-        std::fill(a, a + 4 * H, scalar_t(0));
-        if (dpr) std::fill(dpr, dpr + H, scalar_t(0));
-        continue;
-      }
-      const scalar_t* __restrict__ cp = c_prev + b * H;
-      const scalar_t* __restrict__ c = c_cur + b * H;
-      const scalar_t* __restrict__ dhb = dh + b * H;
-      const scalar_t* __restrict__ go = grad_out ? grad_out + b * H : nullptr;
-      scalar_t* __restrict__ dcb = dc + b * H;
-      scalar_t* __restrict__ db = dbias + b * 4 * H;
-      scalar_t* __restrict__ dp = dpeep + b * 3 * H;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const scalar_t i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
-        const scalar_t tc = tanh_(c[j]);
-        const scalar_t dht = go ? dhb[j] + go[j] : dhb[j];
-        if (dpr) dpr[j] = dht;
-        const scalar_t da_o = dht * tc * o * (scalar_t(1) - o);
-        const scalar_t dct = dcb[j] + dht * o * (scalar_t(1) - tc * tc) + da_o * p_o[j];
-        const scalar_t da_i = dct * g * i * (scalar_t(1) - i);
-        const scalar_t da_f = dct * cp[j] * f * (scalar_t(1) - f);
-        const scalar_t da_g = dct * i * (scalar_t(1) - g * g);
-        a[j] = da_i;
-        a[H + j] = da_f;
-        a[2 * H + j] = da_g;
-        a[3 * H + j] = da_o;
-        dcb[j] = dct * f + da_i * p_i[j] + da_f * p_f[j];
-        db[j] += da_i;
-        db[H + j] += da_f;
-        db[2 * H + j] += da_g;
-        db[3 * H + j] += da_o;
-        dp[j] += da_i * cp[j];
-        dp[H + j] += da_f * cp[j];
-        dp[2 * H + j] += da_o * c[j];
-      }
-    }
-  });
+  for (int64_t j = 0; j < H; ++j) {
+    const scalar_t i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+    const scalar_t tc = tanh_(c[j]);
+    const scalar_t dht = go ? dh[j] + go[j] : dh[j];
+    if (dprobe) dprobe[j] = dht;
+    const scalar_t da_o = dht * tc * o * (scalar_t(1) - o);
+    const scalar_t dct = dc[j] + dht * o * (scalar_t(1) - tc * tc) + da_o * p_o[j];
+    const scalar_t da_i = dct * g * i * (scalar_t(1) - i);
+    const scalar_t da_f = dct * cp[j] * f * (scalar_t(1) - f);
+    const scalar_t da_g = dct * i * (scalar_t(1) - g * g);
+    a[j] = da_i;
+    a[H + j] = da_f;
+    a[2 * H + j] = da_g;
+    a[3 * H + j] = da_o;
+    dc[j] = dct * f + da_i * p_i[j] + da_f * p_f[j];
+    db[j] += da_i;
+    db[H + j] += da_f;
+    db[2 * H + j] += da_g;
+    db[3 * H + j] += da_o;
+    dp[j] += da_i * cp[j];
+    dp[H + j] += da_f * cp[j];
+    dp[2 * H + j] += da_o * c[j];
+  }
 }
 
 void check_inputs(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, const Tensor& weight_hh,
@@ -168,9 +153,9 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor weight_h
   const Tensor probe = h_probe ? h_probe->contiguous() : Tensor();
   const int64_t* len_ptr = lens.defined() ? lens.data_ptr<int64_t>() : nullptr;
 
-  Tensor gates = at::empty({T, B, 4 * H}, x_proj.options());
-  Tensor cs = at::empty({T, B, H}, x_proj.options());
-  Tensor outputs = at::empty({T, B, H}, x_proj.options());
+  Tensor gates = empty_large({T, B, 4 * H}, x_proj.options());
+  Tensor cs = empty_large({T, B, H}, x_proj.options());
+  Tensor outputs = empty_large({T, B, H}, x_proj.options());
   // With lengths the recurrent state (frozen past each end) differs from the (zeroed) outputs.
   Tensor h_state = len_ptr ? h0.clone() : Tensor();
   const Tensor w_t = weight_hh.t();  // (H, 4H) view; the GEMM reads it transposed in place
@@ -180,16 +165,36 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor weight_h
     scalar_t* cs_p = cs.data_ptr<scalar_t>();
     scalar_t* out_p = outputs.data_ptr<scalar_t>();
     const scalar_t* x_p = x_proj.data_ptr<scalar_t>();
+    const scalar_t* c0_p = c0.data_ptr<scalar_t>();
+    const scalar_t* bias_p = bias_hh.data_ptr<scalar_t>();
+    const scalar_t* peep_p = peephole.data_ptr<scalar_t>();
     const scalar_t* probe_p = probe.defined() ? probe.data_ptr<scalar_t>() : nullptr;
-    for (int64_t t = 0; t < T; ++t) {
-      Tensor gates_t = gates[t];
-      at::mm_out(gates_t, len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]), w_t);  // U h_{t-1}  (B, 4H)
-      forward_step<scalar_t>(B, H, t, len_ptr, gates_p + t * B * 4 * H, x_p + t * B * 4 * H,
-                             bias_hh.data_ptr<scalar_t>(), peephole.data_ptr<scalar_t>(),
-                             t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
-                             probe_p ? probe_p + t * B * H : nullptr, cs_p + t * B * H, out_p + t * B * H,
-                             len_ptr ? h_state.data_ptr<scalar_t>() : nullptr);
-    }
+    scalar_t* h_state_p = len_ptr ? h_state.data_ptr<scalar_t>() : nullptr;
+    const at::ThreadLocalState caller;  // grad mode and dispatch exclusions, for the worker threads' GEMMs
+    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
+      at::ThreadLocalStateGuard same_state_as_caller(caller);
+      for (int64_t t = 0; t < T; ++t) {
+        const Tensor& h_prev = len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]);
+        Tensor gates_t = gates[t].narrow(0, b0, b1 - b0);
+        at::mm_out(gates_t, h_prev.narrow(0, b0, b1 - b0), w_t);  // U h_{t-1} on these rows
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t row = t * B + b;  // (t, b) in a (T, B, ·) buffer
+          const scalar_t* c_prev = t == 0 ? c0_p + b * H : cs_p + (row - B) * H;
+          scalar_t* h = out_p + row * H;
+          if (!valid(len_ptr, b, t)) {  // finished: carry c, output zero
+            std::copy(c_prev, c_prev + H, cs_p + row * H);
+            std::fill(h, h + H, scalar_t(0));
+            continue;
+          }
+          forward_row<scalar_t>(H, gates_p + row * 4 * H, x_p + row * 4 * H, bias_p, peep_p, c_prev,
+                                cs_p + row * H, h);
+          if (probe_p) {
+            for (int64_t j = 0; j < H; ++j) h[j] += probe_p[row * H + j];
+          }
+          if (h_state_p) std::copy(h, h + H, h_state_p + b * H);
+        }
+      }
+    });
   });
   Tensor h_T = T == 0 ? h0.clone() : (len_ptr ? h_state : outputs[T - 1].clone());
   Tensor c_T = T == 0 ? c0.clone() : cs[T - 1].clone();
@@ -213,35 +218,55 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
   h0 = h0.contiguous();
   c0 = c0.contiguous();
 
-  Tensor dprobe = has_probe ? at::empty({T, B, H}, gates.options()) : Tensor();
+  Tensor dprobe = has_probe ? empty_large({T, B, H}, gates.options()) : Tensor();
   Tensor dbias = at::zeros({B, 4 * H}, gates.options());
   Tensor dpeep = at::zeros({B, 3, H}, gates.options());
-  Tensor dh = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, gates.options());
-  Tensor dh_next = at::empty({B, H}, gates.options());
+  // δh ping-pongs between two buffers, one swap per step: after T steps it is in dh_buf[T % 2].
+  Tensor dh_buf[2] = {grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, gates.options()),
+                      at::empty({B, H}, gates.options())};
   Tensor dc = grad_c_T ? grad_c_T->contiguous().clone() : at::zeros({B, H}, gates.options());
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "peephole_backward", [&] {
     scalar_t* gates_p = gates.data_ptr<scalar_t>();
     const scalar_t* cs_p = cs.data_ptr<scalar_t>();
+    const scalar_t* c0_p = c0.data_ptr<scalar_t>();
+    const scalar_t* peep_p = peephole.data_ptr<scalar_t>();
     const scalar_t* grad_out_p = grad_out.defined() ? grad_out.data_ptr<scalar_t>() : nullptr;
     scalar_t* dprobe_p = has_probe ? dprobe.data_ptr<scalar_t>() : nullptr;
-    for (int64_t t = T - 1; t >= 0; --t) {
-      backward_step<scalar_t>(B, H, t, len_ptr, gates_p + t * B * 4 * H,
-                              t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H, cs_p + t * B * H,
-                              peephole.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
-                              grad_out_p ? grad_out_p + t * B * H : nullptr, dc.data_ptr<scalar_t>(),
-                              dprobe_p ? dprobe_p + t * B * H : nullptr, dbias.data_ptr<scalar_t>(),
-                              dpeep.data_ptr<scalar_t>());
-      at::mm_out(dh_next, gates[t], weight_hh);  // δh_{t-1} = δa_t U  (B, H)
-      if (len_ptr) {  // finished rows carry δh unchanged to the previous step
-        scalar_t* dst = dh_next.data_ptr<scalar_t>();
-        const scalar_t* src = dh.data_ptr<scalar_t>();
-        for (int64_t b = 0; b < B; ++b)
-          if (!valid(len_ptr, b, t)) std::copy(src + b * H, src + (b + 1) * H, dst + b * H);
+    scalar_t* dc_p = dc.data_ptr<scalar_t>();
+    scalar_t* dbias_p = dbias.data_ptr<scalar_t>();
+    scalar_t* dpeep_p = dpeep.data_ptr<scalar_t>();
+    const at::ThreadLocalState caller;
+    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
+      at::ThreadLocalStateGuard same_state_as_caller(caller);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const Tensor& dh = dh_buf[(T - 1 - t) % 2];
+        const Tensor& dh_prev = dh_buf[(T - t) % 2];
+        scalar_t* dh_p = dh.data_ptr<scalar_t>();
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t row = t * B + b;
+          scalar_t* a = gates_p + row * 4 * H;
+          if (!valid(len_ptr, b, t)) {  // carried state: δc and δh pass through untouched
+            std::fill(a, a + 4 * H, scalar_t(0));
+            if (dprobe_p) std::fill(dprobe_p + row * H, dprobe_p + (row + 1) * H, scalar_t(0));
+            continue;
+          }
+          backward_row<scalar_t>(H, a, t == 0 ? c0_p + b * H : cs_p + (row - B) * H, cs_p + row * H, peep_p,
+                                 dh_p + b * H, grad_out_p ? grad_out_p + row * H : nullptr, dc_p + b * H,
+                                 dprobe_p ? dprobe_p + row * H : nullptr, dbias_p + b * 4 * H,
+                                 dpeep_p + b * 3 * H);
+        }
+        Tensor dh_prev_rows = dh_prev.narrow(0, b0, b1 - b0);
+        at::mm_out(dh_prev_rows, gates[t].narrow(0, b0, b1 - b0), weight_hh);  // δh_{t-1} = δa_t U
+        if (len_ptr) {  // finished rows carry δh unchanged to the previous step
+          scalar_t* dst = dh_prev.data_ptr<scalar_t>();
+          for (int64_t b = b0; b < b1; ++b)
+            if (!valid(len_ptr, b, t)) std::copy(dh_p + b * H, dh_p + (b + 1) * H, dst + b * H);
+        }
       }
-      std::swap(dh, dh_next);
-    }
+    });
   });
+  const Tensor& dh = dh_buf[T % 2];
 
   Tensor grad_weight;
   if (need_weight_grad) {
