@@ -33,7 +33,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, InstantiationException
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -108,13 +108,15 @@ def _threads_per_parallel_job(hc) -> int | None:
     return max(1, cores // max(1, n_jobs))
 
 
-def build(node: DictConfig, group: str, **kwargs: Any) -> Any:
-    """`instantiate`, with what a user can fix reported as such: a constructor's ValueError (a value or
-    a combination it does not allow) as a ConfigError, a DataError as itself, without Hydra's wrapper."""
+def build(node: DictConfig, group: str, *args: Any, **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)`, called with `args` when given (a `_partial_` node such as an
+    optimiser). What a user can fix is reported as such: a constructor's ValueError (a value or a
+    combination it does not allow) as a ConfigError naming the group, a DataError as itself."""
     try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
+        built = instantiate(node, **kwargs)
+        return built(*args) if args else built
+    except (InstantiationException, ValueError) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) else e
         if isinstance(cause, (ConfigError, DataError)):
             raise cause from None
         if isinstance(cause, ValueError):
@@ -198,8 +200,8 @@ def run_experiment(cfg: DictConfig) -> float | None:
     task = build(cfg.task, "task", device=device)
     model, hidden_size = build_model(cfg, task.spec, device)
     check_pyramid_depth(model, task)
-    optimizer = build(cfg.optim, "optim")(model.parameters())
-    scheduler = build(cfg.schedule, "schedule")(optimizer) if cfg.schedule else None
+    optimizer = build(cfg.optim, "optim", model.parameters())
+    scheduler = build(cfg.schedule, "schedule", optimizer) if cfg.schedule else None
 
     summary: dict[str, Any] = {
         "status": records.RUNNING, "error": None, "diverged_at": None,
@@ -351,7 +353,8 @@ def _report(summary: dict, run_dir: Path) -> None:
 
 class CheckOutputFolder(Callback):
     """Hydra creates the run (or sweep) folder before the job starts, and a folder it cannot create
-    or write to ends in a traceback. This checks first and says which key to change."""
+    or write to ends in a traceback. This checks first and says which key to change. (Hydra turns a
+    callback's Exception into a warning and goes on, so this exits: SystemExit passes through.)"""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _check_writable(config.hydra.run.dir, "hydra.run.dir")
@@ -360,19 +363,16 @@ class CheckOutputFolder(Callback):
         _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
-class OutputFolderError(CompactHydraException):
-    """Printed by Hydra as its message alone."""
-
-
 def _check_writable(folder: str, key: str) -> None:
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OutputFolderError(
-            f"Error: cannot write the output folder {key}={folder}: {e.strerror} ({e.filename}).\n"
-            f"Run from a folder you can write to, or set {key}=<a writable folder>.") from None
+        print(f"Error in config:\ncannot write the output folder {key}={folder}: {e.strerror} "
+              f"({e.filename}). Run from a folder you can write to, or set {key}=<a writable folder>.",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 USER_ERRORS = {ConfigError: "config", DataError: "data", CheckpointError: "checkpoint"}

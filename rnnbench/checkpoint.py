@@ -32,6 +32,7 @@ import random
 import signal
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,14 +168,17 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} cannot be read: {e.strerror}.") from None
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): not a checkpoint.{fallback}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, its directory at the very end
+        raise CheckpointError(f"checkpoint {path} ({size} bytes) is cut short or is not a file written by "
+                              f"torch.save (no zip directory at its end).{fallback}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Weights only load failed" in reason:
-            reason = "it holds Python objects that an rnnbench checkpoint never contains"
-        raise CheckpointError(f"checkpoint {path} ({size} bytes) is not a readable rnnbench checkpoint "
-                              f"(cut short or corrupt?): {reason}.{fallback}") from None
+            reason = "it holds Python objects, which an rnnbench checkpoint never does"
+        raise CheckpointError(f"checkpoint {path} ({size} bytes) is not a readable rnnbench checkpoint: "
+                              f"{reason}.{fallback}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         what = (f"a {type(payload).__name__} with keys {sorted(map(str, payload))[:6]}"
                 if isinstance(payload, dict) else f"a {type(payload).__name__}")
@@ -269,8 +273,8 @@ def _mismatch_message(source: Path, old: Mapping[str, Any] | None, new: Mapping[
         if diffs:
             lines.append("Keys that differ (resumed run -> this command):")
             lines += [f"  {d}" for d in diffs]
-    lines.append("Resume with the run's own overrides (see .hydra/overrides.yaml or config.yaml in the "
-                 "run folder), or start a new run in another folder.")
+    lines.append("Resume with the run's own overrides (\"overrides\" in its summary.json; its whole config "
+                 "is config.yaml), or start a new run in another folder.")
     return "\n".join(lines)
 
 
