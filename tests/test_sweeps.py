@@ -19,8 +19,10 @@ from conftest import run_cli
 from rnnbench import callbacks, report
 from rnnbench.wandb_offline import find_offline_runs, read_history, read_run
 
+# One torch thread per job: on a shared 2-core machine, two threads per tiny job made each job ~50x
+# slower (8-12 s instead of 0.2 s for these 6 steps) as the threads wait for each other.
 TINY = ["task.seq_len=10", "task.val_size=16", "train.batch_size=4", "train.max_steps=6", "train.log_every=2",
-        "train.eval_every=3", "train.profile_every=3", "model.hidden_size=8"]
+        "train.eval_every=3", "train.profile_every=3", "model.hidden_size=8", "train.threads=1"]
 
 
 def isolated_env(root: Path) -> dict[str, str]:
