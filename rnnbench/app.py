@@ -269,6 +269,7 @@ def run_experiment(cfg: DictConfig) -> float | None:
             if cfg.train.test_at_end and result.status == "completed":
                 test = {f"test/{k}": v for k, v in trainer.evaluate("test").items()}
                 recorder.log({"step": result.steps, **test})
+                sink.log(test, step=result.steps)  # W&B mirrors every row of metrics.jsonl
                 summary["test"] = test
             summary.update(
                 status=records.RUNNING if result.status == "interrupted" else result.status,
