@@ -173,7 +173,7 @@ class PeepholeSequence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_outputs, grad_h_T, grad_c_T):
         gates, cs, outputs, h0, c0, weight_hh, peephole, lengths = ctx.saved_tensors
-        if _graph_retained():  # another backward will need the saved gates
+        if ctx.loops is not _PythonLoops and _graph_retained():  # C++ overwrites them; a later backward needs them
             gates = gates.clone()
         dx, dh0, dc0, dw, db, dp, dprobe = ctx.loops.backward(
             grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
