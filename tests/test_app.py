@@ -39,10 +39,16 @@ def fast_overrides(experiment: str, root: Path) -> list[str]:
              "task.max_train": 64, "task.max_eval": 32, "task.bptt": 8, "task.eval_batch_size": 8}
     out = [f"{k}={v}" for k, v in small.items() if k.split(".")[1] in cfg.task]
     out += generated_data(cfg.task._target_, root)
+    # a sweep preset runs as a sweep, cut to one job per swept key (a command-line value replaces the list)
+    params = cfg.hydra.sweeper.get("params") or {}
+    out += [f"{k}={str(v).split(',')[0]}" for k, v in params.items() if "(" not in str(v)]
+    if "n_trials" in cfg.hydra.sweeper:
+        out += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
+    if params:  # the parallel launcher is tested in test_sweeps; here one process is quicker
+        out += ["hydra/launcher=basic"]
     return out + ["train.max_steps=4", "train.log_every=2", "train.eval_every=2",
                   "train.profile_every=2", "train.batch_size=4", "model.hidden_size=8",
-                  "logger.wandb.mode=disabled", "hydra.launcher.n_jobs=2"
-                  if cfg.hydra.mode and str(cfg.hydra.mode).endswith("MULTIRUN") else "train.threads=1"]
+                  "logger.wandb.mode=disabled", "train.threads=1"]
 
 
 def run_dirs(root: Path) -> list[Path]:
