@@ -191,6 +191,9 @@ def run_experiment(cfg: DictConfig) -> float | None:
         log.info("already %s with this config (step %s): not run again. Run folder: %s",
                  plan.finished["status"], plan.finished.get("steps"), run_dir)
         return main_metric(plan.finished)
+    if cfg.train.resume and plan.previous is None and not multirun:
+        log.warning("train.resume=true, but %s holds no run: starting from step 0 (to resume a run, "
+                    "set hydra.run.dir to its folder)", run_dir)
 
     threads = cfg.train.threads or _threads_per_parallel_job(hc)
     if threads:

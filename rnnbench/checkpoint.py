@@ -123,6 +123,8 @@ def save(run_dir: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
     """Write `payload` (with ``step``) as ``checkpoints/step-<step>.pt`` atomically; keep the newest KEEP."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".step-*.tmp"):  # left by a writer killed mid-write (one writer per folder)
+        stale.unlink(missing_ok=True)
     path = folder / f"step-{int(payload['step']):08d}.pt"
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -222,6 +224,7 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
 
     - empty folder: fresh start;
     - a run already there and not `resume`: refused (its files would be mixed with this run's);
+    - a run there whose process is still going (this host): refused;
     - the run there has another config fingerprint: refused, naming the keys that differ;
     - the same experiment, finished (completed or diverged): nothing to do (`finished`);
     - else the newest checkpoint, checked (format, fingerprint); none: fresh start.
@@ -230,6 +233,11 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
         return ResumePlan()
     previous = _read_previous_summary(run_dir)
     status = previous.get("status", "unknown") if previous else "unknown"
+    if status == records.RUNNING:  # read_summary says `incomplete` once its process is gone
+        raise ConfigError(
+            f"{folder_key}={run_dir} is in use: its run is still going (pid {previous.get('pid')} on "
+            f"{previous.get('hostname')}). Wait for it to end, or stop it with `kill -TERM "
+            f"{previous.get('pid')}` (it checkpoints first) and then resume.")
     if not resume:
         raise ConfigError(
             f"{folder_key}={run_dir} already holds a run (status {status}). To continue it, add "

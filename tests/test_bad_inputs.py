@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,5 +228,32 @@ def test_a_refused_command_starts_no_run(outcomes):
 
 def test_every_case_is_in_the_table():
     table = (REPO / "docs" / "bad-inputs.md").read_text()
-    missing = [name for name in CASES if f"`{name}`" not in table]
+    missing = [name for name in [*CASES, "still-going"] if f"`{name}`" not in table]
     assert not missing, f"docs/bad-inputs.md lacks {missing}"
+
+
+def test_resuming_a_run_that_is_still_going_is_refused(tmp_path):
+    """The run is paused (SIGSTOP) so it is surely alive while the second command tries its folder."""
+    folder = tmp_path / "live"
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    live = subprocess.Popen([sys.executable, "-m", "rnnbench", *ADDING[:-1], "logger.wandb.mode=disabled",
+                             "train.max_steps=100000", f"hydra.run.dir={folder}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(checkpoint.list_checkpoints(folder)):
+            assert live.poll() is None and time.time() < deadline, "the run did not get going"
+            time.sleep(0.05)
+        live.send_signal(signal.SIGSTOP)
+        before = launch_records_excluded(folder)
+        proc = run([*ADDING[:-1], "logger.wandb.mode=disabled", "train.max_steps=100000", "train.resume=true",
+                    f"hydra.run.dir={folder}"], tmp_path, env)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert (f"hydra.run.dir={folder} is in use: its run is still going (pid {live.pid} on "
+                f"{socket.gethostname()}). Wait for it to end, or stop it with `kill -TERM {live.pid}` "
+                "(it checkpoints first) and then resume.") in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert launch_records_excluded(folder) == before
+    finally:
+        live.kill()
+        live.wait()
