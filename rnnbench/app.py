@@ -98,9 +98,13 @@ class WandbTrainerSink:
 
 def _threads_per_parallel_job(hc) -> int | None:
     """Under the local parallel launcher, cores // n_jobs threads per job, so workers don't
-    oversubscribe the machine (torch would otherwise start a full pool in every worker)."""
+    oversubscribe the machine (torch would otherwise start a full pool in every worker); under the
+    submitit launchers, the job's cpus_per_task."""
     launcher = hc.get("launcher") or {}
-    if "joblib" not in str(launcher.get("_target_", "")):
+    target = str(launcher.get("_target_", ""))
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)  # the local executor ignores it; SLURM sets no affinity here
+    if "joblib" not in target:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n_jobs = launcher.get("n_jobs") or -1
@@ -229,10 +233,10 @@ def run_experiment(cfg: DictConfig) -> float | None:
                         "differ in the last bits", torch.get_num_threads(), resumed["threads"])
     # Rows logged after the checkpoint (by a run killed later) are logged again by this one.
     forget_after(run_dir, plan.step)
-    from rnnbench.wandb_sink import WandbSink
+    from rnnbench.wandb_sink import WandbSink, sweep_group
 
     wandb_cfg = cfg.logger.wandb
-    group = wandb_cfg.group or (Path(hc.sweep.dir).name if multirun else None)
+    group = wandb_cfg.group or (sweep_group(hc.sweep.dir) if multirun else None)
     started = time.time()
     with records.RunRecorder(run_dir) as recorder, checkpoint.StopSignals() as stop:
         recorder.write_config(resolved)

@@ -186,14 +186,14 @@ def log_to_wandb(config: DictConfig, sweep_dir: Path, runs, stats, problems: lis
                  importance: dict | None) -> None:
     """One small W&B run, job type ``sweep-summary``, in the group of the sweep's runs, holding the
     summary table and a table of the runs. logger.wandb.mode as for the jobs (disabled: nothing)."""
-    from rnnbench.wandb_sink import WandbSink, resolve_mode
+    from rnnbench.wandb_sink import WandbSink, resolve_mode, sweep_group
 
     wandb_cfg = OmegaConf.select(config, "logger.wandb")
     if wandb_cfg is None or resolve_mode(wandb_cfg.mode) == "disabled":
         return
     import wandb
 
-    group = wandb_cfg.group or sweep_dir.name  # as the app names its jobs' group
+    group = wandb_cfg.group or sweep_group(sweep_dir)  # as the app names its jobs' group
     tables = {"sweep/runs": wandb.Table(dataframe=_runs_table(runs))}
     if stats is not None:
         tables["sweep/summary"] = wandb.Table(dataframe=_plain(stats))

@@ -53,6 +53,7 @@ DEFAULT_FINGERPRINT_EXCLUDE: tuple[str, ...] = (
     "logger",
     "paths",
     "train.resume",
+    "train.checkpoint_every",  # when to save changes nothing that is computed
     "*output_dir",
     "*run_dir",
     "*log_dir",

@@ -269,3 +269,12 @@ def _spread(items: list, n: int) -> list:
 
 def _log10(value: float) -> float | None:
     return math.log10(value) if value > 0 and math.isfinite(value) else None
+
+
+def sweep_group(sweep_dir) -> str:
+    """The W&B group of a sweep's runs: its folder's date and time (`outputs/sweeps/<date>/<time>`),
+    so sweeps of different days never share a group."""
+    from pathlib import Path
+
+    path = Path(sweep_dir)
+    return f"{path.parent.name}_{path.name}" if path.parent.name else path.name
