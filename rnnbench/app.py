@@ -262,6 +262,7 @@ def run_experiment(cfg: DictConfig) -> float | None:
                 max_steps=cfg.train.max_steps, clip=cfg.train.clip, clip_mode=cfg.train.clip_mode,
                 log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
                 profile_every=cfg.train.profile_every, early_stop=cfg.train.early_stop,
+                max_minutes=cfg.train.max_minutes,
                 progress=cfg.logger.progress and not multirun, checkpoint_every=cfg.train.checkpoint_every,
                 skip_nonfinite=cfg.train.skip_nonfinite, lr_backoff=cfg.train.lr_backoff)
             trainer = Trainer(model, task, optimizer, scheduler, settings,

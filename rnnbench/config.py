@@ -210,6 +210,9 @@ class TrainConf:
     device: str = "auto"
     threads: Optional[int] = None
     early_stop: bool = False
+    # Wall-clock budget in minutes (comparisons at equal time); the run ends at whichever of
+    # max_steps and max_minutes comes first. Where a time budget stops a run is not reproducible.
+    max_minutes: Optional[float] = None
     test_at_end: bool = True  # evaluate the test split once at the end (summary.json "test")
     checkpoint_every: int = 0  # every N steps (0: none); a final one and one on SIGUSR2/SIGTERM always
     resume: bool = False  # continue the run folder's last checkpoint (multirun jobs always do)
@@ -279,7 +282,8 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads")
-NON_NEGATIVE = ("train.clip", "train.profile_every", "train.checkpoint_every", "optim.weight_decay")
+NON_NEGATIVE = ("train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
+                "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 
 

@@ -43,6 +43,7 @@ class TrainSettings:
     eval_every: int = 250
     profile_every: int = 500
     early_stop: bool = False
+    max_minutes: float | None = None  # wall-clock budget; runs stopped by it are not bit-reproducible
     progress: bool = True
     checkpoint_every: int = 0  # 0: only the final checkpoint (and one when asked to stop)
     skip_nonfinite: int = 0  # guard rail: skip up to this many non-finite steps instead of diverging
@@ -173,7 +174,10 @@ class Trainer:
             while self.step < s.max_steps:
                 t0 = time.perf_counter()
                 step = self.step + 1
-                logging = step % s.log_every == 0 or step == s.max_steps
+                # a wall-clock budget (comparisons at equal time) ends the run like max_steps does
+                out_of_time = s.max_minutes is not None and time.perf_counter() - started >= 60 * s.max_minutes
+                last = step == s.max_steps or out_of_time
+                logging = step % s.log_every == 0 or last
                 loss, grads, outputs, batch = self.train_step(measure_groups=logging)
                 self.step = step
                 loss_value = float(loss.detach())  # one sync per step: divergence is checked every step
@@ -199,7 +203,7 @@ class Trainer:
                     row.update({"lr": self.optimizer.param_groups[0]["lr"], "throughput": r.throughput})
                     row.update({f"train/{k}": v for k, v in metrics.items()})
                     row.update({k: float(v) for k, v in grads.items()})
-                if step % s.eval_every == 0 or step == s.max_steps:
+                if step % s.eval_every == 0 or last:
                     metrics = self.evaluate("val")
                     r.final = {f"val/{k}": v for k, v in metrics.items()}
                     self._track_best(metrics, step)
@@ -210,7 +214,7 @@ class Trainer:
                     last_metric = f"{self.task.main_metric}={main:.4g}" if main is not None else ""
                     if self.task.solved(metrics) and r.solved_at is None:
                         r.solved_at = step
-                if s.profile_every and (step % s.profile_every == 0 or step == s.max_steps):
+                if s.profile_every and (step % s.profile_every == 0 or last):
                     self.profile(step)
                 r.elapsed_s = time.perf_counter() - started
                 if row:
@@ -228,7 +232,7 @@ class Trainer:
                 if stopping:
                     r.status = "interrupted"
                     break
-                if s.early_stop and r.solved_at is not None:
+                if out_of_time or (s.early_stop and r.solved_at is not None):
                     break
         finally:
             if progress is not None:

@@ -66,3 +66,15 @@ def test_gated_cell_leaves_the_adding_baseline_where_tanh_rnn_does_not():
                                 settings, [Rows()]).fit().final["val/loss_over_baseline"]
     assert results["gru"] < 0.2, results
     assert results["vanilla"] > 0.5, results
+
+
+def test_a_wall_clock_budget_ends_the_run_with_a_final_evaluation():
+    task = AddingTask(seq_len=10, batch_size=8, val_size=16, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 8)
+    rows = Rows()
+    settings = TrainSettings(max_steps=10**9, max_minutes=0.02, eval_every=10**9, log_every=10**9,
+                             profile_every=10**9, progress=False)
+    result = Trainer(model, task, torch.optim.Adam(model.parameters()), None, settings, [rows]).fit()
+    assert result.status == "completed" and 0 < result.steps < 10**9
+    assert rows.rows[-1]["step"] == result.steps and "val/loss" in rows.rows[-1]
+    assert len(rows.profiles) == 1 and rows.profiles[0]["step"] == result.steps
