@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# In-process tests train tiny models: one thread is fastest for them, and it keeps a test run from
+# oversubscribing the cores when something else (a benchmark, a second suite) runs beside it.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 

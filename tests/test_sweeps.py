@@ -17,6 +17,7 @@ import yaml
 
 from conftest import run_cli
 from rnnbench import callbacks, report
+from rnnbench.wandb_sink import sweep_group
 from rnnbench.wandb_offline import find_offline_runs, read_history, read_run
 
 # One torch thread per job: on a shared 2-core machine, two threads per tiny job made each job ~50x
@@ -127,7 +128,7 @@ def test_sweep_summary_is_one_wandb_run_in_the_sweeps_group(parallel):
     info = read_run(summary_run)
     assert info["job_type"] == "sweep-summary" and info["exit_code"] == 0
     job_groups = {read_run(r)["group"] for d in job_dirs(sweep_dir) for r in find_offline_runs(d)}
-    assert job_groups == {info["group"]} == {sweep_dir.name}
+    assert job_groups == {info["group"]} == {sweep_group(sweep_dir)} == {f"{sweep_dir.parent.name}_{sweep_dir.name}"}
 
     (row,) = read_history(summary_run)  # logged once
     table_ref = row["sweep/summary"]
