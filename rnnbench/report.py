@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
-import socket
 import sys
 import warnings
 from collections import Counter
@@ -32,43 +30,7 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from tabulate import tabulate
 
-try:  # the trainer's reader of the run folder is the one source of truth for a status
-    from rnnbench.records import read_metrics, read_profile, read_summary
-except ImportError:  # a checkout without records.py: the same rules, read here
-
-    def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-        """``summary.json``; ``running`` reads ``incomplete`` unless its pid is alive on this host."""
-        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
-        if summary.get("status") == "running" and not _is_alive(summary.get("hostname"), summary.get("pid")):
-            summary["status"] = "incomplete"
-        return summary
-
-    def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-        """The rows of ``metrics.jsonl``; a line cut short by a crash is skipped."""
-        path = Path(run_dir) / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        return rows
-
-    def read_profile(run_dir: str | os.PathLike) -> dict[str, Any]:
-        return json.loads((Path(run_dir) / "profile.json").read_text(encoding="utf-8"))
-
-    def _is_alive(hostname: str | None, pid: int | None) -> bool:
-        if hostname != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # exists, owned by someone else
-            return True
-        return True
+from rnnbench.records import read_metrics, read_profile, read_summary  # one source of truth for a status
 
 
 COUNTED = ("failed", "diverged", "incomplete", "running")  # statuses shown next to n

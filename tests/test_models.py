@@ -1,6 +1,5 @@
 """Models: heads, pooling, parameter counts, time reduction and the parameter-budget function."""
 
-import functools
 
 import pytest
 import torch

@@ -292,18 +292,6 @@ def test_cli_missing_path_is_one_line_without_traceback(tmp_path):
     assert result.stdout == ""
 
 
-def test_without_records_module_the_same_statuses_are_read(sweep):
-    # The report's own reader, used when rnnbench.records cannot be imported.
-    code = (
-        "import sys; sys.modules['rnnbench.records'] = None\n"
-        "from rnnbench import report\n"
-        f"print(sorted(report.load_runs({str(sweep[0])!r})['status']))"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert result.stdout.strip() == str(["completed"] * 6 + ["failed", "incomplete", "incomplete"])
-
-
 def test_no_runs_under_a_folder_is_an_error(tmp_path):
     with pytest.raises(report.ReportError, match="no runs found under"):
         report.load_runs(tmp_path)

@@ -32,7 +32,6 @@ from rnnbench.models import SequenceModel
 from rnnbench.train import Trainer, TrainSettings
 from rnnbench.wandb_offline import find_offline_runs, read_summary as read_wandb_summary
 from tasks.adding import AddingTask
-from tasks.language_model import LanguageModelTask
 
 # Two layers with dropout between them and before the head (the torch generator is drawn from at every
 # step), a cosine schedule, Adam; a checkpoint every 50 steps; a row every step, so a kill can be timed.

@@ -9,7 +9,6 @@ started on this machine: not root, or SLURM missing with no working apt-get to i
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
