@@ -62,17 +62,21 @@ def test_cells_quick_writes_json(tmp_path):
     cells = report["suites"]["cells"]
     from rnnbench.bench.cells import REFERENCE, VARIANTS
     for config in cells["configs"]:
-        stats = config["stats"]
-        assert set(stats) >= {v.name for v in VARIANTS}
-        assert stats[REFERENCE]["ratio"] == 1.0
+        stats, failures = config["stats"], config["failures"]
+        # a variant that cannot run (e.g. a kernel being rebuilt) is reported as failed, not dropped
+        measured = {name for name in stats if not name.startswith(("sgemm", "step gemm"))}
+        assert measured | set(failures) == {v.name for v in VARIANTS}
+        assert REFERENCE not in failures and stats[REFERENCE]["ratio"] == 1.0
         assert _positive(config["peak_gflops"])
         for v in VARIANTS:
+            if v.name in failures:
+                continue
             row = stats[v.name]
             assert _positive(row["median_s"]) and _positive(row["ratio"]) and _positive(row["gflops"])
             assert len(row["samples_s"]) == report["options"]["repeats"]
     memory = cells["memory"]["cells"]
     assert set(memory) == {v.name for v in VARIANTS}
-    assert all(m["tensor_peak_bytes"] is None or m["tensor_peak_bytes"] > 0 for m in memory.values())
+    assert all(m.get("tensor_peak_bytes") is None or m["tensor_peak_bytes"] > 0 for m in memory.values())
     assert cells["tables"] and all(t["rows"] for t in cells["tables"])
 
 

@@ -55,12 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": info, "options": asdict(opts), "suites": {}}
     for name in SUITES if args.suite == "all" else (args.suite,):
         eprint(f"[bench] {name} ...")
-        started = time.perf_counter()
+        started, load_start = time.perf_counter(), os.getloadavg()[0]
         result = importlib.import_module(f"rnnbench.bench.{name}").run(opts)
         result["wall_s"] = time.perf_counter() - started
+        result["load_average_1min"] = [load_start, os.getloadavg()[0]]
         report["suites"][name] = result
         for t in result["tables"]:
             print("\n" + render(t), flush=True)
+        print(f"  ({name}: {result['wall_s']:.0f} s; load average (1 min) {load_start:.1f} at start, "
+              f"{result['load_average_1min'][1]:.1f} at end, on {info['cores']} cores)", flush=True)
     info["load_average_end"] = list(os.getloadavg())
     print(f"\nload average at end {info['load_average_end'][0]:.2f} (1 min)")
     if args.json:

@@ -12,8 +12,9 @@ from typing import Callable
 
 import torch
 
-from rnnbench.bench.measure import (Case, allocator_peak, interleaved, matmul_case, pct, peak_rate, ratio_text,
-                                    recurrent_flops, rnn_gemm_case, rss_peak_increase, summarise, table)
+from rnnbench.bench.measure import (Case, allocator_peak, interleaved, matmul_case, min_ratio_text, pct,
+                                    peak_rate, ratio_text, recurrent_flops, rnn_gemm_case, rss_peak_increase,
+                                    summarise, table)
 from rnnbench.cells import Cell, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
 from rnnbench.recurrent import RecurrentLayer
 
@@ -93,28 +94,34 @@ def run(opts) -> dict:
             cases.append(Case(v.name, step, flops=recurrent_flops(T, B, I, H, gates)))
         peak = matmul_case(peak_n)
         step_gemm = rnn_gemm_case(B, H, 4)
-        samples = interleaved(cases + [peak, step_gemm], opts.repeats, opts.min_sample_s)
+        failures: dict[str, str] = {}
+        samples = interleaved(cases + [peak, step_gemm], opts.repeats, opts.min_sample_s, failures=failures)
         peak_flops = peak_rate(samples, peak)
         flops = {c.name: c.flops for c in cases + [peak, step_gemm]}
         stats = summarise(samples, REFERENCE, flops, peak_flops)
         rows = []
         for c in cases:
+            if c.name in failures:
+                rows.append([c.name, paths[c.name], "failed", "-", "-", "-", "-", None, "-"])
+                continue
             s = stats[c.name]
             rows.append([c.name, paths[c.name], 1000 * s["median_s"], pct(s["spread"]), ratio_text(s),
-                         s["gflops"], pct(s["fraction_of_peak"])])
+                         1000 * s["min_s"], min_ratio_text(s), s["gflops"], pct(s["fraction_of_peak"])])
         for c in (peak, step_gemm):
             s = stats[c.name]
-            rows.append([c.name, "torch.mm", 1000 * s["median_s"], pct(s["spread"]), "-", s["gflops"],
-                         pct(s["fraction_of_peak"])])
+            rows.append([c.name, "torch.mm", 1000 * s["median_s"], pct(s["spread"]), "-", 1000 * s["min_s"], "-",
+                         s["gflops"], pct(s["fraction_of_peak"])])
         title = (f"cells: training step (forward + backward), B={B} T={T} input={I} H={H}, "
                  f"{opts.threads} threads, median of {opts.repeats} interleaved repeats")
-        notes = [f"ratio = median / median of {REFERENCE} (IQR of per-round ratios in brackets); spread = "
-                 f"IQR/median of the times",
+        notes = [f"ms = median; ratio = median / median of {REFERENCE} (IQR of per-round ratios in brackets); "
+                 "spread = IQR/median of the times; min = fastest sample; GFLOP/s and peak from medians",
                  "GFLOP/s counts the matmul FLOPs only: forward 2·T·B·(I+H)·G·H, backward 2x forward; "
                  f"peak = median {peak.name} GFLOP/s measured in the same rounds"]
-        tables.append(table(title, ["cell", "path", "ms", "spread", "ratio (IQR)", "GFLOP/s", "of peak"],
+        notes += [f"{name} failed: {error}" for name, error in failures.items()]
+        tables.append(table(title, ["cell", "path", "ms", "spread", "ratio (IQR)", "min ms", "ratio of min",
+                                    "GFLOP/s", "of peak"],
                             rows, notes))
-        results.append({"B": B, "T": T, "input": I, "hidden": H, "paths": paths,
+        results.append({"B": B, "T": T, "input": I, "hidden": H, "paths": paths, "failures": failures,
                         "peak_gflops": peak_flops / 1e9, "stats": stats})
 
     # Peak memory of one training step at the first (T=500) size, each cell after a warm-up step.
@@ -122,7 +129,12 @@ def run(opts) -> dict:
     memory, rows = {}, []
     for v in VARIANTS:
         step, path, _ = training_step(v, B, T, I, H)
-        step()
+        try:
+            step()
+        except Exception as error:
+            memory[v.name] = {"error": f"{type(error).__name__}: {error}"}
+            rows.append([v.name, path, "failed", "failed"])
+            continue
         tensors = allocator_peak(step)
         rss = rss_peak_increase(step)
         memory[v.name] = {"tensor_peak_bytes": tensors, "rss_peak_increase_bytes": rss}

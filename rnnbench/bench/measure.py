@@ -11,7 +11,8 @@ Every suite follows the same recipe:
    hits neighbouring samples of every case alike;
 4. a figure is the median of a case's samples and a ratio is the ratio of two medians from the same run;
    the spread printed next to it is the interquartile range of the per-round ratios (case / reference
-   of the same round), relative to the median ratio.
+   of the same round). Load from other processes only ever adds time, so the fastest sample of each
+   case and the ratio of those minima are printed too: when the two ratios disagree, the noise won.
 """
 
 from __future__ import annotations
@@ -43,19 +44,30 @@ class Case:
 
 
 def interleaved(cases: list[Case], repeats: int, min_sample_s: float = 0.2, warmup: int = 1,
-                between: Callable[[], Any] | None = None) -> dict[str, list[float]]:
+                between: Callable[[], Any] | None = None,
+                failures: dict[str, str] | None = None) -> dict[str, list[float]]:
     """Seconds per unit of work of each case, `repeats` samples each, taken round-robin.
 
-    `between`, if given, runs before every sample (outside the clock), e.g. to reset state.
+    `between`, if given, runs before every sample (outside the clock), e.g. to reset state. With
+    `failures` given, a case that raises during its warm-up is recorded there (name -> error) and left
+    out, so one broken variant does not cost the measurements of the others.
     """
-    inner = {}
+    inner, working = {}, []
     for case in cases:
-        for _ in range(warmup):
-            case.run()
+        try:
+            for _ in range(warmup):
+                case.run()
+        except Exception as error:
+            if failures is None:
+                raise
+            failures[case.name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+            continue
+        working.append(case)
         start = time.perf_counter()
         case.run()
         once = time.perf_counter() - start
         inner[case.name] = max(1, math.ceil(min_sample_s / max(once, 1e-9)))
+    cases = working
     samples: dict[str, list[float]] = {case.name: [] for case in cases}
     for _ in range(repeats):
         for case in cases:
@@ -92,6 +104,9 @@ def summarise(samples: dict[str, list[float]], reference: str | None = None,
             r1, _, r3 = quartiles(per_round)
             row["ratio"] = median / statistics.median(ref)
             row["ratio_iqr"] = [r1, r3]
+            # noise on a shared machine only ever adds time: the ratio of the fastest samples is a
+            # second, often steadier, estimate
+            row["ratio_of_minima"] = min(values) / min(ref)
         if flops and flops.get(name):
             row["gflops"] = flops[name] / median / 1e9
             if peak_flops:
@@ -254,6 +269,10 @@ def render(t: dict) -> str:
     out += [line(r) for r in cells]
     out += [f"  {n}" for n in t["notes"]]
     return "\n".join(out)
+
+
+def min_ratio_text(row: dict) -> str:
+    return f"{row['ratio_of_minima']:.2f}" if "ratio_of_minima" in row else "-"
 
 
 def pct(x: float | None) -> str:

@@ -82,22 +82,46 @@ class HandLoopBlocks:
         return (stamps[BLOCK] - stamps[0]) / BLOCK
 
 
-def profile_trainer(exp, run_dir: Path, steps: int, top: int = 15) -> tuple[dict, list[list]]:
-    """cProfile of `Trainer.fit` over `steps` steps (no evaluation or profile inside): top by own time."""
+def profile_trainer(exp, run_dir: Path, steps: int, top: int = 12) -> tuple[dict, list[dict]]:
+    """cProfile of `Trainer.fit` over `steps` steps (no evaluation or profile inside): the top functions
+    by own time, and the calls made by `fit` and `train_step` themselves by cumulative time."""
     trainer, recorder = exp.trainer(run_dir, max_steps=steps, eval_every=10**9, profile_every=0)
     profiler = cProfile.Profile()
     profiler.enable()
     trainer.fit()
     profiler.disable()
     recorder.close()
-    stats = pstats.Stats(profiler, stream=io.StringIO())
-    total = max(v[3] for v in stats.stats.values())  # cumulative time of the outermost call
-    rows, raw = [], []
-    for (path, line, func), (cc, nc, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]:
-        where = f"{Path(path).name}:{line}({func})" if line else func
-        rows.append([where, nc, 1000 * tt / steps, 1000 * ct / steps, pct(tt / total)])
-        raw.append({"function": where, "calls": nc, "own_s": tt, "cumulative_s": ct})
-    return {"steps": steps, "total_s": total, "top": raw}, rows
+    profile = pstats.Stats(profiler, stream=io.StringIO())
+    profile.calc_callees()
+    stats = profile.stats
+    total = max(v[3] for v in stats.values())  # cumulative time of the outermost call
+
+    def name(path, line, func):
+        return f"{Path(path).parent.name}/{Path(path).name}:{line}({func})" if line else func
+
+    def rows(items, caller=""):
+        out = []
+        for (path, line, func), (_, calls, own, cum, *_) in items[:top]:
+            out.append({"function": caller + name(path, line, func), "calls": calls,
+                        "own_ms_per_step": 1000 * own / steps, "cum_ms_per_step": 1000 * cum / steps,
+                        "own_share": own / total, "cum_share": cum / total})
+        return out
+
+    by_own = rows(sorted(stats.items(), key=lambda kv: -kv[1][2]))
+    # what the Trainer's own two functions call, each callee's time: where a step goes
+    callees = []
+    for key in stats:
+        if key[0].endswith(("rnnbench/train.py", "rnnbench\\train.py")) and key[2] in ("fit", "train_step"):
+            callees += rows(sorted(profile.all_callees[key].items(), key=lambda kv: -kv[1][3]), f"{key[2]} -> ")
+    callees.sort(key=lambda r: -r["cum_ms_per_step"])
+    return {"steps": steps, "total_s": total, "top_own": by_own, "trainer_callees": callees}, [by_own, callees]
+
+
+def _profile_table(title: str, rows: list[dict]) -> dict:
+    return table(title, ["function", "calls", "own ms/step", "cum ms/step", "own share", "cum share"],
+                 [[r["function"], r["calls"], r["own_ms_per_step"], r["cum_ms_per_step"], pct(r["own_share"]),
+                   pct(r["cum_share"])] for r in rows],
+                 ["cProfile slows Python-heavy code; read shares, not absolute times"])
 
 
 def run(opts) -> dict:
@@ -132,11 +156,12 @@ def run(opts) -> dict:
         name, overrides = next(iter(configs.items()))
         exp = build(overrides + COMMON)
         steps = 20 if opts.quick else 500
-        prof, rows = profile_trainer(exp, Path(tmp) / "profile", steps)
+        prof, (by_own, by_cum) = profile_trainer(exp, Path(tmp) / "profile", steps)
         results["profile"] = {"config": name, **prof}
-        tables.append(table(f"overhead: cProfile of Trainer.fit, {name}, {steps} steps, top {len(rows)} by own time",
-                            ["function", "calls", "own ms/step", "cum ms/step", "own share"], rows,
-                            ["cProfile slows Python-heavy code; read shares, not absolute times"]))
+        tables.append(_profile_table(f"overhead: cProfile of Trainer.fit, {name}, {steps} steps: top by own time",
+                                     by_own))
+        tables.append(_profile_table(f"overhead: cProfile of Trainer.fit, {name}, {steps} steps: what fit and "
+                                     f"train_step call, by cumulative time", by_cum))
     return {"configs": results, "tables": tables}
 
 
