@@ -79,7 +79,7 @@ class _PythonLoops:
         masks = _step_masks(lengths, T, x_proj.device)
         probes = h_probe.unbind(0) if h_probe is not None else (None,) * T
         p_i, p_f, p_o = peephole.unbind(0)                        # (H,) each
-        w_t = weight_hh.t()
+        w_t = weight_hh.t().contiguous()                          # (H, 4H): faster per-step GEMMs
         h, c = h0, c0
         for t, (a, c_t, out_t) in enumerate(zip(gates.unbind(0), cs.unbind(0), outputs.unbind(0))):
             a.addmm_(h, w_t)                                      # (B, 4H)
