@@ -140,18 +140,19 @@ def build_model(cfg: DictConfig, spec, device: torch.device):
 
 
 def check_pyramid_depth(model, task) -> None:
-    """Each pyramid layer after the first halves time: past 2^(L-1) > T steps the top layers see a
-    single step padded with zeros, which no architecture means."""
+    """Each pyramid reduction halves time: past 2^(L-1) > T steps (2^L with model.pyramid_input) the
+    top layers see a single step padded with zeros, which no architecture means."""
     if model.time_reduction <= 1:
         return
     steps = task.probe_batch().inputs.shape[0]
     if model.time_reduction > steps:
         layers = model.stack.num_layers
-        most = steps.bit_length()  # largest L with 2^(L-1) <= steps
+        most = steps.bit_length() - model.stack.pyramid_input  # largest L with time_reduction <= steps
         raise ConfigError(
             f"model.pyramid=true with model.num_layers={layers} reduces time {model.time_reduction}x, "
             f"but this task's sequences have {steps} steps: use model.num_layers <= {most} "
-            f"(2^(num_layers-1) <= {steps}) or longer sequences")
+            f"({'2^num_layers' if model.stack.pyramid_input else '2^(num_layers-1)'} <= {steps}) "
+            f"or longer sequences")
 
 
 def check_reliability_settings(cfg: DictConfig) -> None:

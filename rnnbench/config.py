@@ -60,6 +60,7 @@ class ModelConf:
     num_layers: int = 1
     bidirectional: bool = False
     pyramid: bool = False
+    pyramid_input: bool = False  # with pyramid: pair the input frames before the first layer too
     dropout: float = 0.0
     residual: bool = False
     backend: str = "auto"

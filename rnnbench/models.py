@@ -30,7 +30,7 @@ class SequenceModel(nn.Module):
                  dropout: float = 0.0, residual: bool = False, backend: str = "auto",
                  embedding_size: int | None = None, embedding_dropout: float = 0.0,
                  output_dropout: float = 0.0, tie_weights: bool = False, pooling: str = "last",
-                 param_budget: int | None = None):
+                 param_budget: int | None = None, pyramid_input: bool = False):
         super().__init__()
         del param_budget  # resolved to hidden_size by the caller (budget.py); recorded in the config
         if hidden_size < 1:
@@ -54,7 +54,7 @@ class SequenceModel(nn.Module):
         self.embedding_dropout = embedding_dropout
         self.output_dropout = output_dropout
         self.stack = RecurrentStack(cell, stack_input, hidden_size, num_layers, bidirectional, pyramid,
-                                    dropout, residual, backend)
+                                    dropout, residual, backend, pyramid_input)
         if spec.output_kind == "per_step" and self.stack.time_reduction > 1:
             raise ValueError(
                 f"model.pyramid=true reduces time {self.stack.time_reduction}x with model.num_layers="

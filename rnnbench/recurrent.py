@@ -199,11 +199,14 @@ class RecurrentStack(nn.Module):
       2016; with pyramid, the shortcut is the mean of the pair that was concatenated).
     - pyramid: between layers, consecutive output pairs are concatenated (`pyramid_reduce`), so every
       layer above the first runs on half the steps of the one below: time reduction 2^(num_layers-1).
+      `pyramid_input=True` also pairs the input frames before the first layer, so every layer reads a
+      halved sequence (T/2 + T/4 + ... steps in all): time reduction 2^num_layers.
     """
 
     def __init__(self, cell: Callable[[int, int], Cell], input_size: int, hidden_size: int,
                  num_layers: int = 1, bidirectional: bool = False, pyramid: bool = False,
-                 dropout: float = 0.0, residual: bool = False, backend: str = "auto"):
+                 dropout: float = 0.0, residual: bool = False, backend: str = "auto",
+                 pyramid_input: bool = False):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"model.num_layers={num_layers}: must be >= 1")
@@ -215,18 +218,25 @@ class RecurrentStack(nn.Module):
         self.num_layers = num_layers
         self.bidirectional = bidirectional
         self.pyramid = pyramid
+        self.pyramid_input = pyramid and pyramid_input
         self.residual = residual
         self.dropout = dropout
-        sizes = [input_size] + [self.output_size * (2 if pyramid else 1)] * (num_layers - 1)
+        sizes = ([input_size * (2 if self.pyramid_input else 1)]
+                 + [self.output_size * (2 if pyramid else 1)] * (num_layers - 1))
         self.layers = nn.ModuleList(
             [RecurrentLayer(cell, size, hidden_size, bidirectional, backend) for size in sizes])
 
     @property
+    def reductions(self) -> int:
+        """How many times the stack halves time."""
+        return (self.num_layers - 1 + self.pyramid_input) if self.pyramid else 0
+
+    @property
     def time_reduction(self) -> int:
-        return 2 ** (self.num_layers - 1) if self.pyramid else 1
+        return 2 ** self.reductions
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
-        for _ in range(self.num_layers - 1 if self.pyramid else 0):
+        for _ in range(self.reductions):
             lengths = (lengths + 1) // 2
         return lengths
 
@@ -237,6 +247,11 @@ class RecurrentStack(nn.Module):
                 probes: Probes | None = None) -> tuple[Tensor, Tensor | None, StackState]:
         """x (T, B, I) -> outputs (T', B, D*H), output lengths (B,) or None, final state per layer."""
         finals = []
+        if self.pyramid_input:
+            if lengths is not None:  # the pairs must not read the padding (outputs are zero there, inputs not)
+                valid = torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.to(x.device)
+                x = x * valid.unsqueeze(-1)
+            x, lengths = pyramid_reduce(x, lengths)                           # (T/2, B, 2·I)
         for l, layer in enumerate(self.layers):
             shortcut = None
             if l > 0:

@@ -78,3 +78,11 @@ def test_bad_model_options_name_the_key():
         SequenceModel(SEQUENCE, LSTMCell, 8, num_layers=2, dropout=1.5)
     with pytest.raises(ValueError, match="model.tie_weights=true needs a token task"):
         SequenceModel(SEQUENCE, LSTMCell, 8, tie_weights=True)
+
+
+def test_pyramid_input_pairs_the_frames_before_the_first_layer():
+    """LAS-style listener reading pairs of frames: every layer runs on a halved sequence."""
+    model = SequenceModel(SEQUENCE, LSTMCell, 8, num_layers=3, pyramid=True, pyramid_input=True)
+    assert model.time_reduction == 8 and model.stack.layers[0].directions[0].input_size == 2 * 2
+    out, _, _ = model.stack(torch.randn(16, 2, 2))
+    assert out.shape[0] == 2  # 16 -> 8 (input) -> 4 -> 2

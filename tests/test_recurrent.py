@@ -89,11 +89,13 @@ def run_alone(stack, x, lengths):
 
 
 @pytest.mark.parametrize("cell", list(ALL))
-@pytest.mark.parametrize("arch", ["bidirectional", "pyramid"])
+@pytest.mark.parametrize("arch", ["bidirectional", "pyramid", "pyramid_input"])
 @pytest.mark.parametrize("backend", ["explicit", "auto"])
 def test_padded_batch_equals_each_sequence_alone(cell, arch, backend):
     torch.manual_seed(1)
-    kw = dict(num_layers=3, bidirectional=True, pyramid=True) if arch == "pyramid" else dict(bidirectional=True)
+    kw = {"bidirectional": dict(bidirectional=True),
+          "pyramid": dict(num_layers=3, bidirectional=True, pyramid=True),
+          "pyramid_input": dict(num_layers=2, bidirectional=True, pyramid=True, pyramid_input=True)}[arch]
     stack = RecurrentStack(ALL[cell], I, H, backend=backend, **kw)
     lengths = torch.tensor([11, 5, 8, 1, 10])
     x = torch.randn(11, 5, I)
@@ -136,6 +138,7 @@ ARCHS = {
     "bidirectional": dict(bidirectional=True),
     "pyramid": dict(num_layers=3, pyramid=True),
     "pyramid_bidirectional_residual": dict(num_layers=4, pyramid=True, bidirectional=True, residual=True),
+    "pyramid_input": dict(num_layers=3, pyramid=True, pyramid_input=True),
 }
 
 
@@ -147,7 +150,7 @@ def test_every_cell_in_every_architecture(cell, arch):
     x = torch.randn(T, B, I, requires_grad=True)
     out, lengths, final = stack(x, torch.tensor([13, 6, 9]))
     directions = 2 if kw.get("bidirectional") else 1
-    reduction = 2 ** (kw.get("num_layers", 1) - 1) if kw.get("pyramid") else 1
+    reduction = 2 ** (kw.get("num_layers", 1) - 1 + kw.get("pyramid_input", False)) if kw.get("pyramid") else 1
     assert stack.time_reduction == reduction
     expected_T = T
     for _ in range(reduction.bit_length() - 1):
