@@ -14,7 +14,7 @@ import torch
 
 from rnnbench.bench.measure import eprint, machine, machine_line, render
 
-SUITES = ("cells", "pyramid", "overhead", "diagnostics", "sweep")
+SUITES = ("cells", "pyramid", "overhead", "diagnostics", "denormals", "sweep")
 
 
 @dataclass
