@@ -7,9 +7,8 @@ Variants, the deep stack being the reference:
 - `deep`: every layer runs T steps: 3T steps in all;
 - `pyramid`: `RecurrentStack(pyramid=True)`, consecutive output pairs concatenated between layers:
   T + T/2 + T/4 = 1.75T steps, so at most 3/1.75 = 1.71x fewer steps;
-- `pyramid, input halved too`: the same stack fed `pyramid_reduce(x)`, i.e. the reduction also before
-  the first layer (every layer reads a halved sequence): T/2 + T/4 + T/8 = 0.875T steps, at most 3.43x.
-  Built from the existing pieces here; not an architecture of `recurrent.py` (yet).
+- `pyramid_input`: `RecurrentStack(pyramid=True, pyramid_input=True)`, the input frames paired before the
+  first layer too (every layer reads a halved sequence): T/2 + T/4 + T/8 = 0.875T steps, at most 3.43x.
 """
 
 from __future__ import annotations
@@ -21,11 +20,11 @@ import torch
 from rnnbench.bench.measure import (Case, interleaved, matmul_case, min_ratio_text, pct, peak_rate,
                                     ratio_text, recurrent_flops, summarise, table)
 from rnnbench.cells import GRUCell, LSTMCell
-from rnnbench.recurrent import RecurrentStack, pyramid_reduce
+from rnnbench.recurrent import RecurrentStack
 
 LAYERS = 3
 CELLS = {"LSTM": LSTMCell, "GRU": GRUCell}
-VARIANTS = ("deep", "pyramid", "pyramid, input halved too")
+VARIANTS = ("deep", "pyramid", "pyramid_input")
 REFERENCE = "deep"
 
 
@@ -45,9 +44,8 @@ def layer_shapes(variant: str, T: int, I: int, H: int, directions: int = 2) -> l
 
 def training_step(cell, variant: str, B: int, T: int, I: int, H: int, seed: int = 0):
     torch.manual_seed(seed)
-    halved_input = variant == "pyramid, input halved too"
-    stack = RecurrentStack(cell, 2 * I if halved_input else I, H, LAYERS, bidirectional=True,
-                           pyramid=variant != "deep")
+    stack = RecurrentStack(cell, I, H, LAYERS, bidirectional=True, pyramid=variant != "deep",
+                           pyramid_input=variant == "pyramid_input")
     x = torch.randn(T, B, I)
     params = list(stack.parameters())
     T_out = layer_shapes(variant, T, I, H)[-1][0]
@@ -56,8 +54,7 @@ def training_step(cell, variant: str, B: int, T: int, I: int, H: int, seed: int 
     def step():
         for p in params:
             p.grad = None
-        inputs = pyramid_reduce(x, None)[0] if halved_input else x             # (T/2, B, 2I) or (T, B, I)
-        out, _, _ = stack(inputs)                                              # (T_out, B, 2H)
+        out, _, _ = stack(x)                                                   # (T_out, B, 2H)
         out.backward(grad_out)
 
     return step
