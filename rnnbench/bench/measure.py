@@ -263,8 +263,10 @@ def _cell(value: Any) -> str:
 def render(t: dict) -> str:
     cells = [[_cell(v) for v in row] for row in t["rows"]]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(t["columns"])]
+    # names left, numbers right: a column is a name column if none of its values starts like a number
+    left = [i == 0 or all(not r[i][:1].isdigit() and r[i] != "-" for r in cells) for i in range(len(widths))]
     line = lambda items: "  ".join(  # noqa: E731
-        s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(items, widths)))
+        s.ljust(w) if left[i] else s.rjust(w) for i, (s, w) in enumerate(zip(items, widths)))
     out = [t["title"], line(t["columns"]), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     out += [f"  {n}" for n in t["notes"]]

@@ -8,8 +8,10 @@ Hydra, the launcher's workers, both jobs, the sweep summary), as a user would ru
 - `parallel, 2 threads each`: the same with `train.threads=2`, i.e. workers oversubscribing the cores
   (what happens when threads per worker are not set).
 
-Two seeds of one fixed-step adding run (LSTM), so both jobs do the same work. Throughput ratio =
-sequential wall time / variant wall time (target >= 1.7 for `parallel`).
+Two seeds of one fixed-step adding run (LSTM), so both jobs do the same work, at two sizes: the README
+quickstart's model (T=50, H=64), where a second thread helps a job little, and T=100, H=128, where it helps
+more. The oversubscribed variant runs at the first size only. Throughput ratio = sequential wall time /
+variant wall time at the same size (target >= 1.7 for `parallel`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from pathlib import Path
 
 from rnnbench.bench.measure import matmul_case, pct, quartiles, recurrent_flops, table
 
-FULL = dict(seq_len=100, hidden=128, batch=64, steps=500, val_size=1000)
-QUICK = dict(seq_len=10, hidden=8, batch=8, steps=3, val_size=16)
+SIZES = {  # two seeds of one fixed-step adding run (LSTM): ~15-30 s per job here
+    "quickstart size (T=50 H=64)": dict(seq_len=50, hidden=64, batch=64, steps=2500, val_size=1000),
+    "T=100 H=128": dict(seq_len=100, hidden=128, batch=64, steps=500, val_size=1000),
+}
+QUICK = {"tiny": dict(seq_len=10, hidden=8, batch=8, steps=3, val_size=16)}
 VARIANTS = {"sequential": [], "parallel": ["hydra/launcher=parallel"],
             "parallel, 2 threads each": ["hydra/launcher=parallel", "train.threads=2"]}
+OVERSUBSCRIBED = "parallel, 2 threads each"  # run at the first size only: it is slow, and it is the point
 REFERENCE = "sequential"
 
 
@@ -57,11 +63,12 @@ def run_sweep(size: dict, sweep_dir: Path, extra: list[str], cwd: Path) -> dict:
 
 
 def run(opts) -> dict:
-    size = QUICK if opts.quick else FULL
+    sizes = QUICK if opts.quick else SIZES
     repeats = min(opts.repeats, 2 if opts.quick else 3)
     peak = matmul_case(256 if opts.quick else 2048)
-    flops_per_job = recurrent_flops(size["seq_len"], size["batch"], 2, size["hidden"], 4) * size["steps"]
-    samples = {name: [] for name in VARIANTS}
+    runs = [(size, variant) for n, size in enumerate(sizes) for variant in VARIANTS
+            if variant != OVERSUBSCRIBED or n == 0]
+    samples = {run: [] for run in runs}
     peaks = []
     with tempfile.TemporaryDirectory(prefix="rnnbench-bench-sweep-") as tmp:
         for r in range(repeats):
@@ -69,34 +76,38 @@ def run(opts) -> dict:
             start = time.perf_counter()
             peak.run()
             peaks.append(peak.flops / (time.perf_counter() - start))
-            for i, (name, extra) in enumerate(VARIANTS.items()):
-                samples[name].append(run_sweep(size, Path(tmp) / f"r{r}v{i}", extra, Path(tmp)))
-    peak_flops = sorted(peaks)[len(peaks) // 2]
+            for i, (size, variant) in enumerate(runs):
+                samples[size, variant].append(
+                    run_sweep(sizes[size], Path(tmp) / f"r{r}v{i}", VARIANTS[variant], Path(tmp)))
+    peak_flops = quartiles(peaks)[1]
     results, rows = {}, []
-    ref_walls = [s["wall_s"] for s in samples[REFERENCE]]
-    ref_median = quartiles(ref_walls)[1]
-    for name, runs in samples.items():
-        walls = [s["wall_s"] for s in runs]
+    for size, variant in runs:
+        spec = sizes[size]
+        flops_per_job = recurrent_flops(spec["seq_len"], spec["batch"], 2, spec["hidden"], 4) * spec["steps"]
+        ref_walls = [s["wall_s"] for s in samples[size, REFERENCE]]
+        walls = [s["wall_s"] for s in samples[size, variant]]
         q1, median, q3 = quartiles(walls)
-        per_round = [rw / w for rw, w in zip(ref_walls, walls)]
-        lo, _, hi = quartiles(per_round)
-        train_walls = [max(j["train_time_s"] for j in s["jobs"]) for s in runs]
-        threads = sorted({j["threads"] for s in runs for j in s["jobs"]})
+        ref_median = quartiles(ref_walls)[1]
+        lo, _, hi = quartiles([rw / w for rw, w in zip(ref_walls, walls)])
+        train = quartiles([j["train_time_s"] for s in samples[size, variant] for j in s["jobs"]])[1]
+        threads = sorted({j["threads"] for s in samples[size, variant] for j in s["jobs"]})
         gflops = 2 * flops_per_job / median / 1e9
-        results[name] = {"wall_s": walls, "median_wall_s": median, "throughput_ratio": ref_median / median,
-                         "throughput_ratio_iqr": [lo, hi], "threads_per_job": threads, "runs": runs,
-                         "training_gflops": gflops, "fraction_of_peak": gflops * 1e9 / peak_flops}
-        rows.append([name, ",".join(map(str, threads)), median, pct((q3 - q1) / median),
-                     f"{ref_median / median:.2f} ({lo:.2f}-{hi:.2f})",
-                     quartiles([j["train_time_s"] for s in runs for j in s["jobs"]])[1],
-                     quartiles(train_walls)[1], gflops, pct(gflops * 1e9 / peak_flops)])
-    title = (f"sweep: 2 jobs (adding T={size['seq_len']} H={size['hidden']} B={size['batch']}, LSTM, "
-             f"{size['steps']} steps each), {os.cpu_count()} cores, median of {repeats} interleaved repeats")
-    t = table(title, ["launcher", "threads/job", "wall s", "spread", "throughput ratio (IQR)",
-                      "train s/job", "longest train s", "GFLOP/s", "of peak"], rows,
+        results[f"{size}: {variant}"] = {
+            "size": spec, "variant": variant, "wall_s": walls, "median_wall_s": median,
+            "throughput_ratio": ref_median / median, "throughput_ratio_iqr": [lo, hi],
+            "throughput_ratio_of_minima": min(ref_walls) / min(walls), "threads_per_job": threads,
+            "median_train_s_per_job": train, "runs": samples[size, variant], "training_gflops": gflops,
+            "fraction_of_peak": gflops * 1e9 / peak_flops}
+        rows.append([size, variant, ",".join(map(str, threads)), median, pct((q3 - q1) / median),
+                     f"{ref_median / median:.2f} ({lo:.2f}-{hi:.2f})", min(ref_walls) / min(walls), train,
+                     gflops, pct(gflops * 1e9 / peak_flops)])
+    title = (f"sweep: 2 jobs (two seeds of one adding run, LSTM, B=64), {os.cpu_count()} cores, "
+             f"median of {repeats} interleaved repeats")
+    t = table(title, ["size", "launcher", "threads/job", "wall s", "spread", "throughput ratio (IQR)",
+                      "ratio of min", "train s/job", "GFLOP/s", "of peak"], rows,
               ["wall = the whole `python -m rnnbench -m ...` command; throughput ratio = sequential wall / wall "
-               "(target >= 1.7 for parallel)",
-               "GFLOP/s = training matmul FLOPs of both jobs / wall (evaluation, profiles and start-up are in "
-               f"the wall time but not counted); peak = {peak.name} {peak_flops / 1e9:.1f} GFLOP/s at "
-               f"{opts.threads} threads"])
-    return {"size": size, "peak_gflops": peak_flops / 1e9, "variants": results, "tables": [t]}
+               "at the same size (target >= 1.7 for parallel)",
+               "steps per job: " + ", ".join(f"{k} {v['steps']}" for k, v in sizes.items()),
+               "GFLOP/s = training matmul FLOPs of both jobs / wall (evaluation, profiles and start-up are in the "
+               f"wall time, not counted); peak = {peak.name} {peak_flops / 1e9:.1f} GFLOP/s at {opts.threads} threads"])
+    return {"sizes": sizes, "peak_gflops": peak_flops / 1e9, "variants": results, "tables": [t]}
