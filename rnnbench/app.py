@@ -50,8 +50,10 @@ log = logging.getLogger("rnnbench")
 
 register_schemas()
 
-# conf/ sits beside the package (editable install, as the README sets up)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The configs: an installed package reads the copy of conf/ its wheel ships (rnnbench/conf, setup.py);
+# a checkout (editable install, PYTHONPATH) reads the top-level conf/ itself, the one source.
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = str(_PACKAGED_CONF if _PACKAGED_CONF.is_dir() else _PACKAGED_CONF.parent.parent / "conf")
 
 
 def seed_everything(seed: int) -> None:
