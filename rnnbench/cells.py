@@ -16,6 +16,7 @@ model trained fused runs through the explicit path unchanged.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,7 @@ class LSTMCell(Cell):
     """
 
     gates = 4
+    gate_names: tuple[str, ...] = ("i", "f", "g", "o")  # the row blocks of weight_ih, weight_hh, biases
     state_names = ("h", "c")
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
@@ -143,12 +145,18 @@ class LSTMCell(Cell):
         self.forget_bias = forget_bias
         super().__init__(input_size, hidden_size, recurrent_init)
 
+    def initial_gate_biases(self) -> dict[str, float]:
+        """Total bias (bias_ih + bias_hh) each gate starts from, where it is not random."""
+        return {"f": self.forget_bias}
+
     def reset_parameters(self) -> None:
         super().reset_parameters()
         H = self.hidden_size
-        with torch.no_grad():  # b_f = bias_ih[f] + bias_hh[f] = forget_bias
-            self.bias_ih[H:2 * H].fill_(self.forget_bias)
-            self.bias_hh[H:2 * H].zero_()
+        with torch.no_grad():  # e.g. b_f = bias_ih[f] + bias_hh[f] = forget_bias
+            for gate, value in self.initial_gate_biases().items():
+                k = self.gate_names.index(gate)
+                self.bias_ih[k * H:(k + 1) * H].fill_(value)
+                self.bias_hh[k * H:(k + 1) * H].zero_()
 
     def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state                                                            # (B, H) each
@@ -166,45 +174,141 @@ class LSTMCell(Cell):
         return super().extra_repr() + f", forget_bias={self.forget_bias}"
 
 
+@dataclass(frozen=True)
+class LSTMVariant:
+    """The switches of the LSTM family of Greff et al. 2016; all defaults = their "vanilla" LSTM."""
+
+    input_gate: bool = True            # False: i = 1                                     (NIG)
+    forget_gate: bool = True           # False: no learned forget gate, f = 1 or 1 - i    (NFG, CIFG)
+    output_gate: bool = True           # False: o = 1                                     (NOG)
+    input_activation: bool = True      # False: g = a_g, no tanh                          (NIAF)
+    output_activation: bool = True     # False: h = o ⊙ c, no tanh                        (NOAF)
+    peepholes: bool = True             # False: no p_i, p_f, p_o                          (NP)
+    coupled: bool = False              # True: f = 1 - i                                  (CIFG)
+    full_gate_recurrence: bool = False  # True: i, f, o also read i, f, o of t-1          (FGR)
+
+
+# Greff, Srivastava, Koutník, Steunebrink, Schmidhuber, "LSTM: A Search Space Odyssey", IEEE TNNLS
+# 2017 (arXiv:1503.04069), §III: the eight variants, each one change to the vanilla LSTM.
+LSTM_VARIANTS: dict[str, LSTMVariant] = {
+    "vanilla": LSTMVariant(),
+    "nig": LSTMVariant(input_gate=False),
+    "nfg": LSTMVariant(forget_gate=False),
+    "nog": LSTMVariant(output_gate=False),
+    "niaf": LSTMVariant(input_activation=False),
+    "noaf": LSTMVariant(output_activation=False),
+    "np": LSTMVariant(peepholes=False),
+    "cifg": LSTMVariant(forget_gate=False, coupled=True),
+    "fgr": LSTMVariant(full_gate_recurrence=True),
+}
+
+
 class PeepholeLSTMCell(LSTMCell):
     """LSTM with diagonal peephole connections (Gers & Schmidhuber 2000, "Recurrent nets that time and
-    count"; the standard diagonal form of Greff et al. 2016):
+    count"), the "vanilla" LSTM of Greff et al. 2016, and its eight variants (`variant`, LSTM_VARIANTS).
 
-        i_t = σ(W_i x_t + U_i h_{t-1} + p_i ⊙ c_{t-1} + b_i)
-        f_t = σ(W_f x_t + U_f h_{t-1} + p_f ⊙ c_{t-1} + b_f)
-        g_t = tanh(W_g x_t + U_g h_{t-1} + b_g)
+    vanilla, with a_* = W_* x_t + U_* h_{t-1} + b_*:
+        i_t = σ(a_i + p_i ⊙ c_{t-1})
+        f_t = σ(a_f + p_f ⊙ c_{t-1})
+        g_t = tanh(a_g)
         c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-        o_t = σ(W_o x_t + U_o h_{t-1} + p_o ⊙ c_t + b_o)        the output gate sees c_t, not c_{t-1}
+        o_t = σ(a_o + p_o ⊙ c_t)        the output gate sees c_t, not c_{t-1}
         h_t = o_t ⊙ tanh(c_t)
 
-    `peephole` is (3, H), rows p_i, p_f, p_o, initialised like the other weights. No torch kernel
-    computes this function; `recurrent.py` runs it through `fast_peephole` when that is available.
+    Variants (Greff et al. §III), each one change to those equations:
+        nig   no input gate                i_t = 1
+        nfg   no forget gate               f_t = 1
+        nog   no output gate               o_t = 1
+        niaf  no input activation function g_t = a_g
+        noaf  no output activation function h_t = o_t ⊙ c_t
+        np    no peepholes                 p_i = p_f = p_o = 0: torch.nn.LSTM's function (`fused_mode`)
+        cifg  coupled input and forget gate f_t = 1 - i_t
+        fgr   full gate recurrence         a_j += R_ji i_{t-1} + R_jf f_{t-1} + R_jo o_{t-1}, j ∈ {i, f, o}
+
+    A variant has exactly the parameters its equations use: a gate it removes (i for nig; f for nfg
+    and cifg; o for nog) has no rows in weight_ih, weight_hh, bias_ih, bias_hh (`gate_names` lists the
+    row blocks present, in the order i, f, g, o), nor a peephole; `peephole` is (len(peephole_names), H)
+    and absent for np, whose parameters are then exactly LSTMCell's; fgr adds the nine H x H matrices
+    R_jk as `gate_recurrence` (3H, 3H) (rows: gate at t, columns: gate at t-1, both in order i, f, o)
+    and carries the previous gate activations (B, 3H) as a third state tensor, zero at t = 0.
+    `forget_bias` is the initial total forget-gate bias; with cifg, where f_t = 1 - σ(a_i) = σ(-a_i),
+    it is applied as b_i = -forget_bias, so the forget gate starts as open as the vanilla LSTM's.
+    Only vanilla (`fast_peephole`) and np (torch's LSTM kernel) have fast paths so far; `recurrent.py`
+    runs the others on their explicit equations.
     """
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
-                 recurrent_init: str = "default"):
+                 recurrent_init: str = "default", variant: str = "vanilla"):
+        if variant not in LSTM_VARIANTS:
+            raise ValueError(f"cell.variant={variant!r} is not allowed: choose one of {', '.join(LSTM_VARIANTS)}")
+        self.variant = variant
+        self.switches = v = LSTM_VARIANTS[variant]
+        sigmoid_gates = tuple(gate for gate, present in
+                              (("i", v.input_gate), ("f", v.forget_gate), ("o", v.output_gate)) if present)
+        self.gate_names = tuple(gate for gate in ("i", "f", "g", "o") if gate in sigmoid_gates + ("g",))
+        self.gates = len(self.gate_names)
+        self.peephole_names = sigmoid_gates if v.peepholes else ()
+        self.recurrent_gate_names = sigmoid_gates if v.full_gate_recurrence else ()
+        self.state_names = ("h", "c", "gates") if v.full_gate_recurrence else ("h", "c")
         super().__init__(input_size, hidden_size, forget_bias, recurrent_init)
 
+    def initial_gate_biases(self) -> dict[str, float]:
+        if self.switches.coupled:
+            return {"i": -self.forget_bias}
+        return super().initial_gate_biases() if "f" in self.gate_names else {}
+
     def reset_parameters(self) -> None:
-        if not hasattr(self, "peephole"):
-            self.peephole = nn.Parameter(torch.empty(3, self.hidden_size))
+        # Created here, after the four torch-layout tensors, so that they are initialised last and the
+        # vanilla cell draws today's numbers from a seed.
+        H = self.hidden_size
+        if self.peephole_names and not hasattr(self, "peephole"):
+            self.peephole = nn.Parameter(torch.empty(len(self.peephole_names), H))
+        if self.recurrent_gate_names and not hasattr(self, "gate_recurrence"):
+            n = len(self.recurrent_gate_names) * H
+            self.gate_recurrence = nn.Parameter(torch.empty(n, n))
         super().reset_parameters()
 
+    def default_state(self, batch: int, device=None, dtype=None) -> State:
+        state = super().default_state(batch, device, dtype)
+        if self.recurrent_gate_names:  # the gate activations of t = 0 - 1: zero
+            state = state[:2] + (torch.zeros(batch, len(self.recurrent_gate_names) * self.hidden_size,
+                                             device=device, dtype=dtype),)
+        return state
+
     def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c_prev = state                                                       # (B, H) each
-        gates = torch.addmm(x_proj_t + self.bias_hh, h, self.weight_hh.t())    # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)                                      # (B, H) each
-        p_i, p_f, p_o = self.peephole                                           # (H,) each
-        i = torch.sigmoid(i + p_i * c_prev)
-        f = torch.sigmoid(f + p_f * c_prev)
-        c = f * c_prev + i * torch.tanh(g)
-        o = torch.sigmoid(o + p_o * c)
-        h = o * torch.tanh(c)
+        h, c_prev = state[:2]                                                   # (B, H) each
+        v = self.switches
+        a = torch.addmm(x_proj_t + self.bias_hh, h, self.weight_hh.t())        # (B, G*H)
+        a = dict(zip(self.gate_names, a.chunk(self.gates, dim=1)))             # (B, H) each
+        if v.full_gate_recurrence:
+            r = state[2] @ self.gate_recurrence.t()                             # Σ_k R_jk k_{t-1}  (B, 3H)
+            for gate, r_gate in zip(self.recurrent_gate_names, r.chunk(len(self.recurrent_gate_names), dim=1)):
+                a[gate] = a[gate] + r_gate
+        p = dict(zip(self.peephole_names, self.peephole)) if self.peephole_names else {}  # (H,) each
+        i = f = o = None  # None: the gate is absent (= 1)
+        if v.input_gate:
+            i = torch.sigmoid(a["i"] + p["i"] * c_prev) if v.peepholes else torch.sigmoid(a["i"])
+        if v.forget_gate:
+            f = torch.sigmoid(a["f"] + p["f"] * c_prev) if v.peepholes else torch.sigmoid(a["f"])
+        elif v.coupled:
+            f = 1 - i
+        g = torch.tanh(a["g"]) if v.input_activation else a["g"]
+        c = (c_prev if f is None else f * c_prev) + (g if i is None else i * g)
+        if v.output_gate:
+            o = torch.sigmoid(a["o"] + p["o"] * c) if v.peepholes else torch.sigmoid(a["o"])
+        out = torch.tanh(c) if v.output_activation else c
+        h = out if o is None else o * out
+        if v.full_gate_recurrence:
+            activations = {"i": i, "f": f, "o": o}
+            return h, (h, c, torch.cat([activations[gate] for gate in self.recurrent_gate_names], dim=1))
         return h, (h, c)
 
     @property
     def fused_mode(self) -> str | None:
-        return None
+        return "lstm" if self.variant == "np" else None
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", variant={self.variant!r}"
 
 
 class GRUCell(Cell):

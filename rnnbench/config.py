@@ -14,6 +14,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from rnnbench.cells import LSTM_VARIANTS
+
 
 class ConfigError(ValueError):
     """A config value that is well-typed but not allowed."""
@@ -43,6 +45,7 @@ class LSTMConf(CellConf):
 @dataclass
 class PeepholeConf(LSTMConf):
     _target_: str = "rnnbench.cells.PeepholeLSTMCell"
+    variant: str = "vanilla"  # Greff et al. 2016: one of rnnbench.cells.LSTM_VARIANTS
 
 
 @dataclass
@@ -274,6 +277,7 @@ ALLOWED = {
     "logger.wandb.mode": ("auto", "offline", "online", "disabled"),
     "cell.recurrent_init": ("default", "orthogonal", "identity"),
     "cell.nonlinearity": ("tanh", "relu"),
+    "cell.variant": tuple(LSTM_VARIANTS),
     "task.level": ("char", "word"),
     "task.mode": ("row", "pixel"),
     "task.empty_text": ("error", "skip"),

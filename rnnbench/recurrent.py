@@ -9,7 +9,7 @@ Backends (one per layer, the same parameter tensors for all):
 - `fused`: torch's own kernels (`torch._VF.lstm / gru / rnn_tanh / rnn_relu`, what nn.LSTM, nn.GRU
   and nn.RNN call) on the cell's own tensors; an error for a cell with no such kernel.
 - `auto` (default): fused where a torch kernel computes exactly the cell's function, else the fast
-  sequence kernel of `fast_peephole` for the peephole LSTM, else explicit.
+  sequence kernel of `fast_peephole` for the peephole LSTM (variant vanilla), else explicit.
 Temporal gradient probes (‖∂L/∂h_t‖ for every t, `diagnostics.py`) always run the explicit path.
 """
 
@@ -132,7 +132,7 @@ def resolve_backend(cell: Cell, backend: str) -> str:
         raise ValueError(
             f"model.backend=fused: {type(cell).__name__}({cell.extra_repr()}) has no torch kernel computing "
             f"its function; use model.backend=auto (its fastest exact path) or explicit")
-    if isinstance(cell, PeepholeLSTMCell) and _fast_peephole_usable():
+    if isinstance(cell, PeepholeLSTMCell) and cell.variant == "vanilla" and _fast_peephole_usable():
         return "fast"
     return "explicit"
 
