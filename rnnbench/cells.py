@@ -33,7 +33,8 @@ class Cell(nn.Module):
     gates: int = 1
     state_names: tuple[str, ...] = ("h",)
 
-    def __init__(self, input_size: int, hidden_size: int, recurrent_init: str = "default"):
+    def __init__(self, input_size: int, hidden_size: int, recurrent_init: str = "default",
+                 recurrent_gain: float = 1.0):
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
@@ -42,6 +43,7 @@ class Cell(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.recurrent_init = recurrent_init
+        self.recurrent_gain = recurrent_gain
         G, H = self.gates, hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G * H, input_size))
         self.weight_hh = nn.Parameter(torch.empty(G * H, H))
@@ -66,6 +68,11 @@ class Cell(nn.Module):
                     self.weight_hh[g * H:(g + 1) * H].copy_(torch.eye(H))
                 self.bias_ih.zero_()
                 self.bias_hh.zero_()
+        if self.recurrent_gain != 1.0:
+            # U scaled by a gain: an orthogonal U then has every singular value (and so ‖U‖₂) equal
+            # to the gain, the γ of Pascanu et al. 2013's bound ‖∂h_t/∂h_k‖ ≤ γ^{t-k} for tanh.
+            with torch.no_grad():
+                self.weight_hh.mul_(self.recurrent_gain)
 
     # -- the shared interface -------------------------------------------------------------------
     def default_state(self, batch: int, device=None, dtype=None) -> State:
@@ -94,7 +101,8 @@ class Cell(nn.Module):
         return torch.stack(outputs), state
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, recurrent_init={self.recurrent_init!r}"
+        gain = f", recurrent_gain={self.recurrent_gain}" if self.recurrent_gain != 1.0 else ""
+        return f"{self.input_size}, {self.hidden_size}, recurrent_init={self.recurrent_init!r}{gain}"
 
 
 class VanillaCell(Cell):
@@ -109,11 +117,11 @@ class VanillaCell(Cell):
     NONLINEARITIES = ("tanh", "relu")
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh",
-                 recurrent_init: str = "default"):
+                 recurrent_init: str = "default", recurrent_gain: float = 1.0):
         if nonlinearity not in self.NONLINEARITIES:
             raise ValueError(f"nonlinearity={nonlinearity!r}: allowed {', '.join(self.NONLINEARITIES)}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, recurrent_init)
+        super().__init__(input_size, hidden_size, recurrent_init, recurrent_gain)
 
     def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state                                                            # (B, H)
@@ -141,9 +149,9 @@ class LSTMCell(Cell):
     state_names = ("h", "c")
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
-                 recurrent_init: str = "default"):
+                 recurrent_init: str = "default", recurrent_gain: float = 1.0):
         self.forget_bias = forget_bias
-        super().__init__(input_size, hidden_size, recurrent_init)
+        super().__init__(input_size, hidden_size, recurrent_init, recurrent_gain)
 
     def initial_gate_biases(self) -> dict[str, float]:
         """Total bias (bias_ih + bias_hh) each gate starts from, where it is not random."""
@@ -238,7 +246,7 @@ class PeepholeLSTMCell(LSTMCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
-                 recurrent_init: str = "default", variant: str = "vanilla"):
+                 recurrent_init: str = "default", variant: str = "vanilla", recurrent_gain: float = 1.0):
         if variant not in LSTM_VARIANTS:
             raise ValueError(f"cell.variant={variant!r} is not allowed: choose one of {', '.join(LSTM_VARIANTS)}")
         self.variant = variant
@@ -250,7 +258,7 @@ class PeepholeLSTMCell(LSTMCell):
         self.peephole_names = sigmoid_gates if v.peepholes else ()
         self.recurrent_gate_names = sigmoid_gates if v.full_gate_recurrence else ()
         self.state_names = ("h", "c", "gates") if v.full_gate_recurrence else ("h", "c")
-        super().__init__(input_size, hidden_size, forget_bias, recurrent_init)
+        super().__init__(input_size, hidden_size, forget_bias, recurrent_init, recurrent_gain)
 
     def initial_gate_biases(self) -> dict[str, float]:
         if self.switches.coupled:
@@ -330,9 +338,9 @@ class GRUCell(Cell):
     state_names = ("h",)
 
     def __init__(self, input_size: int, hidden_size: int, reset_after: bool = True,
-                 recurrent_init: str = "default"):
+                 recurrent_init: str = "default", recurrent_gain: float = 1.0):
         self.reset_after = bool(reset_after)
-        super().__init__(input_size, hidden_size, recurrent_init)
+        super().__init__(input_size, hidden_size, recurrent_init, recurrent_gain)
 
     def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
         (h,) = state                                                            # (B, H)

@@ -28,6 +28,7 @@ class CellConf:
     _target_: str = MISSING
     _partial_: bool = True
     recurrent_init: str = "default"
+    recurrent_gain: float = 1.0  # U times this after its init (orthogonal: ‖U‖₂ = gain)
 
 
 @dataclass
@@ -287,7 +288,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads")
-NON_NEGATIVE = ("train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
+NON_NEGATIVE = ("cell.recurrent_gain", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
                 "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 

@@ -170,6 +170,8 @@ class Trainer:
         progress = _progress(s.progress, s.max_steps, self.step)
         started = time.perf_counter() - r.elapsed_s  # a resumed run's clock goes on
         last_metric = ""
+        if s.profile_every and self.step == 0:
+            self.profile(0)  # the gradient picture at initialisation, before any update shapes it
         try:
             while self.step < s.max_steps:
                 t0 = time.perf_counter()

@@ -154,6 +154,35 @@ def test_orthogonal_init_gives_orthogonal_blocks(name):
         torch.testing.assert_close(block @ block.T, torch.eye(16), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("gain", [0.5, 1.5])
+def test_recurrent_gain_sets_the_spectral_norm_of_an_orthogonal_u(gain):
+    for name in ("vanilla", "lstm", "gru"):
+        cell = CELLS[name](I, 16, recurrent_init="orthogonal", recurrent_gain=gain)
+        for block in cell.weight_hh.detach().chunk(cell.gates, dim=0):
+            torch.testing.assert_close(torch.linalg.svdvals(block), torch.full((16,), gain), atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    plain = VanillaCell(I, H).weight_hh.detach()
+    torch.manual_seed(0)
+    torch.testing.assert_close(VanillaCell(I, H, recurrent_gain=gain).weight_hh.detach(), gain * plain)
+
+
+@pytest.mark.parametrize("gain", [0.5, 1.0, 1.5])
+def test_tanh_rnn_jacobian_obeys_pascanu_bound(gain):
+    # ‖∂h_t/∂h_k‖₂ ≤ (‖U‖₂ · max|tanh′|)^{t-k} = gain^{t-k} (Pascanu et al. 2013, eq. 7).
+    torch.manual_seed(0)
+    cell = VanillaCell(I, 16, recurrent_init="orthogonal", recurrent_gain=gain).double()
+    x_proj = cell.input_projection(torch.randn(12, 1, I, dtype=torch.float64)).detach()
+
+    def run(h0):
+        state = (h0.unsqueeze(0),)
+        for x_t in x_proj.unbind(0):
+            _, state = cell.step(x_t, state)
+        return state[0].squeeze(0)
+
+    jacobian = torch.autograd.functional.jacobian(run, torch.zeros(16, dtype=torch.float64))
+    assert torch.linalg.matrix_norm(jacobian, ord=2) <= gain ** 12 * (1 + 1e-9)
+
+
 @pytest.mark.parametrize("forget_bias", [1.0, 0.0, 2.5])
 def test_forget_gate_bias(forget_bias):
     for cls in (LSTMCell, PeepholeLSTMCell):
