@@ -1,4 +1,4 @@
-"""The report (rnnbench/report.py): run folders -> tables and figures.
+"""The report (rnnbench/report/): run folders -> tables and figures.
 
 Every test reads a synthetic sweep written here in the run folder format of docs/architecture.md:
 2 cells x 3 seeds completed, plus a failed run, a run whose summary says "running" but whose
@@ -215,6 +215,17 @@ def test_a_lone_group_is_not_marked_best(runs):
     stats = report.summarize(runs, by=[], cols="cell")
     assert not stats.filter(like=" best").to_numpy().any()
     assert "**" not in report.to_markdown(stats)
+
+
+def test_overrides_are_read_as_hydra_types_them():
+    assert report.parse_override("+x=[1,2]") == ("x", [1, 2])
+    assert report.parse_override("~train.clip") == ("train.clip", None)
+    assert report.parse_override("++optim.lr=1e-3") == ("optim.lr", 0.001)
+    assert report.parse_override("cell@model.cell=gru") == ("cell@model.cell", "gru")
+    assert report.parse_override("task.name='a b'") == ("task.name", "a b")
+    assert report.parse_override("train.clip=null") == ("train.clip", None)
+    with pytest.raises(report.ReportError, match="--reference wants key=value"):
+        report.parse_reference("cell")
 
 
 def test_welch_p_value_against_known_values():

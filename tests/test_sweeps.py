@@ -1,5 +1,5 @@
 """Sweeps end to end, as a user runs them: `python -m rnnbench -m ...` in a subprocess, then what the
-sweep left on disk (rnnbench/callbacks.py, rnnbench/report.py, conf/experiment/sweep_*, search_*).
+sweep left on disk (rnnbench/callbacks.py, rnnbench/report/, conf/experiment/sweep_*, search_*).
 
 Every sweep is tiny (T=10, 6 steps, width 8) so the whole file takes about a minute on 2 cores.
 """

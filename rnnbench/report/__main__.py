@@ -1,0 +1,7 @@
+"""``python -m rnnbench.report``: see `rnnbench.report.cli`."""
+
+import sys
+
+from rnnbench.report.cli import main
+
+sys.exit(main())

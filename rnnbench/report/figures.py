@@ -1,0 +1,138 @@
+"""Figures of a sweep, drawn from what the report has read from the run folders: learning curves
+and temporal gradient profiles, one line per group of completed runs.
+
+Each figure is written as PNG (for a look) and PDF (for a paper). Figures are built on matplotlib's
+object API with the Agg canvas, so nothing here touches pyplot's global state or needs a display.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from rnnbench.records import read_metrics, read_profile
+from rnnbench.report.runs import ReportError, groups, label
+from rnnbench.report.stats import most_common
+
+
+def _figure() -> tuple[Figure, object]:
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _save(fig: Figure, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(f"{stem.name}.{ext}") for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    return paths
+
+
+def learning_curves(curves: dict[str, list[pd.Series]], metric: str, stem: Path) -> list[Path]:
+    """`metric` against step: per group, the mean over its runs and a ±1 std band (ddof=1).
+
+    curves: {group label: [one Series per run, indexed by step]}.
+    """
+    fig, ax = _figure()
+    for name, runs in curves.items():
+        table = pd.concat(runs, axis=1, ignore_index=True).sort_index()  # (steps, runs), NaN where not logged
+        mean, std = table.mean(axis=1), table.std(axis=1, ddof=1)
+        (line,) = ax.plot(mean.index, mean, label=f"{name} (n={len(runs)})")
+        ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(xlabel="step", ylabel=metric, title=f"{metric}: mean ± std over seeds")
+    ax.legend()
+    return _save(fig, stem)
+
+
+def gradient_profiles(profiles: dict[str, list[Sequence[float]]], layer: str, stem: Path) -> list[Path]:
+    """‖∂L/∂h_t‖ against t on a log scale: per group, the geometric mean over runs and a ±1 std band
+    of log10 (gradients decay or explode geometrically, so their spread is multiplicative).
+
+    profiles: {group label: [one profile per run, ‖∂L/∂h_t‖ for t = 1..T]}.
+    """
+    fig, ax = _figure()
+    for name, runs in profiles.items():
+        length = max(len(p) for p in runs)
+        norms = np.full((len(runs), length), np.nan)  # (runs, T), NaN-padded when T differs
+        for i, p in enumerate(runs):
+            norms[i, : len(p)] = np.asarray(p, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_norms = np.log10(np.where(norms > 0, norms, np.nan))  # a zero gradient has no log
+        mean = pd.DataFrame(log_norms).mean(axis=0).to_numpy()
+        std = pd.DataFrame(log_norms).std(axis=0, ddof=1).to_numpy()
+        t = np.arange(1, length + 1)
+        (line,) = ax.plot(t, 10**mean, label=f"{name} (n={len(runs)})")
+        ax.fill_between(t, 10 ** (mean - std), 10 ** (mean + std), color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|$", title=f"temporal gradient profile ({layer})")
+    ax.legend()
+    return _save(fig, stem)
+
+
+def _group_label(keys: Sequence[str], values: tuple) -> str:
+    if len(keys) == 1:
+        return label(values[0])
+    return ", ".join(f"{k.removeprefix('cfg.')}={label(v)}" for k, v in zip(keys, values)) or "all runs"
+
+
+def write_figures(
+    df: pd.DataFrame,
+    out_dir: str | os.PathLike,
+    keys: Sequence[str],
+    curve: str | None = None,
+    layer: str = "layer0",
+) -> tuple[list[Path], list[str]]:
+    """Learning curves of `curve` and the temporal gradient profile of `layer`, one line per group
+    of completed runs (grouped by `keys`), as PNG and PDF in `out_dir`.
+
+    curve defaults to the main metric (e.g. ``val/accuracy``) if logged, else ``train/loss``.
+    Returns the files written and notes on figures left out for want of data.
+    """
+    out_dir = Path(out_dir)
+    by_group = [(_group_label(keys, values), runs) for values, runs in groups(df[df["status"] == "completed"], keys)]
+    written, notes = [], []
+
+    histories = {d: pd.DataFrame(read_metrics(d)) for _, runs in by_group for d in runs["run_dir"]}
+    logged = sorted(set().union(*(h.columns for h in histories.values())) - {"step", "time_s"})
+    if curve is None:
+        main = most_common(df.get("main_metric"))
+        curve = main if main in logged else "train/loss"
+        if curve not in logged:
+            notes.append("no learning curves: no completed run logged the main metric or train/loss")
+    elif curve not in logged:
+        raise ReportError(f"unknown curve metric {curve!r}; logged: {', '.join(logged) or 'none'}")
+    if curve in logged:
+        curves = {}
+        for name, runs in by_group:
+            series = []
+            for d in runs["run_dir"]:
+                history = histories[d]
+                if curve in history.columns:
+                    points = history[["step", curve]].dropna().drop_duplicates("step", keep="last")
+                    series.append(pd.to_numeric(points[curve], errors="coerce").set_axis(points["step"]))
+            if series:
+                curves[name] = series
+        written += learning_curves(curves, curve, out_dir / f"learning_curves_{curve.replace('/', '_')}")
+
+    profiles = {name: [read_profile(d) for d in runs["run_dir"] if (Path(d) / "profile.json").is_file()] for name, runs in by_group}
+    layers = sorted({k for runs in profiles.values() for p in runs for k in p.get("layers", {})})
+    if not layers:
+        notes.append("no gradient profiles: no completed run has a profile.json")
+    elif layer not in layers:
+        raise ReportError(f"unknown profile layer {layer!r}; available: {', '.join(layers)}")
+    else:
+        lines = {name: [p["layers"][layer] for p in runs if layer in p.get("layers", {})] for name, runs in profiles.items()}
+        lines = {name: runs for name, runs in lines.items() if runs}
+        written += gradient_profiles(lines, layer, out_dir / f"gradient_profile_{layer}")
+    return written, notes

@@ -1,0 +1,205 @@
+"""Groups of runs -> mean ± sample std per metric, the best group, and Welch's t-test against a
+reference group.
+
+Seeds are aggregated as mean ± sample std (ddof=1) over *completed* runs; failed, diverged,
+incomplete and still-running runs are counted in the row they belong to ("3 (1 failed)"), never
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from rnnbench.report.runs import ReportError, groups, is_seed_key, key_value, label, parse_override, resolve_key, swept_keys
+
+COUNTED = ("failed", "diverged", "incomplete", "running")  # statuses shown next to n
+RUN_NUMBERS = ("steps", "wall_time_s", "num_params", "throughput_steps_per_s")  # usable as metrics
+# Direction of a metric guessed from its name (the last path component), when neither --max/--min
+# nor summary.json's main_metric_mode says it.
+MAX_WORDS = ("accuracy", "acc", "f1", "auc")
+MIN_WORDS = ("loss", "mse", "mae", "ppl", "perplexity", "bpc", "nll", "error")
+
+
+def available_metrics(df: pd.DataFrame) -> list[str]:
+    sections = [c for c in df.columns if c.startswith(("final/", "best/", "best_step/"))]
+    return sections + [c for c in RUN_NUMBERS if c in df.columns and df[c].notna().any()]
+
+
+def display_name(metric: str) -> str:
+    return metric.removeprefix("final/")
+
+
+def resolve_metric(df: pd.DataFrame, name: str) -> str:
+    """"val/loss" -> "final/val/loss"; "best/val/loss" and "wall_time_s" as they are."""
+    available = available_metrics(df)
+    for candidate in (name, f"final/{name}"):
+        if candidate in available:
+            return candidate
+    names = ", ".join(display_name(m) for m in available) or "none"
+    raise ReportError(f"unknown metric {name!r}; available: {names}")
+
+
+def most_common(series: pd.Series | None) -> Any:
+    values = [v for v in series if key_value(v) is not None] if series is not None else []
+    return Counter(values).most_common(1)[0][0] if values else None
+
+
+def default_metrics(df: pd.DataFrame) -> list[str]:
+    """The final main metric (summary.json's ``main_metric``) and the final loss."""
+    columns = set(df.columns)
+    main = most_common(df.get("main_metric"))
+    metrics = [f"final/{main}"] if main and f"final/{main}" in columns else []
+    loss = next((m for m in ("final/val/loss", "final/train/loss") if m in columns), None)
+    if loss and loss not in metrics:
+        metrics.append(loss)
+    metrics = metrics or [c for c in df.columns if c.startswith("final/")]
+    if not metrics:
+        raise ReportError("no run has final metrics in its summary.json (are they all incomplete?)")
+    return metrics
+
+
+def metric_mode(metric: str, df: pd.DataFrame | None = None, modes: dict[str, str] | None = None) -> str | None:
+    """"max" or "min": from `modes` (by column or plain name), then summary.json's
+    ``main_metric_mode`` for the main metric, then the name; None when nothing says."""
+    name = metric.split("/", 1)[1] if metric.startswith(("final/", "best/")) else metric
+    modes = modes or {}
+    for key in (metric, name):
+        if key in modes:
+            return modes[key]
+    if df is not None and name == most_common(df.get("main_metric")):
+        mode = most_common(df.get("main_metric_mode"))
+        if mode in ("max", "min"):
+            return mode
+    leaf = name.rsplit("/", 1)[-1].lower()
+    if any(word in leaf for word in MAX_WORDS):
+        return "max"
+    if any(word in leaf for word in MIN_WORDS):
+        return "min"
+    return None
+
+
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances), by ``scipy.stats.ttest_ind(a, b,
+    equal_var=False)``; NaN values are left out, and the p-value is NaN with fewer than 2 values
+    a side or when both sides are constant (the t statistic is then undefined).
+
+    t = (mean_a - mean_b) / sqrt(s_a²/n_a + s_b²/n_b), with Welch–Satterthwaite degrees of freedom.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) < 2 or len(b) < 2 or a.var() + b.var() == 0:
+        return math.nan
+    return float(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def as_list(value: str | Sequence[str] | None) -> list[str]:
+    """A comma-separated string (as the command line gives it) or a list -> a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
+def parse_reference(reference: str | dict[str, Any]) -> dict[str, Any]:
+    """"cell=lstm,model.hidden_size=128" -> {"cell": "lstm", "model.hidden_size": 128}."""
+    if isinstance(reference, dict):
+        return dict(reference)
+    try:
+        pairs = [parse_override(p) for p in as_list(reference)]
+    except ReportError:
+        pairs = []
+    if not pairs or any(not key for key, _ in pairs):
+        raise ReportError(f"--reference wants key=value[,key=value...], got {reference!r}")
+    return dict(pairs)
+
+
+def summarize(
+    df: pd.DataFrame,
+    by: str | Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
+    cols: str | Sequence[str] | None = None,
+    reference: str | dict[str, Any] | None = None,
+    modes: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """One row per group of runs: mean ± sample std of each metric over the completed runs.
+
+    by: group keys (default: the swept keys except seeds and `cols`); cols: keys that the
+    rendered table pivots into columns (the groups are by + cols); metrics: names as in
+    `resolve_metric` (default: `default_metrics`); reference: a row, e.g. "cell=lstm", that every
+    row of the same column group is compared with by Welch's t-test; modes: {metric: "max"|"min"}
+    overriding `metric_mode`.
+
+    Columns: the keys, ``n`` (completed runs), ``n_failed``, ``n_diverged``, ``n_incomplete``,
+    ``n_running``, then per metric ``<m> mean``, ``<m> std`` (NaN for n < 2), ``<m> best`` (the
+    best mean of its column group, by the metric's direction, when the group has two or more) and, with a reference, ``<m> p``.
+    ``attrs`` keeps rows, cols, metrics, modes and reference for `render`.
+    """
+    cols = [resolve_key(df, k) for k in as_list(cols)]
+    if by is None:
+        by = [k for k in swept_keys(df) if not is_seed_key(k) and k not in cols]
+    by = [resolve_key(df, k) for k in as_list(by)]
+    metrics = default_metrics(df) if metrics is None else [resolve_metric(df, m) for m in as_list(metrics)]
+    directions = {m: metric_mode(m, df, modes) for m in metrics}
+
+    rows, values = [], []  # values[i][m]: the completed runs' values of row i
+    for key, runs in groups(df, by + cols):
+        done = runs[runs["status"] == "completed"]
+        row = dict(zip(by + cols, key))
+        row["n"] = len(done)
+        row.update({f"n_{status}": int((runs["status"] == status).sum()) for status in COUNTED})
+        values.append({})
+        for m in metrics:
+            x = pd.to_numeric(done[m], errors="coerce").to_numpy(float)  # "nan" strings -> NaN
+            x = x[~np.isnan(x)]
+            values[-1][m] = x
+            row[f"{m} mean"] = x.mean() if len(x) else math.nan
+            row[f"{m} std"] = x.std(ddof=1) if len(x) > 1 else math.nan
+        rows.append(row)
+    stats = pd.DataFrame(rows)
+    blocks = [runs.index for _, runs in groups(stats, cols)]  # rows that share a column of the table
+
+    for m in metrics:
+        mean = stats[f"{m} mean"]
+        best = pd.Series(False, index=stats.index)
+        if directions[m] is not None:
+            for block in blocks:
+                if mean[block].notna().sum() < 2:  # nothing to compare with
+                    continue
+                target = mean[block].max() if directions[m] == "max" else mean[block].min()
+                best[block] = mean[block] == target
+        stats[f"{m} best"] = best
+
+    if reference is not None:
+        reference = {resolve_key(df, k): v for k, v in parse_reference(reference).items()}
+        outside = [k for k in reference if k not in by]
+        if outside:
+            raise ReportError(f"reference key {outside[0]!r} is not a row key ({', '.join(by) or 'none'})")
+        matches = [i for i in stats.index if all(label(stats.at[i, k]) == label(v) for k, v in reference.items())]
+        if not matches:
+            raise ReportError(f"no row matches the reference {_reference_text(reference)}")
+        for m in metrics:
+            stats[f"{m} p"] = math.nan
+        for block in blocks:
+            in_block = [i for i in matches if i in block]
+            if len(in_block) > 1:
+                raise ReportError(f"reference {_reference_text(reference)} matches several rows; name every row key")
+            for i in block if in_block else []:
+                for m in metrics:
+                    if i != in_block[0]:
+                        stats.at[i, f"{m} p"] = welch_p_value(values[i][m], values[in_block[0]][m])
+
+    per_metric = [f"{m} {s}" for m in metrics for s in ("mean", "std", "best", "p") if f"{m} {s}" in stats]
+    stats = stats[[*by, *cols, "n", *(f"n_{s}" for s in COUNTED), *per_metric]]
+    stats.attrs = {"rows": by, "cols": cols, "metrics": metrics, "modes": directions, "reference": reference}
+    return stats
+
+
+def _reference_text(reference: dict[str, Any]) -> str:
+    return ",".join(f"{k}={label(v)}" for k, v in reference.items())
