@@ -122,7 +122,7 @@ class LMConf(TaskConf):
 
 @dataclass
 class SeqImageConf(TaskConf):
-    _target_: str = "tasks.classification.SequentialImageTask"
+    _target_: str = "tasks.seq_image.SequentialImageTask"
     data_dir: Optional[str] = None
     dataset: str = "fashion-mnist"
     mode: str = "row"  # row: 28 steps of 28 pixels; pixel: 784 steps of 1
@@ -137,7 +137,7 @@ class SeqImageConf(TaskConf):
 
 @dataclass
 class TextConf(TaskConf):
-    _target_: str = "tasks.classification.TextClassificationTask"
+    _target_: str = "tasks.text.TextClassificationTask"
     data_dir: Optional[str] = None
     dataset: Optional[str] = "aclImdb"
     train_file: Optional[str] = None

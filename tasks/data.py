@@ -1,5 +1,10 @@
 """Where the real data sets live, how to get them, and how their files are read without surprises.
 
+(Over 400 lines on purpose: every file format's reader sits here, beside the checks they share
+(missing file, empty file, strict UTF-8, gzip), so each check is written once and every task reads
+its files through them: plain text (language models), idx images (sequential images), CSV / TSV /
+JSONL and the aclImdb layout (text classification).)
+
 Data location (`resolve_data_dir`), first match wins:
   1. the explicit setting (a task's `data_dir` argument, e.g. `task.data_dir=/data` in Hydra);
   2. the environment variable `RNNBENCH_DATA`;
@@ -15,7 +20,10 @@ file is a `DataError` that says what was looked for, where, and the command that
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
+import io
+import json
 import os
 import shutil
 import sys
@@ -26,8 +34,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 ENV_VAR = "RNNBENCH_DATA"
 DEFAULT_DATA_DIR = Path("~/.cache/rnnbench/data")
+SYSTEM_DATASETS = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
 DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -259,6 +270,134 @@ def open_maybe_gzip(path: Path) -> bytes:
         except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut file is EOFError
             raise DataError(f"{path}: damaged or truncated gzip file ({e})") from e
     return data
+
+
+# ---- idx images (MNIST format) -------------------------------------------------------------------
+
+IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def read_idx(path: Path | str, expected_magic: int | None = None) -> np.ndarray:
+    """An idx file (LeCun's MNIST format; gzipped or raw) as a uint8 array: (N, rows, cols) or (N,).
+
+    Header: a big-endian int32 magic (2051 images: 0x0803 = unsigned bytes, 3 dimensions; 2049
+    labels: 0x0801, 1 dimension), then one big-endian int32 per dimension, then the bytes.
+    """
+    path = Path(path)
+    data = open_maybe_gzip(path)
+    if len(data) < 4:
+        raise DataError(f"{path}: truncated idx file ({len(data)} bytes, no header)")
+    magic = int.from_bytes(data[:4], "big")
+    if expected_magic is not None and magic != expected_magic:
+        kind = {IDX_IMAGES_MAGIC: "images", IDX_LABELS_MAGIC: "labels"}.get(expected_magic, "idx")
+        raise DataError(f"{path}: wrong magic number {magic} (expected {expected_magic} for an idx "
+                        f"{kind} file); is this the right file, and not damaged?")
+    if magic >> 8 != 0x08:
+        raise DataError(f"{path}: magic number {magic} is not an unsigned-byte idx file")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated idx file (header needs {header} bytes, has {len(data)})")
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    size = int(np.prod(dims))
+    if len(data) < header + size:
+        raise DataError(f"{path}: truncated idx file: dimensions {dims} need {header + size} bytes, "
+                        f"the file has {len(data)}")
+    return np.frombuffer(data, dtype=np.uint8, count=size, offset=header).reshape(dims)
+
+
+def image_search_dirs(dataset: str, data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where the idx files of `dataset` are looked for, in order: the path itself if `dataset` is an
+    existing folder; else `<data root>/<dataset>` (data_dir, $RNNBENCH_DATA or ~/.cache/rnnbench/data),
+    then `/usr/share/datasets/<dataset>` (Debian's dataset-fashion-mnist package)."""
+    given = Path(dataset).expanduser()
+    if canonical_name(dataset) is None and given.is_dir():
+        return [given]
+    folder = DATASETS[canonical_name(dataset)].folder if canonical_name(dataset) else dataset
+    return [resolve_data_dir(data_dir) / folder, SYSTEM_DATASETS / folder]
+
+
+def find_idx_file(name: str, dirs: list[Path], dataset: str) -> Path:
+    """The first of `<dir>/<name>.gz`, `<dir>/<name>` over `dirs`; else a DataError listing them."""
+    tried = [d / f for d in dirs for f in (name + ".gz", name)]
+    for path in tried:
+        if path.is_file():
+            return path
+    raise missing_file_error(f"{name}(.gz) of {dataset}", tried, dataset)
+
+
+# ---- labelled texts ------------------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    text: str
+    label: str
+    where: str  # "file:line" for error messages
+
+
+def read_examples(path: Path, fmt: str, text_column: str | int, label_column: str | int) -> list[Example]:
+    """Labelled texts from a CSV (header row), TSV (header row, no quoting) or JSONL file.
+
+    Integer columns read CSV/TSV files without a header row, by position. Labels become strings;
+    `[1, "1"]` are the same label.
+    """
+    text = decode_utf8(read_bytes(path), path)
+    examples: list[Example] = []
+    if fmt == "jsonl":
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from e
+            if not isinstance(record, dict) or text_column not in record or label_column not in record:
+                raise DataError(f"{path}:{number}: a JSON object with keys {text_column!r} and "
+                                f"{label_column!r} expected, got {str(record)[:80]!r}")
+            if not isinstance(record[text_column], str):
+                raise DataError(f"{path}:{number}: {text_column!r} must be a string")
+            examples.append(Example(record[text_column], str(record[label_column]), f"{path}:{number}"))
+        return examples
+    if fmt not in ("csv", "tsv"):
+        raise ValueError(f"unknown format {fmt!r}: csv, tsv, jsonl or aclimdb")
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    reader = csv.reader(io.StringIO(text, newline=""), **options)
+    positional = isinstance(text_column, int) and isinstance(label_column, int)
+    if positional:
+        t_col, l_col = text_column, label_column
+    else:
+        header = next(reader, None) or []
+        missing = [c for c in (text_column, label_column) if c not in header]
+        if missing:
+            raise DataError(f"{path}: no column {', '.join(map(repr, missing))} in the header row "
+                            f"(columns: {header})")
+        t_col, l_col = header.index(text_column), header.index(label_column)
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if max(t_col, l_col) >= len(row):
+                raise DataError(f"{path}:{reader.line_num}: {len(row)} fields, need column "
+                                f"{max(t_col, l_col)}")
+            examples.append(Example(row[t_col], row[l_col].strip(), f"{path}:{reader.line_num}"))
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({e})") from e
+    return examples
+
+
+def read_aclimdb_split(folder: Path) -> list[Example]:
+    """aclImdb's `<split>/pos/*.txt` and `<split>/neg/*.txt`, one review a file (label pos / neg)."""
+    examples = []
+    for label in ("neg", "pos"):
+        sub = folder / label
+        if not sub.is_dir():
+            raise missing_file_error(f"folder {label}/ of the aclImdb layout", [folder], "aclImdb")
+        for path in sorted(sub.glob("*.txt")):
+            examples.append(Example(decode_utf8(read_bytes(path, allow_empty=True), path), label, str(path)))
+    return examples
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from datagen import char_corpus, sentiment_csv, separable_images, word_corpus
 from rnnbench.cells import GRUCell, LSTMCell
 from rnnbench.models import SequenceModel
 from rnnbench.train import Trainer, TrainSettings
-from tasks.classification import SequentialImageTask, TextClassificationTask
+from tasks.seq_image import SequentialImageTask
+from tasks.text import TextClassificationTask
 from tasks.language_model import LanguageModelTask
 
 
