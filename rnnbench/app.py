@@ -243,6 +243,8 @@ def run_experiment(cfg: DictConfig) -> float | None:
     started = time.time()
     with records.RunRecorder(run_dir) as recorder, checkpoint.StopSignals() as stop:
         recorder.write_config(resolved)
+        if task.vocabulary() is not None:  # what sample/evaluate need to read the model's token ids
+            records.write_vocabulary(run_dir, task.vocabulary())
         recorder.write_summary(summary)
         wandb_id = resumed.get("wandb_id") if resumed else None
         sink = WandbSink(mode=wandb_cfg.mode, project=wandb_cfg.project, run_dir=run_dir,
@@ -259,19 +261,25 @@ def run_experiment(cfg: DictConfig) -> float | None:
                 "wandb_id": sink.run_id, "wall_time_s": wall_before + time.time() - started,
                 "threads": torch.get_num_threads(), "trainer": trainer_state})
 
+        def save_best(step: int) -> None:
+            checkpoint.save_best(run_dir, {
+                "step": step, "config_fingerprint": fingerprint, "config": resolved,
+                "trainer": {"step": step, "model": model.state_dict()}})
+
         exit_code = 1
         try:
             settings = TrainSettings(
                 max_steps=cfg.train.max_steps, clip=cfg.train.clip, clip_mode=cfg.train.clip_mode,
                 log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
                 profile_every=cfg.train.profile_every, early_stop=cfg.train.early_stop,
+                length_eval=cfg.train.length_eval,
                 max_minutes=cfg.train.max_minutes,
                 progress=cfg.logger.progress and not multirun, checkpoint_every=cfg.train.checkpoint_every,
                 skip_nonfinite=cfg.train.skip_nonfinite, lr_backoff=cfg.train.lr_backoff)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)],
                               on_step=None if resumed else _fail_at(cfg.train.fail_at_step),
-                              checkpoint=save_checkpoint,
+                              checkpoint=save_checkpoint, save_best=save_best,
                               stop_requested=stop.requested)
             if resumed:
                 trainer.load_state_dict(resumed["trainer"])

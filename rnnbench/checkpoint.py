@@ -50,6 +50,7 @@ FORMAT = "rnnbench-checkpoint"
 VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 2  # the last checkpoint and the one before it
+BEST_FILE = "best.pt"  # the model at the best main validation metric (rnnbench.evaluate/sample --checkpoint best)
 FINISHED = (records.COMPLETED, records.DIVERGED)  # results: a resume has nothing left to do
 
 
@@ -122,10 +123,28 @@ def latest(run_dir: str | os.PathLike) -> Path | None:
 def save(run_dir: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
     """Write `payload` (with ``step``) as ``checkpoints/step-<step>.pt`` atomically; keep the newest KEEP."""
     folder = checkpoint_dir(run_dir)
+    path = _atomic_save(folder / f"step-{int(payload['step']):08d}.pt", payload)
+    for old in list_checkpoints(run_dir)[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def save_best(run_dir: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write ``checkpoints/best.pt`` atomically: the model at the best main validation metric so far
+    (`payload` as for `save`, its ``trainer`` holding only ``step`` and ``model``). Never resumed from."""
+    return _atomic_save(checkpoint_dir(run_dir) / BEST_FILE, payload)
+
+
+def best(run_dir: str | os.PathLike) -> Path | None:
+    path = checkpoint_dir(run_dir) / BEST_FILE
+    return path if path.is_file() else None
+
+
+def _atomic_save(path: Path, payload: Mapping[str, Any]) -> Path:
+    folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".step-*.tmp"):  # left by a writer killed mid-write (one writer per folder)
+    for stale in folder.glob(f".{path.stem.split('-')[0]}*.tmp"):  # left by a writer killed mid-write
         stale.unlink(missing_ok=True)
-    path = folder / f"step-{int(payload['step']):08d}.pt"
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -137,8 +156,6 @@ def save(run_dir: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(folder)  # the rename itself survives a machine crash
-    for old in list_checkpoints(run_dir)[:-KEEP]:
-        old.unlink(missing_ok=True)
     return path
 
 

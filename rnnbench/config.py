@@ -95,6 +95,7 @@ class CopyConf(TaskConf):
     copy_len: int = 10
     val_size: int = 1000
     solve_threshold: float = 0.99
+    eval_lengths: list[int] = field(default_factory=list)  # length generalisation: also evaluate at these
 
 
 @dataclass
@@ -104,6 +105,7 @@ class AddingConf(TaskConf):
     variant: str = "halves"
     val_size: int = 1000
     solve_mse: float = 0.01
+    eval_lengths: list[int] = field(default_factory=list)  # length generalisation: also evaluate at these
 
 
 @dataclass
@@ -215,6 +217,7 @@ class TrainConf:
     device: str = "auto"
     threads: Optional[int] = None
     early_stop: bool = False
+    length_eval: str = "end"  # end | eval: when to evaluate at task.eval_lengths (eval: every eval too)
     # Wall-clock budget in minutes (comparisons at equal time); the run ends at whichever of
     # max_steps and max_minutes comes first. Where a time budget stops a run is not reproducible.
     max_minutes: Optional[float] = None
@@ -275,6 +278,7 @@ ALLOWED = {
     "model.backend": ("auto", "explicit", "fused"),
     "model.pooling": ("last", "mean", "max"),
     "train.clip_mode": ("norm", "value", "off"),
+    "train.length_eval": ("end", "eval"),
     "logger.wandb.mode": ("auto", "offline", "online", "disabled"),
     "cell.recurrent_init": ("default", "orthogonal", "identity"),
     "cell.nonlinearity": ("tanh", "relu"),
@@ -324,6 +328,9 @@ def validate(cfg: DictConfig) -> None:
     lr = _get(cfg, "optim.lr")
     if lr is not None and not lr > 0:
         errors.append(f"optim.lr={lr} is not allowed: must be > 0")
+    if _get(cfg, "task.eval_lengths") and _get(cfg, "task.seq_len") is None:
+        errors.append(f"task.eval_lengths={list(_get(cfg, 'task.eval_lengths'))} is not allowed for this task: "
+                      "its sequence length is not a parameter (tasks with task.seq_len: copy, adding)")
     device = _get(cfg, "train.device")
     if device is not None and not (device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:")):
         errors.append(f"train.device={device!r} is not allowed: choose auto, cpu, cuda or cuda:N")

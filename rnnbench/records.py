@@ -40,6 +40,7 @@ METRICS_FILE = "metrics.jsonl"
 PROFILE_FILE = "profile.json"
 PROFILES_FILE = "profiles.jsonl"
 SUMMARY_FILE = "summary.json"
+VOCAB_FILE = "vocab.json"  # token i's string, for runs whose inputs are token ids
 
 # Statuses written by the trainer, plus the one only readers produce.
 RUNNING, COMPLETED, FAILED, DIVERGED = "running", "completed", "failed", "diverged"
@@ -253,6 +254,16 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=True)
+
+
+def write_vocabulary(run_dir: str | os.PathLike, vocab: list[str]) -> None:
+    atomic_write_text(Path(run_dir) / VOCAB_FILE, json.dumps(list(vocab), ensure_ascii=False) + "\n")
+
+
+def read_vocabulary(run_dir: str | os.PathLike) -> list[str] | None:
+    """``vocab.json`` (token i's string), or None for a run that has none."""
+    path = Path(run_dir) / VOCAB_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ class TrainSettings:
     early_stop: bool = False
     max_minutes: float | None = None  # wall-clock budget; runs stopped by it are not bit-reproducible
     progress: bool = True
+    length_eval: str = "end"  # end | eval: when to evaluate at the task's eval_lengths
     checkpoint_every: int = 0  # 0: only the final checkpoint (and one when asked to stop)
     skip_nonfinite: int = 0  # guard rail: skip up to this many non-finite steps instead of diverging
     lr_backoff: float = 1.0  # guard rail: multiply the learning rate by this at each skipped step
@@ -70,6 +71,23 @@ class TrainResult:
         return self.sequence_steps / self.train_time_s if self.train_time_s > 0 else 0.0
 
 
+def evaluate_model(model: nn.Module, task: Task, split: str = "val") -> dict[str, float]:
+    """The task's metrics over a whole split: the model in eval mode (no dropout), no gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return task.evaluate(lambda batch, state: model(batch.inputs, batch.lengths, detach_state(state)),
+                                 split)
+    finally:
+        model.train(was_training)
+
+
+def length_key(split: str, seq_len: int, metric: str) -> str:
+    """`val@T=400/loss`: a metric at a length other than the training one (length generalisation)."""
+    return f"{split}@T={seq_len}/{metric}"
+
+
 def _higher_is_better(metric: str, task: Task) -> bool:
     if metric == task.main_metric:
         return task.main_metric_mode == "max"
@@ -81,9 +99,11 @@ class Trainer:
                  scheduler: Any, settings: TrainSettings, sinks: list[Sink],
                  on_step: Callable[[int], None] | None = None,
                  checkpoint: Callable[[dict[str, Any]], Any] | None = None,
-                 stop_requested: Callable[[], bool] | None = None):
+                 stop_requested: Callable[[], bool] | None = None,
+                 save_best: Callable[[int], Any] | None = None):
         """`checkpoint(state_dict)` writes a checkpoint (every `checkpoint_every` steps, at the end,
-        and when `stop_requested()` turns true: then the run stops after the current step)."""
+        and when `stop_requested()` turns true: then the run stops after the current step).
+        `save_best(step)` keeps the model of an evaluation that improved the main metric."""
         self.model = model
         self.task = task
         self.optimizer = optimizer
@@ -94,28 +114,32 @@ class Trainer:
         self.on_step = on_step
         self.checkpoint = checkpoint
         self.stop_requested = stop_requested or (lambda: False)
+        self.save_best = save_best
         self.result = TrainResult()
         self.step = 0
         self.state = None  # carried recurrent state for stateful tasks (truncated BPTT)
         self._saved_step: int | None = None  # step of the last checkpoint written or loaded
+        self._length_tasks: dict[int, Task] | None = None  # the task at each of its eval_lengths
 
     # ------------------------------------------------------------------------------------------
-    def predict(self, batch: Batch, state: Any):
-        return self.model(batch.inputs, batch.lengths, detach_state(state))
-
-    @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        self.model.eval()
-        try:
-            return self.task.evaluate(self.predict, split)
-        finally:
-            self.model.train()
+        return evaluate_model(self.model, self.task, split)
+
+    def evaluate_lengths(self, split: str = "val") -> dict[str, float]:
+        """Length generalisation: the metrics at each of the task's `eval_lengths` (its splits drawn
+        once per length and kept), as `val@T=<length>/<metric>`."""
+        if self._length_tasks is None:
+            self._length_tasks = {T: self.task.at_length(T) for T in self.task.eval_lengths}
+        return {length_key(split, T, k): v for T, task in self._length_tasks.items()
+                for k, v in evaluate_model(self.model, task, split).items()}
 
     def _emit(self, row: dict[str, Any]) -> None:
         for sink in self.sinks:
             sink.log(row)
 
-    def _track_best(self, metrics: dict[str, float], step: int) -> None:
+    def _track_best(self, metrics: dict[str, float], step: int) -> set[str]:
+        """Update the best values; returns the names (`val/<metric>`) that improved."""
+        improved = set()
         for key, value in metrics.items():
             name = f"val/{key}"
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -125,6 +149,8 @@ class Trainer:
             if old is None or (value > old if better else value < old):
                 self.result.best[name] = value
                 self.result.best_step[name] = step
+                improved.add(name)
+        return improved
 
     # ------------------------------------------------------------------------------------------
     def train_step(self, measure_groups: bool = False) -> tuple[Any, dict[str, Any], Any, Batch]:
@@ -208,7 +234,11 @@ class Trainer:
                 if step % s.eval_every == 0 or last:
                     metrics = self.evaluate("val")
                     r.final = {f"val/{k}": v for k, v in metrics.items()}
-                    self._track_best(metrics, step)
+                    if self.task.eval_lengths and (last or s.length_eval == "eval"):
+                        r.final.update(self.evaluate_lengths("val"))
+                    improved = self._track_best(metrics, step)
+                    if self.save_best is not None and f"val/{self.task.main_metric}" in improved:
+                        self.save_best(step)
                     row.update(r.final)
                     if self.plateau:
                         self.scheduler.step(metrics["loss"])

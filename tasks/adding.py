@@ -23,7 +23,7 @@ Training batches come from a generator seeded with `seed`; the fixed `val` and `
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ class AddingTask(GeneratedTask):
     """
 
     name = "adding"
+    min_seq_len = 2  # two distinct marked steps
     main_metric = "loss"
     main_metric_mode = "min"
     spec = IOSpec(
@@ -66,9 +67,10 @@ class AddingTask(GeneratedTask):
         seed: int = 0,
         solve_mse: float = 0.01,
         device: str | torch.device = "cpu",
+        eval_lengths: Sequence[int] = (),
     ):
-        super().__init__(batch_size, val_size, seed, device)
-        require_int("seq_len", seq_len, 2)  # two distinct marked steps
+        super().__init__(batch_size, val_size, seed, device, eval_lengths)
+        require_int("seq_len", seq_len, self.min_seq_len)
         if variant not in VARIANTS:
             allowed = ", ".join(repr(v) for v in VARIANTS)
             raise ValueError(f"variant={variant!r}: unknown adding variant; allowed: {allowed}")

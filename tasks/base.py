@@ -58,6 +58,9 @@ class Task(abc.ABC):
     spec: IOSpec
     main_metric: str = "loss"
     main_metric_mode: Literal["min", "max"] = "min"
+    # Length generalisation: the trainer also evaluates the model at each of these sequence lengths
+    # (`at_length`) at the end of the run. Only tasks whose length is a parameter set it.
+    eval_lengths: tuple[int, ...] = ()
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -94,6 +97,16 @@ class Task(abc.ABC):
         except _Captured:
             return captured[0]
         raise RuntimeError(f"task {self.name!r} has no validation batch to probe with")
+
+    def at_length(self, seq_len: int) -> "Task":
+        """The same task (same seed, variant and sizes) with sequences of `seq_len` steps, its val and
+        test splits drawn at that length: what a model trained at another length is evaluated on."""
+        raise ValueError(f"task {self.name!r} has no sequence-length parameter to change")
+
+    def vocabulary(self) -> list[str] | None:
+        """Token i's string for token-input tasks whose ids a run must keep (written to the run folder
+        as vocab.json, read back by `rnnbench.sample` and `rnnbench.evaluate`); None otherwise."""
+        return None
 
     @property
     def memoryless_baseline(self) -> float | None:

@@ -33,7 +33,7 @@ Training batches come from a generator seeded with `seed`; the fixed `val` and `
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -71,8 +71,9 @@ class CopyTask(GeneratedTask):
         seed: int = 0,
         solve_threshold: float = 0.99,
         device: str | torch.device = "cpu",
+        eval_lengths: Sequence[int] = (),
     ):
-        super().__init__(batch_size, val_size, seed, device)
+        super().__init__(batch_size, val_size, seed, device, eval_lengths)
         require_int("seq_len", seq_len, 1)
         if variant not in VARIANTS:
             allowed = ", ".join(repr(v) for v in VARIANTS)

@@ -291,6 +291,9 @@ class LanguageModelTask(Task):
         return LMBatch(inputs.to(self.device), targets.to(self.device), None, reset_state=(j == 0),
                        state_carry_steps=carry)
 
+    def vocabulary(self) -> list[str]:
+        return list(self.corpus.vocab)
+
     @property
     def position(self) -> int:
         """Index of the next training window within the current epoch."""

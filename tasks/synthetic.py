@@ -5,7 +5,8 @@ counts (so every mean is over the whole split, not a mean of chunk means), and r
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator
+import inspect
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -27,17 +28,33 @@ class GeneratedTask(Task):
     """Subclasses draw data with `_draw(n, generator)`, store a split with `_draw_split`, cut it into
     batches with `_split_batches`, and score with `_counts` (sums) and `_metrics` (means)."""
 
-    def __init__(self, batch_size: int, val_size: int, seed: int, device: str | torch.device):
+    def __init__(self, batch_size: int, val_size: int, seed: int, device: str | torch.device,
+                 eval_lengths: Sequence[int] = ()):
         super().__init__(device)
         require_int("batch_size", batch_size, 1)
         require_int("val_size", val_size, 1)
         require_int("seed", seed, 0)
+        eval_lengths = list(eval_lengths or ())
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= self.min_seq_len
+                   for n in eval_lengths):
+            raise ValueError(f"eval_lengths={eval_lengths}: every length must be an integer >= "
+                             f"{self.min_seq_len}")
+        self.eval_lengths = tuple(eval_lengths)
         self.batch_size = batch_size
         self.val_size = val_size
         self.seed = seed
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed)
         self._batches_drawn = 0
+
+    min_seq_len = 1  # the shortest `seq_len` the task is defined for
+
+    def at_length(self, seq_len: int) -> GeneratedTask:
+        """A new task of the same class built from this one's constructor arguments (each is kept as
+        the attribute of its name) with `seq_len` replaced: same seed, so the same split generators."""
+        require_int("seq_len", seq_len, self.min_seq_len)
+        names = [n for n in inspect.signature(type(self)).parameters if n != "eval_lengths"]
+        return type(self)(**{**{n: getattr(self, n) for n in names}, "seq_len": seq_len})
 
     def _draw_splits(self) -> None:
         """Each fixed split drawn once, whole, so it depends on neither batch_size nor training."""

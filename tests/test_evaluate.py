@@ -1,0 +1,97 @@
+"""`python -m rnnbench.evaluate RUN_DIR [overrides]`: a finished run's model evaluated again, on its
+own splits (the numbers the run recorded, exactly) or on a changed task setting (what the run measured
+at that length), written beside the run; the run's own records are never touched; settings the model
+cannot take are refused with one clear message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from rnnbench import evaluate, records
+
+COPY_RUN = ["task=copy", "task.seq_len=5", "task.copy_len=3", "task.val_size=32", "train.batch_size=8",
+            "model.hidden_size=16", "train.max_steps=30", "train.eval_every=10", "train.log_every=10",
+            "train.profile_every=0", "train.threads=1", "logger.wandb.mode=disabled", "task.eval_lengths=[10]",
+            "optim.lr=0.01"]
+
+
+@pytest.fixture(scope="module")
+def copy_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("evaluate")
+    folder = root / "run"
+    proc = run_cli(*COPY_RUN, f"hydra.run.dir={folder}", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).parts[0] != evaluate.EVALUATIONS_DIR}
+
+
+def test_the_runs_own_splits_give_the_numbers_the_run_recorded(copy_run, capsys):
+    summary = records.read_summary(copy_run)
+    before = snapshot(copy_run)
+    assert evaluate.main([str(copy_run)]) == 0
+    result = json.loads((copy_run / "evaluations" / "default.json").read_text())
+    assert result["step"] == summary["steps"] == 30 and result["checkpoint"] == "final"
+    for key in ("val/loss", "val/recall_accuracy", "val@T=10/loss"):
+        assert result["metrics"][key] == summary["final"][key]
+    for key, value in summary["test"].items():
+        assert result["metrics"][key] == value
+    assert snapshot(copy_run) == before  # the run's records, checkpoints included, are untouched
+    out = capsys.readouterr().out
+    assert "val/recall_accuracy" in out and "written to" in out
+
+
+def test_another_length_gives_what_the_run_measured_there(copy_run):
+    """The run evaluated itself at T=10 at its end (val@T=10/...); evaluating at task.seq_len=10 later
+    must give the same numbers: same model, same split."""
+    summary = records.read_summary(copy_run)
+    result, path = evaluate.evaluate_run(copy_run, ["task.seq_len=10"], splits=("val",))
+    assert result["changed"] == {"task.seq_len": {"run": 5, "evaluated": 10}}
+    assert result["metrics"]["val/loss"] == summary["final"]["val@T=10/loss"]
+    assert result["metrics"]["val/loss"] != summary["final"]["val/loss"]
+    assert path.name == "task.seq_len=10.json" and path.parent == copy_run / "evaluations"
+
+
+def test_best_checkpoint_holds_the_model_of_the_best_evaluation(copy_run):
+    summary = records.read_summary(copy_run)
+    main = summary["main_metric"]
+    result, _ = evaluate.evaluate_run(copy_run, [], splits=("val",), which="best")
+    assert result["step"] == summary["best_step"][main]
+    assert result["metrics"][main] == summary["best"][main]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model.hidden_size=32"], "model.hidden_size cannot be changed when evaluating a trained model: allowed are "
+     "this run's task keys (task.batch_size, task.seed, task.seq_len, task.variant"),
+    (["task.seq_len=ten"], "task.seq_len=ten is not allowed: the run's value is 5 (int); give a value of that type"),
+    (["task.num_symbols=4"], "task.num_symbols=4: the model cannot take this task: it was trained on 10 input "
+     "features per step, 10 outputs per step, this task has 6 input features per step, 6 outputs per step"),
+    (["task.eval_lengths=[0]"], "task: eval_lengths=[0]: every length must be an integer >= 1"),
+])
+def test_a_setting_the_model_cannot_take_is_one_clear_error(copy_run, capsys, args, message):
+    before = snapshot(copy_run)
+    assert evaluate.main([str(copy_run), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnbench.evaluate: error: ") and message in err, err
+    assert snapshot(copy_run) == before
+
+
+def test_a_folder_without_a_run_is_one_clear_error(tmp_path, capsys):
+    assert evaluate.main([str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a run folder: it has no config.yaml" in capsys.readouterr().err
+
+
+def test_a_run_without_a_checkpoint_is_one_clear_error(copy_run, tmp_path, capsys):
+    folder = tmp_path / "no-checkpoint"
+    folder.mkdir()
+    (folder / "config.yaml").write_bytes((copy_run / "config.yaml").read_bytes())
+    assert evaluate.main([str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} has no final checkpoint (looked in {folder / 'checkpoints'})" in err, err

@@ -1,0 +1,88 @@
+"""Length generalisation: train at T, evaluate at other lengths (`task.eval_lengths`), recorded as
+`val@T=<length>/<metric>` rows and summary entries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from rnnbench.app import CONF_DIR
+from rnnbench.cells import LSTMCell
+from rnnbench.config import ConfigError, validate
+from rnnbench.models import SequenceModel
+from rnnbench.train import Trainer, TrainSettings, evaluate_model
+from tasks.adding import AddingTask
+from tasks.copy import CopyTask
+
+
+class Rows:
+    def __init__(self):
+        self.rows = []
+
+    def log(self, row):
+        self.rows.append(row)
+
+    def log_profile(self, step, profile):
+        pass
+
+
+@pytest.mark.parametrize("make, kwargs", [
+    (CopyTask, dict(variant="tcn", num_symbols=4, copy_len=3, batch_size=8, val_size=20, seed=3)),
+    (AddingTask, dict(variant="anywhere", batch_size=8, val_size=20, seed=3, solve_mse=0.02)),
+])
+def test_at_length_is_the_same_task_at_another_length(make, kwargs):
+    task = make(seq_len=5, **kwargs)
+    longer, direct = task.at_length(17), make(seq_len=17, **kwargs)
+    assert type(longer) is make and longer.describe() == direct.describe()
+    a, b = longer.probe_batch(), direct.probe_batch()  # the same split generators: the same data
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    assert a.inputs.shape[0] == longer.input_length > task.input_length
+
+
+def _train(task, length_eval="end", steps=20):
+    torch.manual_seed(0)
+    model = SequenceModel(task.spec, LSTMCell, 8)
+    rows = Rows()
+    settings = TrainSettings(max_steps=steps, eval_every=10, log_every=10, profile_every=0, progress=False,
+                             length_eval=length_eval)
+    trainer = Trainer(model, task, torch.optim.Adam(model.parameters(), 1e-2), None, settings, [rows])
+    return trainer, trainer.fit(), rows.rows
+
+
+def test_the_trained_model_is_evaluated_at_every_length_at_the_end():
+    task = AddingTask(seq_len=8, batch_size=8, val_size=32, seed=0, eval_lengths=[8, 16, 40])
+    trainer, result, rows = _train(task)
+    keys = [k for k in result.final if k.startswith("val@")]
+    assert keys == [f"val@T={T}/{m}" for T in (8, 16, 40) for m in ("loss", "loss_over_baseline", "accuracy")]
+    assert [k for k in rows[0] if k.startswith("val@")] == []  # at the end only (length_eval=end)
+    assert all(rows[-1][k] == result.final[k] for k in keys)  # the final row of metrics.jsonl holds them
+    # at the training length the numbers are the validation split's; elsewhere, the split at that length
+    assert result.final["val@T=8/loss"] == result.final["val/loss"]
+    assert result.final["val@T=40/loss"] == evaluate_model(trainer.model, task.at_length(40))["loss"]
+    assert result.final["val@T=40/loss"] != result.final["val@T=16/loss"]
+    assert not any(k.startswith("val@") for k in result.best)  # best tracks the training length only
+
+
+def test_length_eval_at_eval_cadence():
+    task = CopyTask(seq_len=4, copy_len=2, batch_size=8, val_size=16, seed=0, eval_lengths=[12])
+    _, result, rows = _train(task, length_eval="eval")
+    evaluated = [r["step"] for r in rows if "val@T=12/recall_accuracy" in r]
+    assert evaluated == [10, 20]
+
+
+def compose_cfg(*overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_bad_lengths_are_refused_with_the_key_value_and_what_is_allowed(tmp_path):
+    with pytest.raises(ValueError, match=r"eval_lengths=\[1, 100\]: every length must be an integer >= 2"):
+        AddingTask(seq_len=10, val_size=8, eval_lengths=[1, 100])
+    cfg = compose_cfg("task=lm", "+task.eval_lengths=[100]")
+    with pytest.raises(ConfigError, match=r"task.eval_lengths=\[100\] is not allowed for this task: its sequence "
+                                          r"length is not a parameter \(tasks with task.seq_len: copy, adding\)"):
+        validate(cfg)
+    cfg = compose_cfg("task=adding", "train.length_eval=always")
+    with pytest.raises(ConfigError, match="train.length_eval='always' is not allowed: choose one of end, eval"):
+        validate(cfg)
