@@ -89,6 +89,11 @@ CASES: dict[str, Case] = {
                             ["task: variant='graves': unknown copy variant; allowed: 'arjovsky', 'tcn', 's4'"]),
     "lm-level": Case([*LM, "task.corpus={corpus}", "task.level=bytes"],
                      ["task.level='bytes' is not allowed: choose one of char, word"]),
+    "lstm-variant": Case([*ADDING, "cell=peephole", "cell.variant=cfig"],
+                         ["cell.variant='cfig' is not allowed: choose one of vanilla, nig, nfg, nog, niaf, noaf, "
+                          "np, cifg, fgr"]),
+    "variant-on-lstm": Case([*ADDING, "cell=lstm", "cell.variant=cifg"],
+                            ["Could not override 'cell.variant'", "Key 'variant' not in 'LSTMConf'"], 1),
     "no-cuda": Case([*ADDING, "train.device=cuda"],
                     ["train.device='cuda' is not available here (no CUDA device): use auto or cpu"],
                     skip="a CUDA device is present" if torch.cuda.is_available() else None),

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from rnnbench.cells import CELLS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.cells import CELLS, LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
 
 torch.manual_seed(0)
 B, I, H = 3, 4, 5
@@ -114,14 +114,14 @@ ALL_CELLS = [
     ("peephole", PeepholeLSTMCell),
     ("gru", GRUCell),
     ("gru_cho", functools.partial(GRUCell, reset_after=False)),
-]
+] + [(f"peephole_{v}", functools.partial(PeepholeLSTMCell, variant=v)) for v in LSTM_VARIANTS if v != "vanilla"]
 
 
 @pytest.mark.parametrize("name,make", ALL_CELLS, ids=[n for n, _ in ALL_CELLS])
 def test_gradcheck_float64(name, make):
     cell = randomise(make(3, 4)).double()
     x = torch.randn(4, 2, 3, dtype=torch.double, requires_grad=True)
-    state = tuple(torch.randn(2, 4, dtype=torch.double, requires_grad=True) for _ in cell.state_names)
+    state = tuple(torch.randn_like(s).requires_grad_() for s in cell.default_state(2, dtype=torch.double))
     params = tuple(cell.parameters())
 
     def run(x, *args):
@@ -196,3 +196,152 @@ def test_bad_cell_options_are_named():
         VanillaCell(I, H, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="recurrent_init='eye'.*default, orthogonal, identity"):
         LSTMCell(I, H, recurrent_init="eye")
+
+
+# -- the LSTM variants of Greff et al. 2016 ------------------------------------------------------
+def greff_reference(variant, cell, x, h0, c0, gates_prev):
+    """One step of Greff et al. 2016's equations (§II, §III), written from the paper: a_* = W_* x + R_* y
+    + b_*; the variant is one change to the vanilla (peephole) LSTM. Parameters by gate name."""
+    def by_gate(t, names):
+        return dict(zip(names, t.chunk(len(names), dim=0)))
+
+    W, U = by_gate(cell.weight_ih, cell.gate_names), by_gate(cell.weight_hh, cell.gate_names)
+    b = by_gate(cell.bias_ih + cell.bias_hh, cell.gate_names)
+    a = {k: x @ W[k].T + h0 @ U[k].T + b[k] for k in cell.gate_names}
+    p = dict(zip(cell.peephole_names, cell.peephole)) if cell.peephole_names else {}
+    if variant == "fgr":  # a_j += Σ_k R_jk k_{t-1}, j, k ∈ {i, f, o}
+        R = cell.gate_recurrence
+        prev = dict(zip("ifo", gates_prev.chunk(3, dim=1)))
+        for row, j in enumerate("ifo"):
+            for col, k in enumerate("ifo"):
+                a[j] = a[j] + prev[k] @ R[row * H:(row + 1) * H, col * H:(col + 1) * H].T
+    peep = lambda k, c: p[k] * c if k in p else 0  # noqa: E731
+    i = 1 if variant == "nig" else sig(a["i"] + peep("i", c0))
+    if variant == "nfg":
+        f = 1
+    elif variant == "cifg":
+        f = 1 - i
+    else:
+        f = sig(a["f"] + peep("f", c0))
+    g = a["g"] if variant == "niaf" else torch.tanh(a["g"])
+    c = f * c0 + i * g
+    o = 1 if variant == "nog" else sig(a["o"] + peep("o", c))
+    h = o * (c if variant == "noaf" else torch.tanh(c))
+    return h, c, (torch.cat([i, f, o], dim=1) if variant == "fgr" else None)
+
+
+@pytest.mark.parametrize("variant", list(LSTM_VARIANTS))
+def test_variant_step_is_its_equation(variant):
+    cell = randomise(PeepholeLSTMCell(I, H, variant=variant))
+    x, h0, c0 = torch.randn(B, I), torch.randn(B, H), torch.randn(B, H)
+    gates_prev = torch.rand(B, 3 * H)  # gate activations of t-1, in (0, 1)
+    state = (h0, c0, gates_prev) if variant == "fgr" else (h0, c0)
+    h, new_state = cell.step(cell.input_projection(x[None])[0], state)
+    h_ref, c_ref, gates_ref = greff_reference(variant, cell, x, h0, c0, gates_prev)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(new_state[1], c_ref)
+    assert new_state[0] is h
+    if variant == "fgr":
+        torch.testing.assert_close(new_state[2], gates_ref)
+
+
+def test_vanilla_variant_is_the_peephole_equations():
+    cell = randomise(PeepholeLSTMCell(I, H, variant="vanilla"))
+    x, h0, c0 = torch.randn(B, I), torch.randn(B, H), torch.randn(B, H)
+    h, (_, c) = cell.step(cell.input_projection(x[None])[0], (h0, c0))
+    h_ref, c_ref = lstm_reference(cell, x, h0, c0, peephole=True)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+
+
+# Per variant: the weight row blocks (gates) present, the peephole rows, the H x H gate-recurrence blocks.
+VARIANT_LAYOUT = {
+    "vanilla": ("ifgo", "ifo", 0), "nig": ("fgo", "fo", 0), "nfg": ("igo", "io", 0), "nog": ("ifg", "if", 0),
+    "niaf": ("ifgo", "ifo", 0), "noaf": ("ifgo", "ifo", 0), "np": ("ifgo", "", 0), "cifg": ("igo", "io", 0),
+    "fgr": ("ifgo", "ifo", 9),
+}
+
+
+@pytest.mark.parametrize("variant", list(LSTM_VARIANTS))
+def test_variant_has_exactly_the_parameters_its_equations_use(variant):
+    gates, peepholes, recurrence_blocks = VARIANT_LAYOUT[variant]
+    cell = PeepholeLSTMCell(I, H, variant=variant)
+    assert cell.gate_names == tuple(gates) and cell.peephole_names == tuple(peepholes)
+    G = len(gates)
+    # W (G·H x I), U (G·H x H), two biases (torch's layout), a peephole vector per gate, R_jk (H x H)
+    expected = G * H * (I + H + 2) + len(peepholes) * H + recurrence_blocks * H * H
+    assert sum(p.numel() for p in cell.parameters()) == expected
+    shapes = {n: tuple(p.shape) for n, p in cell.named_parameters()}
+    assert shapes["weight_ih"] == (G * H, I) and shapes["weight_hh"] == (G * H, H)
+    assert ("peephole" in shapes) == bool(peepholes) and ("gate_recurrence" in shapes) == bool(recurrence_blocks)
+    # and every one of them is used: each gets a nonzero gradient (fgr's R from the second step on)
+    out, _ = randomise(cell)(torch.randn(3, B, I))
+    out.square().sum().backward()
+    for name, p in cell.named_parameters():
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_vanilla_variant_keeps_the_peephole_cells_parameters_and_numbers():
+    """cell=peephole must stay what it was: names, shapes and the values a seed draws."""
+    torch.manual_seed(3)
+    default = PeepholeLSTMCell(I, H)
+    torch.manual_seed(3)
+    vanilla = PeepholeLSTMCell(I, H, variant="vanilla")
+    assert [(n, p.shape) for n, p in default.named_parameters()] == [
+        ("weight_ih", (4 * H, I)), ("weight_hh", (4 * H, H)), ("bias_ih", (4 * H,)), ("bias_hh", (4 * H,)),
+        ("peephole", (3, H))]
+    for (n, p), (_, q) in zip(default.named_parameters(), vanilla.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_np_variant_is_torch_lstm():
+    """No peepholes: LSTMCell's parameters, torch.nn.LSTM's function, and the fused kernel serves it."""
+    cell = randomise(PeepholeLSTMCell(I, H, variant="np"))
+    assert cell.fused_mode == "lstm"
+    assert {n: p.shape for n, p in cell.named_parameters()} == {n: p.shape for n, p in LSTMCell(I, H).named_parameters()}
+    ref = torch.nn.LSTM(I, H)
+    ref.load_state_dict({f"{n}_l0": p for n, p in cell.state_dict().items()})
+    x = torch.randn(6, B, I)
+    out, (h, c) = cell(x)
+    ref_out, (h_ref, c_ref) = ref(x)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(c, c_ref[0])
+
+
+@pytest.mark.parametrize("variant", [v for v in LSTM_VARIANTS if v != "np"])
+def test_no_torch_kernel_claims_a_variant(variant):
+    assert PeepholeLSTMCell(I, H, variant=variant).fused_mode is None
+
+
+def test_fgr_reads_the_previous_gates():
+    """FGR: zero previous gates at t = 0 (R has no effect on the first step), R matters from t = 2."""
+    cell = randomise(PeepholeLSTMCell(I, H, variant="fgr"))
+    assert torch.equal(cell.default_state(B)[2], torch.zeros(B, 3 * H))
+    x = torch.randn(2, B, I)
+    out, _ = cell(x)
+    with torch.no_grad():
+        cell.gate_recurrence.add_(1.0)
+    out2, _ = cell(x)
+    torch.testing.assert_close(out2[0], out[0])
+    assert (out2[1] - out[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("forget_bias", [1.0, 2.5])
+def test_variant_gate_biases(forget_bias):
+    """The forget gate starts at σ(forget_bias) wherever it is learned; CIFG's f = 1 - σ(a_i) = σ(-a_i)
+    starts there too (b_i = -forget_bias); NFG has no forget gate to bias."""
+    for variant in LSTM_VARIANTS:
+        cell = PeepholeLSTMCell(I, H, forget_bias=forget_bias, variant=variant)
+        total = dict(zip(cell.gate_names, (cell.bias_ih + cell.bias_hh).detach().chunk(cell.gates)))
+        if "f" in total:
+            torch.testing.assert_close(total["f"], torch.full((H,), forget_bias))
+        if variant == "cifg":
+            torch.testing.assert_close(total["i"], torch.full((H,), -forget_bias))
+        elif "i" in total:  # random, as torch's init draws it
+            assert total["i"].abs().max() <= 2 / H ** 0.5 and total["i"].std() > 0
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(ValueError, match=r"cell.variant='cfig' is not allowed: choose one of vanilla, nig, nfg, nog, "
+                                         r"niaf, noaf, np, cifg, fgr"):
+        PeepholeLSTMCell(I, H, variant="cfig")

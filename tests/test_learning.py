@@ -1,9 +1,11 @@
 """The models learn, and the gradient picture shows what the lecture notes predict."""
 
+import functools
+
 import pytest
 import torch
 
-from rnnbench.cells import GRUCell, LSTMCell, VanillaCell
+from rnnbench.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
 from rnnbench.diagnostics import temporal_profile
 from rnnbench.models import SequenceModel
 from rnnbench.train import Trainer, TrainSettings
@@ -66,6 +68,18 @@ def test_gated_cell_leaves_the_adding_baseline_where_tanh_rnn_does_not():
                                 settings, [Rows()]).fit().final["val/loss_over_baseline"]
     assert results["gru"] < 0.2, results
     assert results["vanilla"] > 0.5, results
+
+
+@pytest.mark.parametrize("variant", ["cifg", "np"])
+def test_lstm_variants_learn_the_adding_problem(variant):
+    """Greff et al. 2016's coupled gates (CIFG, explicit path) and no-peephole LSTM (NP, torch's kernel),
+    adding T=10, 300 steps: measured here val loss 0.01-0.03 of the 1/6 baseline (seed 0)."""
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=10, batch_size=64, val_size=500, seed=0)
+    model = SequenceModel(task.spec, functools.partial(PeepholeLSTMCell, variant=variant), 32)
+    settings = TrainSettings(max_steps=300, eval_every=300, log_every=300, profile_every=0, progress=False)
+    result = Trainer(model, task, torch.optim.Adam(model.parameters(), lr=1e-2), None, settings, [Rows()]).fit()
+    assert result.final["val/loss_over_baseline"] < 0.2, result.final
 
 
 def test_a_wall_clock_budget_ends_the_run_with_a_final_evaluation():

@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from rnnbench.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.cells import LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
 from rnnbench.recurrent import RecurrentStack, pyramid_reduce, resolve_backend, reverse_padded
 
 I, H = 4, 6
@@ -18,6 +18,9 @@ FUSABLE = {
     "gru": GRUCell,
 }
 ALL = dict(FUSABLE, peephole=PeepholeLSTMCell, gru_cho=functools.partial(GRUCell, reset_after=False))
+# the LSTM variants of Greff et al. 2016 (their vanilla is `peephole`)
+VARIANTS = {f"peephole_{v}": functools.partial(PeepholeLSTMCell, variant=v) for v in LSTM_VARIANTS if v != "vanilla"}
+ALL.update(VARIANTS)
 
 
 def twin(make, backend_a, backend_b, **kw):
@@ -202,3 +205,12 @@ def test_probes_give_total_gradient_wrt_hidden_state():
     (hs[-1].sum() + hs[2].square().sum()).backward()
     torch.testing.assert_close(grad, torch.stack([h.grad for h in hs]))
     assert grad[3:5].abs().sum() > 0 and probes[0][0] == "layer0"
+
+
+@pytest.mark.parametrize("cell", list(VARIANTS))
+def test_auto_runs_each_lstm_variant_on_a_path_that_computes_it(cell):
+    """Whatever path `auto` picks for a variant (np: torch's LSTM; the others: the explicit path until a
+    kernel computes them), it equals the variant's equations, forward and backward, on a padded batch."""
+    a, b = twin(VARIANTS[cell], "explicit", "auto", num_layers=2, bidirectional=True)
+    assert {p for l in b.layers for p in l.paths} == ({"fused"} if cell == "peephole_np" else {"explicit"})
+    assert_same_run(a, b, torch.randn(9, 4, I), torch.tensor([9, 4, 7, 1]))
