@@ -235,3 +235,99 @@ def test_cached_extension_loads_fast_in_a_new_process():
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ok, seconds = result.stdout.split()
     assert ok == "True" and float(seconds) < 1.0, result.stdout + result.stderr
+
+
+# -- extreme pre-activations: saturation, ±inf, NaN (issue 10, part 1) ---------------------------------
+
+def extreme_inputs(magnitude, dtype, seed=4, T=6, B=3, H=8):
+    """x_proj (T, B, 4H) of the given magnitude (×U(1, 10), random signs) and a cell whose recurrent and
+    peephole terms stay ordinary, so each gate's pre-activation has about that magnitude."""
+    torch.manual_seed(seed)
+    cell = PeepholeLSTMCell(I, H).to(dtype)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0, 0.5)
+    size = (T, B, 4 * H)
+    x_proj = magnitude * torch.empty(size, dtype=dtype).uniform_(1, 10) * torch.randint(0, 2, size).mul(2).sub(1)
+    h0, c0 = torch.randn(B, H, dtype=dtype), torch.randn(B, H, dtype=dtype)
+    return cell, x_proj.requires_grad_(), h0.requires_grad_(), c0.requires_grad_()
+
+
+def values_and_grads(cell, run, x_proj, h0, c0, lengths=None):
+    out, h_T, c_T = run(x_proj, lengths)
+    g = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, h_T, c_T))
+    grads = torch.autograd.grad(loss, [x_proj, h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole])
+    return dict(zip(["outputs", "h_T", "c_T", "grad x_proj", "grad h0", "grad c0", "grad weight_hh",
+                     "grad bias_hh", "grad peephole"], (out, h_T, c_T, *grads)))
+
+
+def assert_same(got, expected, rtol, atol):
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=rtol, atol=atol, equal_nan=True,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64, id="float64")]
+TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("magnitude", [1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4])
+def test_every_magnitude_of_preactivation_equals_the_cell(backend, dtype, magnitude):
+    # Pre-activations from 1e-3 to 1e5 in magnitude, both signs: σ and tanh saturate to exactly 0/1/±1
+    # as torch's do, values and gradients equal the equations (today's exp-based σ gave NaN past -88).
+    cell, x_proj, h0, c0 = extreme_inputs(magnitude, dtype)
+    lengths = torch.tensor([6, 4, 5])
+    expected = values_and_grads(cell, lambda xp, n: cell_loop(cell, xp, h0, c0, n), x_proj, h0, c0, lengths)
+    got = values_and_grads(cell, lambda xp, n: run_fast(cell, xp, h0, c0, backend, n), x_proj, h0, c0, lengths)
+    assert all(torch.isfinite(v).all() for v in expected.values())
+    assert_same(got, expected, *TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_large_input_saturates_and_stays_finite(backend):
+    # The issue's case: input 1000 at one step of a (T=10, B=3, I=4, H=8) sequence.
+    torch.manual_seed(0)
+    cell = PeepholeLSTMCell(4, 8)
+    x = torch.randn(10, 3, 4)
+    x[3, 1, 2] = 1000.0
+    h0, c0 = torch.zeros(3, 8, requires_grad=True), torch.zeros(3, 8, requires_grad=True)
+    x_proj = cell.input_projection(x)
+    expected = values_and_grads(cell, lambda xp, n: cell_loop(cell, xp, h0, c0), x_proj, h0, c0)
+    got = values_and_grads(cell, lambda xp, n: run_fast(cell, xp, h0, c0, backend), x_proj, h0, c0)
+    assert all(torch.isfinite(v).all() for v in got.values())
+    assert_same(got, expected, 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("special", [float("inf"), -float("inf"), float("nan")], ids=["+inf", "-inf", "nan"])
+@pytest.mark.parametrize("gate", range(4), ids=["i", "f", "g", "o"])
+def test_inf_and_nan_preactivations_behave_as_torch(backend, dtype, special, gate):
+    # ±inf in one gate's pre-activation (one unit, one step, one row): the explicit path's torch.sigmoid
+    # and torch.tanh give exactly 0, 1 or ±1 there; NaN in gives NaN out, in the same places, forward and
+    # backward (rows never mix before the weight gradient).
+    cell, x_proj, h0, c0 = extreme_inputs(1.0, dtype, T=5, H=8)
+    with torch.no_grad():
+        x_proj[2, 1, gate * 8 + 3] = special
+    expected = values_and_grads(cell, lambda xp, n: cell_loop(cell, xp, h0, c0), x_proj, h0, c0)
+    got = values_and_grads(cell, lambda xp, n: run_fast(cell, xp, h0, c0, backend), x_proj, h0, c0)
+    if special != special:  # NaN: it must reach the output, not be swallowed
+        assert expected["outputs"][2:, 1].isnan().any() and not expected["outputs"][:, 0].isnan().any()
+    assert_same(got, expected, *TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("H", [8, 16, 37])  # AVX2 / AVX-512 / remainder lanes
+def test_saturated_gates_hold_the_cell_exactly(backend, H):
+    # i = σ(-1e4) = 0 and f = σ(1e4) = 1 exactly, as torch.sigmoid gives: the cell is held bit for bit over
+    # 50 steps (a reciprocal estimate gave f = 0.99999994, a memory that decays).
+    cell = PeepholeLSTMCell(I, H)
+    x_proj = torch.zeros(50, 2, 4 * H)
+    x_proj[:, :, :H], x_proj[:, :, H:2 * H] = -1e4, 1e4
+    c0 = torch.randn(2, H)
+    with torch.no_grad():
+        _, _, c_T = run_fast(cell, x_proj, torch.randn(2, H), c0, backend)
+    assert torch.equal(c_T, c0)
