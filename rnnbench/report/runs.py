@@ -118,6 +118,10 @@ def load_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.Data
     `swept_keys(df)`.
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    from rnnbench import studies  # a study's committed records (docs/results/<study>/runs.jsonl) read as runs
+
+    if paths and all(studies.is_records(p) for p in paths):
+        return studies.records_frame([row for p in paths for row in studies.read_records(p)])
     run_dirs = [d for p in paths for d in find_run_dirs(p)]
     if not run_dirs:
         raise ReportError(f"no runs found under {', '.join(str(p) for p in paths)}")

@@ -1,0 +1,426 @@
+"""Studies: the literature's comparisons rerun with rnnbench, their committed records, and the
+published values set beside them (README "Results"; docs/results/<study>/).
+
+    python -m rnnbench.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
+    python -m rnnbench.studies table adding [--format latex]          # published beside measured
+    python -m rnnbench.studies figure adding                          # docs/results/adding/adding.png
+    python -m rnnbench.studies wikitext2-sample DIR                   # the folder of study 5
+
+A study's folder holds three files, all small enough for git:
+
+- ``runs.jsonl``: one row per run (`record`): the swept overrides, seed, status, steps, wall time,
+  parameter count, final / best / test metrics, the rnnbench commit and config fingerprint, and for the
+  gradient study the temporal profile at initialisation. Written from sweep folders by `export`;
+  `rnnbench.report` reads it like a sweep folder (``python -m rnnbench.report docs/results/adding``).
+- ``published.yaml``: the published claims: each with its paper, table or figure and page, whether the
+  number was checked against the paper or its code here, and the claim in kind (`CLAIM_KINDS`).
+- ``<study>.png``: the figure, drawn from ``runs.jsonl`` alone.
+
+Whether a claim holds is decided by a stated rule, never by eye (`judge`):
+
+- ``beats_baseline``: the mean final ``val/loss_over_baseline`` over seeds is below `BEATS_BASELINE`
+  (the loss is at least 10% under the memoryless baseline: 1/6 for adding, 10 ln 8/(T+20) for copy).
+- ``better_than``: the cell's mean of the study's metric is better (by its direction) than that of
+  every cell listed.
+- ``bound``: every run's profile at initialisation satisfies Pascanu et al. 2013's bound,
+  log10(‖∂L/∂h_t‖ / ‖∂L/∂h_T‖) ≤ (T - t) · log10 γ for every t (+1e-4 for float rounding).
+- ``hurts``: Welch's t-test of the variant's runs against the base variant's gives p < 0.05 and the
+  variant's mean is worse (Greff et al. 2016's "significantly hurts").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+from tabulate import tabulate
+
+from rnnbench import records
+from rnnbench.report.runs import ReportError, find_run_dirs, key_value, label, swept_keys
+from rnnbench.report.stats import metric_mode, welch_p_value
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
+RUNS_FILE = "runs.jsonl"
+PUBLISHED_FILE = "published.yaml"
+BEATS_BASELINE = 0.9  # mean loss / memoryless baseline below this: the baseline is beaten
+SIGNIFICANCE = 0.05
+BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
+CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts")
+
+
+# --------------------------------------------------------------------------------------------
+# sweep folders -> records
+
+
+def record(run_dir: Path, with_profile: bool = False) -> dict[str, Any]:
+    """One run folder as one compact row: what a table needs, nothing a checkpoint holds."""
+    try:
+        summary = records.read_summary(run_dir)
+    except FileNotFoundError:
+        summary = {"status": records.INCOMPLETE}
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else summary.get("overrides", [])
+    row = {
+        "job": run_dir.name,
+        "overrides": [str(o) for o in overrides or []],
+        **{k: summary.get(k) for k in ("status", "error", "diverged_at", "task", "cell", "seed", "steps",
+                                       "hidden_size", "num_params", "memoryless_baseline", "main_metric",
+                                       "main_metric_mode", "wall_time_s", "train_time_s", "threads",
+                                       "git_commit", "config_fingerprint")},
+        **{section: summary.get(section) or {} for section in ("final", "best", "test")},
+    }
+    if with_profile:
+        initial = next((p for p in records.read_profiles(run_dir) if p.get("step") == 0), None)
+        row["profile_init"] = initial["layers"] if initial else None
+    return row
+
+
+def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None, with_profile: bool = False) -> Path:
+    """Write ``runs.jsonl`` of `study` from its sweep folders (sorted by job, one line per run)."""
+    out_dir = Path(out_dir or RESULTS_DIR / study)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for sweep in sweeps:
+        for run_dir in find_run_dirs(sweep):
+            rows.append({"sweep": Path(sweep).name, **record(run_dir, with_profile)})
+    if not rows:
+        raise ReportError(f"no runs found under {', '.join(map(str, sweeps))}")
+    rows.sort(key=lambda r: (r["sweep"], int(r["job"]) if r["job"].isdigit() else r["job"]))
+    path = out_dir / RUNS_FILE
+    records.atomic_write_text(path, "".join(records.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# records -> the DataFrame of rnnbench.report
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUNS_FILE
+    if not path.is_file():  # a study not run yet: every claim reads "not run"
+        return []
+    return [records.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def records_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Records as the rows `rnnbench.report.load_runs` gives for run folders (same column names), so
+    `summarize` and the report CLI work on committed records as on sweep folders."""
+    from rnnbench.report.runs import parse_override
+
+    frame = []
+    for r in rows:
+        values = dict(parse_override(o) for o in r["overrides"])
+        row = {"run_dir": f"{r.get('sweep', '')}/{r['job']}", **{k: v for k, v in r.items() if not isinstance(v, dict)},
+               "profile_init": r.get("profile_init"), "override_values": values}
+        for section in ("final", "best"):
+            row.update({f"{section}/{k}": v for k, v in r[section].items()})
+        row.update(r["test"])  # summary.json names them test/<metric> already
+        frame.append(row)
+    keys = list(dict.fromkeys(k for row in frame for k in row["override_values"]))
+    for row in frame:
+        for key in keys:
+            row[key] = row["override_values"].get(key, row.get(key))
+    df = pd.DataFrame(frame, columns=None if frame else ["run_dir", "status", "override_values"])
+    df.attrs["swept_keys"] = swept_keys(df) if frame else []
+    return df
+
+
+def is_records(path: str | Path) -> bool:
+    path = Path(path)
+    return path.name == RUNS_FILE or (path / RUNS_FILE).is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# published claims and the rules that judge them
+
+
+def read_published(study: str | Path) -> dict[str, Any]:
+    path = Path(study) if Path(study).suffix == ".yaml" else RESULTS_DIR / str(study) / PUBLISHED_FILE
+    if not path.is_file():
+        raise ReportError(f"no published values at {path}")
+    published = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for i, claim in enumerate(published["claims"]):
+        kinds = [k for k in CLAIM_KINDS if k in claim]
+        if len(kinds) != 1:
+            raise ReportError(f"{path}: claim {i + 1} must state exactly one of {', '.join(CLAIM_KINDS)}; got {claim}")
+        if claim["source"] not in published["sources"]:
+            raise ReportError(f"{path}: claim {i + 1} cites {claim['source']!r}, not in sources")
+    return published
+
+
+def _matching(df: pd.DataFrame, where: dict[str, Any]) -> pd.DataFrame:
+    mask = pd.Series(True, index=df.index)
+    for key, value in where.items():
+        if key not in df.columns:
+            return df.iloc[0:0]
+        mask &= df[key].map(lambda v: label(key_value(v)) == label(value))
+    return df[mask & (df["status"] == "completed")]
+
+
+def _values(runs: pd.DataFrame, metric: str) -> np.ndarray:
+    if metric not in runs.columns:
+        return np.array([])
+    x = pd.to_numeric(runs[metric], errors="coerce").to_numpy(float)
+    return x[~np.isnan(x)]
+
+
+def bound_margin(profile: Sequence[float], gamma: float) -> float:
+    """max over t of log10(‖∂L/∂h_t‖/‖∂L/∂h_T‖) - (T - t)·log10 γ: ≤ 0 where the bound holds."""
+    norms = np.asarray(profile, float)
+    back = np.arange(len(norms))[::-1]  # T - t for t = 1..T
+    with np.errstate(divide="ignore"):
+        measured = np.log10(norms / norms[-1])
+    return float(np.nanmax(measured - back * math.log10(gamma)))
+
+
+def judge(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any]) -> dict[str, Any]:
+    """The measured side of one claim: the number shown, n, and whether the claim holds (None: no runs)."""
+    where = claim.get("where", {})
+    runs = _matching(df, where)
+    metric = published["metric"]
+    x = _values(runs, metric)
+    out: dict[str, Any] = {"n": len(x), "mean": x.mean() if len(x) else math.nan,
+                           "std": x.std(ddof=1) if len(x) > 1 else math.nan, "holds": None}
+    if "beats_baseline" in claim:
+        ratio = _values(runs, "final/val/loss_over_baseline")
+        if len(ratio):
+            out["ratio"] = ratio.mean()
+            out["holds"] = bool(ratio.mean() < BEATS_BASELINE) == bool(claim["beats_baseline"])
+    elif "better_than" in claim:
+        mode = published.get("mode") or metric_mode(metric, df)
+        others = [_values(_matching(df, {**where, **other}), metric) for other in claim["better_than"]]
+        if len(x) and all(len(o) for o in others):
+            better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+            out["holds"] = all(better(x.mean(), o.mean()) for o in others)
+    elif "bound" in claim:
+        margins = [bound_margin(p[published.get("layer", "layer0")], float(claim["bound"]))
+                   for p in runs.get("profile_init", pd.Series(dtype=object)) if isinstance(p, dict)]
+        if margins:
+            out["margin"] = max(margins)
+            out["holds"] = max(margins) <= BOUND_TOLERANCE
+    elif "hurts" in claim:
+        base = _values(_matching(df, {**where, **published["base"]}), metric)
+        if len(x) > 1 and len(base) > 1:
+            p = welch_p_value(x, base)
+            mode = published.get("mode") or metric_mode(metric, df)
+            worse = x.mean() < base.mean() if mode == "max" else x.mean() > base.mean()
+            out["p"] = p
+            out["holds"] = bool(p < SIGNIFICANCE and worse) == bool(claim["hurts"])
+    return out
+
+
+def claim_text(claim: dict[str, Any], published: dict[str, Any]) -> str:
+    if "beats_baseline" in claim:
+        return "beats the baseline" if claim["beats_baseline"] else "at the baseline"
+    if "better_than" in claim:
+        return "better than " + ", ".join(label(v) for other in claim["better_than"] for v in other.values())
+    if "bound" in claim:
+        return f"‖∂L/∂h_t‖ ≤ {label(float(claim['bound']))}^(T−t)·‖∂L/∂h_T‖"
+    return ("hurts" if claim["hurts"] else "does not hurt") + " (vs " + ", ".join(
+        f"{label(v)}" for v in published["base"].values()) + ")"
+
+
+def comparison(study: str | Path, records_path: str | Path | None = None, precision: int = 4) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the published-beside-measured table of `study`."""
+    published = read_published(study)
+    folder = Path(study).parent if Path(study).suffix == ".yaml" else RESULTS_DIR / str(study)
+    df = records_frame(read_records(records_path or folder))
+    keys = list(dict.fromkeys(k for claim in published["claims"] for k in claim.get("where", {})))
+    metric = published["metric"]
+    header = [*keys, "published", "source", "claim", f"rnnbench {metric.removeprefix('final/')}", "n", "holds"]
+    body = []
+    for claim in published["claims"]:
+        result = judge(claim, df, published)
+        value = claim.get("value")
+        measured = "–" if result["n"] == 0 else (
+            f"{result['mean']:.{precision}g} ± " + ("–" if math.isnan(result["std"]) else f"{result['std']:.2g}"))
+        for extra, fmt in (("ratio", "{:.2f}× baseline"), ("p", "p = {:.3f}"), ("margin", "margin {:+.2g}")):
+            if extra in result:
+                measured += f" ({fmt.format(result[extra])})"
+        source = published["sources"][claim["source"]]
+        holds = {True: "yes", False: "**no**", None: "not run"}[result["holds"]]
+        body.append([*(label(claim.get("where", {}).get(k)) for k in keys),
+                     "–" if value is None else label(value), source["cite"], claim_text(claim, published),
+                     measured, str(result["n"]), holds])
+    return header, body
+
+
+def table(study: str | Path, fmt: str = "md", records_path: str | Path | None = None) -> str:
+    header, body = comparison(study, records_path)
+    if fmt == "latex":
+        return tabulate(body, headers=header, tablefmt="latex_booktabs", disable_numparse=True) + "\n"
+    return tabulate(body, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
+
+
+def sources_text(study: str | Path) -> str:
+    """The citations under a table: paper, table/figure and page, and whether checked here."""
+    published = read_published(study)
+    return "".join(f"- {s['cite']}: {s['paper']}, {s['where']}. {s['verified']}\n"
+                   for s in published["sources"].values())
+
+
+# --------------------------------------------------------------------------------------------
+# figures, from the records alone
+
+
+def figure(study: str, out: Path | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    published = read_published(study)
+    df = records_frame(read_records(RESULTS_DIR / study))
+    out = Path(out or RESULTS_DIR / study / f"{study}.png")
+    spec = published["figure"]
+    if spec["kind"] == "profile":
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        _profile_panel(axes[0], df, spec)
+        _clipping_panel(axes[1], df, spec)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        x_key, metric = spec["x"], published["metric"]
+        for (cell,), runs in _groups(df[df["status"] == "completed"], [spec["lines"]]):
+            points = [(float(x), _values(r, metric)) for (x,), r in _groups(runs, [x_key])]
+            xs = [p[0] for p in points]
+            ax.errorbar(xs, [v.mean() for _, v in points], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for _, v in points],
+                        marker="o", capsize=3, label=str(cell))
+        if spec.get("baseline"):
+            ax.plot(*_baseline_curve(df, x_key, spec["baseline"]), "k--", label="memoryless baseline")
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(metric.removeprefix("final/"))
+        ax.set_yscale(spec.get("yscale", "linear"))
+        ax.legend(fontsize=8)
+        ax.set_title(spec["title"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    from rnnbench.report.runs import groups
+
+    return groups(df, list(keys))
+
+
+def _baseline_curve(df: pd.DataFrame, x_key: str, kind: str) -> tuple[list[float], list[float]]:
+    xs = sorted({float(x) for x in df[x_key]})
+    if kind == "copy":
+        return xs, [10 * math.log(8) / (x + 20) for x in xs]
+    return xs, [1 / 6 for _ in xs]
+
+
+def _profile_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
+    """log10 ‖∂L/∂h_t‖/‖∂L/∂h_T‖ at initialisation against T - t, mean over seeds, with γ^(T-t)."""
+    gain_key = "cell.recurrent_gain"
+    colours = plt_colours()
+    for i, ((cell, gain), runs) in enumerate(_groups(df[df["status"] == "completed"], ["cell", gain_key])):
+        profiles = [np.asarray(p["layer0"], float) for p in runs["profile_init"] if isinstance(p, dict)]
+        if not profiles:
+            continue
+        with np.errstate(divide="ignore"):
+            ratios = np.mean([np.log10(p / p[-1]) for p in profiles], axis=0)[::-1]  # index = T - t
+        style = "-" if cell == "vanilla" else (":" if cell == "lstm" else "-.")
+        colour = colours[[0.5, 0.9, 1.0, 1.1, 1.5].index(float(gain)) % len(colours)] if float(gain) in (0.5, 0.9, 1.0, 1.1, 1.5) else None
+        ax.plot(ratios, style, color=colour, label=f"{cell} γ={gain:g}")
+        if cell == "vanilla":
+            steps = np.arange(len(ratios))
+            ax.plot(steps, steps * math.log10(float(gain)), "--", color=colour, alpha=0.5, linewidth=0.8)
+    ax.set_ylim(spec.get("ylim", [-12, 8]))
+    ax.set_xlabel("T − t (steps back from the loss)")
+    ax.set_ylabel("log10 ‖∂L/∂h_t‖ / ‖∂L/∂h_T‖ at init")
+    ax.set_title("measured (solid: tanh; dotted LSTM, dash-dot GRU)\nand the bound γ^(T−t) (dashed)", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+
+
+def _clipping_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
+    """Final val/loss per gain of the tanh RNN, clipped by norm against unclipped."""
+    tanh = df[(df["cell"] == "vanilla") & (df["status"] == "completed")]
+    for mode, runs in _groups(tanh, ["train.clip_mode"]):
+        points = [(float(g), _values(r, "final/val/loss")) for (g,), r in _groups(runs, ["cell.recurrent_gain"])]
+        ax.errorbar([p[0] for p in points], [v.mean() for _, v in points],
+                    yerr=[v.std(ddof=1) if len(v) > 1 else 0 for _, v in points], marker="o", capsize=3,
+                    label=f"clip_mode={mode[0]}")
+    ax.axhline(1 / 6, color="k", linestyle="--", linewidth=0.8, label="baseline 1/6")
+    ax.set_xlabel("gain γ = ‖U‖₂ at init")
+    ax.set_ylabel("final val/loss (adding T=100)")
+    ax.set_title(spec.get("clip_title", "after the SGD steps"), fontsize=9)
+    ax.legend(fontsize=8)
+
+
+def plt_colours() -> list[str]:
+    return ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+
+
+# --------------------------------------------------------------------------------------------
+# study 5's data folder
+
+
+def wikitext2_sample(source: Path, out: Path) -> Path:
+    """train = valid.txt; valid = test = test.txt with every word not in train mapped to <unk>.
+
+    pytorch/examples word_language_model builds its vocabulary from all three files, rnnbench from
+    train only: with this folder both see the same vocabulary (the words of valid.txt, <eos>, <unk>).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    train = (source / "valid.txt").read_text(encoding="utf-8")
+    vocabulary = set(train.split()) | {"<unk>"}
+    lines = (source / "test.txt").read_text(encoding="utf-8").split("\n")
+    mapped = "\n".join(" ".join(w if w in vocabulary or not w else "<unk>" for w in line.split(" ")) if line.strip() else line
+                       for line in lines)
+    (out / "train.txt").write_text(train, encoding="utf-8")
+    for name in ("valid.txt", "test.txt"):
+        (out / name).write_text(mapped, encoding="utf-8")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rnnbench.studies", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("export", help="sweep folders -> docs/results/STUDY/runs.jsonl")
+    p.add_argument("study")
+    p.add_argument("sweeps", nargs="+")
+    p.add_argument("--out", type=Path, help="folder to write (default docs/results/STUDY)")
+    p.add_argument("--profiles", action="store_true", help="keep each run's gradient profile at initialisation")
+    p = sub.add_parser("table", help="published values beside the committed records")
+    p.add_argument("study")
+    p.add_argument("--format", choices=("md", "latex"), default="md")
+    p.add_argument("--records", help="a runs.jsonl or sweep records other than the committed ones")
+    p = sub.add_parser("figure", help="the study's figure from its records")
+    p.add_argument("study")
+    p = sub.add_parser("wikitext2-sample", help="study 5's folder from the WikiText-2 sample")
+    p.add_argument("out", type=Path)
+    p.add_argument("--source", type=Path, default=Path("/work/shared/data/wikitext-2-sample"))
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "export":
+            print(export(args.study, args.sweeps, args.out, args.profiles))
+        elif args.command == "table":
+            sys.stdout.write(table(args.study, args.format, args.records))
+            if args.format == "md":
+                sys.stdout.write("\n" + sources_text(args.study))
+        elif args.command == "figure":
+            print(figure(args.study))
+        else:
+            print(wikitext2_sample(args.source, args.out))
+    except ReportError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
