@@ -42,6 +42,7 @@ import yaml
 from tabulate import tabulate
 
 from rnnbench import records
+from rnnbench.diagnostics import summarise_profile
 from rnnbench.report.runs import ReportError, find_run_dirs, key_value, label, swept_keys
 from rnnbench.report.stats import metric_mode, welch_p_value
 
@@ -58,8 +59,10 @@ CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts")
 # sweep folders -> records
 
 
-def record(run_dir: Path, with_profile: bool = False) -> dict[str, Any]:
-    """One run folder as one compact row: what a table needs, nothing a checkpoint holds."""
+def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
+    """One run folder as one compact row: what a table needs, nothing a checkpoint holds. With
+    `detail`, also the temporal profile at initialisation and the training curve (step, train/loss,
+    grad/global_norm before clipping) at the logged steps."""
     try:
         summary = records.read_summary(run_dir)
     except FileNotFoundError:
@@ -75,20 +78,22 @@ def record(run_dir: Path, with_profile: bool = False) -> dict[str, Any]:
                                        "git_commit", "config_fingerprint")},
         **{section: summary.get(section) or {} for section in ("final", "best", "test")},
     }
-    if with_profile:
+    if detail:
         initial = next((p for p in records.read_profiles(run_dir) if p.get("step") == 0), None)
         row["profile_init"] = initial["layers"] if initial else None
+        row["train_curve"] = [[m["step"], m["train/loss"], m["grad/global_norm"]]
+                              for m in records.read_metrics(run_dir) if "train/loss" in m and "grad/global_norm" in m]
     return row
 
 
-def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None, with_profile: bool = False) -> Path:
+def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None, detail: bool = False) -> Path:
     """Write ``runs.jsonl`` of `study` from its sweep folders (sorted by job, one line per run)."""
     out_dir = Path(out_dir or RESULTS_DIR / study)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for sweep in sweeps:
         for run_dir in find_run_dirs(sweep):
-            rows.append({"sweep": Path(sweep).name, **record(run_dir, with_profile)})
+            rows.append({"sweep": Path(sweep).name, **record(run_dir, detail)})
     if not rows:
         raise ReportError(f"no runs found under {', '.join(map(str, sweeps))}")
     rows.sort(key=lambda r: (r["sweep"], int(r["job"]) if r["job"].isdigit() else r["job"]))
@@ -119,7 +124,7 @@ def records_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for r in rows:
         values = dict(parse_override(o) for o in r["overrides"])
         row = {"run_dir": f"{r.get('sweep', '')}/{r['job']}", **{k: v for k, v in r.items() if not isinstance(v, dict)},
-               "profile_init": r.get("profile_init"), "override_values": values}
+               "profile_init": r.get("profile_init"), "train_curve": r.get("train_curve"), "override_values": values}
         for section in ("final", "best"):
             row.update({f"{section}/{k}": v for k, v in r[section].items()})
         row.update(r["test"])  # summary.json names them test/<metric> already
@@ -201,11 +206,14 @@ def judge(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any]) ->
             better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
             out["holds"] = all(better(x.mean(), o.mean()) for o in others)
     elif "bound" in claim:
-        margins = [bound_margin(p[published.get("layer", "layer0")], float(claim["bound"]))
-                   for p in runs.get("profile_init", pd.Series(dtype=object)) if isinstance(p, dict)]
-        if margins:
-            out["margin"] = max(margins)
-            out["holds"] = max(margins) <= BOUND_TOLERANCE
+        layer = published.get("layer", "layer0")
+        profiles = [p[layer] for p in runs.get("profile_init", pd.Series(dtype=object)) if isinstance(p, dict)]
+        if profiles:
+            # the number shown: the fitted factor per step back in time (diagnostics.summarise_profile)
+            factors = np.array([summarise_profile(p)["backward_factor"] for p in profiles])
+            out.update(n=len(factors), mean=factors.mean(), std=factors.std(ddof=1) if len(factors) > 1 else math.nan)
+            out["margin"] = max(bound_margin(p, float(claim["bound"])) for p in profiles)
+            out["holds"] = out["margin"] <= BOUND_TOLERANCE
     elif "hurts" in claim:
         base = _values(_matching(df, {**where, **published["base"]}), metric)
         if len(x) > 1 and len(base) > 1:
@@ -235,14 +243,16 @@ def comparison(study: str | Path, records_path: str | Path | None = None, precis
     df = records_frame(read_records(records_path or folder))
     keys = list(dict.fromkeys(k for claim in published["claims"] for k in claim.get("where", {})))
     metric = published["metric"]
-    header = [*keys, "published", "source", "claim", f"rnnbench {metric.removeprefix('final/')}", "n", "holds"]
+    header = [*keys, "published", "source", "claim", f"rnnbench ({metric.removeprefix('final/')})", "n", "holds"]
     body = []
     for claim in published["claims"]:
         result = judge(claim, df, published)
         value = claim.get("value")
         measured = "–" if result["n"] == 0 else (
             f"{result['mean']:.{precision}g} ± " + ("–" if math.isnan(result["std"]) else f"{result['std']:.2g}"))
-        for extra, fmt in (("ratio", "{:.2f}× baseline"), ("p", "p = {:.3f}"), ("margin", "margin {:+.2g}")):
+        if "margin" in result:  # a bound claim shows the profile's fitted factor, not the metric
+            measured = f"factor {measured} per step; excess over bound {result['margin']:+.2g} (log10)"
+        for extra, fmt in (("ratio", "{:.2f}× baseline"), ("p", "p = {:.3f}")):
             if extra in result:
                 measured += f" ({fmt.format(result[extra])})"
         source = published["sources"][claim["source"]]
@@ -343,18 +353,27 @@ def _profile_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
 
 
 def _clipping_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
-    """Final val/loss per gain of the tanh RNN, clipped by norm against unclipped."""
+    """The tanh RNN at the largest gain: gradient norm (before clipping) and training loss over the
+    steps, clipped by norm against unclipped (mean over seeds)."""
     tanh = df[(df["cell"] == "vanilla") & (df["status"] == "completed")]
-    for mode, runs in _groups(tanh, ["train.clip_mode"]):
-        points = [(float(g), _values(r, "final/val/loss")) for (g,), r in _groups(runs, ["cell.recurrent_gain"])]
-        ax.errorbar([p[0] for p in points], [v.mean() for _, v in points],
-                    yerr=[v.std(ddof=1) if len(v) > 1 else 0 for _, v in points], marker="o", capsize=3,
-                    label=f"clip_mode={mode[0]}")
-    ax.axhline(1 / 6, color="k", linestyle="--", linewidth=0.8, label="baseline 1/6")
-    ax.set_xlabel("gain γ = ‖U‖₂ at init")
-    ax.set_ylabel("final val/loss (adding T=100)")
-    ax.set_title(spec.get("clip_title", "after the SGD steps"), fontsize=9)
-    ax.legend(fontsize=8)
+    gain = max(float(g) for g in tanh["cell.recurrent_gain"])
+    twin = ax.twinx()
+    for i, ((mode,), runs) in enumerate(_groups(tanh[tanh["cell.recurrent_gain"].astype(float) == gain],
+                                                ["train.clip_mode"])):
+        curves = [np.asarray(c, float) for c in runs["train_curve"] if isinstance(c, list) and c]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        mean = np.mean([c[:n] for c in curves], axis=0)  # columns: step, train/loss, grad norm
+        colour = plt_colours()[i]
+        ax.plot(mean[:, 0], mean[:, 2], color=colour, label=f"‖∇‖, clip_mode={mode}")
+        twin.plot(mean[:, 0], mean[:, 1], "--", color=colour, label=f"train loss, clip_mode={mode}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("gradient norm before clipping (solid)")
+    twin.set_ylabel("training MSE (dashed)")
+    ax.set_title(spec.get("clip_title", "") + f" (γ={gain:g})", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
 
 
 def plt_colours() -> list[str]:
@@ -394,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("study")
     p.add_argument("sweeps", nargs="+")
     p.add_argument("--out", type=Path, help="folder to write (default docs/results/STUDY)")
-    p.add_argument("--profiles", action="store_true", help="keep each run's gradient profile at initialisation")
+    p.add_argument("--detail", action="store_true",
+                   help="keep each run's gradient profile at initialisation and its training curve")
     p = sub.add_parser("table", help="published values beside the committed records")
     p.add_argument("study")
     p.add_argument("--format", choices=("md", "latex"), default="md")
@@ -407,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
-            print(export(args.study, args.sweeps, args.out, args.profiles))
+            print(export(args.study, args.sweeps, args.out, args.detail))
         elif args.command == "table":
             sys.stdout.write(table(args.study, args.format, args.records))
             if args.format == "md":
