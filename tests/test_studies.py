@@ -123,7 +123,7 @@ def test_bound_rule_checks_every_step_of_the_profile_at_initialisation(tmp_path)
     fake_run(tmp_path / "0", ["cell.recurrent_gain=0.5", "train.seed=0"], {"val/loss": 0.2}, profile=decaying)
     fake_run(tmp_path / "1", ["cell.recurrent_gain=0.6", "train.seed=0"], {"val/loss": 0.2}, profile=slower)
     rows = studies.records_frame(studies.read_records(
-        studies.export("gradients", [tmp_path], tmp_path / "out", with_profile=True)))
+        studies.export("gradients", [tmp_path], tmp_path / "out", detail=True)))
     pub = published([], layer="layer0")
     on_the_bound = studies.judge({"source": "p", "where": {"cell.recurrent_gain": 0.5}, "bound": 0.5}, rows, pub)
     assert on_the_bound["holds"] is True and abs(on_the_bound["margin"]) < 1e-9
