@@ -270,6 +270,30 @@ def table(study: str | Path, fmt: str = "md", records_path: str | Path | None = 
     return tabulate(body, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
 
 
+def importance(study: str | Path, records_path: str | Path | None = None) -> str | None:
+    """Greff et al.'s second question: how much each searched hyperparameter (and the variant)
+    matters, from the committed trials (`rnnbench.report.importance`, Optuna's fANOVA-like mean
+    decrease impurity). None when the study searched nothing or has fewer than 2 runs."""
+    from rnnbench.report.importance import param_importance, search_space
+
+    published = read_published(study)
+    if "search" not in published:
+        return None
+    folder = Path(study).parent if Path(study).suffix == ".yaml" else RESULTS_DIR / str(study)
+    df = records_frame(read_records(records_path or folder))
+    if (df.get("status") == "completed").sum() < 2:
+        return None
+    space = search_space(published["search"])
+    from optuna.distributions import CategoricalDistribution
+
+    for key, values in published.get("compared", {}).items():
+        space[key] = CategoricalDistribution(values)
+    result = param_importance(df, space, metric=published["metric"])
+    from rnnbench.report.importance import importance_text
+
+    return importance_text(result)
+
+
 def sources_text(study: str | Path) -> str:
     """The citations under a table: paper, table/figure and page, and whether checked here."""
     published = read_published(study)
@@ -432,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(table(args.study, args.format, args.records))
             if args.format == "md":
                 sys.stdout.write("\n" + sources_text(args.study))
+                line = importance(args.study, args.records)
+                if line:
+                    sys.stdout.write("\n" + line + "\n")
         elif args.command == "figure":
             print(figure(args.study))
         else:

@@ -180,3 +180,24 @@ def test_readme_table_is_rendered_from_the_committed_records(study):
     block = re.search(rf"<!-- study:{study} -->\n(.*?)<!-- /study:{study} -->", readme, re.S)
     assert block, f"README has no table of study {study} between <!-- study:{study} --> markers"
     assert block.group(1) == studies.table(study)
+
+
+def test_importance_of_the_search_comes_from_the_records(tmp_path):
+    # the loss depends on the learning rate only: the importance must say so
+    job = 0
+    for variant in ("vanilla", "nfg"):
+        for lr, width in ((1e-4, 32), (1e-3, 128), (1e-2, 64), (3e-4, 64), (3e-3, 32), (2e-2, 128)):
+            fake_run(tmp_path / "runs" / str(job), [f"cell.variant={variant}", f"optim.lr={lr}",
+                                                     f"model.hidden_size={width}", "train.seed=0"],
+                     {"val/loss": abs(math.log10(lr) + 2.5)})
+            job += 1
+    studies.export("greff", [tmp_path / "runs"], tmp_path / "greff")
+    (tmp_path / "greff" / "published.yaml").write_text(yaml.safe_dump(published(
+        [{"source": "p", "where": {"cell.variant": "nfg"}, "hurts": True}], base={"cell.variant": "vanilla"},
+        search={"optim.lr": "tag(log, interval(1e-4, 3e-2))", "model.hidden_size": "choice(32, 64, 128)"},
+        compared={"cell.variant": ["vanilla", "nfg"]})))
+    line = studies.importance(tmp_path / "greff" / "published.yaml")
+    shares = dict(re.findall(r"([\w.]+) (\d\.\d\d)", line.split("):", 1)[1]))
+    assert line.startswith("hyperparameter importance for val/loss (12 trials")
+    assert set(shares) == {"optim.lr", "model.hidden_size", "cell.variant"}
+    assert float(shares["optim.lr"]) > 0.5 and max(shares, key=lambda k: float(shares[k])) == "optim.lr"
