@@ -319,6 +319,18 @@ def figure(study: str, out: Path | None = None) -> Path:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         _profile_panel(axes[0], df, spec)
         _clipping_panel(axes[1], df, spec)
+    elif spec["kind"] == "bars":
+        fig, ax = plt.subplots(figsize=(6, 4))
+        metric = published["metric"]
+        groups = _groups(df[df["status"] == "completed"], [spec["x"]])
+        values = [_values(runs, metric) for _, runs in groups]
+        ax.bar([str(x) for (x,), _ in groups], [v.mean() for v in values],
+               yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values], capsize=4, color="tab:blue")
+        for i, v in enumerate(values):  # every seed, so the spread is visible
+            ax.plot([i] * len(v), v, "k.", markersize=4)
+        ax.set_xlabel(spec["x"])
+        ax.set_ylabel(metric)
+        ax.set_title(spec["title"], fontsize=10)
     else:
         fig, ax = plt.subplots(figsize=(6, 4))
         x_key, metric = spec["x"], published["metric"]
