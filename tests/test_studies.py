@@ -201,3 +201,20 @@ def test_importance_of_the_search_comes_from_the_records(tmp_path):
     assert line.startswith("hyperparameter importance for val/loss (12 trials")
     assert set(shares) == {"optim.lr", "model.hidden_size", "cell.variant"}
     assert float(shares["optim.lr"]) > 0.5 and max(shares, key=lambda k: float(shares[k])) == "optim.lr"
+
+
+@pytest.mark.parametrize("study", ["adding", "seq_fmnist_row"])
+def test_figure_is_drawn_from_the_records_and_published_file_alone(study, tmp_path, monkeypatch):
+    job = 0
+    for cell in ("lstm", "vanilla"):
+        for T in (100, 200):
+            for seed in range(2):
+                fake_run(tmp_path / "sweep" / str(job), [f"cell={cell}", f"task.seq_len={T}", f"train.seed={seed}"],
+                         {"val/loss": 0.1 + seed, "val/loss_over_baseline": 0.6}, test={"test/accuracy": 0.5}, cell=cell)
+                job += 1
+    studies.export(study, [tmp_path / "sweep"], tmp_path / "results" / study)
+    (tmp_path / "results" / study / "published.yaml").write_bytes((REPO / "docs" / "results" / study / "published.yaml").read_bytes())
+    monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")
+    path = studies.figure(study)
+    assert path == tmp_path / "results" / study / f"{study}.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
