@@ -39,7 +39,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench import checkpoint, records
+from rnnbench import checkpoint, fast_peephole, records
 from rnnbench.budget import hidden_size_for_budget
 from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError, register_schemas, validate
@@ -202,6 +202,8 @@ def run_experiment(cfg: DictConfig) -> float | None:
         log.warning("train.resume=true, but %s holds no run: starting from step 0 (to resume a run, "
                     "set hydra.run.dir to its folder)", run_dir)
 
+    # First: torch's worker threads copy the flush mode when they are made (fast_peephole.set_flush_denormal).
+    flush_denormal = fast_peephole.set_flush_denormal(cfg.train.flush_denormal) and cfg.train.flush_denormal
     threads = cfg.train.threads or _threads_per_parallel_job(hc)
     if threads:
         torch.set_num_threads(threads)
@@ -221,7 +223,7 @@ def run_experiment(cfg: DictConfig) -> float | None:
         "main_metric": f"val/{task.main_metric}", "main_metric_mode": task.main_metric_mode,
         "memoryless_baseline": task.memoryless_baseline, "task_info": task.describe(),
         "overrides": overrides, "config_fingerprint": fingerprint,
-        "device": str(device), "threads": torch.get_num_threads(),
+        "device": str(device), "threads": torch.get_num_threads(), "flush_denormal": flush_denormal,
         **records.run_metadata(),
     }
     if cfg.train.skip_nonfinite:

@@ -216,6 +216,9 @@ class TrainConf:
     profile_every: int = 500
     device: str = "auto"
     threads: Optional[int] = None
+    # Flush subnormal floats to zero on CPU (x86 FTZ/DAZ, every thread): |x| < 1.18e-38 computes as 0.
+    # Vanishing gradients sink into that range, where arithmetic is 10-100x slower (docs/performance.md).
+    flush_denormal: bool = True
     early_stop: bool = False
     length_eval: str = "end"  # end | eval: when to evaluate at task.eval_lengths (eval: every eval too)
     # Wall-clock budget in minutes (comparisons at equal time); the run ends at whichever of

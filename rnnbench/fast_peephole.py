@@ -263,6 +263,24 @@ def cpp_available() -> bool:
     return not _cpp_disabled() and _extension() is not None
 
 
+def set_flush_denormal(on: bool) -> bool:
+    """`torch.set_flush_denormal(on)` on every CPU thread torch computes on; False where unsupported.
+
+    Flushing sets the x86 MXCSR bits flush-to-zero (a subnormal result becomes ±0) and denormals-are-zero
+    (a subnormal operand is read as ±0), i.e. |x| < 1.18e-38 (float32) / 2.2e-308 (float64) counts as 0.
+    torch sets them on the calling thread only; OpenMP worker threads copy them once, when torch's pool
+    is made, so in a process that has already computed in parallel the workers would keep computing with
+    subnormals. The C++ extension sets them on every thread of the pool; without it (no compiler,
+    RNNBENCH_NO_CPP) only threads made afterwards follow, which is enough when this is called before any
+    parallel work, as the app does.
+    """
+    if not torch.set_flush_denormal(on):
+        return False
+    if not _cpp_disabled() and _extension() is not None:
+        _extension().set_flush_denormal(on)
+    return True
+
+
 def implementation() -> str:
     """'cpp' or 'python': what `backend="auto"` runs for float32/float64 CPU tensors."""
     return "cpp" if cpp_available() else "python"

@@ -32,6 +32,17 @@ def test_interleaved_takes_samples_round_robin():
     assert {k: len(v) for k, v in samples.items()} == {"A": 3, "B": 3, "C": 3}
 
 
+def test_before_and_after_wrap_each_sample_outside_the_clock():
+    import time
+
+    calls = []
+    case = Case("A", lambda: calls.append("run"), before=lambda: (calls.append("before"), time.sleep(0.05)),
+                after=lambda: calls.append("after"))
+    samples = interleaved([case], repeats=2, min_sample_s=0.0, warmup=1)
+    assert calls == ["before", "run", "after"] * 4  # warm-up, calibration, 2 samples
+    assert max(samples["A"]) < 0.05  # the 50 ms of `before` is not in the time
+
+
 def test_summarise_ratios_medians_and_flops():
     samples = {"ref": [1.0, 2.0, 3.0], "other": [2.0, 4.0, 60.0]}
     stats = summarise(samples, "ref", flops={"ref": 4e9}, peak_flops=8e9)

@@ -41,6 +41,22 @@ class Case:
     run: Callable[[], Any]
     flops: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    # run outside the clock around each sample of this case (and its warm-up), e.g. a global mode on, off
+    before: Callable[[], Any] | None = None
+    after: Callable[[], Any] | None = None
+
+    def sample(self, n: int) -> float:
+        """Seconds per run over `n` runs, `before` and `after` outside the clock."""
+        if self.before is not None:
+            self.before()
+        try:
+            start = time.perf_counter()
+            for _ in range(n):
+                self.run()
+            return (time.perf_counter() - start) / n
+        finally:
+            if self.after is not None:
+                self.after()
 
 
 def interleaved(cases: list[Case], repeats: int, min_sample_s: float = 0.2, warmup: int = 1,
@@ -56,16 +72,14 @@ def interleaved(cases: list[Case], repeats: int, min_sample_s: float = 0.2, warm
     for case in cases:
         try:
             for _ in range(warmup):
-                case.run()
+                case.sample(1)
         except Exception as error:
             if failures is None:
                 raise
             failures[case.name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
             continue
         working.append(case)
-        start = time.perf_counter()
-        case.run()
-        once = time.perf_counter() - start
+        once = case.sample(1)
         inner[case.name] = max(1, math.ceil(min_sample_s / max(once, 1e-9)))
     cases = working
     samples: dict[str, list[float]] = {case.name: [] for case in cases}
@@ -73,11 +87,7 @@ def interleaved(cases: list[Case], repeats: int, min_sample_s: float = 0.2, warm
         for case in cases:
             if between is not None:
                 between()
-            n = inner[case.name]
-            start = time.perf_counter()
-            for _ in range(n):
-                case.run()
-            samples[case.name].append((time.perf_counter() - start) / n)
+            samples[case.name].append(case.sample(inner[case.name]))
     return samples
 
 

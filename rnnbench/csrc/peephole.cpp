@@ -15,13 +15,56 @@
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <vector>
 
+#include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
 namespace {
 
 using at::Tensor;
+
+// -- flush-to-zero on every thread -----------------------------------------------------------------------
+// torch.set_flush_denormal sets MXCSR's flush-to-zero and denormals-are-zero bits on the calling thread
+// only; an OpenMP worker copies its creator's MXCSR once, when the pool is made. Measured: after
+// set_flush_denormal(True) in a process whose pool already existed, worker thread 1 still ran with MXCSR
+// 0x1fa0 (both bits clear), and the batch rows this kernel gave it kept their subnormal values. So every
+// parallel block below runs with the caller's two bits, and set_flush_denormal() sets them pool-wide.
+#if defined(__x86_64__) || defined(__i386__)
+constexpr unsigned kFlushBits = 0x8040;  // MXCSR bit 15 flush-to-zero, bit 6 denormals-are-zero
+inline unsigned flush_bits() { return _mm_getcsr() & kFlushBits; }
+inline void set_flush_bits(unsigned bits) { _mm_setcsr((_mm_getcsr() & ~kFlushBits) | bits); }
+#else
+constexpr unsigned kFlushBits = 0;
+inline unsigned flush_bits() { return 0; }
+inline void set_flush_bits(unsigned) {}
+#endif
+
+// What a worker thread must share with the calling thread: torch's thread-local state (grad mode,
+// dispatch exclusions) for its GEMMs, and the flush-to-zero mode for all its arithmetic.
+struct CallerState {
+  at::ThreadLocalState torch_state;
+  unsigned flush = flush_bits();
+};
+
+// For the lifetime of a parallel block: the worker computes as the caller would, then gets its own
+// flush mode back (the pool is torch's; this kernel leaves it as it found it).
+class AsCaller {
+ public:
+  explicit AsCaller(const CallerState& caller) : torch_state_(caller.torch_state), own_flush_(flush_bits()) {
+    set_flush_bits(caller.flush);
+  }
+  ~AsCaller() { set_flush_bits(own_flush_); }
+
+ private:
+  at::ThreadLocalStateGuard torch_state_;
+  unsigned own_flush_;
+};
 
 // σ and tanh must saturate exactly like torch's for every pre-activation, ±inf included, and give NaN for
 // NaN. The textbook σ(x) = 1/(1 + e^{-x}) does not survive -ffast-math: for x < -88.7 (float32) e^{-x} is
@@ -159,9 +202,9 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor weight_h
     const scalar_t* peep_p = peephole.data_ptr<scalar_t>();
     const scalar_t* probe_p = probe.defined() ? probe.data_ptr<scalar_t>() : nullptr;
     scalar_t* h_state_p = len_ptr ? h_state.data_ptr<scalar_t>() : nullptr;
-    const at::ThreadLocalState caller;  // grad mode and dispatch exclusions, for the worker threads' GEMMs
+    const CallerState caller;
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      at::ThreadLocalStateGuard same_state_as_caller(caller);
+      const AsCaller as_caller(caller);
       for (int64_t t = 0; t < T; ++t) {
         const Tensor& h_prev = len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]);
         Tensor gates_t = gates[t].narrow(0, b0, b1 - b0);
@@ -225,9 +268,9 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
     scalar_t* dc_p = dc.data_ptr<scalar_t>();
     scalar_t* dbias_p = dbias.data_ptr<scalar_t>();
     scalar_t* dpeep_p = dpeep.data_ptr<scalar_t>();
-    const at::ThreadLocalState caller;
+    const CallerState caller;
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      at::ThreadLocalStateGuard same_state_as_caller(caller);
+      const AsCaller as_caller(caller);
       for (int64_t t = T - 1; t >= 0; --t) {
         const Tensor& dh = dh_buf[(T - 1 - t) % 2];
         const Tensor& dh_prev = dh_buf[(T - t) % 2];
@@ -271,7 +314,19 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
   return {gates, dh, dc, grad_weight, dbias.sum(0), dpeep.sum(0), dprobe};
 }
 
+// Sets (on) or clears flush-to-zero and denormals-are-zero on the calling thread and on every thread of the
+// OpenMP pool that at::parallel_for, torch's GEMMs and element-wise ops run on (every thread of a team runs
+// the body of `omp parallel`; threads made later copy the caller's setting). Returns whether the bits exist.
+bool set_flush_denormal(bool on) {
+  const unsigned bits = on ? kFlushBits : 0;
+  set_flush_bits(bits);
+#pragma omp parallel num_threads(std::max(at::get_num_threads(), omp_get_num_procs()))
+  set_flush_bits(bits);
+  return kFlushBits != 0;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("set_flush_denormal", &set_flush_denormal, "flush-to-zero on the calling thread and the OpenMP pool");
   m.def("forward", &forward, "peephole LSTM sequence forward", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "peephole LSTM sequence backward", py::call_guard<py::gil_scoped_release>());
 }
