@@ -43,6 +43,7 @@ from rnnbench import checkpoint, fast_peephole, records
 from rnnbench.budget import hidden_size_for_budget
 from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError, register_schemas, validate
+from rnnbench.diagnostics import gate_scalars
 from rnnbench.train import Trainer, TrainSettings
 from tasks.data import DataError
 
@@ -96,6 +97,8 @@ class WandbTrainerSink:
     def log_profile(self, step: int, profile: dict) -> None:
         self.sink.log_profile(step, profile["layers"])
         self.sink.log({f"profile/{k}": v for k, v in profile["summary"].items()}, step=step)
+        if profile.get("gates"):
+            self.sink.log(gate_scalars(profile["gates"]), step=step)
 
 
 def _threads_per_parallel_job(hc) -> int | None:
@@ -274,7 +277,7 @@ def run_experiment(cfg: DictConfig) -> float | None:
                 max_steps=cfg.train.max_steps, clip=cfg.train.clip, clip_mode=cfg.train.clip_mode,
                 log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
                 profile_every=cfg.train.profile_every, early_stop=cfg.train.early_stop,
-                length_eval=cfg.train.length_eval,
+                length_eval=cfg.train.length_eval, gate_stats=cfg.train.gate_stats,
                 max_minutes=cfg.train.max_minutes,
                 progress=cfg.logger.progress and not multirun, checkpoint_every=cfg.train.checkpoint_every,
                 skip_nonfinite=cfg.train.skip_nonfinite, lr_backoff=cfg.train.lr_backoff)

@@ -7,6 +7,8 @@ cell they hold:
     h, state = cell.step(x_proj[t], state)   # one time step of the equations
     cell.default_state(B, device, dtype)     # zeros: (h,) or (h, c), each (B, H)
     cell.fused_mode                          # the torch kernel computing exactly this function, or None
+    cell.step(x_proj[t], state, gates={})    # ... also fills the dict with the σ gates' values (B, H)
+    cell.gate_activations                    # the names of those gates ("forget", ...); () without gates
 
 Parameters are named and laid out as torch's own (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`;
 LSTM gates i, f, g, o; GRU gates r, z, n), so the fused backend runs on the very same tensors and a
@@ -32,6 +34,9 @@ class Cell(nn.Module):
 
     gates: int = 1
     state_names: tuple[str, ...] = ("h",)
+    # The sigmoid gates `step(..., gates=dict)` reports (their saturation is what Karpathy et al. 2015
+    # plot); a cell without gates reports none.
+    gate_activations: tuple[str, ...] = ()
 
     def __init__(self, input_size: int, hidden_size: int, recurrent_init: str = "default",
                  recurrent_gain: float = 1.0):
@@ -83,7 +88,10 @@ class Cell(nn.Module):
         """(T, B, I) -> (T, B, G*H): W x_t + b_ih for every step in one matmul."""
         return F.linear(x, self.weight_ih, self.bias_ih)
 
-    def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj_t: Tensor, state: State, gates: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, State]:
+        """One step of the equations; when `gates` is a dict, the σ gate values of this step go in it
+        under the names of `gate_activations`, each (B, H)."""
         raise NotImplementedError
 
     @property
@@ -123,7 +131,8 @@ class VanillaCell(Cell):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, recurrent_init, recurrent_gain)
 
-    def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj_t: Tensor, state: State, gates: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, State]:
         (h,) = state                                                            # (B, H)
         pre = torch.addmm(x_proj_t + self.bias_hh, h, self.weight_hh.t())      # W x + b + U h  (B, H)
         h = torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
@@ -147,6 +156,7 @@ class LSTMCell(Cell):
     gates = 4
     gate_names: tuple[str, ...] = ("i", "f", "g", "o")  # the row blocks of weight_ih, weight_hh, biases
     state_names = ("h", "c")
+    gate_activations = ("input", "forget", "output")
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
                  recurrent_init: str = "default", recurrent_gain: float = 1.0):
@@ -166,12 +176,16 @@ class LSTMCell(Cell):
                 self.bias_ih[k * H:(k + 1) * H].fill_(value)
                 self.bias_hh[k * H:(k + 1) * H].zero_()
 
-    def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj_t: Tensor, state: State, gates: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, State]:
         h, c = state                                                            # (B, H) each
-        gates = torch.addmm(x_proj_t + self.bias_hh, h, self.weight_hh.t())    # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=1)                                      # (B, H) each
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        a = torch.addmm(x_proj_t + self.bias_hh, h, self.weight_hh.t())        # (B, 4H)
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)                                  # (B, H) each
+        i, f, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.sigmoid(a_o)
+        c = f * c + i * torch.tanh(a_g)
+        h = o * torch.tanh(c)
+        if gates is not None:
+            gates.update(input=i, forget=f, output=o)
         return h, (h, c)
 
     @property
@@ -258,6 +272,9 @@ class PeepholeLSTMCell(LSTMCell):
         self.peephole_names = sigmoid_gates if v.peepholes else ()
         self.recurrent_gate_names = sigmoid_gates if v.full_gate_recurrence else ()
         self.state_names = ("h", "c", "gates") if v.full_gate_recurrence else ("h", "c")
+        # the learned σ gates (cifg's f = 1 - i is not one)
+        self.gate_activations = tuple(name for gate, name in (("i", "input"), ("f", "forget"), ("o", "output"))
+                                      if gate in sigmoid_gates)
         super().__init__(input_size, hidden_size, forget_bias, recurrent_init, recurrent_gain)
 
     def initial_gate_biases(self) -> dict[str, float]:
@@ -283,7 +300,8 @@ class PeepholeLSTMCell(LSTMCell):
                                              device=device, dtype=dtype),)
         return state
 
-    def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj_t: Tensor, state: State, gates: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, State]:
         h, c_prev = state[:2]                                                   # (B, H) each
         v = self.switches
         a = torch.addmm(x_proj_t + self.bias_hh, h, self.weight_hh.t())        # (B, G*H)
@@ -306,6 +324,9 @@ class PeepholeLSTMCell(LSTMCell):
             o = torch.sigmoid(a["o"] + p["o"] * c) if v.peepholes else torch.sigmoid(a["o"])
         out = torch.tanh(c) if v.output_activation else c
         h = out if o is None else o * out
+        if gates is not None:
+            gates.update((name, value) for name, value in (("input", i), ("forget", f), ("output", o))
+                         if name in self.gate_activations)
         if v.full_gate_recurrence:
             activations = {"i": i, "f": f, "o": o}
             return h, (h, c, torch.cat([activations[gate] for gate in self.recurrent_gate_names], dim=1))
@@ -336,13 +357,15 @@ class GRUCell(Cell):
 
     gates = 3
     state_names = ("h",)
+    gate_activations = ("reset", "update")
 
     def __init__(self, input_size: int, hidden_size: int, reset_after: bool = True,
                  recurrent_init: str = "default", recurrent_gain: float = 1.0):
         self.reset_after = bool(reset_after)
         super().__init__(input_size, hidden_size, recurrent_init, recurrent_gain)
 
-    def step(self, x_proj_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_proj_t: Tensor, state: State, gates: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, State]:
         (h,) = state                                                            # (B, H)
         H = self.hidden_size
         if self.reset_after:
@@ -359,6 +382,8 @@ class GRUCell(Cell):
             n = torch.tanh(torch.addmm(x_proj_t[:, 2 * H:] + self.bias_hh[2 * H:],
                                        r * h, self.weight_hh[2 * H:].t()))
         h = (1 - z) * n + z * h
+        if gates is not None:
+            gates.update(reset=r, update=z)
         return h, (h,)
 
     @property

@@ -221,6 +221,7 @@ class TrainConf:
     flush_denormal: bool = True
     early_stop: bool = False
     length_eval: str = "end"  # end | eval: when to evaluate at task.eval_lengths (eval: every eval too)
+    gate_stats: bool = True  # with each temporal profile: gate saturation statistics (gated cells only)
     # Wall-clock budget in minutes (comparisons at equal time); the run ends at whichever of
     # max_steps and max_minutes comes first. Where a time budget stops a run is not reproducible.
     max_minutes: Optional[float] = None

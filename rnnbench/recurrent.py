@@ -28,8 +28,18 @@ BACKENDS = ("auto", "explicit", "fused")
 
 # Per direction a cell state tuple; per layer a list of directions; per stack a list of layers.
 StackState = list[list[State]]
-# probes collected by the explicit path: (name, (T, B, H) zero tensor whose grad is ∂L/∂h_t).
-Probes = list[tuple[str, Tensor]]
+# Per step of a gated cell: ({gate name: (B, H) σ values}, the (B, 1) valid-step mask or None).
+GateSteps = list[tuple[dict[str, Tensor], Tensor | None]]
+
+
+class Probes(list):
+    """What a diagnostic forward pass collects on the explicit path: (name, (T, B, H) zero tensor whose
+    grad is ∂L/∂h_t) pairs and, when made with `record_gates=True`, in `gates[name]` the gate values of
+    every step of each layer (and direction) of a gated cell (`diagnostics.gate_statistics`)."""
+
+    def __init__(self, record_gates: bool = False):
+        super().__init__()
+        self.gates: dict[str, GateSteps] | None = {} if record_gates else None
 
 
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -52,11 +62,12 @@ def _needs_mask(lengths: Tensor | None, T: int) -> bool:
 
 
 def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = None,
-                 probe: Tensor | None = None) -> tuple[Tensor, State]:
+                 probe: Tensor | None = None, gates: GateSteps | None = None) -> tuple[Tensor, State]:
     """The cell's equations step by step. x (T, B, I) -> outputs (T, B, H), final state.
 
     `probe` (T, B, H) zeros requiring grad is added to h_t at every step; its gradient is then the
-    total ∂L/∂h_t (through the output at t and through every later step).
+    total ∂L/∂h_t (through the output at t and through every later step). `gates`, a list, receives
+    each step's gate values and valid-step mask.
     """
     T = x.shape[0]
     masks = None
@@ -66,7 +77,11 @@ def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = N
     probes = probe.unbind(0) if probe is not None else None
     outputs = []
     for t, x_proj_t in enumerate(cell.input_projection(x).unbind(0)):
-        h, new_state = cell.step(x_proj_t, state)
+        if gates is None:
+            h, new_state = cell.step(x_proj_t, state)
+        else:
+            gates.append(({}, None if masks is None else masks[t]))
+            h, new_state = cell.step(x_proj_t, state, gates=gates[-1][0])
         if probes is not None:
             h = h + probes[t]
             new_state = (h,) + tuple(new_state[1:])
@@ -165,7 +180,10 @@ class RecurrentLayer(nn.Module):
             if probes is not None:
                 probe = x.new_zeros(x.shape[0], x.shape[1], self.hidden_size, requires_grad=True)
                 probes.append((name + ("_reverse" if reverse else ""), probe))
-                out, final = run_explicit(cell, x_d, state[d], lengths, probe)
+                gates = None
+                if getattr(probes, "gates", None) is not None and cell.gate_activations:
+                    gates = probes.gates[probes[-1][0]] = []
+                out, final = run_explicit(cell, x_d, state[d], lengths, probe, gates)
             elif path == "fused":
                 out, final = run_fused(cell, x_d, state[d], lengths)
             elif path == "fast":

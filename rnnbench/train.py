@@ -46,6 +46,7 @@ class TrainSettings:
     max_minutes: float | None = None  # wall-clock budget; runs stopped by it are not bit-reproducible
     progress: bool = True
     length_eval: str = "end"  # end | eval: when to evaluate at the task's eval_lengths
+    gate_stats: bool = True  # gate saturation statistics with each temporal profile (gated cells)
     checkpoint_every: int = 0  # 0: only the final checkpoint (and one when asked to stop)
     skip_nonfinite: int = 0  # guard rail: skip up to this many non-finite steps instead of diverging
     lr_backoff: float = 1.0  # guard rail: multiply the learning rate by this at each skipped step
@@ -317,7 +318,7 @@ class Trainer:
         restore_rng_states(state["rng"])
 
     def profile(self, step: int) -> dict:
-        profile = temporal_profile(self.model, self.task.loss, self.task.probe_batch())
+        profile = temporal_profile(self.model, self.task.loss, self.task.probe_batch(), self.s.gate_stats)
         profile["step"] = step
         for sink in self.sinks:
             sink.log_profile(step, profile)

@@ -101,6 +101,7 @@ def test_diagnostics_quick_writes_json(tmp_path):
         assert _positive(result["training_step_s"]) and _positive(result["temporal_profile_s"])
         assert result["log_every"] == 50 and result["profile_every"] == 500
         assert 0 < result["fraction"] < 1
+        assert result["gate_statistics_fraction"] < result["temporal_profile_fraction"]
 
 
 def test_unknown_suite_is_a_usage_error(tmp_path):
