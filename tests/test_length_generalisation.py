@@ -86,3 +86,50 @@ def test_bad_lengths_are_refused_with_the_key_value_and_what_is_allowed(tmp_path
     cfg = compose_cfg("task=adding", "train.length_eval=always")
     with pytest.raises(ConfigError, match="train.length_eval='always' is not allowed: choose one of end, eval"):
         validate(cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# The report: metric against length per cell, mean ± std over seeds; its figure; the gate saturation plane
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("lengths")
+    proc = run_cli("-m", "task=adding", "task.seq_len=6", "task.val_size=16", "train.batch_size=8",
+                   "model.hidden_size=8", "train.max_steps=6", "train.eval_every=3", "train.log_every=3",
+                   "train.profile_every=3", "train.threads=1", "logger.wandb.mode=disabled",
+                   "task.eval_lengths=[6,12,24]", "cell=lstm,vanilla", "train.seed=0,1",
+                   f"hydra.sweep.dir={root / 'sweep'}", cwd=root, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "sweep"
+
+
+def test_report_tables_the_metric_against_length_per_cell(sweep, capsys):
+    from rnnbench import records, report
+
+    assert report.main([str(sweep), "--lengths", "--precision", "6"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header == ["cell", "val@T=6/loss", "val@T=12/loss", "val@T=24/loss", "n"]
+    runs = {d.name: records.read_summary(d) for d in sweep.iterdir() if (d / "summary.json").is_file()}
+    for row in table[2:]:
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+        values = [s["final"] for s in runs.values() if s["cell"] == cells[0]]
+        for text, T in zip(cells[1:4], (6, 12, 24)):
+            losses = torch.tensor([v[f"val@T={T}/loss"] for v in values], dtype=torch.float64)
+            assert text == f"{losses.mean():.6f} ± {losses.std():.6f}", (text, T)
+
+
+def test_report_figures_length_generalisation_and_gate_saturation(sweep, tmp_path, capsys):
+    from rnnbench import report
+
+    assert report.main([str(sweep), "--lengths", "accuracy", "--figures", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    for name in ("length_generalisation_accuracy", "gate_saturation_layer0"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"{name}.{ext}").stat().st_size > 1000, name
+    assert "note: no gate saturation for vanilla: its runs have no gate statistics for layer0" in err
+    assert report.main([str(sweep), "--lengths", "perplexity"]) == 2
+    assert ("--lengths 'perplexity': no such metric at other lengths; available: accuracy, loss, "
+            "loss_over_baseline") in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rnnbench.report.figures import write_figures
+from rnnbench.report.lengths import length_columns
 from rnnbench.report.importance import find_search, importance_text, param_importance
 from rnnbench.report.runs import ReportError, load_runs, not_completed
 from rnnbench.report.stats import as_list, resolve_metric, summarize
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--figures", metavar="DIR", help="write learning curves and gradient profiles (PNG, PDF) here")
     parser.add_argument("--curve", metavar="METRIC",
                         help="metric of the learning curves (default: the main metric, else train/loss)")
+    parser.add_argument("--lengths", nargs="?", const="", metavar="METRIC",
+                        help="length generalisation: METRIC (default: the main metric) at each length the runs were "
+                        "evaluated at (task.eval_lengths) as the table's columns, and its figure with --figures")
     parser.add_argument("--layer", default="layer0", help="profile.json layer of the gradient figure (default layer0)")
     parser.add_argument("--importance", action="store_true",
                         help="after an Optuna search: the importance of each searched hyperparameter for the main "
@@ -50,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m in modes:
             resolve_metric(df, m)  # an unknown name is an error, not a silent no-op
         by = None if args.rows is None else as_list(args.rows)
-        stats = summarize(df, by=by, metrics=args.metrics and as_list(args.metrics), cols=args.cols,
+        metrics = args.metrics and as_list(args.metrics)
+        if args.lengths is not None and not metrics:
+            metrics = length_columns(df, args.lengths)
+        stats = summarize(df, by=by, metrics=metrics, cols=args.cols,
                           reference=args.reference, modes=modes)
         text = render(stats, args.format, args.precision)
         if args.output:
@@ -68,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(importance_text(param_importance(df, *search, metric=metric)), file=sys.stderr)
         if args.figures:
             written, notes = write_figures(df, args.figures, stats.attrs["rows"] + stats.attrs["cols"],
-                                           curve=args.curve, layer=args.layer)
+                                           curve=args.curve, layer=args.layer, length_metric=args.lengths)
             for line in [f"wrote {p}" for p in written] + [f"note: {n}" for n in notes]:
                 print(line, file=sys.stderr)
     except (ReportError, OSError) as error:

@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from rnnbench.records import read_metrics, read_profile
+from rnnbench.report.gates import saturation_figure
+from rnnbench.report.lengths import LENGTH_COLUMN, length_columns, length_figure
 from rnnbench.report.runs import ReportError, groups, label
 from rnnbench.report.stats import most_common
 
@@ -92,9 +94,12 @@ def write_figures(
     keys: Sequence[str],
     curve: str | None = None,
     layer: str = "layer0",
+    length_metric: str | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Learning curves of `curve` and the temporal gradient profile of `layer`, one line per group
-    of completed runs (grouped by `keys`), as PNG and PDF in `out_dir`.
+    of completed runs (grouped by `keys`), as PNG and PDF in `out_dir`; when the runs have them, the
+    length generalisation of `length_metric` (`lengths.length_figure`) and the gate saturation plane
+    of `layer` (`gates.saturation_figure`).
 
     curve defaults to the main metric (e.g. ``val/accuracy``) if logged, else ``train/loss``.
     Returns the files written and notes on figures left out for want of data.
@@ -135,4 +140,11 @@ def write_figures(
         lines = {name: [p["layers"][layer] for p in runs if layer in p.get("layers", {})] for name, runs in profiles.items()}
         lines = {name: runs for name, runs in lines.items() if runs}
         written += gradient_profiles(lines, layer, out_dir / f"gradient_profile_{layer}")
+    if any(LENGTH_COLUMN.fullmatch(c) for c in df.columns):
+        columns = length_columns(df, length_metric)
+        metric = LENGTH_COLUMN.fullmatch(columns[0])["metric"]
+        written += length_figure(df, keys, columns, out_dir / f"length_generalisation_{metric}", _group_label)
+    if layers:
+        files, more = saturation_figure(df, keys, layer, out_dir / f"gate_saturation_{layer}", _group_label)
+        written, notes = written + files, notes + more
     return written, notes
