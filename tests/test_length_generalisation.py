@@ -133,3 +133,15 @@ def test_report_figures_length_generalisation_and_gate_saturation(sweep, tmp_pat
     assert report.main([str(sweep), "--lengths", "perplexity"]) == 2
     assert ("--lengths 'perplexity': no such metric at other lengths; available: accuracy, loss, "
             "loss_over_baseline") in capsys.readouterr().err
+
+
+def test_a_length_table_of_runs_without_lengths_is_one_clear_error(tmp_path, capsys):
+    from rnnbench import records, report
+
+    run = tmp_path / "run"
+    with records.RunRecorder(run) as recorder:
+        recorder.write_summary({"status": "completed", "cell": "lstm", "main_metric": "val/loss",
+                                "final": {"val/loss": 0.1}})
+    assert report.main([str(run), "--lengths"]) == 2
+    assert ("rnnbench.report: error: no length-generalisation metrics (val@T=<length>/<metric>) in these runs: "
+            "train them with task.eval_lengths=[...]") in capsys.readouterr().err

@@ -45,7 +45,8 @@ def saturation_figure(df, keys: Sequence[str], layer: str, stem: Path, label_of)
             notes.append(f"no gate saturation for {label_of(keys, values)}: its runs have no gate statistics "
                          f"for {layer} (a cell without gates, or train.gate_stats=false)")
     if not panels:
-        return [], notes
+        return [], [f"no gate saturation figure: no completed run has gate statistics for {layer} (gated cells "
+                    "record them with each temporal profile)"]
     fig = Figure(figsize=(3.2 * len(panels), 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
