@@ -47,7 +47,7 @@ def saturation_figure(df, keys: Sequence[str], layer: str, stem: Path, label_of)
     if not panels:
         return [], [f"no gate saturation figure: no completed run has gate statistics for {layer} (gated cells "
                     "record them with each temporal profile)"]
-    fig = Figure(figsize=(3.2 * len(panels), 3.6), layout="constrained")
+    fig = Figure(figsize=(3.4 * len(panels), 3.9), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (name, points) in zip(axes, panels):
@@ -55,7 +55,6 @@ def saturation_figure(df, keys: Sequence[str], layer: str, stem: Path, label_of)
         for gate, (left, right) in points.items():
             ax.scatter(left, right, s=10, alpha=0.6, label=gate)
         ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title=name, xlabel="fraction left-saturated (σ < 0.1)")
-        ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper right")
     axes[0].set_ylabel("fraction right-saturated (σ > 0.9)")
