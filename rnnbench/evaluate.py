@@ -33,6 +33,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rnnbench import checkpoint, records
+from rnnbench.app import build, build_model, check_pyramid_depth, resolve_device
 from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError, validate
 from rnnbench.train import evaluate_model, length_key
@@ -166,8 +167,6 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 def build_trained_model(run_dir: Path, cfg: DictConfig, spec: IOSpec, which: str,
                         device: torch.device) -> tuple[torch.nn.Module, Path, int]:
     """The run's model (its config, its recorded hidden size) with the weights of checkpoint `which`."""
-    from rnnbench.app import build_model
-
     summary = records.read_summary(run_dir) if (run_dir / records.SUMMARY_FILE).is_file() else {}
     model_cfg = cfg.copy()
     if summary.get("hidden_size"):  # model.param_budget was resolved to this by the run
@@ -190,8 +189,6 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = (), which: str = "f
     """The run's model, and its task built with `overrides` (checked to fit the model).
 
     With `spec` given, no task is built (`rnnbench.sample` needs only the model and the vocabulary)."""
-    from rnnbench.app import build, resolve_device
-
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     trained_cfg = cfg.copy()
@@ -211,8 +208,6 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = (), which: str = "f
         spec = trained
     model, path, step = build_trained_model(run_dir, cfg, spec, which, device)
     if task is not None:
-        from rnnbench.app import check_pyramid_depth
-
         check_pyramid_depth(model, task)
     return LoadedRun(run_dir, cfg, changed, model, path, step, vocab, device), task
 

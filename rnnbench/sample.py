@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 
 from rnnbench import records
+from rnnbench.app import build
 from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError
 from rnnbench.evaluate import CHECKPOINTS, load_run, read_run_config
@@ -48,8 +49,6 @@ def run_vocabulary(run_dir: Path) -> tuple[list[str], str]:
     summary = records.read_summary(run_dir) if (run_dir / records.SUMMARY_FILE).is_file() else {}
     level = (summary.get("task_info") or {}).get("level") or cfg.task.get("level")
     if vocab is None or level is None:  # a run from before vocab.json: the corpus gives it again
-        from rnnbench.app import build
-
         task = build(cfg.task, "task")
         vocab, level = task.vocabulary(), task.level
     return vocab, level

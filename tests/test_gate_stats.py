@@ -136,3 +136,26 @@ def test_the_trainer_records_gate_statistics_with_each_profile():
     scalars = gate_scalars(sink.profiles[-1]["gates"])
     assert set(scalars) == {f"gates/layer0/{g}/{k}" for g in ("input", "forget", "output")
                             for k in ("mean", "left_saturated", "right_saturated")}
+
+
+def test_the_wandb_mirror_gets_the_gate_scalars_of_a_profile():
+    from rnnbench.app import WandbTrainerSink
+
+    class Recorded:
+        def __init__(self):
+            self.rows = []
+
+        def log(self, row, step):
+            self.rows.append((step, row))
+
+        def log_profile(self, step, layers):
+            pass
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=8, batch_size=8, val_size=8, seed=0)
+    profile = temporal_profile(SequenceModel(task.spec, GRUCell, 4), task.loss, task.probe_batch())
+    recorded = Recorded()
+    WandbTrainerSink(recorded).log_profile(7, {**profile, "step": 7})
+    gates = [row for step, row in recorded.rows if step == 7 and any(k.startswith("gates/") for k in row)]
+    assert gates == [gate_scalars(profile["gates"])]
+    assert gates[0]["gates/layer0/update/mean"] == profile["gates"]["layer0"]["update"]["mean"]
