@@ -187,6 +187,9 @@ class TextClassificationTask(ClassificationTask):
                             "split); set empty_text='skip' to drop such examples")
         return kept
 
+    def vocabulary(self) -> list[str]:
+        return list(self.vocab)
+
     def tokenize(self, text: str) -> list[str]:
         if self.lowercase:
             text = text.lower()

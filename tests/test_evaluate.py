@@ -95,3 +95,24 @@ def test_a_run_without_a_checkpoint_is_one_clear_error(copy_run, tmp_path, capsy
     assert evaluate.main([str(folder)]) == 2
     err = capsys.readouterr().err
     assert f"{folder} has no final checkpoint (looked in {folder / 'checkpoints'})" in err, err
+
+
+def test_a_text_classifier_is_refused_data_whose_vocabulary_differs(tmp_path):
+    """Token ids are positions in the run's vocabulary: another training file gives other ids."""
+    from datagen import sentiment_csv
+    from rnnbench.config import ConfigError
+    from tasks.text import TextClassificationTask
+
+    def task(seed):
+        folder = sentiment_csv(tmp_path / str(seed), seed=seed)
+        return TextClassificationTask(train_file=str(folder / "train.csv"), valid_file=str(folder / "valid.csv"),
+                                      test_file=str(folder / "test.csv"), dataset=None)
+
+    trained, other = task(0), task(1)
+    assert sorted(trained.vocabulary()) == sorted(other.vocabulary())  # the same words ...
+    assert trained.vocabulary() != other.vocabulary()                  # ... in another order
+    evaluate.check_compatible(tmp_path, trained.spec, trained.vocabulary(), task(0), {})  # the same data: fine
+    with pytest.raises(ConfigError, match=r"task.train_file=x.csv: the model cannot take this data: its vocabulary "
+                                          r"differs .*the same tokens in another order"):
+        evaluate.check_compatible(tmp_path, trained.spec, trained.vocabulary(), other,
+                                  {"task.train_file": ("train.csv", "x.csv")})
