@@ -10,5 +10,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["rnnbench", "rnnbench.*", "tasks", "tasks.*"]), "rnnbench.conf"],
     package_dir={"rnnbench.conf": "conf"},
-    package_data={"rnnbench": ["csrc/*.cpp"], "rnnbench.conf": ["**/*.yaml"]},
+    package_data={"rnnbench": ["csrc/*.cpp", "csrc/*.h"], "rnnbench.conf": ["**/*.yaml"]},
 )

@@ -50,7 +50,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-_SOURCE = Path(__file__).parent / "csrc" / "peephole.cpp"
+_CSRC = Path(__file__).parent / "csrc"
+_SHARED = _CSRC / "common.h"  # included by every kernel source
 # -ffast-math lets gcc vectorise exp() and tanh() through glibc's libmvec; compile flags only (linking with
 # it would set flush-to-zero for the whole process on older gcc). -mrecip=!vec-div keeps true vector
 # division, which -ffast-math would replace by a reciprocal estimate + Newton step: that one is not exact
@@ -194,15 +195,15 @@ def _graph_retained() -> bool:
 
 # -- choosing the implementation ------------------------------------------------------------------------
 
-def _cache_key() -> str:
-    """Source, flags, torch, Python and CPU: a cached build is reused only where it was made."""
+def _cache_key(kernel: str = "peephole") -> str:
+    """Sources, flags, torch, Python and CPU: a cached build is reused only where it was made."""
     cpu_flags = ""
     try:
         with open("/proc/cpuinfo") as f:
             cpu_flags = next((line for line in f if line.startswith("flags")), "")
     except OSError:
         pass
-    parts = [_SOURCE.read_text(), " ".join(_CFLAGS + _LDFLAGS), torch.__version__, sys.version,
+    parts = [(_CSRC / f"{kernel}.cpp").read_text(), _SHARED.read_text(), " ".join(_CFLAGS + _LDFLAGS), torch.__version__, sys.version,
              platform.machine(), cpu_flags]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -212,7 +213,7 @@ def _build_dir() -> Path:
     return Path(base) / "rnnbench"
 
 
-def _compile_extension(name: str, build_dir: Path):
+def _compile_extension(name: str, build_dir: Path, source: Path):
     """Build with ninja and the system C++ compiler (~30 s) and load; raises on any failure."""
     from torch.utils import cpp_extension
 
@@ -220,7 +221,7 @@ def _compile_extension(name: str, build_dir: Path):
     lock = build_dir / "lock"  # torch's build lock; one left by a killed build would block us forever
     if lock.exists() and time.time() - lock.stat().st_mtime > 600:
         lock.unlink(missing_ok=True)
-    return cpp_extension.load(name=name, sources=[str(_SOURCE)], build_directory=str(build_dir),
+    return cpp_extension.load(name=name, sources=[str(source)], build_directory=str(build_dir),
                               extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
 
 
@@ -231,11 +232,16 @@ def _failure_reason(error: Exception) -> str:
     return f"{type(error).__name__}: {(telling or lines or [''])[0][:300]}"
 
 
+_warned = False
+
+
 @functools.cache
-def _extension():
-    """The C++ module, built once per machine and cached; None (with one warning) if it cannot be."""
+def _extension(kernel: str = "peephole"):
+    """The C++ module of `csrc/<kernel>.cpp`, built once per machine and cached; None if it cannot be (one
+    warning per process, however many kernels fail: no compiler fails them all)."""
+    global _warned
     try:
-        name = f"rnnbench_peephole_{_cache_key()}"
+        name = f"rnnbench_{kernel}_{_cache_key(kernel)}"
         build_dir = _build_dir() / name
         library, done = build_dir / f"{name}.so", build_dir / "BUILD_OK"
         if library.exists() and done.exists():  # fast path: a few ms, no compiler involved
@@ -243,14 +249,16 @@ def _extension():
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
-        module = _compile_extension(name, build_dir)
+        module = _compile_extension(name, build_dir, _CSRC / f"{kernel}.cpp")
         tmp = done.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(name + "\n")
         tmp.replace(done)  # atomic: a concurrent process never loads a half-written library
         return module
     except Exception as error:  # no compiler, no ninja, failed build, ...: keep running, slower
-        warnings.warn(f"rnnbench.fast_peephole: C++ extension unavailable ({_failure_reason(error)}); "
-                      "using the Python implementation", RuntimeWarning, stacklevel=3)
+        if not _warned:
+            _warned = True
+            warnings.warn(f"rnnbench: C++ extension {kernel!r} unavailable ({_failure_reason(error)}); "
+                          "using the Python implementation", RuntimeWarning, stacklevel=3)
         return None
 
 
@@ -303,6 +311,17 @@ def _loops(backend: str, x_proj: Tensor):
     return _extension() if cpp_available() else _PythonLoops
 
 
+def checked_lengths(lengths: Tensor | None, T: int, B: int) -> Tensor | None:
+    """`lengths` as the kernels take it: a (B,) int64 CPU tensor with values in [0, T], or None when no
+    sequence is shorter than T (the unmasked loop is the same function)."""
+    if lengths is None:
+        return None
+    lengths = lengths.to("cpu", torch.long)
+    if lengths.numel() != B or (T > 0 and ((lengths < 0) | (lengths > T)).any()):
+        raise ValueError(f"lengths must be (B={B},) with values in [0, T={T}], got {lengths.tolist()}")
+    return None if bool((lengths == T).all()) else lengths
+
+
 def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                       peephole: Tensor, lengths: Tensor | None = None, probe: bool = False,
                       h_probe: Tensor | None = None, backend: str = "auto"):
@@ -316,12 +335,7 @@ def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
     returned as a fourth result; after backward its `.grad` is ∂L/∂h_t for every t.
     """
     T, B = x_proj.shape[:2]
-    if lengths is not None:
-        lengths = lengths.to("cpu", torch.long)
-        if lengths.numel() != B or (T > 0 and ((lengths < 0) | (lengths > T)).any()):
-            raise ValueError(f"lengths must be (B={B},) with values in [0, T={T}], got {lengths.tolist()}")
-        if bool((lengths == T).all()):
-            lengths = None  # nothing to mask: the unmasked loop is the same function
+    lengths = checked_lengths(lengths, T, B)
     if probe and h_probe is None:
         h_probe = x_proj.new_zeros(T, B, h0.shape[1], requires_grad=True)
     result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,

@@ -196,12 +196,13 @@ def fresh_extension_cache():
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_extension_cache):
-    def broken_build(name, build_dir):
+    def broken_build(name, build_dir, source):
         raise RuntimeError("simulated: no working C++ compiler")
 
     monkeypatch.delenv("RNNBENCH_NO_CPP", raising=False)
     monkeypatch.setattr(fast_peephole, "_build_dir", lambda: tmp_path)  # no cached library to load
     monkeypatch.setattr(fast_peephole, "_compile_extension", broken_build)
+    monkeypatch.setattr(fast_peephole, "_warned", False)
     with pytest.warns(RuntimeWarning, match="simulated: no working C\\+\\+ compiler"):
         assert fast_peephole.implementation() == "python"
     with warnings.catch_warnings():

@@ -1,0 +1,84 @@
+"""Fast sequence-level GRU on CPU: `cells.GRUCell` over a whole sequence, hand-differentiated, both forms.
+
+torch's CPU GRU (`torch._VF.gru`, what nn.GRU calls) does not use oneDNN: it loops over steps with ordinary
+ops recorded by autograd, and has no kernel at all for Cho et al.'s form (reset_after=False). Here one
+`torch.autograd.Function` covers the whole sequence, in C++ (`csrc/gru.cpp`, built once like the peephole
+kernel by `fast_peephole._extension`): per step one GEMM per block of batch rows (two for Cho's form) and
+fused element-wise passes; the recurrent weight gradient is one GEMM after the backward loop. Float32 and
+float64 CPU tensors only; everything else runs torch's kernel or the explicit path (`recurrent.py`).
+
+The function is exactly `GRUCell.step`, gate order r, z, n, x_proj_t = W x_t + b_ih (B, 3H):
+
+    r = σ(x_r + U_r h + b_hr)      z = σ(x_z + U_z h + b_hz)      h_t = (1 - z) ⊙ n + z ⊙ h      (h = h_{t-1})
+    reset_after=True  (torch, cuDNN):  n = tanh(x_n + r ⊙ (U_n h + b_hn))
+    reset_after=False (Cho et al. 2014): n = tanh(x_n + U_n (r ⊙ h) + b_hn)
+
+and its backward, with δh = ∂L/∂h_t (output gradient + what step t+1 sends back):
+
+    δ_n = δh ⊙ (1 - z) ⊙ (1 - n²)          δ_z = δh ⊙ (h - n) ⊙ z(1 - z)
+    reset_after:  δ_r = δ_n ⊙ (U_n h + b_hn) ⊙ r(1 - r);  ∂L/∂(U h + b_hh) = (δ_r, δ_z, r ⊙ δ_n) =: δ'
+                  δh_{t-1} = δh ⊙ z + δ' U;  ∂L/∂U = Σ_t δ'^T h_{t-1};  ∂L/∂b_hh = Σ δ';  ∂L/∂x_proj = (δ_r, δ_z, δ_n)
+    Cho:          ∂L/∂(r ⊙ h) = δ_n U_n;  δ_r = (δ_n U_n) ⊙ h ⊙ r(1 - r);  δ = (δ_r, δ_z, δ_n) = ∂L/∂x_proj = ∂L/∂b_hh
+                  δh_{t-1} = δh ⊙ z + (δ_n U_n) ⊙ r + (δ_r, δ_z) U_{r,z}
+                  ∂L/∂U_{r,z} = Σ_t (δ_r, δ_z)^T h_{t-1};  ∂L/∂U_n = Σ_t δ_n^T (r ⊙ h_{t-1})
+
+Padded batches (`lengths`): at t >= lengths[b] sequence b keeps its state and outputs exactly zero, so the
+final state is each sequence's own last one. Double backward is not supported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnbench import fast_peephole
+
+
+class GRUSequence(torch.autograd.Function):
+    """The whole sequence as one autograd node on the C++ module `kernel`."""
+
+    @staticmethod
+    def forward(ctx, x_proj, h0, weight_hh, bias_hh, lengths, reset_after, kernel):
+        outputs, h_T, gates, aux = kernel.forward(x_proj, h0, weight_hh, bias_hh, lengths, reset_after)
+        ctx.kernel, ctx.reset_after = kernel, reset_after
+        ctx.save_for_backward(gates, aux, outputs, h0, weight_hh, lengths)
+        ctx.set_materialize_grads(False)
+        return outputs, h_T
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_outputs, grad_h_T):
+        gates, aux, outputs, h0, weight_hh, lengths = ctx.saved_tensors
+        if fast_peephole._graph_retained():  # the C++ backward overwrites them; a later backward needs them
+            gates, aux = gates.clone(), aux.clone()
+        dx, dh0, dw, db = ctx.kernel.backward(grad_outputs, grad_h_T, gates, aux, outputs, h0, weight_hh, lengths,
+                                              ctx.reset_after, ctx.needs_input_grad[2])
+        return dx, dh0, dw, db, None, None, None
+
+
+def fits(x: Tensor) -> bool:
+    """Whether the C++ kernel can run on tensors like `x` (CPU, float32/float64)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def available() -> bool:
+    """True if the C++ GRU kernel is usable here (builds or loads it on first call)."""
+    return not fast_peephole._cpp_disabled() and fast_peephole._extension("gru") is not None
+
+
+def gru_sequence(x_proj: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor, lengths: Tensor | None = None,
+                 reset_after: bool = True) -> tuple[Tensor, Tensor]:
+    """Run `GRUCell.step` for t = 0..T-1 (module docstring) on the C++ kernel.
+
+    x_proj (T, B, 3H) = x @ W_ih^T + b_ih; h0 (B, H); weight_hh (3H, H); bias_hh (3H,); lengths (B,) int64
+    or None. Returns outputs (T, B, H) (zero at padded steps) and h_T (B, H) (each sequence's own end).
+    Raises RuntimeError where the kernel cannot run (`fits`, `available`): callers choose the fallback.
+    """
+    if not fits(x_proj):
+        raise RuntimeError(f"the C++ GRU kernel needs float32/float64 CPU tensors, got {x_proj.dtype} on "
+                           f"{x_proj.device}")
+    if not available():
+        raise RuntimeError("the C++ GRU kernel is unavailable (RNNBENCH_NO_CPP set, or no compiler: see the warning)")
+    lengths = fast_peephole.checked_lengths(lengths, *x_proj.shape[:2])
+    return GRUSequence.apply(x_proj, h0, weight_hh, bias_hh, lengths, bool(reset_after),
+                             fast_peephole._extension("gru"))
