@@ -252,7 +252,8 @@ class PeepholeLSTMCell(LSTMCell):
     row blocks present, in the order i, f, g, o), nor a peephole; `peephole` is (len(peephole_names), H)
     and absent for np, whose parameters are then exactly LSTMCell's; fgr adds the nine H x H matrices
     R_jk as `gate_recurrence` (3H, 3H) (rows: gate at t, columns: gate at t-1, both in order i, f, o)
-    and carries the previous gate activations (B, 3H) as a third state tensor, zero at t = 0.
+    and carries the previous gate activations (B, 3H) as a third state tensor, zero at t = 0; R is
+    drawn like the other weights (`recurrent_init` and `recurrent_gain` act on U alone).
     `forget_bias` is the initial total forget-gate bias; with cifg, where f_t = 1 - σ(a_i) = σ(-a_i),
     it is applied as b_i = -forget_bias, so the forget gate starts as open as the vanilla LSTM's.
     Only vanilla (`fast_peephole`) and np (torch's LSTM kernel) have fast paths so far; `recurrent.py`
