@@ -39,7 +39,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench import checkpoint, fast_peephole, records
+from rnnbench import checkpoint, fast_peephole, interface, records
 from rnnbench.budget import hidden_size_for_budget
 from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError, register_schemas, validate
@@ -212,8 +212,12 @@ def run_experiment(cfg: DictConfig) -> float | None:
         torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
+    interface.check_class(cfg.cell, "cell")  # a user's own cell or task: importable, the right methods
+    interface.check_class(cfg.task, "task")
     task = build(cfg.task, "task", device=device)
+    interface.check_task(task, cfg.task._target_)
     model, hidden_size = build_model(cfg, task.spec, device)
+    interface.check_cell_step(model.stack.layers[0].directions[0], cfg.cell._target_)
     check_pyramid_depth(model, task)
     optimizer = build(cfg.optim, "optim", model.parameters())
     scheduler = build(cfg.schedule, "schedule", optimizer) if cfg.schedule else None
@@ -418,6 +422,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
+    from rnnbench import help
+
+    if help.wants_help(sys.argv[1:]):  # rnnbench's page: Hydra's would offer the schema/* groups as choices
+        print(help.page(Path(CONF_DIR), help.user_config_dirs(sys.argv[1:])))
+        return
     # W&B telemetry must not outlive a run without a server (notes/wandb-offline.md); and a sweep's
     # workers should not each spawn a full thread pool unless asked to.
     os.environ.setdefault("WANDB_SILENT", "true")

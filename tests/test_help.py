@@ -1,0 +1,51 @@
+"""`python -m rnnbench --help`: rnnbench's own page, read from the config folders (rnnbench/help.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import REPO, run_cli
+from rnnbench.help import first_sentence, one_line, page, user_config_dirs
+
+CONF = REPO / "conf"
+EXAMPLE_CONF = REPO / "examples" / "my_research" / "conf"
+
+
+def test_help_page_as_a_user_sees_it(tmp_path):
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    assert text.startswith("rnnbench: config-driven experiments comparing recurrent cells")
+    assert "powered by Hydra" not in text and "schema" not in text  # not Hydra's page, no internal groups
+    assert "  cell            gru, irnn, lstm*, peephole, vanilla" in text  # lstm: conf/config.yaml's default
+    assert "  copy_T100 " in text and "Copying memory at T=100, Arjovsky et al. 2016" in text
+    assert "python -m rnnbench +experiment=quickstart" in text
+    assert not list(tmp_path.iterdir())  # no run, no folder
+
+
+def test_every_group_and_experiment_is_listed_with_its_first_sentence():
+    text = page(CONF, width=100)
+    for group in ("cell", "arch", "task", "optim", "schedule", "hydra/launcher"):
+        for path in (CONF / group).glob("*.yaml"):
+            line = next(l for l in text.splitlines() if l.startswith(f"  {group} "))
+            assert path.stem in line
+    lines = text.splitlines()
+    for path in (CONF / "experiment").glob("*.yaml"):
+        (line,) = [l for l in lines if l.startswith(f"  {path.stem} ")]
+        assert len(line) <= 100
+        assert line.split(maxsplit=1)[1].removesuffix(" …") in first_sentence(path)
+
+
+def test_a_users_config_folder_is_listed_with_the_built_in_one():
+    text = page(CONF, user_config_dirs(["--config-dir", str(EXAMPLE_CONF), "--help"]), width=120)
+    assert "mingru" in next(l for l in text.splitlines() if l.startswith("  cell "))
+    assert "parity" in next(l for l in text.splitlines() if l.startswith("  task "))
+    assert "  parity_cells " in text
+    assert user_config_dirs(["--config-dir=a", "-cd", "b"]) == [Path("a"), Path("b")]
+
+
+def test_first_sentence_and_one_line(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("# @package _global_\n# Copying memory, Arjovsky et al. 2016: RMSprop,\n# clipping 1. More.\nx: 1\n")
+    assert first_sentence(f) == "Copying memory, Arjovsky et al. 2016: RMSprop, clipping 1."
+    assert one_line("Copying memory, Arjovsky et al. 2016: RMSprop, clipping 1.", 40) == "Copying memory, Arjovsky et al. 2016 …"
