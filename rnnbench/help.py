@@ -43,6 +43,9 @@ Examples:
 More:
   python -m rnnbench +experiment=NAME --cfg job     every key of a run with its value
   python -m rnnbench.report SWEEP_FOLDER            the table of a sweep (--format latex, --reference cell=...)
+  python -m rnnbench.evaluate RUN_FOLDER [KEY=V]    a trained run evaluated again (e.g. task.seq_len=1000)
+  python -m rnnbench.sample RUN_FOLDER --prime TEXT text from a trained language model
+  python -m rnnbench.studies table STUDY            the literature's comparisons, rerun (README, Results)
   python -m rnnbench.bench SUITE                    speed benchmarks
   python -m tasks.data fetch NAME                   download a data set for the real-data tasks
   python -m rnnbench --hydra-help                   Hydra's own options
