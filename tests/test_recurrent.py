@@ -167,7 +167,8 @@ def test_every_cell_in_every_architecture(cell, arch):
 
 def test_backend_choice():
     assert resolve_backend(LSTMCell(I, H), "auto") == "fused"
-    assert resolve_backend(GRUCell(I, H, reset_after=False), "auto") == "explicit"
+    assert resolve_backend(GRUCell(I, H, reset_after=False), "auto") == "fast"
+    assert resolve_backend(GRUCell(I, H), "auto") == "fast" and resolve_backend(GRUCell(I, H), "fused") == "fused"
     assert resolve_backend(LSTMCell(I, H), "explicit") == "explicit"
     with pytest.raises(ValueError, match="model.backend=fused.*no torch kernel"):
         resolve_backend(PeepholeLSTMCell(I, H), "fused")
@@ -214,3 +215,41 @@ def test_auto_runs_each_lstm_variant_on_a_path_that_computes_it(cell):
     a, b = twin(VARIANTS[cell], "explicit", "auto", num_layers=2, bidirectional=True)
     assert {p for l in b.layers for p in l.paths} == ({"fused"} if cell == "peephole_np" else {"explicit"})
     assert_same_run(a, b, torch.randn(9, 4, I), torch.tensor([9, 4, 7, 1]))
+
+
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "cho"])
+def test_auto_gru_runs_the_cpp_kernel_and_equals_the_equations(reset_after):
+    """Both GRU forms under `auto`: the C++ kernel (where it builds), deep and bidirectional, padded."""
+    from rnnbench import fast_gru
+
+    a, b = twin(lambda i, h: GRUCell(i, h, reset_after=reset_after), "explicit", "auto", num_layers=2,
+                bidirectional=True)
+    assert {p for l in b.layers for p in l.paths} == {"fast"}
+    if fast_gru.available():
+        calls = []
+        original = fast_gru.GRUSequence.apply
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(fast_gru.GRUSequence, "apply", lambda *args: calls.append(1) or original(*args))
+            assert_same_run(a, b, torch.randn(9, 4, I), torch.tensor([9, 4, 7, 1]))
+        assert len(calls) == 4  # 2 layers x 2 directions
+    assert_same_run(a, b, torch.randn(9, 4, I))
+
+
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "cho"])
+def test_auto_gru_elsewhere_falls_back_with_one_warning(reset_after):
+    """A dtype the kernel does not take (bfloat16 here; a CUDA device alike) runs the next exact path."""
+    import warnings
+
+    from rnnbench import recurrent
+
+    recurrent._warn_once_gru_elsewhere.cache_clear()
+    a, b = twin(lambda i, h: GRUCell(i, h, reset_after=reset_after), "explicit", "auto")
+    a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
+    x = torch.randn(5, 2, I, dtype=torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="CPU only; torch.bfloat16 on cpu runs " +
+                      ("torch's GRU kernel" if reset_after else "the explicit path")):
+        out = b(x)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b(x)
+    torch.testing.assert_close(out, a(x)[0], atol=2e-2, rtol=2e-2)

@@ -35,8 +35,10 @@ VARIANTS = [
     Variant("peephole Python kernel", PeepholeLSTMCell, "python-kernel"),
     Variant("peephole explicit", PeepholeLSTMCell, "explicit"),
     Variant("fused GRU", GRUCell, "fused"),
+    Variant("GRU auto", GRUCell, "auto"),
     Variant("explicit GRU", GRUCell, "explicit"),
     Variant("GRU Cho (reset_after=False)", lambda i, h: GRUCell(i, h, reset_after=False), "auto"),
+    Variant("GRU Cho explicit", lambda i, h: GRUCell(i, h, reset_after=False), "explicit"),
     Variant("fused vanilla tanh", VanillaCell, "fused"),
     Variant("explicit vanilla tanh", VanillaCell, "explicit"),
 ]
