@@ -129,7 +129,8 @@ def test_bound_rule_checks_every_step_of_the_profile_at_initialisation(tmp_path)
     assert on_the_bound["holds"] is True and abs(on_the_bound["margin"]) < 1e-9
     above = studies.judge({"source": "p", "where": {"cell.recurrent_gain": 0.6}, "bound": 0.6}, rows, pub)
     assert above["holds"] is False and above["margin"] == pytest.approx((T - 1) * math.log10(0.8 / 0.6))
-    assert studies.bound_margin([1e-3, 1e-2, 1.0], 10.0) == pytest.approx(0.0)
+    # t = 1: log10(1e-3) - 2 = -5; t = 2: log10(1e-2) - 1 = -3; t = T is 0 - 0 by definition, left out
+    assert studies.bound_margin([1e-3, 1e-2, 1.0], 10.0) == pytest.approx(-3.0)
 
 
 def test_hurts_rule_is_welch_p_under_0_05_and_worse_than_the_base(tmp_path):
