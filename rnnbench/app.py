@@ -171,8 +171,6 @@ def check_reliability_settings(cfg: DictConfig) -> None:
     elif t.lr_backoff < 1 and t.skip_nonfinite == 0:
         errors.append(f"train.lr_backoff={t.lr_backoff} needs train.skip_nonfinite >= 1: the learning "
                       "rate backs off at a skipped step, and with skip_nonfinite=0 no step is skipped")
-    if t.fail_at_step is not None and t.fail_at_step < 1:
-        errors.append(f"train.fail_at_step={t.fail_at_step} is not allowed: a step >= 1, or null (off)")
     if errors:
         raise ConfigError("\n".join(errors))
 
@@ -183,6 +181,15 @@ def _run_name(overrides: list[str]) -> str:
 
 
 def run_experiment(cfg: DictConfig) -> float | None:
+    """One job, holding its run folder for as long as it runs (`records.hold_folder`: a second writer
+    into the same folder is refused at once, never mixed with this run)."""
+    hc = HydraConfig.get()
+    key = "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir"
+    with records.hold_folder(hc.runtime.output_dir, key):
+        return _run_in_folder(cfg)
+
+
+def _run_in_folder(cfg: DictConfig) -> float | None:
     """One job: validate, decide how it starts (fresh, resumed, or already finished), build, train,
     record. Raises on failure after recording it."""
     validate(cfg)
@@ -287,7 +294,7 @@ def run_experiment(cfg: DictConfig) -> float | None:
                 skip_nonfinite=cfg.train.skip_nonfinite, lr_backoff=cfg.train.lr_backoff)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)],
-                              on_step=None if resumed else _fail_at(cfg.train.fail_at_step),
+                              on_step=None if resumed else _fail_at(cfg.testing.fail_at_step),
                               checkpoint=save_checkpoint, save_best=save_best,
                               stop_requested=stop.requested)
             if resumed:
@@ -358,14 +365,14 @@ def forget_after(run_dir: Path, step: int) -> None:
 
 
 def _fail_at(step: int | None):
-    """The `train.fail_at_step` testing hook: a crash right after that step (and its checkpoint, if
+    """The `testing.fail_at_step` hook: a crash right after that step (and its checkpoint, if
     one is due), in a run started from step 0; a resumed run does not fail again (a transient crash)."""
     if step is None:
         return None
 
     def fail(current: int) -> None:
         if current == step:
-            raise RuntimeError(f"train.fail_at_step={step}: failing on purpose after step {step} (testing hook)")
+            raise RuntimeError(f"testing.fail_at_step={step}: failing on purpose after step {step} (testing hook)")
     return fail
 
 
@@ -404,7 +411,9 @@ def _check_writable(folder: str, key: str) -> None:
         sys.exit(2)
 
 
-USER_ERRORS = {ConfigError: "config", DataError: "data", CheckpointError: "checkpoint"}
+# A folder in use is refused like any other bad hydra.run.dir / hydra.sweep.dir value.
+USER_ERRORS = {ConfigError: "config", records.FolderInUse: "config", DataError: "data",
+               CheckpointError: "checkpoint"}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -241,7 +241,7 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
 
     - empty folder: fresh start;
     - a run already there and not `resume`: refused (its files would be mixed with this run's);
-    - a run there whose process is still going (this host): refused;
+    (a run whose process is still going holds the folder: `records.hold_folder` refused it before);
     - the run there has another config fingerprint: refused, naming the keys that differ;
     - the same experiment, finished (completed or diverged): nothing to do (`finished`);
     - else the newest checkpoint, checked (format, fingerprint); none: fresh start.
@@ -250,11 +250,6 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
         return ResumePlan()
     previous = _read_previous_summary(run_dir)
     status = previous.get("status", "unknown") if previous else "unknown"
-    if status == records.RUNNING:  # read_summary says `incomplete` once its process is gone
-        raise ConfigError(
-            f"{folder_key}={run_dir} is in use: its run is still going (pid {previous.get('pid')} on "
-            f"{previous.get('hostname')}). Wait for it to end, or stop it with `kill -TERM "
-            f"{previous.get('pid')}` (it checkpoints first) and then resume.")
     if not resume:
         raise ConfigError(
             f"{folder_key}={run_dir} already holds a run (status {status}). To continue it, add "

@@ -233,7 +233,6 @@ class TrainConf:
     # lr_backoff at each skipped step.
     skip_nonfinite: int = 0
     lr_backoff: float = 1.0
-    fail_at_step: Optional[int] = None  # testing hook: raise right after this step, as a crash would
 
 
 @dataclass
@@ -253,6 +252,14 @@ class LoggerConf:
 
 
 @dataclass
+class TestingConf:
+    """Hooks for the test suite, not experiment settings: outside `train` and outside the config
+    fingerprint (records.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
+
+    fail_at_step: Optional[int] = None  # raise right after this step, as a crash would
+
+
+@dataclass
 class Config:
     cell: Any = MISSING
     model: ModelConf = field(default_factory=ModelConf)
@@ -261,6 +268,7 @@ class Config:
     schedule: Any = None
     train: TrainConf = field(default_factory=TrainConf)
     logger: LoggerConf = field(default_factory=LoggerConf)
+    testing: TestingConf = field(default_factory=TestingConf)
 
 
 def register_schemas() -> None:
@@ -295,7 +303,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
-            "train.eval_every", "train.threads")
+            "train.eval_every", "train.threads", "testing.fail_at_step")
 NON_NEGATIVE = ("cell.recurrent_gain", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
                 "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")

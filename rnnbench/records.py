@@ -7,7 +7,8 @@ One folder per run (Hydra's job folder, see docs/architecture.md, "Run folder"):
 - ``profile.json``     the last temporal gradient profile (replaced atomically);
 - ``profiles.jsonl``   every profile, appended;
 - ``summary.json``     status and final numbers, replaced atomically (at start with status
-  ``running``, at the end with ``completed`` / ``failed`` / ``diverged``).
+  ``running``, at the end with ``completed`` / ``failed`` / ``diverged``);
+- ``.lock``            held (flock) by the one process writing the folder (`hold_folder`).
 
 JSON has no NaN or infinity, and a diverged run produces both. Every file here writes the
 non-finite floats as the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (the spellings ``float()``
@@ -20,6 +21,8 @@ W&B (``wandb_sink.py``) mirrors these files; tables and figures are computed fro
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import importlib.metadata
@@ -31,7 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ PROFILE_FILE = "profile.json"
 PROFILES_FILE = "profiles.jsonl"
 SUMMARY_FILE = "summary.json"
 VOCAB_FILE = "vocab.json"  # token i's string, for runs whose inputs are token ids
+LOCK_FILE = ".lock"
 
 # Statuses written by the trainer, plus the one only readers produce.
 RUNNING, COMPLETED, FAILED, DIVERGED = "running", "completed", "failed", "diverged"
@@ -55,6 +59,7 @@ DEFAULT_FINGERPRINT_EXCLUDE: tuple[str, ...] = (
     "paths",
     "train.resume",
     "train.checkpoint_every",  # when to save changes nothing that is computed
+    "testing",  # hooks of the test suite (config.TestingConf)
     "*output_dir",
     "*run_dir",
     "*log_dir",
@@ -136,6 +141,42 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Writing a run folder
+
+
+class FolderInUse(Exception):
+    """Another live process writes this run folder; the message names it and what to do."""
+
+
+@contextlib.contextmanager
+def hold_folder(run_dir: str | os.PathLike, key: str = "run folder") -> Iterator[None]:
+    """Hold the run folder for one writer: an exclusive, non-blocking ``flock`` on its ``.lock``.
+
+    A second writer (another command, another sweep given the same folder) gets FolderInUse at once,
+    before it reads or writes anything, instead of mixing its files with this run's. The kernel drops
+    the lock when its process ends, however it ends, so a killed run never leaves a stale lock.
+    `key` names the folder in the message (e.g. ``hydra.sweep.dir``). Local file systems only:
+    flock is not shared between the hosts of a network file system.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid, _, host = os.read(fd, 200).decode(errors="replace").strip().partition(" ")
+        os.close(fd)
+        who = f"pid {pid} on {host}" if pid.isdigit() else "another process"
+        stop = f"stop it with `kill -TERM {pid}`" if pid.isdigit() else "stop it"
+        raise FolderInUse(
+            f"{key}={run_dir} is in use: its run is still going ({who}). Wait for it to end, or {stop} "
+            f"(it checkpoints first) and then resume. To start another run, choose another {key}.") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
 
 
 class RunRecorder:

@@ -1,9 +1,9 @@
-"""Read an offline W&B run back with no server.
+"""Is an offline W&B run's file complete on disk? Decoding the ``.wandb`` record log with no server.
 
 An offline run is ``<dir>/wandb/offline-run-<date>_<time>-<id>/run-<id>.wandb`` and that file is its
 only copy (no ``wandb-summary.json``, no ``config.yaml``). ``wandb.sdk.internal.datastore`` that used
 to read it is gone from wandb 0.30, so this module decodes the format itself (stable across wandb
-0.22-0.31, see /work/shared/notes/wandb-offline.md), a LevelDB-style record log:
+0.22-0.31), a LevelDB-style record log:
 
 - a 7-byte file header: ``b":W&B"``, the magic 0xBEE1 (``<H``), the version 0 (``<B``);
 - then 32 KiB blocks (the file header counts towards the first), each a run of records with a
@@ -11,6 +11,10 @@ to read it is gone from wandb 0.30, so this module decodes the format itself (st
   4 last; 0 or a tail shorter than 7 bytes pads the block). The CRC covers the type byte then the
   payload. A full record, or first + middle... + last, assembles one payload;
 - each payload is a ``wandb.proto.wandb_internal_pb2.Record``.
+
+The run's own path needs only `wait_until_complete` (``WandbSink.finish``, which contains any error
+of it: the run's records never depend on W&B's file format). Reading the history, config and summary
+back is for the tests (tests/wandb_records.py).
 
 Call ``finish()`` on the run, then `wait_until_complete`, before reading: during a run only whole
 blocks are on disk, and ``finish()`` may return before the last one is (``WandbSink.finish`` waits
@@ -21,14 +25,12 @@ error (`CorruptRecordError`).
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 FILE_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
 BLOCK_SIZE = 32 * 1024
@@ -116,16 +118,6 @@ def iter_payloads(path: str | os.PathLike) -> Iterator[bytes]:
             raise CorruptRecordError(f"{path}: unknown record type {kind} at byte {pos}")
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[Any]:
-    """The ``wandb_internal_pb2.Record`` messages of a .wandb file, in order."""
-    from wandb.proto import wandb_internal_pb2
-
-    for payload in iter_payloads(path):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        yield record
-
-
 def is_complete(path: str | os.PathLike) -> bool:
     """True once the run's exit record is on disk (the last record W&B writes)."""
     try:
@@ -156,106 +148,3 @@ def wait_until_complete(path: str | os.PathLike, timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The history rows, one dict per W&B step, as logged.
-
-    Keys are those given to ``log`` (``"train/loss"`` stays one key; a nested dict comes back nested)
-    plus W&B's own ``_step``, ``_runtime`` and ``_timestamp``. Values are JSON-decoded: NaN and
-    infinities come back as floats, media (tables, charts) as W&B's reference dicts.
-    """
-    rows = []
-    for record in iter_records(path):
-        if record.WhichOneof("record_type") != "history":
-            continue
-        row: dict[str, Any] = {}
-        for item in record.history.item:
-            _set(row, _item_path(item), _history_value(item))
-        if "_step" not in row and record.history.HasField("step"):
-            row["_step"] = record.history.step.num
-        rows.append(row)
-    return rows
-
-
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The run config: that given to ``init`` plus later updates (W&B's ``_wandb`` entry left out)."""
-    config: dict[str, Any] = {}
-    for record in iter_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            _apply(config, record.run.config)
-        elif kind == "config":
-            _apply(config, record.config)
-    config.pop("_wandb", None)
-    return config
-
-
-def read_summary(path: str | os.PathLike) -> dict[str, Any]:
-    """The run summary as W&B builds it: last logged values, then explicit summary updates
-    (W&B's ``_wandb`` entry left out)."""
-    summary: dict[str, Any] = {}
-    for record in iter_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            _apply(summary, record.run.summary)
-        elif kind == "summary":
-            _apply(summary, record.summary)
-    summary.pop("_wandb", None)
-    return summary
-
-
-def read_run(path: str | os.PathLike) -> dict[str, Any]:
-    """Identity of the run: id, project, name, group, job type, tags, and its exit code (None if
-    the run never finished)."""
-    info: dict[str, Any] = {"exit_code": None}
-    for record in iter_records(path):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = record.run
-            info.update(
-                id=run.run_id, project=run.project, name=run.display_name, group=run.run_group,
-                job_type=run.job_type, tags=list(run.tags),
-            )
-        elif kind == "exit":
-            info["exit_code"] = record.exit.exit_code
-    return info
-
-
-def _item_path(item: Any) -> list[str]:
-    return list(item.nested_key) or [item.key]
-
-
-def _history_value(item: Any) -> Any:
-    # wandb 0.22-0.31 write value_json; the typed oneof is read too in case a version uses it.
-    typed = item.WhichOneof("value")
-    if typed is None:
-        return json.loads(item.value_json)
-    if typed == "none":
-        return None
-    if typed == "json":
-        return json.loads(item.json)
-    return getattr(item, typed)
-
-
-def _apply(target: dict[str, Any], record: Any) -> None:
-    """Apply the update/remove items of a ConfigRecord or SummaryRecord to `target`."""
-    for item in record.update:
-        _set(target, _item_path(item), json.loads(item.value_json))
-    for item in record.remove:
-        keys = _item_path(item)
-        node = target
-        for key in keys[:-1]:
-            node = node.get(key, {})
-        if isinstance(node, dict):
-            node.pop(keys[-1], None)
-
-
-def _set(target: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = target
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[keys[-1]] = value

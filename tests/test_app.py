@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,7 +73,8 @@ def test_every_experiment_composes_and_runs(experiment, tmp_path):
 def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
     """One run with W&B in its default mode (offline: no key here); the files are the truth and the
     offline W&B run holds the same rows."""
-    from rnnbench.wandb_offline import find_offline_runs, read_history
+    from rnnbench.wandb_offline import find_offline_runs
+    from wandb_records import read_history
 
     proc = run_cli("task=adding", "task.seq_len=10", "task.val_size=32", "train.max_steps=12",
                    "train.log_every=4", "train.eval_every=6", "train.profile_every=6",
@@ -130,3 +134,43 @@ def test_bad_config_messages_as_a_user_sees_them(tmp_path):
             assert fragment in proc.stderr, (override, proc.stderr)
         assert "Traceback" not in proc.stderr, (override, proc.stderr)
     assert not list((tmp_path / "outputs").rglob("summary.json")), "a rejected config must not start a run"
+
+
+# The run folder has one writer (records.hold_folder): a second command given the same folder, by
+# mistake or by a second sweep with the same hydra.sweep.dir, is refused before it touches a file.
+ONE_FOLDER = ["task=adding", "task.seq_len=10", "task.val_size=16", "train.batch_size=4", "train.max_steps=150",
+              "train.log_every=1", "train.eval_every=50", "model.hidden_size=8", "train.threads=1",
+              "logger.wandb.mode=disabled"]
+
+
+def test_two_writers_started_at_once_into_one_folder_one_runs_the_other_is_refused(tmp_path):
+    run_dir = tmp_path / "one_folder"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    logs = {seed: tmp_path / f"stderr_{seed}.txt" for seed in (1, 2)}
+    procs = {seed: subprocess.Popen([sys.executable, "-m", "rnnbench", *ONE_FOLDER, f"train.seed={seed}",
+                                     f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=logs[seed].open("w"))
+             for seed in (1, 2)}
+    done = {seed: (proc.wait(timeout=300), logs[seed].read_text()) for seed, proc in procs.items()}
+    assert sorted(code for code, _ in done.values()) == [0, 2], done
+    (winner,) = [seed for seed, (code, _) in done.items() if code == 0]
+    (refusal,) = [err for code, err in done.values() if code == 2]
+    # Refused while the other runs ("in use"), or after it ended (the folder "already holds a run").
+    assert f"hydra.run.dir={run_dir} is in use: its run is still going (pid " in refusal \
+        or "already holds a run" in refusal, refusal
+    assert "Traceback" not in refusal
+    summary = records.read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["seed"] == winner
+    assert [r["step"] for r in records.read_metrics(run_dir) if "train/loss" in r] == list(range(1, 151))
+
+
+def test_a_folder_held_by_a_live_run_is_refused_before_any_file_is_written(tmp_path):
+    run_dir = tmp_path / "held"
+    with records.hold_folder(run_dir, "hydra.run.dir"):
+        proc = run_cli(*ONE_FOLDER, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert f"Error in config:\nhydra.run.dir={run_dir} is in use: its run is still going (pid {os.getpid()} on " \
+        in proc.stderr
+    assert "Traceback" not in proc.stderr
+    written = {p.name for p in run_dir.iterdir()}
+    assert not written & {records.SUMMARY_FILE, records.METRICS_FILE, records.CONFIG_FILE, "checkpoints"}, written

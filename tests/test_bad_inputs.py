@@ -32,7 +32,7 @@ from rnnbench import checkpoint
 ADDING = ["task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4", "model.hidden_size=8",
           "train.max_steps=8", "train.checkpoint_every=4", "train.log_every=2", "train.eval_every=4",
           "train.threads=1", "logger.wandb.mode=offline"]
-CRASHED = [*ADDING, "train.fail_at_step=6"]  # a run that crashed after step 6 (checkpoint of step 4)
+CRASHED = [*ADDING, "testing.fail_at_step=6"]  # a run that crashed after step 6 (checkpoint of step 4)
 LM = ["task=lm", "task.level=char", "task.bptt=8", "task.eval_batch_size=2", "train.batch_size=2",
       "model.hidden_size=8", "train.max_steps=2", "train.threads=1", "logger.wandb.mode=disabled"]
 

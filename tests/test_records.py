@@ -189,3 +189,34 @@ def test_run_metadata_names_versions_and_the_code_commit():
     if meta["git_commit"] is not None:  # this checkout is a git repository
         assert len(meta["git_commit"]) == 40 and isinstance(meta["git_dirty"], bool)
     json.dumps(meta)  # goes straight into summary.json
+
+
+def test_a_second_writer_of_a_held_folder_is_refused_with_the_holder_named(tmp_path):
+    with records.hold_folder(tmp_path, "hydra.run.dir"):
+        with pytest.raises(records.FolderInUse) as refused:
+            with records.hold_folder(tmp_path, "hydra.run.dir"):
+                pass
+        pid = os.getpid()
+        assert str(refused.value) == (
+            f"hydra.run.dir={tmp_path} is in use: its run is still going (pid {pid} on {socket.gethostname()}). "
+            f"Wait for it to end, or stop it with `kill -TERM {pid}` (it checkpoints first) and then resume. "
+            "To start another run, choose another hydra.run.dir.")
+    with records.hold_folder(tmp_path):  # released at the end of the block
+        pass
+
+
+def test_the_lock_of_a_killed_writer_is_gone_with_its_process(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from rnnbench import records\n"
+         f"with records.hold_folder({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(records.FolderInUse, match=f"still going \\(pid {holder.pid} on"):
+            with records.hold_folder(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with records.hold_folder(tmp_path):  # SIGKILL ran no clean-up, and the folder is free
+        pass

@@ -30,7 +30,8 @@ from rnnbench import checkpoint, records
 from rnnbench.cells import GRUCell
 from rnnbench.models import SequenceModel
 from rnnbench.train import Trainer, TrainSettings
-from rnnbench.wandb_offline import find_offline_runs, read_summary as read_wandb_summary
+from rnnbench.wandb_offline import find_offline_runs
+from wandb_records import read_summary as read_wandb_summary
 from tasks.adding import AddingTask
 
 # Two layers with dropout between them and before the head (the torch generator is drawn from at every
@@ -388,7 +389,7 @@ def test_a_skipped_non_finite_step_lets_the_run_go_on():
 def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_failed_one(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4",
-            "model.hidden_size=8", "train.max_steps=6,12", "train.fail_at_step=8", "train.checkpoint_every=4",
+            "model.hidden_size=8", "train.max_steps=6,12", "testing.fail_at_step=8", "train.checkpoint_every=4",
             "train.log_every=2", "train.eval_every=4", "train.threads=1", "logger.wandb.mode=disabled",
             f"hydra.sweep.dir={sweep}"]
     first = run_cli(*args, cwd=tmp_path)

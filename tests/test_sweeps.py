@@ -18,7 +18,8 @@ import yaml
 from conftest import run_cli
 from rnnbench import callbacks, report
 from rnnbench.wandb_sink import sweep_group
-from rnnbench.wandb_offline import find_offline_runs, read_history, read_run
+from rnnbench.wandb_offline import find_offline_runs
+from wandb_records import read_history, read_run
 
 # One torch thread per job: on a shared 2-core machine, two threads per tiny job made each job ~50x
 # slower (8-12 s instead of 0.2 s for these 6 steps) as the threads wait for each other.
@@ -168,18 +169,18 @@ def test_basic_launcher_runs_every_job_after_a_failure_and_exits_1(tmp_path):
     # Job 0 crashes after its first step, job 1 diverges, job 2 crashes, job 3 completes; the basic
     # launcher runs them one after the other, in this order.
     proc, sweep_dir = sweep(tmp_path, "-m", "task=adding", *TINY, "cell=vanilla", "optim=sgd", "train.clip=0",
-                            "optim.lr=1e9,1e-2", "train.fail_at_step=1,null", "logger.wandb.mode=disabled")
+                            "optim.lr=1e9,1e-2", "testing.fail_at_step=1,null", "logger.wandb.mode=disabled")
     assert proc.returncode == 1
     # Hydra re-raises the first failure once every job has run ...
     assert "Error executing job with overrides" in proc.stderr and "failing on purpose" in proc.stderr
     jobs = summaries(sweep_dir)
     assert [jobs[n]["status"] for n in "0123"] == ["failed", "diverged", "failed", "completed"]
-    assert jobs["0"]["error"].startswith("RuntimeError: train.fail_at_step=1") and jobs["1"]["diverged_at"] >= 1
+    assert jobs["0"]["error"].startswith("RuntimeError: testing.fail_at_step=1") and jobs["1"]["diverged_at"] >= 1
     assert jobs["3"]["final"]["val/loss"] > 0
     # ... and the summary, printed at exit, says which jobs did not complete and why.
     assert "Not completed (3 of 4)" in proc.stdout
-    assert re.search(r"- 1 \[optim.lr=1e\+09 train.fail_at_step=–\]: diverged: at step \d+", proc.stdout)
-    assert "- 2 [optim.lr=0.01 train.fail_at_step=1]: failed: RuntimeError" in proc.stdout
+    assert re.search(r"- 1 \[optim.lr=1e\+09 testing.fail_at_step=–\]: diverged: at step \d+", proc.stdout)
+    assert "- 2 [optim.lr=0.01 testing.fail_at_step=1]: failed: RuntimeError" in proc.stdout
     assert "Not completed (3 of 4)" in (sweep_dir / "sweep_summary.md").read_text()
 
 

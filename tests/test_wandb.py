@@ -1,4 +1,5 @@
-"""The W&B mirror (rnnbench/wandb_sink.py) and reading offline runs back (rnnbench/wandb_offline.py).
+"""The W&B mirror (rnnbench/wandb_sink.py) and reading offline runs back (rnnbench/wandb_offline.py,
+tests/wandb_records.py).
 
 No server exists here: every run is offline, in a temporary folder, and is checked by decoding its
 .wandb file.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import wandb_records
 from rnnbench import wandb_offline
 from rnnbench.wandb_sink import WandbSink, resolve_mode
 
@@ -57,7 +59,7 @@ def test_offline_sink_history_reads_back_exactly_the_logged_rows(wandb_env):
     assert sink.run_dir.name.startswith("offline-run-") and sink.run_dir.name.endswith(sink.run_id)
     assert sink.info == {"mode": "offline", "id": sink.run_id, "dir": str(sink.run_dir)}
 
-    history = wandb_offline.read_history(sink.run_dir)
+    history = wandb_records.read_history(sink.run_dir)
     assert [row["_step"] for row in history] == [0, 10, 20]
     expected = [{k: v for k, v in row.items() if k != "step"} for row in ROWS]
     expected[-1]["profile/layer0/log10_ratio"] = 4.0
@@ -66,11 +68,11 @@ def test_offline_sink_history_reads_back_exactly_the_logged_rows(wandb_env):
         assert logged.keys() == want.keys()
         assert all(_same(logged[k], want[k]) for k in want), (logged, want)
 
-    assert wandb_offline.read_config(sink.run_dir) == config
-    summary = wandb_offline.read_summary(sink.run_dir)
+    assert wandb_records.read_config(sink.run_dir) == config
+    summary = wandb_records.read_summary(sink.run_dir)
     assert summary["status"] == "completed" and summary["best"] == {"val/loss": 1.5}
     assert summary["val/accuracy"] == 0.5  # last logged values, as W&B keeps them
-    run = wandb_offline.read_run(sink.run_dir)
+    run = wandb_records.read_run(sink.run_dir)
     assert run == {"id": sink.run_id, "project": "rnnbench-test", "name": "lstm-copy", "group": "g",
                    "job_type": "train", "tags": ["copy"], "exit_code": 0}
 
@@ -82,7 +84,7 @@ def test_profile_chart_per_layer_joins_the_last_row_at_finish(wandb_env):
         sink.log_profile(step, {"layer0": [0.5 ** t for t in range(300)], "layer1": [1.0] * 300})
     # Before finish: nothing drawn (the per-call cost is only keeping the lists).
     sink.finish()
-    history = wandb_offline.read_history(sink.run_dir)
+    history = wandb_records.read_history(sink.run_dir)
     assert len(history) == 3
     assert {"profile/layer0_table", "profile/layer1_table"} <= history[-1].keys()
     assert all("profile/layer0_table" not in row for row in history[:-1])
@@ -146,7 +148,7 @@ def test_two_sinks_in_sequence_write_two_runs(wandb_env):
     assert runs[0].run_id != runs[1].run_id
     for job, sink in enumerate(runs):
         assert sink.run_dir.parent == wandb_env / str(job) / "wandb"
-        assert [row["job"] for row in wandb_offline.read_history(sink.run_dir)] == [job]
+        assert [row["job"] for row in wandb_records.read_history(sink.run_dir)] == [job]
 
 
 def test_a_job_that_never_finished_does_not_capture_the_next(wandb_env):
@@ -157,8 +159,8 @@ def test_a_job_that_never_finished_does_not_capture_the_next(wandb_env):
     second.finish()
     first.finish()  # late clean-up of the run W&B already closed: harmless
     assert first.run_id != second.run_id
-    assert [row["job"] for row in wandb_offline.read_history(first.run_dir)] == [0]
-    assert [row["job"] for row in wandb_offline.read_history(second.run_dir)] == [1]
+    assert [row["job"] for row in wandb_records.read_history(first.run_dir)] == [0]
+    assert [row["job"] for row in wandb_records.read_history(second.run_dir)] == [1]
 
 
 def test_finish_is_idempotent_and_leaves_a_complete_file(wandb_env):
@@ -167,7 +169,7 @@ def test_finish_is_idempotent_and_leaves_a_complete_file(wandb_env):
     sink.finish()
     sink.finish()
     assert wandb_offline.is_complete(wandb_offline.wandb_file(sink.run_dir))
-    assert wandb_offline.read_run(sink.run_dir)["exit_code"] == 0
+    assert wandb_records.read_run(sink.run_dir)["exit_code"] == 0
 
 
 def test_wandb_file_records_pass_crc_across_blocks_and_corruption_is_caught(wandb_env):
@@ -193,8 +195,8 @@ def test_wandb_file_records_pass_crc_across_blocks_and_corruption_is_caught(wand
     assert {1, 2, 3, 4} <= kinds
 
     assert len(list(wandb_offline.iter_payloads(path))) > 300  # every CRC checked
-    assert wandb_offline.read_config(path) == {"big": big}
-    assert len(wandb_offline.read_history(path)) == 300
+    assert wandb_records.read_config(path) == {"big": big}
+    assert len(wandb_records.read_history(path)) == 300
 
     corrupt = bytearray(data)
     corrupt[50_000] ^= 0xFF
@@ -210,7 +212,7 @@ def test_a_file_cut_short_reads_up_to_the_last_whole_record(wandb_env):
     sink.finish()
     path = wandb_offline.wandb_file(sink.run_dir)
     path.write_bytes(path.read_bytes()[:-10])
-    steps = [row["a"] for row in wandb_offline.read_history(path)]
+    steps = [row["a"] for row in wandb_records.read_history(path)]
     assert steps == list(range(len(steps))) and len(steps) >= 45
     assert not wandb_offline.is_complete(path)
 
@@ -232,7 +234,7 @@ def _run_isolated(code, env_extra, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     home = tmp_path / "wandb_home"
     env.update({var: str(home) for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR")})
-    env.update(NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=str(ROOT), **env_extra)
+    env.update(NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **env_extra)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
@@ -260,13 +262,14 @@ def test_auto_with_a_key_but_no_server_falls_back_to_offline(wandb_env):
         """
         import warnings
         from rnnbench.wandb_sink import WandbSink
-        from rnnbench import wandb_offline
+        import wandb_records
+from rnnbench import wandb_offline
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             sink = WandbSink("auto", "p", "run", init_timeout=3)
         sink.log({"a": 1}, step=0)
         sink.finish()
-        print("MODE", sink.mode, len(wandb_offline.read_history(sink.run_dir)))
+        print("MODE", sink.mode, len(wandb_records.read_history(sink.run_dir)))
         print("WARNED", any("logging offline instead" in str(w.message) for w in caught))
         """,
         {"WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"},
@@ -274,3 +277,16 @@ def test_auto_with_a_key_but_no_server_falls_back_to_offline(wandb_env):
     )
     assert "MODE offline 1" in result.stdout, result.stderr[-2000:]
     assert "WARNED True" in result.stdout
+
+
+def test_a_wandb_file_format_change_is_a_warning_not_a_failed_run(wandb_env, monkeypatch):
+    """The end of every run checks the .wandb file with our own decoder: if a W&B release changes the
+    format, the run still finishes (its records are the truth), with a warning naming the file."""
+    def changed_format(path, timeout=10.0):
+        raise wandb_offline.CorruptRecordError(f"{path}: not a W&B record log (header b':W&B\\x02')")
+
+    monkeypatch.setattr(wandb_offline, "wait_until_complete", changed_format)
+    sink = WandbSink("offline", "p", wandb_env / "run")
+    sink.log({"a": 1}, step=0)
+    with pytest.warns(RuntimeWarning, match=r"could not check that .*run-.*\.wandb is complete \(CorruptRecordError"):
+        sink.finish()
