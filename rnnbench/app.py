@@ -19,12 +19,12 @@ Reliability (docs/bad-inputs.md, rnnbench/checkpoint.py):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -144,6 +143,13 @@ def build_model(cfg: DictConfig, spec, device: torch.device):
     return model.to(device), hidden_size
 
 
+def train_settings(cfg: DictConfig, **overrides: Any) -> TrainSettings:
+    """The trainer's settings from the config: every `TrainSettings` field that `train` has, by name
+    (no field is copied by hand), then `overrides` (those that are not `train` keys, e.g. progress)."""
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{**{k: v for k, v in cfg.train.items() if k in names}, **overrides})
+
+
 def check_pyramid_depth(model, task) -> None:
     """Each pyramid reduction halves time: past 2^(L-1) > T steps (2^L with model.pyramid_input) the
     top layers see a single step padded with zeros, which no architecture means."""
@@ -158,21 +164,6 @@ def check_pyramid_depth(model, task) -> None:
             f"but this task's sequences have {steps} steps: use model.num_layers <= {most} "
             f"({'2^num_layers' if model.stack.pyramid_input else '2^(num_layers-1)'} <= {steps}) "
             f"or longer sequences")
-
-
-def check_reliability_settings(cfg: DictConfig) -> None:
-    """The keys of TrainConf that `config.validate` does not know about yet."""
-    t = cfg.train
-    errors = []
-    if t.skip_nonfinite < 0:
-        errors.append(f"train.skip_nonfinite={t.skip_nonfinite} is not allowed: must be >= 0 (0: off)")
-    if not 0 < t.lr_backoff <= 1:
-        errors.append(f"train.lr_backoff={t.lr_backoff} is not allowed: must be in (0, 1] (1: off)")
-    elif t.lr_backoff < 1 and t.skip_nonfinite == 0:
-        errors.append(f"train.lr_backoff={t.lr_backoff} needs train.skip_nonfinite >= 1: the learning "
-                      "rate backs off at a skipped step, and with skip_nonfinite=0 no step is skipped")
-    if errors:
-        raise ConfigError("\n".join(errors))
 
 
 def _run_name(overrides: list[str]) -> str:
@@ -193,7 +184,6 @@ def _run_in_folder(cfg: DictConfig) -> float | None:
     """One job: validate, decide how it starts (fresh, resumed, or already finished), build, train,
     record. Raises on failure after recording it."""
     validate(cfg)
-    check_reliability_settings(cfg)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     choices = dict(hc.runtime.choices)
@@ -284,14 +274,7 @@ def _run_in_folder(cfg: DictConfig) -> float | None:
 
         exit_code = 1
         try:
-            settings = TrainSettings(
-                max_steps=cfg.train.max_steps, clip=cfg.train.clip, clip_mode=cfg.train.clip_mode,
-                log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
-                profile_every=cfg.train.profile_every, early_stop=cfg.train.early_stop,
-                length_eval=cfg.train.length_eval, gate_stats=cfg.train.gate_stats,
-                max_minutes=cfg.train.max_minutes,
-                progress=cfg.logger.progress and not multirun, checkpoint_every=cfg.train.checkpoint_every,
-                skip_nonfinite=cfg.train.skip_nonfinite, lr_backoff=cfg.train.lr_backoff)
+            settings = train_settings(cfg, progress=cfg.logger.progress and not multirun)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)],
                               on_step=None if resumed else _fail_at(cfg.testing.fail_at_step),
@@ -385,30 +368,6 @@ def _report(summary: dict, run_dir: Path) -> None:
     log.info("run folder: %s", run_dir)
     if summary.get("wandb", {}).get("dir"):
         log.info("W&B (%s): %s", summary["wandb"]["mode"], summary["wandb"]["dir"])
-
-
-class CheckOutputFolder(Callback):
-    """Hydra creates the run (or sweep) folder before the job starts, and a folder it cannot create
-    or write to ends in a traceback. This checks first and says which key to change. (Hydra turns a
-    callback's Exception into a warning and goes on, so this exits: SystemExit passes through.)"""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(config.hydra.run.dir, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
-
-
-def _check_writable(folder: str, key: str) -> None:
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        print(f"Error in config:\ncannot write the output folder {key}={folder}: {e.strerror} "
-              f"({e.filename}). Run from a folder you can write to, or set {key}=<a writable folder>.",
-              file=sys.stderr)
-        sys.exit(2)
 
 
 # A folder in use is refused like any other bad hydra.run.dir / hydra.sweep.dir value.

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from rnnbench.models import SequenceModel
 
 
-def count_parameters(model: nn.Module) -> int:
-    # parameters() yields a tied tensor once, so tied embeddings count once
-    return sum(p.numel() for p in model.parameters())
-
-
-def hidden_size_for_budget(budget: int, make_model: Callable[[int], nn.Module], max_hidden: int = 1 << 16) -> int:
+def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceModel], max_hidden: int = 1 << 16) -> int:
     """The hidden size H whose `make_model(H)` has the parameter count closest to `budget`.
 
     The count grows monotonically with H, so a binary search finds the first H at or above the budget
@@ -25,7 +22,7 @@ def hidden_size_for_budget(budget: int, make_model: Callable[[int], nn.Module], 
 
     def size(h: int) -> int:
         with torch.device("meta"):
-            return count_parameters(make_model(h))
+            return make_model(h).num_parameters()  # the count summary.json records
 
     if size(1) >= budget:
         return 1

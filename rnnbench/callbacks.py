@@ -1,6 +1,9 @@
-"""Hydra callbacks: what a sweep leaves behind once its jobs have run.
+"""Hydra callbacks (registered in conf/hydra/default.yaml): the output folder checked before a run
+or sweep starts, and what a sweep leaves behind once its jobs have run.
 
-`SweepSummary` (registered in conf/hydra/default.yaml), for every multirun:
+`CheckOutputFolder`: an output folder that cannot be created or written is one clear message.
+
+`SweepSummary`, for every multirun:
 
 - when a job ends with an exception before its run folder had a ``summary.json`` (a value that
   `validate` rejects, a model that cannot be built), writes one with status ``failed`` and the
@@ -33,6 +36,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -43,11 +47,37 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from rnnbench.records import FolderInUse
+
 log = logging.getLogger("rnnbench")
 
 SUMMARY_FILE = "sweep_summary.md"
 IMPORTANCE_FILE = "importance.json"
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
+
+
+class CheckOutputFolder(Callback):
+    """Hydra creates the run (or sweep) folder before the job starts, and a folder it cannot create
+    or write to ends in a traceback. This checks first and says which key to change. (Hydra turns a
+    callback's Exception into a warning and goes on, so this exits: SystemExit passes through.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def _check_writable(folder: str, key: str) -> None:
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        print(f"Error in config:\ncannot write the output folder {key}={folder}: {e.strerror} "
+              f"({e.filename}). Run from a folder you can write to, or set {key}=<a writable folder>.",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 class SweepSummary(Callback):
@@ -77,11 +107,11 @@ class SweepSummary(Callback):
             atexit.register(self._summarize_at_exit)
         if job_return.status != JobStatus.FAILED:
             return
-        # The exception itself (the `return_value` property would print Hydra's "Error executing job" line).
-        error = job_return._return_value
+        error = job_exception(job_return)
         run_dir = Path(config.hydra.runtime.output_dir)
         log.error("job %s failed: %s (run folder %s)", config.hydra.job.num, error_text(error), run_dir)
-        if not (run_dir / "summary.json").is_file():
+        # A folder in use belongs to another live run: this job must not write there.
+        if not (run_dir / "summary.json").is_file() and not isinstance(error, FolderInUse):
             record_setup_failure(run_dir, config, error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -145,6 +175,16 @@ class SweepSummary(Callback):
 
 
 # ------------------------------------------------------------------------------------------------
+
+
+def job_exception(job_return: JobReturn) -> BaseException:
+    """The exception a failed job raised.
+
+    A private attribute, read here only: the public ``JobReturn.return_value`` re-raises the
+    exception (and logs Hydra's "Error executing job" line), and hydra-core 1.3 has no other way to
+    it. tests/test_sweeps.py::test_a_failed_jobs_exception_is_read_from_hydras_job_return fails
+    loudly if a Hydra release renames it."""
+    return job_return._return_value
 
 
 def error_text(error: BaseException) -> str:

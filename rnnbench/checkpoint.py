@@ -30,7 +30,6 @@ import logging
 import os
 import random
 import signal
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -145,31 +144,9 @@ def _atomic_save(path: Path, payload: Mapping[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f".{path.stem.split('-')[0]}*.tmp"):  # left by a writer killed mid-write
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)  # the rename itself survives a machine crash
+    with records.atomic_file(path, "wb") as f:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 REQUIRED_KEYS = ("step", "config_fingerprint", "config", "trainer")

@@ -2,8 +2,11 @@
 
 Types are checked at compose time by the schemas registered here (`optim.lr=abc` fails before
 anything runs); ranges and cross-key rules that a type cannot express (`model.hidden_size=-3`,
-`task.seq_len=0`) are checked by `validate`, first thing in every job, before any file is written.
-Every message names the key, the bad value and what is allowed.
+`task.seq_len=0`, `train.lr_backoff` without `train.skip_nonfinite`) are checked by `validate`,
+first thing in every job, before any file is written: one step, one message format
+(``<key>=<value> is not allowed: <what is>``). What needs the built model and task (the pyramid's
+depth against the sequence length, `app.check_pyramid_depth`) and what a constructor alone knows
+(a value torch's optimiser rejects) are reported the same way, as a ConfigError.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnnbench.cells import LSTM_VARIANTS
+from rnnbench.cells import LSTM_VARIANTS, RECURRENT_INITS, VanillaCell
+from rnnbench.models import POOLINGS
+from rnnbench.recurrent import BACKENDS
+from rnnbench.wandb_sink import MODES as WANDB_MODES
+from tasks.seq_image import MODES
+from tasks.text import EMPTY_TEXT, LEVELS
 
 
 class ConfigError(ValueError):
@@ -202,6 +210,42 @@ class AdamWConf(AdamConf):
     weight_decay: float = 0.01
 
 
+@dataclass
+class ScheduleConf:
+    _target_: str = MISSING
+    _partial_: bool = True
+
+
+@dataclass
+class ConstantScheduleConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.ConstantLR"
+    factor: float = 1.0
+    total_iters: int = 0
+
+
+@dataclass
+class CosineScheduleConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    T_max: int = "${train.max_steps}"  # type: ignore[assignment]
+    eta_min: float = 0.0
+
+
+@dataclass
+class PlateauScheduleConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    mode: str = "min"
+    factor: float = 0.25
+    patience: int = 0
+    threshold: float = 0.0
+
+
+@dataclass
+class StepScheduleConf(ScheduleConf):
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    step_size: int = 1000
+    gamma: float = 0.5
+
+
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class TrainConf:
@@ -279,6 +323,8 @@ def register_schemas() -> None:
         "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf,
                  "text": TextConf},
         "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
+        "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf,
+                     "plateau": PlateauScheduleConf, "step": StepScheduleConf},
     }.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
@@ -286,18 +332,19 @@ def register_schemas() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # ranges and cross-key rules
+# Each allowed tuple is defined once, beside the code that gives its values a meaning.
 ALLOWED = {
-    "model.backend": ("auto", "explicit", "fused"),
-    "model.pooling": ("last", "mean", "max"),
+    "model.backend": BACKENDS,
+    "model.pooling": POOLINGS,
     "train.clip_mode": ("norm", "value", "off"),
     "train.length_eval": ("end", "eval"),
-    "logger.wandb.mode": ("auto", "offline", "online", "disabled"),
-    "cell.recurrent_init": ("default", "orthogonal", "identity"),
-    "cell.nonlinearity": ("tanh", "relu"),
+    "logger.wandb.mode": WANDB_MODES,
+    "cell.recurrent_init": RECURRENT_INITS,
+    "cell.nonlinearity": VanillaCell.NONLINEARITIES,
     "cell.variant": tuple(LSTM_VARIANTS),
-    "task.level": ("char", "word"),
-    "task.mode": ("row", "pixel"),
-    "task.empty_text": ("error", "skip"),
+    "task.level": LEVELS,
+    "task.mode": MODES,
+    "task.empty_text": EMPTY_TEXT,
 }
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.embedding_size",
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
@@ -305,7 +352,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step")
 NON_NEGATIVE = ("cell.recurrent_gain", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
-                "optim.weight_decay")
+                "train.skip_nonfinite", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 
 
@@ -343,6 +390,12 @@ def validate(cfg: DictConfig) -> None:
     if _get(cfg, "task.eval_lengths") and _get(cfg, "task.seq_len") is None:
         errors.append(f"task.eval_lengths={list(_get(cfg, 'task.eval_lengths'))} is not allowed for this task: "
                       "its sequence length is not a parameter (tasks with task.seq_len: copy, adding)")
+    backoff, skips = _get(cfg, "train.lr_backoff"), _get(cfg, "train.skip_nonfinite")
+    if backoff is not None and not 0 < backoff <= 1:
+        errors.append(f"train.lr_backoff={backoff} is not allowed: must be in (0, 1] (1: off)")
+    elif backoff is not None and backoff < 1 and skips == 0:
+        errors.append(f"train.lr_backoff={backoff} needs train.skip_nonfinite >= 1: the learning "
+                      "rate backs off at a skipped step, and with skip_nonfinite=0 no step is skipped")
     device = _get(cfg, "train.device")
     if device is not None and not (device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:")):
         errors.append(f"train.device={device!r} is not allowed: choose auto, cpu, cuda or cuda:N")

@@ -67,6 +67,23 @@ DEFAULT_FINGERPRINT_EXCLUDE: tuple[str, ...] = (
 
 _STR_TO_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
+# Direction of a metric told by its name, for every metric whose task does not say it (a task's
+# `main_metric_mode` decides for its main metric): the trainer's best values and the report's
+# best rows both ask `metric_mode`.
+HIGHER_IS_BETTER = ("acc", "f1", "auc", "fraction", "within")
+LOWER_IS_BETTER = ("loss", "mse", "mae", "ppl", "perplexity", "bpc", "nll", "error")
+
+
+def metric_mode(name: str) -> str | None:
+    """"max" or "min" for a metric named `name` (``val/accuracy``, ``loss``, ``acc_class/3``), by the
+    words of its name; None when the name does not say."""
+    name = name.lower()
+    if any(word in name for word in HIGHER_IS_BETTER):
+        return "max"
+    if any(word in name for word in LOWER_IS_BETTER):
+        return "min"
+    return None
+
 
 # --------------------------------------------------------------------------------------------
 # JSON with non-finite floats
@@ -117,26 +134,46 @@ def loads(text: str) -> Any:
     return from_jsonable(json.loads(text))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` by `text` so that readers see the old file or the new one, never a mix.
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """A file object whose content replaces `path` at the end of the block, so that readers see the
+    old file or the new one, never a mix; an exception inside the block leaves `path` as it was.
 
-    The temporary file lives in the same folder (``os.replace`` is only atomic within one file
-    system) and is fsynced before the rename, so a crash leaves the previous version intact.
+    The temporary file (``.<name>.<random>.tmp``) lives in the same folder (``os.replace`` is only
+    atomic within one file system) and is fsynced before the rename, and the folder after it, so a
+    crash at any moment leaves the previous version intact.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)  # the rename itself survives a machine crash
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` by `text` atomically (`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

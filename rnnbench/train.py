@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from rnnbench import records
 from rnnbench.checkpoint import restore_rng_states, rng_states
 from rnnbench.diagnostics import gradient_norms, temporal_profile
 from rnnbench.recurrent import detach_state
@@ -92,7 +93,7 @@ def length_key(split: str, seq_len: int, metric: str) -> str:
 def _higher_is_better(metric: str, task: Task) -> bool:
     if metric == task.main_metric:
         return task.main_metric_mode == "max"
-    return any(k in metric for k in ("acc", "fraction", "within"))
+    return records.metric_mode(metric) == "max"
 
 
 class Trainer:

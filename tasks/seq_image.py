@@ -18,6 +18,7 @@ from tasks.classification import ClassificationTask, EpochOrder, split_generator
 from tasks.data import (IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, canonical_name,
                         find_idx_file, image_search_dirs, read_idx)
 
+MODES = ("row", "pixel")  # read an image row by row (28 x 28) or pixel by pixel (784 x 1)
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
     # Zalando's names, made safe as metric keys ("T-shirt/top" -> "t-shirt_top").
@@ -45,7 +46,7 @@ class SequentialImageTask(ClassificationTask):
                  split_seed: int = 0, max_train: int | None = None, max_eval: int | None = None,
                  seed: int = 0, device: str | torch.device = "cpu"):
         super().__init__(device)
-        if mode not in ("row", "pixel"):
+        if mode not in MODES:
             raise ValueError(f"mode must be 'row' or 'pixel', not {mode!r}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")

@@ -20,6 +20,8 @@ from tasks.data import (DATASETS, DataError, Example, canonical_name, missing_fi
                         read_aclimdb_split, read_examples, resolve_data_dir)
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of every text vocabulary
+LEVELS = ("char", "word")  # tokens: characters, or whitespace-separated words (also the LM task's)
+EMPTY_TEXT = ("error", "skip")  # what an empty text is: a DataError, or dropped and counted
 
 
 def sort_labels(labels: set[str]) -> list[str]:
@@ -70,9 +72,9 @@ class TextClassificationTask(ClassificationTask):
                  empty_text: Literal["error", "skip"] = "error", max_train: int | None = None,
                  max_eval: int | None = None, seed: int = 0, device: str | torch.device = "cpu"):
         super().__init__(device)
-        if level not in ("word", "char"):
+        if level not in LEVELS:
             raise ValueError(f"level must be 'word' or 'char', not {level!r}")
-        if empty_text not in ("error", "skip"):
+        if empty_text not in EMPTY_TEXT:
             raise ValueError(f"empty_text must be 'error' or 'skip', not {empty_text!r}")
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")

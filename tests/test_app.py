@@ -118,6 +118,7 @@ BAD_INPUTS = {
     "model.hiden_size=8": ["Key 'hiden_size' not in 'ModelConf'"],
     "model.backend=cudnn": ["model.backend='cudnn'", "auto, explicit, fused"],
     "logger.wandb.mode=sometimes": ["logger.wandb.mode='sometimes'", "offline"],
+    "schedule.factor=abc": ["schedule.factor=abc", "could not be converted to Float"],
 }
 
 
@@ -174,3 +175,23 @@ def test_a_folder_held_by_a_live_run_is_refused_before_any_file_is_written(tmp_p
     assert "Traceback" not in proc.stderr
     written = {p.name for p in run_dir.iterdir()}
     assert not written & {records.SUMMARY_FILE, records.METRICS_FILE, records.CONFIG_FILE, "checkpoints"}, written
+
+
+def test_the_trainer_settings_are_the_configs_train_keys():
+    """Every trainer setting comes from `train` by name; the only one that is not a `train` key is
+    progress (a logger setting), and the trainer's own defaults are the config's."""
+    import dataclasses
+
+    from rnnbench.app import train_settings
+    from rnnbench.config import TrainConf
+    from rnnbench.train import TrainSettings
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+    assert set(fields) - {f.name for f in dataclasses.fields(TrainConf)} == {"progress"}
+    assert {k: v for k, v in fields.items() if k != "progress"} == {k: getattr(TrainConf, k) for k in fields
+                                                                     if k != "progress"}
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["train.clip=0.5", "train.max_minutes=3", "train.skip_nonfinite=2",
+                                           "train.lr_backoff=0.5", "train.checkpoint_every=7"])
+    settings = train_settings(cfg, progress=False)
+    assert dataclasses.asdict(settings) == {**{k: cfg.train[k] for k in fields if k != "progress"}, "progress": False}

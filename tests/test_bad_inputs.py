@@ -98,7 +98,7 @@ CASES: dict[str, Case] = {
                     ["train.device='cuda' is not available here (no CUDA device): use auto or cpu"],
                     skip="a CUDA device is present" if torch.cuda.is_available() else None),
     "guard-rail-negative": Case([*ADDING, "train.skip_nonfinite=-1"],
-                                ["train.skip_nonfinite=-1 is not allowed: must be >= 0 (0: off)"]),
+                                ["train.skip_nonfinite=-1 is not allowed: must be >= 0"]),
     # -- contradictory settings ------------------------------------------------------------------
     "tied-sizes": Case([*LM, "task.corpus={corpus}", "model.tie_weights=true", "model.embedding_size=4"],
                        ["model.tie_weights=true needs model.embedding_size (4) == model.hidden_size x directions (8)"]),

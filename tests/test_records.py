@@ -220,3 +220,9 @@ def test_the_lock_of_a_killed_writer_is_gone_with_its_process(tmp_path):
         holder.wait()
     with records.hold_folder(tmp_path):  # SIGKILL ran no clean-up, and the folder is free
         pass
+
+
+def test_metric_direction_is_read_from_the_name_for_trainer_and_report_alike():
+    names = ("val/accuracy", "acc_class/3", "val/fraction_within_0.04", "f1", "val/loss", "ppl", "train/bpc",
+             "val/error_rate", "grad/global_norm")
+    assert [records.metric_mode(n) for n in names] == ["max"] * 4 + ["min"] * 4 + [None]

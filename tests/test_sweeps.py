@@ -232,3 +232,13 @@ def test_a_search_in_the_wrong_direction_is_flagged(search):
     assert callbacks.direction_warnings(runs, "minimize") == []
     (warning, _) = callbacks.direction_warnings(runs, "maximize")
     assert "val/loss" in warning and "hydra.sweeper.direction=minimize" in warning
+
+
+def test_a_failed_jobs_exception_is_read_from_hydras_job_return():
+    """callbacks.job_exception reads a private attribute of Hydra's JobReturn (no public way exists):
+    this fails loudly if a Hydra release changes it."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    error = RuntimeError("boom")
+    job_return = JobReturn(status=JobStatus.FAILED, _return_value=error)
+    assert callbacks.job_exception(job_return) is error

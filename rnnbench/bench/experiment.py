@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from rnnbench import records
-from rnnbench.app import CONF_DIR, RecorderSink, build_model, seed_everything
-from rnnbench.train import Trainer, TrainSettings
+from rnnbench.app import CONF_DIR, RecorderSink, build_model, seed_everything, train_settings
+from rnnbench.train import Trainer
 
 
 @dataclass
@@ -32,14 +32,10 @@ class Experiment:
 
     def trainer(self, run_dir: Path, **settings: Any) -> tuple[Trainer, records.RunRecorder]:
         """A Trainer with the config's settings (overridden by `settings`) writing `run_dir`."""
-        t = self.cfg.train
-        values = dict(max_steps=t.max_steps, clip=t.clip, clip_mode=t.clip_mode, log_every=t.log_every,
-                      eval_every=t.eval_every, profile_every=t.profile_every, early_stop=t.early_stop,
-                      progress=False)
-        values.update(settings)
+        on_step = settings.pop("on_step", None)
         recorder = records.RunRecorder(run_dir)
-        on_step = values.pop("on_step", None)
-        trainer = Trainer(self.model, self.task, self.optimizer, self.scheduler, TrainSettings(**values),
+        trainer = Trainer(self.model, self.task, self.optimizer, self.scheduler,
+                          train_settings(self.cfg, **{"progress": False, **settings}),
                           [RecorderSink(recorder)], on_step=on_step)
         return trainer, recorder
 

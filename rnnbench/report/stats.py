@@ -16,14 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from rnnbench import records
 from rnnbench.report.runs import ReportError, groups, is_seed_key, key_value, label, parse_override, resolve_key, swept_keys
 
 COUNTED = ("failed", "diverged", "incomplete", "running")  # statuses shown next to n
 RUN_NUMBERS = ("steps", "wall_time_s", "num_params", "throughput_steps_per_s")  # usable as metrics
-# Direction of a metric guessed from its name (the last path component), when neither --max/--min
-# nor summary.json's main_metric_mode says it.
-MAX_WORDS = ("accuracy", "acc", "f1", "auc")
-MIN_WORDS = ("loss", "mse", "mae", "ppl", "perplexity", "bpc", "nll", "error")
 
 
 def available_metrics(df: pd.DataFrame) -> list[str]:
@@ -66,7 +63,8 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
 
 def metric_mode(metric: str, df: pd.DataFrame | None = None, modes: dict[str, str] | None = None) -> str | None:
     """"max" or "min": from `modes` (by column or plain name), then summary.json's
-    ``main_metric_mode`` for the main metric, then the name; None when nothing says."""
+    ``main_metric_mode`` for the main metric, then the name (`records.metric_mode`, as the trainer
+    decides its best values); None when nothing says."""
     name = metric.split("/", 1)[1] if metric.startswith(("final/", "best/")) else metric
     modes = modes or {}
     for key in (metric, name):
@@ -76,12 +74,7 @@ def metric_mode(metric: str, df: pd.DataFrame | None = None, modes: dict[str, st
         mode = most_common(df.get("main_metric_mode"))
         if mode in ("max", "min"):
             return mode
-    leaf = name.rsplit("/", 1)[-1].lower()
-    if any(word in leaf for word in MAX_WORDS):
-        return "max"
-    if any(word in leaf for word in MIN_WORDS):
-        return "min"
-    return None
+    return records.metric_mode(name)
 
 
 def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
