@@ -1,5 +1,9 @@
 """The run folder: the single source of truth for a run's results.
 
+(Over 400 lines on purpose: all that makes a run folder lives here, and nowhere else writes or parses
+one: its files and their JSON encoding, atomic writes, the one-writer lock, the readers, the run's
+provenance and config fingerprint, and how a metric's direction is read from its name.)
+
 One folder per run (Hydra's job folder, see docs/architecture.md, "Run folder"):
 
 - ``config.yaml``      the resolved config;

@@ -1,8 +1,7 @@
 """Weights & Biases mirror of a run folder.
 
 The run folder (``records.py``) is the source of truth; this sink copies the same rows to W&B so
-runs can be browsed there. Facts this code relies on were measured here with wandb 0.31 (see
-/work/shared/notes/wandb-offline.md):
+runs can be browsed there. Facts this code relies on, measured with wandb 0.31:
 
 - Offline must be chosen for the whole process (``WANDB_MODE`` and ``wandb.setup``), not only in
   ``wandb.init``: otherwise usage telemetry is sent at exit and, with no network, exit waits ~10 s.

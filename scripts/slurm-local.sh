@@ -17,7 +17,7 @@
 # Exit status: 0 up; 3 the packages are missing and cannot be installed (no apt-get, or apt-get failed);
 # 4 not root; 1 anything else (the daemons' logs are in $SLURMLAB/log).
 #
-# Pitfalls, as seen with SLURM 22.05.8 / munge 0.5.15 on Debian 12 (see ../shared/tools/slurm-local):
+# Pitfalls, as seen with SLURM 22.05.8 / munge 0.5.15 on Debian 12:
 # - No systemd (containers, CI): the daemons are started directly and tracked by PID files in
 #   $SLURMLAB/run; the Debian packages' services are neither used nor needed.
 # - munge: this cluster runs its own munged (own key, own socket in $SLURMLAB/run, named in slurm.conf's

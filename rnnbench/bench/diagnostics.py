@@ -1,4 +1,4 @@
-"""Suite `diagnostics`: the cost of the default diagnostics cadence as a fraction of training (issue 7).
+"""Suite `diagnostics`: the cost of the default diagnostics cadence as a fraction of training.
 
 Per training step the Trainer adds, on average, one per-group gradient-norm pass every `log_every` (50)
 steps and one temporal profile ‖∂L/∂h_t‖ (explicit path, probe batch = the first validation batch) every

@@ -1,4 +1,4 @@
-"""Suite `overhead`: an rnnbench training step through `Trainer.fit` vs a minimal hand-written loop (issue 7).
+"""Suite `overhead`: an rnnbench training step through `Trainer.fit` vs a minimal hand-written loop.
 
 Both run the same model object, optimiser (Adam) and task (its batches drawn from the same generator), and
 do the same computation per step: batch, forward, loss, backward, clip the global norm at 1, Adam step.

@@ -1,4 +1,4 @@
-"""Suite `pyramid`: a 3-layer pyramid encoder vs a 3-layer deep encoder, same cell and width (issue 7).
+"""Suite `pyramid`: a 3-layer pyramid encoder vs a 3-layer deep encoder, same cell and width.
 
 Bidirectional layers, as the LAS listener (Chan et al. 2016) and `conf/arch/pyramid.yaml`; B=32, T=1024,
 input 32, H=128; one training step (forward + backward) with a fixed random output gradient.

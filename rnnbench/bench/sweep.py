@@ -1,4 +1,4 @@
-"""Suite `sweep`: 2 jobs on the local parallel launcher vs the same 2 jobs one after the other (issue 7).
+"""Suite `sweep`: 2 jobs on the local parallel launcher vs the same 2 jobs one after the other.
 
 Each variant is one `python -m rnnbench -m ...` subprocess, timed end to end (Python and torch start-up,
 Hydra, the launcher's workers, both jobs, the sweep summary), as a user would run it:
