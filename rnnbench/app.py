@@ -1,9 +1,10 @@
 """`python -m rnnbench +experiment=NAME [key=value ...]`: one experiment (or a sweep with -m).
 
-Builds everything from the composed config with Hydra's `instantiate`, runs the trainer, and keeps
-the run folder (Hydra's job folder) as the source of truth: config.yaml, metrics.jsonl, profile.json,
-summary.json, checkpoints/. W&B mirrors it. Returns the task's main validation metric (for sweepers
-such as Optuna; NaN for a diverged run).
+`run_experiment` is one job in the steps it takes: validate the config, hold the run folder (Hydra's
+job folder), plan how the job starts there (fresh, resumed, finished already), build everything from
+the config with Hydra's `instantiate`, train while recording the run folder (the source of truth:
+config.yaml, metrics.jsonl, profile.json, summary.json, checkpoints/; W&B mirrors it). It returns the
+task's main validation metric (for sweepers such as Optuna; NaN for a diverged run).
 
 Reliability (docs/bad-inputs.md, rnnbench/checkpoint.py):
 - A job never mixes its files with another run's: a folder that already holds a run is resumed
@@ -13,8 +14,10 @@ Reliability (docs/bad-inputs.md, rnnbench/checkpoint.py):
 - SIGUSR2 / SIGTERM: the trainer checkpoints at the end of the current step and stops; the signal
   then goes to the handler installed before (under submitit: requeue; the requeued job re-enters here
   with the same job folder and resumes, into the same W&B run).
-- Exit codes: 0 completed or diverged (a divergence is a result), 2 a bad config, data file or
-  checkpoint (one message, no traceback), 1 a crash, 128 + N stopped by signal N.
+- One writer per run folder (`records.hold_folder`): a second command or sweep given a folder whose
+  run is still going is refused at once.
+- Exit codes: 0 completed or diverged (a divergence is a result), 2 a bad config, data file,
+  checkpoint or a run folder in use (one message, no traceback), 1 a crash, 128 + N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ from rnnbench import checkpoint, fast_peephole, interface, records
 from rnnbench.budget import hidden_size_for_budget
 from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError, register_schemas, validate
-from rnnbench.diagnostics import gate_scalars
 from rnnbench.train import Trainer, TrainSettings
 from tasks.data import DataError
 
@@ -82,22 +84,6 @@ class RecorderSink:
 
     def log_profile(self, step: int, profile: dict) -> None:
         self.recorder.write_profile(profile)
-
-
-class WandbTrainerSink:
-    """Trainer sink mirroring rows and profiles to W&B."""
-
-    def __init__(self, sink):
-        self.sink = sink
-
-    def log(self, row: dict[str, Any]) -> None:
-        self.sink.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
-
-    def log_profile(self, step: int, profile: dict) -> None:
-        self.sink.log_profile(step, profile["layers"])
-        self.sink.log({f"profile/{k}": v for k, v in profile["summary"].items()}, step=step)
-        if profile.get("gates"):
-            self.sink.log(gate_scalars(profile["gates"]), step=step)
 
 
 def _threads_per_parallel_job(hc) -> int | None:
@@ -171,40 +157,75 @@ def _run_name(overrides: list[str]) -> str:
     return ",".join(keep) if keep else "defaults"
 
 
+@dataclasses.dataclass
+class Job:
+    """What Hydra says about this job: its run folder, the key that names it, how it was asked for."""
+
+    run_dir: Path
+    folder_key: str  # hydra.run.dir, or hydra.sweep.dir for a job of a sweep
+    multirun: bool
+    sweep_dir: str | None
+    choices: dict[str, Any]  # config group -> option, e.g. {"cell": "lstm"}
+    overrides: list[str]
+    launcher_threads: int | None
+
+    @classmethod
+    def current(cls) -> Job:
+        hc = HydraConfig.get()
+        multirun = hc.mode == RunMode.MULTIRUN
+        return cls(run_dir=Path(hc.runtime.output_dir), folder_key="hydra.sweep.dir" if multirun else "hydra.run.dir",
+                   multirun=multirun, sweep_dir=hc.sweep.dir if multirun else None,
+                   choices=dict(hc.runtime.choices), overrides=list(hc.overrides.task),
+                   launcher_threads=_threads_per_parallel_job(hc))
+
+
+@dataclasses.dataclass
+class Built:
+    """The experiment's objects, built from the config by `instantiate`."""
+
+    device: torch.device
+    task: Any
+    model: torch.nn.Module
+    hidden_size: int
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    flush_denormal: bool  # subnormal floats flushed to zero (train.flush_denormal, where the CPU can)
+
+
 def run_experiment(cfg: DictConfig) -> float | None:
-    """One job, holding its run folder for as long as it runs (`records.hold_folder`: a second writer
-    into the same folder is refused at once, never mixed with this run)."""
-    hc = HydraConfig.get()
-    key = "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir"
-    with records.hold_folder(hc.runtime.output_dir, key):
-        return _run_in_folder(cfg)
+    """One job, step by step; returns the main validation metric (for sweepers). Raises on failure
+    after recording it."""
+    validate(cfg)  # 1. every value in range, before anything is read or written
+    job = Job.current()
+    with records.hold_folder(job.run_dir, job.folder_key):  # 2. one writer per run folder
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        plan = plan_start(cfg, job, resolved)  # 3. fresh, resumed, or finished already
+        if plan.finished is not None:
+            return main_metric(plan.finished)
+        built = build_experiment(cfg, job)  # 4. task, model, optimiser, schedule
+        summary = train_and_record(cfg, job, resolved, plan, built)  # 5. the run folder as it goes
+    _report(summary, job.run_dir)
+    return main_metric(summary)
 
 
-def _run_in_folder(cfg: DictConfig) -> float | None:
-    """One job: validate, decide how it starts (fresh, resumed, or already finished), build, train,
-    record. Raises on failure after recording it."""
-    validate(cfg)
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    choices = dict(hc.runtime.choices)
-    overrides = list(hc.overrides.task)
-    multirun = hc.mode == RunMode.MULTIRUN
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    fingerprint = records.config_fingerprint(resolved)
-    # Every check against what the folder holds comes before anything is written to it.
-    plan = checkpoint.plan_resume(run_dir, fingerprint, resolved, resume=cfg.train.resume or multirun,
-                                  folder_key="hydra.sweep.dir" if multirun else "hydra.run.dir")
+def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoint.ResumePlan:
+    """How the job starts in its folder (`checkpoint.plan_resume`: reads only, refuses what it must)."""
+    plan = checkpoint.plan_resume(job.run_dir, records.config_fingerprint(resolved), resolved,
+                                  resume=cfg.train.resume or job.multirun, folder_key=job.folder_key)
     if plan.finished is not None:
         log.info("already %s with this config (step %s): not run again. Run folder: %s",
-                 plan.finished["status"], plan.finished.get("steps"), run_dir)
-        return main_metric(plan.finished)
-    if cfg.train.resume and plan.previous is None and not multirun:
+                 plan.finished["status"], plan.finished.get("steps"), job.run_dir)
+    elif cfg.train.resume and plan.previous is None and not job.multirun:
         log.warning("train.resume=true, but %s holds no run: starting from step 0 (to resume a run, "
-                    "set hydra.run.dir to its folder)", run_dir)
+                    "set hydra.run.dir to its folder)", job.run_dir)
+    return plan
 
+
+def build_experiment(cfg: DictConfig, job: Job) -> Built:
+    """Threads, device and seeds first, then everything from the config, checked as it is built."""
     # First: torch's worker threads copy the flush mode when they are made (fast_peephole.set_flush_denormal).
     flush_denormal = fast_peephole.set_flush_denormal(cfg.train.flush_denormal) and cfg.train.flush_denormal
-    threads = cfg.train.threads or _threads_per_parallel_job(hc)
+    threads = cfg.train.threads or job.launcher_threads
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
@@ -218,34 +239,52 @@ def _run_in_folder(cfg: DictConfig) -> float | None:
     check_pyramid_depth(model, task)
     optimizer = build(cfg.optim, "optim", model.parameters())
     scheduler = build(cfg.schedule, "schedule", optimizer) if cfg.schedule else None
+    return Built(device, task, model, hidden_size, optimizer, scheduler, flush_denormal)
 
+
+def first_summary(cfg: DictConfig, job: Job, built: Built, plan: checkpoint.ResumePlan,
+                  fingerprint: str) -> dict[str, Any]:
+    """summary.json as the run starts (status running): what runs, where, and what it resumes."""
+    task, model = built.task, built.model
     summary: dict[str, Any] = {
         "status": records.RUNNING, "error": None, "diverged_at": None,
-        "task": task.name, "cell": choices.get("cell"), "arch": choices.get("arch"),
-        "seed": cfg.train.seed, "hidden_size": hidden_size, "num_params": model.num_parameters(),
+        "task": task.name, "cell": job.choices.get("cell"), "arch": job.choices.get("arch"),
+        "seed": cfg.train.seed, "hidden_size": built.hidden_size, "num_params": model.num_parameters(),
         "time_reduction": model.time_reduction,
         "main_metric": f"val/{task.main_metric}", "main_metric_mode": task.main_metric_mode,
         "memoryless_baseline": task.memoryless_baseline, "task_info": task.describe(),
-        "overrides": overrides, "config_fingerprint": fingerprint,
-        "device": str(device), "threads": torch.get_num_threads(), "flush_denormal": flush_denormal,
+        "overrides": job.overrides, "config_fingerprint": fingerprint,
+        "device": str(built.device), "threads": torch.get_num_threads(), "flush_denormal": built.flush_denormal,
         **records.run_metadata(),
     }
     if cfg.train.skip_nonfinite:
         summary["guard_rails"] = {"skip_nonfinite": cfg.train.skip_nonfinite, "lr_backoff": cfg.train.lr_backoff}
     resumed = plan.checkpoint
-    wall_before = resumed["wall_time_s"] if resumed else 0.0
     if resumed:
         summary["resumed"] = [*(plan.previous or {}).get("resumed", []),
                               {"from_step": plan.step, "checkpoint": plan.checkpoint_path.name}]
         if resumed.get("threads", torch.get_num_threads()) != torch.get_num_threads():
             log.warning("resuming with %d torch threads, the checkpoint was written with %d: results may "
                         "differ in the last bits", torch.get_num_threads(), resumed["threads"])
+    return summary
+
+
+def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: checkpoint.ResumePlan,
+                     built: Built) -> dict[str, Any]:
+    """Train, writing the run folder as it goes (config, summary, rows, profiles, checkpoints; W&B
+    mirrors it); a failure is recorded in summary.json, then raised. Returns the final summary."""
+    run_dir, overrides, choices = job.run_dir, job.overrides, job.choices
+    task, model, optimizer, scheduler = built.task, built.model, built.optimizer, built.scheduler
+    fingerprint = records.config_fingerprint(resolved)
+    summary = first_summary(cfg, job, built, plan, fingerprint)
+    resumed = plan.checkpoint
+    wall_before = resumed["wall_time_s"] if resumed else 0.0
     # Rows logged after the checkpoint (by a run killed later) are logged again by this one.
-    forget_after(run_dir, plan.step)
-    from rnnbench.wandb_sink import WandbSink, sweep_group
+    checkpoint.forget_after(run_dir, plan.step)
+    from rnnbench.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
 
     wandb_cfg = cfg.logger.wandb
-    group = wandb_cfg.group or (sweep_group(hc.sweep.dir) if multirun else None)
+    group = wandb_cfg.group or (sweep_group(job.sweep_dir) if job.multirun else None)
     started = time.time()
     with records.RunRecorder(run_dir) as recorder, checkpoint.StopSignals() as stop:
         recorder.write_config(resolved)
@@ -274,7 +313,7 @@ def _run_in_folder(cfg: DictConfig) -> float | None:
 
         exit_code = 1
         try:
-            settings = train_settings(cfg, progress=cfg.logger.progress and not multirun)
+            settings = train_settings(cfg, progress=cfg.logger.progress and not job.multirun)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)],
                               on_step=None if resumed else _fail_at(cfg.testing.fail_at_step),
@@ -311,14 +350,13 @@ def _run_in_folder(cfg: DictConfig) -> float | None:
         finally:
             sink.finish(exit_code=exit_code)
     if result.status == "interrupted":
-        how = (f"run the same sweep command with hydra.sweep.dir={hc.sweep.dir} (submitit requeues the "
-               "job by itself)" if multirun else
+        how = (f"run the same sweep command with hydra.sweep.dir={job.sweep_dir} (submitit requeues the "
+               "job by itself)" if job.multirun else
                f"run the same command with hydra.run.dir={run_dir} train.resume=true")
         log.warning("stopped by %s after step %d; checkpoint %s. To resume: %s", stop.received.name,
                     result.steps, checkpoint.latest(run_dir), how)
         stop.redeliver()  # submitit requeues the job; without it the signal ends the process
-    _report(summary, run_dir)
-    return main_metric(summary)
+    return summary
 
 
 def main_metric(summary: dict[str, Any]) -> float | None:
@@ -327,24 +365,6 @@ def main_metric(summary: dict[str, Any]) -> float | None:
     if summary.get("status") == records.DIVERGED:
         return math.nan
     return (summary.get("final") or {}).get(summary["main_metric"])
-
-
-def forget_after(run_dir: Path, step: int) -> None:
-    """Drop the rows of metrics.jsonl and profiles.jsonl after `step` (all of them for a fresh start),
-    and the test row written after training: the run logs them again from step + 1."""
-    def keep(row: dict[str, Any]) -> bool:
-        return row.get("step", 0) <= step and not any(k.startswith("test/") for k in row)
-
-    for name in (records.METRICS_FILE, records.PROFILES_FILE):
-        dropped = checkpoint.truncate_jsonl(run_dir / name, keep)
-        if dropped:
-            log.info("%s: %d rows after step %d dropped (logged again from the checkpoint)", name, dropped, step)
-    profiles = records.read_profiles(run_dir)
-    profile_file = run_dir / records.PROFILE_FILE
-    if profiles:
-        records.atomic_write_text(profile_file, records.dumps(profiles[-1]))
-    else:
-        profile_file.unlink(missing_ok=True)
 
 
 def _fail_at(step: int | None):

@@ -305,6 +305,24 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def forget_after(run_dir: Path, step: int) -> None:
+    """Drop the rows of metrics.jsonl and profiles.jsonl after `step` (all of them for a fresh start),
+    and the test row written after training: the run logs them again from step + 1."""
+    def keep(row: dict[str, Any]) -> bool:
+        return row.get("step", 0) <= step and not any(k.startswith("test/") for k in row)
+
+    for name in (records.METRICS_FILE, records.PROFILES_FILE):
+        dropped = truncate_jsonl(run_dir / name, keep)
+        if dropped:
+            log.info("%s: %d rows after step %d dropped (logged again from the checkpoint)", name, dropped, step)
+    profiles = records.read_profiles(run_dir)
+    profile_file = run_dir / records.PROFILE_FILE
+    if profiles:
+        records.atomic_write_text(profile_file, records.dumps(profiles[-1]))
+    else:
+        profile_file.unlink(missing_ok=True)
+
+
 def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
     """Rewrite `path` (atomically) with only the rows `keep` accepts; a cut last line goes too.
 

@@ -237,6 +237,24 @@ class WandbSink:
         self._run.log(charts, step=self._last_step)
 
 
+class WandbTrainerSink:
+    """The trainer's sink (`train.Sink`) that mirrors its rows and profiles to a `WandbSink`."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.sink.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+    def log_profile(self, step: int, profile: dict) -> None:
+        self.sink.log_profile(step, profile["layers"])
+        self.sink.log({f"profile/{k}": v for k, v in profile["summary"].items()}, step=step)
+        if profile.get("gates"):
+            from rnnbench.diagnostics import gate_scalars
+
+            self.sink.log(gate_scalars(profile["gates"]), step=step)
+
+
 def _init(mode: str, init_kwargs: dict[str, Any], settings: dict[str, Any]):
     """``wandb.init`` with `mode` set for the whole process first (see the module docstring)."""
     if os.environ.get("WANDB_MODE") != mode:
