@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import time
@@ -12,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from rnnbench import records
 from rnnbench.bench.measure import eprint, machine, machine_line, render
 
 SUITES = ("cells", "pyramid", "overhead", "diagnostics", "denormals", "sweep")
@@ -23,16 +23,6 @@ class Options:
     threads: int = 2
     quick: bool = False
     min_sample_s: float = 0.2
-
-
-def _jsonable(obj):
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nload average at end {info['load_average_end'][0]:.2f} (1 min)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(_jsonable(report), f, indent=1)
-            f.write("\n")
+            f.write(records.dumps(report, indent=1) + "\n")  # NaN as "nan", as in every run folder
     return 0
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from tabulate import tabulate
 
 
 @dataclass
@@ -271,16 +272,13 @@ def _cell(value: Any) -> str:
 
 
 def render(t: dict) -> str:
+    """The table as printed: its title, tabulate's plain columns, then its notes."""
     cells = [[_cell(v) for v in row] for row in t["rows"]]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(t["columns"])]
     # names left, numbers right: a column is a name column if none of its values starts like a number
-    left = [i == 0 or all(not r[i][:1].isdigit() and r[i] != "-" for r in cells) for i in range(len(widths))]
-    line = lambda items: "  ".join(  # noqa: E731
-        s.ljust(w) if left[i] else s.rjust(w) for i, (s, w) in enumerate(zip(items, widths)))
-    out = [t["title"], line(t["columns"]), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells]
-    out += [f"  {n}" for n in t["notes"]]
-    return "\n".join(out)
+    left = [i == 0 or all(not r[i][:1].isdigit() and r[i] != "-" for r in cells) for i in range(len(t["columns"]))]
+    body = tabulate(cells, headers=t["columns"], tablefmt="simple", disable_numparse=True,
+                    colalign=["left" if is_name else "right" for is_name in left])
+    return "\n".join([t["title"], body, *(f"  {n}" for n in t["notes"])])
 
 
 def min_ratio_text(row: dict) -> str:

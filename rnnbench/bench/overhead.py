@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: F401  (the hand loop is written the way a user would)
 
 from rnnbench.bench.experiment import build, training_flops
-from rnnbench.bench.measure import (Case, interleaved, matmul_case, pct, peak_rate, ratio_text, summarise,
-                                    table)
+from rnnbench.bench.measure import Case, matmul_case, pct, peak_rate, ratio_text, summarise, table
 
 BLOCK = 50  # the default log_every: one logging step per timed block
 CONFIGS = {  # name: overrides (cell lstm, optim adam, schedule constant: the config's defaults)

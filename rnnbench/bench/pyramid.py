@@ -13,12 +13,10 @@ Variants, the deep stack being the reference:
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 
-from rnnbench.bench.measure import (Case, interleaved, matmul_case, min_ratio_text, pct, peak_rate,
-                                    ratio_text, recurrent_flops, summarise, table)
+from rnnbench.bench.measure import (Case, interleaved, matmul_case, pct, peak_rate, ratio_text, recurrent_flops,
+                                    summarise, table)
 from rnnbench.cells import GRUCell, LSTMCell
 from rnnbench.recurrent import RecurrentStack
 
