@@ -226,6 +226,17 @@ def test_overrides_are_read_as_hydra_types_them():
     assert report.parse_override("train.clip=null") == ("train.clip", None)
     with pytest.raises(report.ReportError, match="--reference wants key=value"):
         report.parse_reference("cell")
+    with pytest.raises(report.ReportError, match="not a Hydra override: 'task.name=a=b'"):
+        report.parse_override("task.name=a=b")
+
+
+def test_a_recorded_override_hydra_cannot_read_still_loads(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("train:\n  seed: 0\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- task.name=a=b\n- train.seed=0\n")
+    row = report.load_runs(run).iloc[0]
+    assert row["override_values"] == {"task.name": "a=b", "train.seed": 0}
 
 
 def test_welch_p_value_against_known_values():

@@ -57,9 +57,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         (override,) = OverridesParser.create().parse_overrides([text])
     except HydraException as error:
-        raise ReportError(f"not a Hydra override: {text!r} ({error})") from error
+        raise ReportError(f"not a Hydra override: {text!r} ({str(error).splitlines()[0]})") from error
     key = override.key_or_group + (f"@{override.package}" if override.package is not None else "")
     return key, None if override.is_delete() else override.value()
+
+
+def _recorded_override(text: str) -> tuple[str, Any]:
+    """An override as a run recorded it: Hydra's reading, or (key, the text after "=") for one that
+    Hydra's grammar does not read (written by hand, or by an older Hydra), so a table still loads."""
+    try:
+        return parse_override(text)
+    except ReportError:
+        key, _, value = text.partition("=")
+        return key.strip().lstrip("+~"), value
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
@@ -92,7 +102,7 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
         overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides_file)) or []]
     else:
         overrides = [str(o) for o in summary.get("overrides") or []]
-    override_values = dict(parse_override(o) for o in overrides)
+    override_values = dict(_recorded_override(o) for o in overrides)
 
     row: dict[str, Any] = {"run_dir": str(run_dir)}
     row.update({field: summary.get(field) for field in SUMMARY_FIELDS})
