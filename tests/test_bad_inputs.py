@@ -36,9 +36,10 @@ CRASHED = [*ADDING, "testing.fail_at_step=6"]  # a run that crashed after step 6
 LM = ["task=lm", "task.level=char", "task.bptt=8", "task.eval_batch_size=2", "train.batch_size=2",
       "model.hidden_size=8", "train.max_steps=2", "train.threads=1", "logger.wandb.mode=disabled"]
 
-# Hydra rewrites `.hydra/` and appends to the job's log on every launch into a folder, refused or not;
+# Hydra rewrites `.hydra/` and appends to the job's log on every launch into a folder, refused or not,
+# and the app holds the folder's `.lock` (records.hold_folder, noting its pid) before it reads anything;
 # everything else in a run folder must come out of a refused command untouched.
-LAUNCH_RECORDS = (".hydra", "app.log")
+LAUNCH_RECORDS = (".hydra", "app.log", ".lock")
 
 
 @dataclass
