@@ -114,7 +114,8 @@ def test_figures_of_a_real_sweep_are_written(parallel, tmp_path):
     runs = report.load_runs(parallel[1])
     written, notes = report.write_figures(runs, tmp_path, ["cell"])
     assert notes == []
-    assert sorted(p.name for p in written) == [
+    assert sorted(p.name for p in written) == [  # GRU and LSTM have gates: their saturation plane too
+        "gate_saturation_layer0.pdf", "gate_saturation_layer0.png",
         "gradient_profile_layer0.pdf", "gradient_profile_layer0.png",
         "learning_curves_val_loss.pdf", "learning_curves_val_loss.png",
     ]
