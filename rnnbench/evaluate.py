@@ -32,7 +32,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench import checkpoint, records
+from rnnbench import checkpoint, fast_peephole, records
 from rnnbench.app import build, build_model, check_pyramid_depth, resolve_device
 from rnnbench.checkpoint import CheckpointError
 from rnnbench.config import ConfigError, validate
@@ -195,6 +195,8 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = (), which: str = "f
     changed = apply_overrides(cfg, overrides)
     if cfg.train.get("threads"):
         torch.set_num_threads(cfg.train.threads)
+    # The run's own arithmetic: subnormals flushed as in training (runs older than the key did not flush).
+    fast_peephole.set_flush_denormal(bool(cfg.train.get("flush_denormal", False)))
     device = resolve_device(cfg.train.device)
     vocab = records.read_vocabulary(run_dir)
     task = None

@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import run_cli
-from rnnbench import evaluate, records
+from rnnbench import evaluate, fast_peephole, records
 
 COPY_RUN = ["task=copy", "task.seq_len=5", "task.copy_len=3", "task.val_size=32", "train.batch_size=8",
             "model.hidden_size=16", "train.max_steps=30", "train.eval_every=10", "train.log_every=10",
@@ -116,3 +117,24 @@ def test_a_text_classifier_is_refused_data_whose_vocabulary_differs(tmp_path):
                                           r"differs .*the same tokens in another order"):
         evaluate.check_compatible(tmp_path, trained.spec, trained.vocabulary(), other,
                                   {"task.train_file": ("train.csv", "x.csv")})
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_evaluation_computes_with_the_runs_flush_mode(copy_run, tmp_path, flush):
+    """Subnormals are flushed (or kept) as the run's train.flush_denormal says, so the numbers match."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for item in copy_run.iterdir():  # the run, its recorded flush mode changed
+        if item.is_file():
+            (run / item.name).write_bytes(item.read_bytes())
+    (run / "checkpoints").symlink_to(copy_run / "checkpoints")
+    (run / ".hydra").symlink_to(copy_run / ".hydra")
+    text = (run / "config.yaml").read_text()
+    assert "flush_denormal: true" in text
+    (run / "config.yaml").write_text(text.replace("flush_denormal: true", f"flush_denormal: {str(flush).lower()}"))
+    try:
+        evaluate.load_run(run, ["task.seq_len=6"])
+        subnormal = torch.tensor([1e-39]) * 1.0
+        assert (subnormal.item() == 0.0) == flush
+    finally:
+        fast_peephole.set_flush_denormal(False)  # the suite's default arithmetic
