@@ -139,7 +139,7 @@ def test_the_trainer_records_gate_statistics_with_each_profile():
 
 
 def test_the_wandb_mirror_gets_the_gate_scalars_of_a_profile():
-    from rnnbench.app import WandbTrainerSink
+    from rnnbench.wandb_sink import WandbTrainerSink
 
     class Recorded:
         def __init__(self):
