@@ -256,8 +256,8 @@ class PeepholeLSTMCell(LSTMCell):
     drawn like the other weights (`recurrent_init` and `recurrent_gain` act on U alone).
     `forget_bias` is the initial total forget-gate bias; with cifg, where f_t = 1 - σ(a_i) = σ(-a_i),
     it is applied as b_i = -forget_bias, so the forget gate starts as open as the vanilla LSTM's.
-    Only vanilla (`fast_peephole`) and np (torch's LSTM kernel) have fast paths so far; `recurrent.py`
-    runs the others on their explicit equations.
+    Every variant but fgr runs on `fast_peephole`'s sequence kernel under `model.backend=auto`; fgr on
+    these explicit equations.
     """
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,

@@ -58,7 +58,7 @@ class GRUSequence(torch.autograd.Function):
 
 def fits(x: Tensor) -> bool:
     """Whether the C++ kernel can run on tensors like `x` (CPU, float32/float64)."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    return fast_peephole.cpp_fits(x)
 
 
 def available() -> bool:

@@ -8,11 +8,19 @@ Backends (one per layer, the same parameter tensors for all):
 - `explicit`: the cell's `step`, written from its equations, in a Python loop over time.
 - `fused`: torch's own kernels (`torch._VF.lstm / gru / rnn_tanh / rnn_relu`, what nn.LSTM, nn.GRU
   and nn.RNN call) on the cell's own tensors; an error for a cell with no such kernel.
-- `auto` (default): the fastest path that computes exactly the cell's function: the C++ GRU kernel of
-  `fast_gru` for both GRU forms (on CPU, float32/float64; it measured 0.4-0.5x torch's GRU, and torch has
-  none for reset_after=False; elsewhere torch's GRU kernel or the explicit path, with one warning), torch's
-  fused kernel for the other cells that have one, the sequence kernel of `fast_peephole` for the peephole
-  LSTM (variant vanilla), else explicit.
+- `auto` (default): the fastest path that computes exactly the cell's function:
+  - both GRU forms: the C++ GRU kernel of `fast_gru` (on CPU, float32/float64; it measured 0.4-0.5x torch's
+    GRU, and torch has none for reset_after=False; elsewhere torch's GRU kernel or the explicit path, with
+    one warning);
+  - the peephole LSTM and every Greff variant but fgr (np included): the sequence kernel of `fast_peephole`
+    (C++ on CPU float32/float64; elsewhere its Python loops, np torch's LSTM kernel, with one warning);
+    fgr: explicit (its gate recurrence does not fit the kernel's loop);
+  - the plain LSTM (`cell=lstm`) stays on torch's fused kernel, by decision, although our kernel computes
+    the same function as variant np and measured faster (np on it: 0.59x torch's fused LSTM at H=128, T=100,
+    0.82x at H=256, T=500; training step, B=64, 1 thread, load ~6): switching would change the last bits
+    of every LSTM run, including study records being made with it. `python -m rnnbench.bench cells`
+    measures both (rows `np auto`, `fused LSTM`);
+  - the other cells with a torch kernel: that kernel; else explicit.
 Temporal gradient probes (‖∂L/∂h_t‖ for every t, `diagnostics.py`) always run the explicit path.
 """
 
@@ -123,13 +131,25 @@ def run_fused(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = None
 
 def run_fast_peephole(cell: PeepholeLSTMCell, x: Tensor, state: State,
                       lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    """`fast_peephole`'s sequence kernel for every covered variant: C++ where it runs (CPU, float32/float64,
+    built), else its Python loops; np elsewhere than on CPU float32/float64 runs torch's LSTM kernel (CUDA
+    has one). The same function either way."""
     from rnnbench import fast_peephole
 
-    h0, c0 = state
-    out, h, c = fast_peephole.peephole_sequence(
-        cell.input_projection(x), h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole,
-        lengths=lengths if _needs_mask(lengths, x.shape[0]) else None)
-    return out, (h, c)
+    lengths = lengths if _needs_mask(lengths, x.shape[0]) else None
+    if not fast_peephole.cpp_fits(x):  # an unbuildable extension has warned already
+        fused = cell.fused_mode is not None
+        _warn_once_lstm_elsewhere(str(x.dtype), x.device.type, fused)
+        if fused:
+            return run_fused(cell, x, state, lengths)
+    return fast_peephole.cell_sequence(cell, x, state, lengths)
+
+
+@functools.cache
+def _warn_once_lstm_elsewhere(dtype: str, device: str, fused: bool) -> None:
+    instead = "torch's LSTM kernel" if fused else "the Python sequence kernel"
+    warnings.warn(f"model.backend=auto: the C++ LSTM kernel runs float32/float64 on CPU only; {dtype} on {device} "
+                  f"runs {instead}", RuntimeWarning, stacklevel=4)
 
 
 def run_fast_gru(cell: GRUCell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
@@ -170,14 +190,17 @@ def resolve_backend(cell: Cell, backend: str) -> str:
         return "explicit"
     if backend == "auto" and isinstance(cell, GRUCell):
         return "fast"  # run_fast_gru: the C++ kernel, or where it cannot run the next exact path
+    if backend == "auto" and isinstance(cell, PeepholeLSTMCell) and _fast_peephole_usable():
+        from rnnbench.fast_peephole import KERNEL_VARIANTS
+
+        if cell.variant in KERNEL_VARIANTS:  # np included: run_fast_peephole, or torch's kernel off CPU
+            return "fast"
     if cell.fused_mode is not None:
         return "fused"
     if backend == "fused":
         raise ValueError(
             f"model.backend=fused: {type(cell).__name__}({cell.extra_repr()}) has no torch kernel computing "
             f"its function; use model.backend=auto (its fastest exact path) or explicit")
-    if isinstance(cell, PeepholeLSTMCell) and cell.variant == "vanilla" and _fast_peephole_usable():
-        return "fast"
     return "explicit"
 
 

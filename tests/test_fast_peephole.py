@@ -1,4 +1,5 @@
-"""fast_peephole computes exactly PeepholeLSTMCell's function, with exact gradients, on both implementations.
+"""fast_peephole computes exactly PeepholeLSTMCell's function, with exact gradients, on both implementations,
+for every variant it covers (Greff et al. 2016's LSTM family but fgr).
 
 The C++ tests build the extension once per machine (~30 s the first time; cached afterwards) and are
 skipped only where no C++ compiler exists.
@@ -14,10 +15,11 @@ import pytest
 import torch
 
 from rnnbench import fast_peephole
-from rnnbench.cells import PeepholeLSTMCell
+from rnnbench.cells import LSTM_VARIANTS, PeepholeLSTMCell
 
 T, B, I, H = 7, 3, 4, 5
 PADDED = [7, 3, 5]
+VARIANTS = fast_peephole.KERNEL_VARIANTS
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None or
                                     os.environ.get("RNNBENCH_NO_CPP", "") not in ("", "0"),
@@ -25,9 +27,9 @@ needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) i
 BACKENDS = [pytest.param("cpp", marks=needs_compiler), "python"]
 
 
-def make_inputs(dtype=torch.float32, seed=0, T=T, B=B):
+def make_inputs(dtype=torch.float32, seed=0, T=T, B=B, variant="vanilla"):
     torch.manual_seed(seed)
-    cell = PeepholeLSTMCell(I, H).to(dtype)
+    cell = PeepholeLSTMCell(I, H, variant=variant).to(dtype)
     with torch.no_grad():  # larger than the init so that every term, peepholes included, matters
         for p in cell.parameters():
             p.normal_(0, 0.5)
@@ -56,8 +58,9 @@ def cell_loop(cell, x_proj, h0, c0, lengths=None, h_probe=None):
 
 
 def run_fast(cell, x_proj, h0, c0, backend, lengths=None, **kw):
-    return fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole,
-                                           lengths=lengths, backend=backend, **kw)
+    return fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh,
+                                           getattr(cell, "peephole", None), lengths=lengths, backend=backend,
+                                           variant=cell.variant, **kw)
 
 
 def loss_and_grads(run, cell, x, h0, c0, parts):
@@ -72,11 +75,12 @@ def loss_and_grads(run, cell, x, h0, c0, parts):
     return (out, h_T, c_T), dict(zip(["x_proj", "h0", "c0"] + [n for n, _ in cell.named_parameters()], grads))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lengths", [None, PADDED], ids=["full", "padded"])
 @pytest.mark.parametrize("parts", [(1, 1, 1), (1, 0, 0), (0, 1, 1)], ids=["all", "outputs", "final"])
-def test_equals_cell_loop_values_and_gradients(backend, lengths, parts):
-    cell, x, h0, c0 = make_inputs()
+def test_equals_cell_loop_values_and_gradients(variant, backend, lengths, parts):
+    cell, x, h0, c0 = make_inputs(variant=variant)
     lengths = None if lengths is None else torch.tensor(lengths)
     expected, expected_grads = loss_and_grads(lambda xp: cell_loop(cell, xp, h0, c0, lengths), cell, x, h0, c0,
                                               parts)
@@ -84,16 +88,18 @@ def test_equals_cell_loop_values_and_gradients(backend, lengths, parts):
                                     parts)
     for name, a, b in zip(["outputs", "h_T", "c_T"], got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
-    assert set(got_grads) == {"x_proj", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "peephole"}
+    assert set(got_grads) == {"x_proj", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh"} | (
+        {"peephole"} if cell.switches.peepholes else set())
     for name in got_grads:
         torch.testing.assert_close(got_grads[name], expected_grads[name], rtol=1e-5, atol=1e-5,
                                    msg=lambda m: f"grad {name}: {m}")
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lengths", [PADDED, [0, 7, 2]], ids=["7-3-5", "with-empty"])
-def test_padding_zero_outputs_and_state_at_true_end(backend, lengths):
-    cell, x, h0, c0 = make_inputs()
+def test_padding_zero_outputs_and_state_at_true_end(variant, backend, lengths):
+    cell, x, h0, c0 = make_inputs(variant=variant)
     lengths = torch.tensor(lengths)
     with torch.no_grad():
         out, h_T, c_T = run_fast(cell, cell.input_projection(x), h0, c0, backend, lengths)
@@ -109,28 +115,31 @@ def test_padding_zero_outputs_and_state_at_true_end(backend, lengths):
             torch.testing.assert_close(c_T[b:b + 1], c_alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lengths", [None, [4, 2, 3]], ids=["full", "padded"])
-def test_gradcheck_float64(backend, lengths):
-    cell, _, _, _ = make_inputs(torch.float64, T=4)
+def test_gradcheck_float64(variant, backend, lengths):
+    cell, _, _, _ = make_inputs(torch.float64, T=4, variant=variant)
     lengths = None if lengths is None else torch.tensor(lengths)
     g = torch.Generator().manual_seed(2)
     x_proj, h0, c0 = (torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
-                      for s in [(4, B, 4 * H), (B, H), (B, H)])
+                      for s in [(4, B, cell.gates * H), (B, H), (B, H)])
     probe = torch.zeros(4, B, H, dtype=torch.float64, requires_grad=True)
-    params = [p.detach().clone().requires_grad_() for p in (cell.weight_hh, cell.bias_hh, cell.peephole)]
+    params = [p.detach().clone().requires_grad_() for p in (cell.weight_hh, cell.bias_hh)]
+    peephole = cell.peephole.detach().clone().requires_grad_() if cell.switches.peepholes else None
 
-    def f(x_proj, h0, c0, weight_hh, bias_hh, peephole, h_probe):
+    def f(x_proj, h0, c0, weight_hh, bias_hh, h_probe, peephole=None):
         return fast_peephole.peephole_sequence(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths=lengths,
-                                               h_probe=h_probe, backend=backend)
+                                               h_probe=h_probe, backend=backend, variant=variant)
 
-    assert torch.autograd.gradcheck(f, (x_proj, h0, c0, *params, probe))
+    assert torch.autograd.gradcheck(f, (x_proj, h0, c0, *params, probe, *([peephole] if peephole is not None else [])))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lengths", [None, PADDED], ids=["full", "padded"])
-def test_probe_gradient_is_total_dL_dh_t(backend, lengths):
-    cell, x, h0, c0 = make_inputs()
+def test_probe_gradient_is_total_dL_dh_t(variant, backend, lengths):
+    cell, x, h0, c0 = make_inputs(variant=variant)
     lengths = None if lengths is None else torch.tensor(lengths)
     x_proj = cell.input_projection(x).detach()
     w = torch.randn(T, B, H)
@@ -152,13 +161,14 @@ def test_probe_gradient_is_total_dL_dh_t(backend, lengths):
 
 
 @needs_compiler
-def test_cpp_multithreaded_blocks_equal_python():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cpp_multithreaded_blocks_equal_python(variant):
     # large enough for the C++ loops to split the batch across threads (each block runs in its own thread)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         torch.manual_seed(3)
-        cell = PeepholeLSTMCell(I, 64)
+        cell = PeepholeLSTMCell(I, 64, variant=variant)
         x = torch.randn(6, 130, I)
         h0, c0 = torch.randn(130, 64, requires_grad=True), torch.randn(130, 64, requires_grad=True)
         lengths = torch.randint(0, 7, (130,))
@@ -240,15 +250,15 @@ def test_cached_extension_loads_fast_in_a_new_process():
 
 # -- extreme pre-activations: saturation, ±inf, NaN (issue 10, part 1) ---------------------------------
 
-def extreme_inputs(magnitude, dtype, seed=4, T=6, B=3, H=8):
-    """x_proj (T, B, 4H) of the given magnitude (×U(1, 10), random signs) and a cell whose recurrent and
+def extreme_inputs(magnitude, dtype, seed=4, T=6, B=3, H=8, variant="vanilla"):
+    """x_proj (T, B, G·H) of the given magnitude (×U(1, 10), random signs) and a cell whose recurrent and
     peephole terms stay ordinary, so each gate's pre-activation has about that magnitude."""
     torch.manual_seed(seed)
-    cell = PeepholeLSTMCell(I, H).to(dtype)
+    cell = PeepholeLSTMCell(I, H, variant=variant).to(dtype)
     with torch.no_grad():
         for p in cell.parameters():
             p.normal_(0, 0.5)
-    size = (T, B, 4 * H)
+    size = (T, B, cell.gates * H)
     x_proj = magnitude * torch.empty(size, dtype=dtype).uniform_(1, 10) * torch.randint(0, 2, size).mul(2).sub(1)
     h0, c0 = torch.randn(B, H, dtype=dtype), torch.randn(B, H, dtype=dtype)
     return cell, x_proj.requires_grad_(), h0.requires_grad_(), c0.requires_grad_()
@@ -258,7 +268,8 @@ def values_and_grads(cell, run, x_proj, h0, c0, lengths=None):
     out, h_T, c_T = run(x_proj, lengths)
     g = torch.Generator().manual_seed(1)
     loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, h_T, c_T))
-    grads = torch.autograd.grad(loss, [x_proj, h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole])
+    params = [cell.weight_hh, cell.bias_hh] + ([cell.peephole] if cell.switches.peepholes else [])
+    grads = torch.autograd.grad(loss, [x_proj, h0, c0, *params])
     return dict(zip(["outputs", "h_T", "c_T", "grad x_proj", "grad h0", "grad c0", "grad weight_hh",
                      "grad bias_hh", "grad peephole"], (out, h_T, c_T, *grads)))
 
@@ -273,13 +284,14 @@ DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64,
 TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12)}
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("magnitude", [1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4])
-def test_every_magnitude_of_preactivation_equals_the_cell(backend, dtype, magnitude):
+def test_every_magnitude_of_preactivation_equals_the_cell(variant, backend, dtype, magnitude):
     # Pre-activations from 1e-3 to 1e5 in magnitude, both signs: σ and tanh saturate to exactly 0/1/±1
     # as torch's do, values and gradients equal the equations (today's exp-based σ gave NaN past -88).
-    cell, x_proj, h0, c0 = extreme_inputs(magnitude, dtype)
+    cell, x_proj, h0, c0 = extreme_inputs(magnitude, dtype, variant=variant)
     lengths = torch.tensor([6, 4, 5])
     expected = values_and_grads(cell, lambda xp, n: cell_loop(cell, xp, h0, c0, n), x_proj, h0, c0, lengths)
     got = values_and_grads(cell, lambda xp, n: run_fast(cell, xp, h0, c0, backend, n), x_proj, h0, c0, lengths)
@@ -287,11 +299,12 @@ def test_every_magnitude_of_preactivation_equals_the_cell(backend, dtype, magnit
     assert_same(got, expected, *TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_one_large_input_saturates_and_stays_finite(backend):
+def test_one_large_input_saturates_and_stays_finite(variant, backend):
     # The issue's case: input 1000 at one step of a (T=10, B=3, I=4, H=8) sequence.
     torch.manual_seed(0)
-    cell = PeepholeLSTMCell(4, 8)
+    cell = PeepholeLSTMCell(4, 8, variant=variant)
     x = torch.randn(10, 3, 4)
     x[3, 1, 2] = 1000.0
     h0, c0 = torch.zeros(3, 8, requires_grad=True), torch.zeros(3, 8, requires_grad=True)
@@ -302,15 +315,19 @@ def test_one_large_input_saturates_and_stays_finite(backend):
     assert_same(got, expected, 1e-5, 1e-5)
 
 
+VARIANT_GATES = [pytest.param(variant, k, id=f"{variant}-{gate}") for variant in VARIANTS
+                 for k, gate in enumerate(fast_peephole.gate_layout(LSTM_VARIANTS[variant])[0])]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("special", [float("inf"), -float("inf"), float("nan")], ids=["+inf", "-inf", "nan"])
-@pytest.mark.parametrize("gate", range(4), ids=["i", "f", "g", "o"])
-def test_inf_and_nan_preactivations_behave_as_torch(backend, dtype, special, gate):
-    # ±inf in one gate's pre-activation (one unit, one step, one row): the explicit path's torch.sigmoid
-    # and torch.tanh give exactly 0, 1 or ±1 there; NaN in gives NaN out, in the same places, forward and
-    # backward (rows never mix before the weight gradient).
-    cell, x_proj, h0, c0 = extreme_inputs(1.0, dtype, T=5, H=8)
+@pytest.mark.parametrize("variant,gate", VARIANT_GATES)
+def test_inf_and_nan_preactivations_behave_as_torch(backend, dtype, special, variant, gate):
+    # ±inf in one gate's pre-activation (one unit, one step, one row) of every gate each variant has: the
+    # explicit path's torch.sigmoid and torch.tanh give exactly 0, 1 or ±1 there; NaN in gives NaN out, in
+    # the same places, forward and backward (rows never mix before the weight gradient).
+    cell, x_proj, h0, c0 = extreme_inputs(1.0, dtype, T=5, H=8, variant=variant)
     with torch.no_grad():
         x_proj[2, 1, gate * 8 + 3] = special
     expected = values_and_grads(cell, lambda xp, n: cell_loop(cell, xp, h0, c0), x_proj, h0, c0)
@@ -332,3 +349,20 @@ def test_saturated_gates_hold_the_cell_exactly(backend, H):
     with torch.no_grad():
         _, _, c_T = run_fast(cell, x_proj, torch.randn(2, H), c0, backend)
     assert torch.equal(c_T, c0)
+
+
+# -- the variants' layout and coverage ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", list(LSTM_VARIANTS))
+def test_kernel_layout_is_the_cells_parameter_layout(variant):
+    cell = PeepholeLSTMCell(I, H, variant=variant)
+    assert fast_peephole.gate_layout(cell.switches) == (cell.gate_names, cell.peephole_names)
+
+
+def test_fgr_is_refused_with_the_covered_list():
+    cell = PeepholeLSTMCell(I, H, variant="fgr")
+    x_proj = cell.input_projection(torch.randn(T, B, I))
+    with pytest.raises(ValueError, match="variant='fgr'.*covers vanilla, nig, nfg, nog, niaf, noaf, np, cifg"):
+        fast_peephole.peephole_sequence(x_proj, *cell.default_state(B)[:2], cell.weight_hh, cell.bias_hh,
+                                        cell.peephole, variant="fgr")
+    assert "fgr" not in fast_peephole.KERNEL_VARIANTS

@@ -166,7 +166,12 @@ def test_every_cell_in_every_architecture(cell, arch):
 
 
 def test_backend_choice():
+    # the plain LSTM stays on torch's kernel in auto (the lead's decision: recurrent.py's docstring)
     assert resolve_backend(LSTMCell(I, H), "auto") == "fused"
+    for variant in LSTM_VARIANTS:  # every variant but fgr on the sequence kernel, np included
+        assert resolve_backend(PeepholeLSTMCell(I, H, variant=variant), "auto") == (
+            "explicit" if variant == "fgr" else "fast"), variant
+    assert resolve_backend(PeepholeLSTMCell(I, H, variant="np"), "fused") == "fused"
     assert resolve_backend(GRUCell(I, H, reset_after=False), "auto") == "fast"
     assert resolve_backend(GRUCell(I, H), "auto") == "fast" and resolve_backend(GRUCell(I, H), "fused") == "fused"
     assert resolve_backend(LSTMCell(I, H), "explicit") == "explicit"
@@ -210,11 +215,43 @@ def test_probes_give_total_gradient_wrt_hidden_state():
 
 @pytest.mark.parametrize("cell", list(VARIANTS))
 def test_auto_runs_each_lstm_variant_on_a_path_that_computes_it(cell):
-    """Whatever path `auto` picks for a variant (np: torch's LSTM; the others: the explicit path until a
-    kernel computes them), it equals the variant's equations, forward and backward, on a padded batch."""
+    """`auto` runs every variant but fgr on the sequence kernel (C++ where it builds: asserted), deep and
+    bidirectional, and it equals the variant's equations, forward and backward, on a padded batch."""
+    from rnnbench import fast_peephole
+
     a, b = twin(VARIANTS[cell], "explicit", "auto", num_layers=2, bidirectional=True)
-    assert {p for l in b.layers for p in l.paths} == ({"fused"} if cell == "peephole_np" else {"explicit"})
-    assert_same_run(a, b, torch.randn(9, 4, I), torch.tensor([9, 4, 7, 1]))
+    assert {p for l in b.layers for p in l.paths} == ({"explicit"} if cell == "peephole_fgr" else {"fast"})
+    loops = []
+    original = fast_peephole.PeepholeSequence.apply
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fast_peephole.PeepholeSequence, "apply", lambda *args: loops.append(args[-2]) or original(*args))
+        assert_same_run(a, b, torch.randn(9, 4, I), torch.tensor([9, 4, 7, 1]))
+    if cell == "peephole_fgr":
+        assert loops == []
+    else:  # 2 layers x 2 directions, each on the C++ kernel where it builds
+        expected = fast_peephole._extension() if fast_peephole.cpp_available() else fast_peephole._PythonLoops
+        assert len(loops) == 4 and all(l is expected for l in loops), loops
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "np", "cifg"])
+def test_auto_lstm_elsewhere_falls_back_with_one_warning(variant):
+    """A dtype the C++ kernel does not take (bfloat16 here; a CUDA device alike): np runs torch's LSTM
+    kernel, the other variants the Python sequence kernel, with one warning, never a crash."""
+    import warnings
+
+    from rnnbench import recurrent
+
+    recurrent._warn_once_lstm_elsewhere.cache_clear()
+    a, b = twin(functools.partial(PeepholeLSTMCell, variant=variant), "explicit", "auto")
+    a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
+    x = torch.randn(5, 2, I, dtype=torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="CPU only; torch.bfloat16 on cpu runs " +
+                      ("torch's LSTM kernel" if variant == "np" else "the Python sequence kernel")):
+        out = b(x)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b(x)
+    torch.testing.assert_close(out, a(x)[0], atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "cho"])
