@@ -71,6 +71,7 @@ def test_cells_quick_writes_json(tmp_path):
     machine = report["machine"]
     assert machine["cpu"] and machine["threads"] == 2 and machine["torch"]
     cells = report["suites"]["cells"]
+    from rnnbench import fast_peephole
     from rnnbench.bench.cells import REFERENCE, VARIANTS
     for config in cells["configs"]:
         stats, failures = config["stats"], config["failures"]
@@ -85,10 +86,21 @@ def test_cells_quick_writes_json(tmp_path):
             row = stats[v.name]
             assert _positive(row["median_s"]) and _positive(row["ratio"]) and _positive(row["gflops"])
             assert len(row["samples_s"]) == report["options"]["repeats"]
-    memory = cells["memory"]["cells"]
-    assert set(memory) == {v.name for v in VARIANTS}
-    assert all(m.get("tensor_peak_bytes") is None or m["tensor_peak_bytes"] > 0 for m in memory.values())
+        # every LSTM variant but fgr and both GRU forms run on rnnbench's kernels under auto
+        paths = config["paths"]
+        kernel_rows = [v.name for v in VARIANTS if v.backend == "auto" and "fgr" not in v.name]
+        expected = "fast/cpp" if fast_peephole.cpp_available() else ("fast/python", "fallback")
+        assert len(kernel_rows) == 10 and all(paths[name] in expected for name in kernel_rows), paths
+        assert paths["peephole fgr auto"] == "explicit" and paths[REFERENCE] == "fused"
+        for v in VARIANTS:  # the ratio to the row's torch counterpart, measured in the same rounds
+            if v.name not in failures and v.counterpart not in failures:
+                assert stats[v.name]["ratio_to_counterpart"] == pytest.approx(
+                    stats[v.name]["median_s"] / stats[v.counterpart]["median_s"])
+        memory = config["memory"]
+        assert set(memory) == {v.name for v in VARIANTS}
+        assert all(m.get("tensor_peak_bytes") is None or m["tensor_peak_bytes"] > 0 for m in memory.values())
     assert cells["tables"] and all(t["rows"] for t in cells["tables"])
+    assert "vs torch" in proc.stdout and "MiB tensor" in proc.stdout and "targets (issue 10)" in proc.stdout
 
 
 def test_diagnostics_quick_writes_json(tmp_path):
