@@ -79,4 +79,60 @@ inline int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 4096 / std::ma
 
 inline bool valid(const int64_t* lengths, int64_t b, int64_t t) { return lengths == nullptr || t < lengths[b]; }
 
+// -- the skeleton every sequence kernel shares -------------------------------------------------------------
+// Batch row b never meets row b' inside the time loops (each sequence has its own recurrence; only the
+// weight gradient sums over rows), so each thread takes one block of rows [b0, b1) and runs all T steps on
+// it, computing as the calling thread would (torch state, flush mode): fn(b0, b1).
+template <class F>
+inline void for_row_blocks(int64_t B, int64_t H, F&& fn) {
+  const CallerState caller;
+  at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
+    const AsCaller as_caller(caller);
+    fn(b0, b1);
+  });
+}
+
+// The checks every kernel makes of its tensors: on the CPU, one dtype, lengths a (B,) int64 CPU tensor.
+inline void check_cpu_one_dtype(const char* kernel, const std::vector<const Tensor*>& tensors,
+                                const std::optional<Tensor>& lengths, int64_t B) {
+  for (const Tensor* t : tensors) {
+    TORCH_CHECK(t->device().is_cpu(), kernel, " extension: CPU tensors only");
+    TORCH_CHECK(t->scalar_type() == tensors.front()->scalar_type(), kernel,
+                " extension: all tensors must share one dtype");
+  }
+  if (lengths) {
+    TORCH_CHECK(lengths->device().is_cpu() && lengths->scalar_type() == at::kLong && lengths->numel() == B,
+                "lengths must be a (B,) int64 CPU tensor");
+  }
+}
+
+// An optional tensor, contiguous, or undefined.
+inline Tensor contiguous_or_undefined(const std::optional<Tensor>& t) { return t ? t->contiguous() : Tensor(); }
+
+// The (B,) lengths as a pointer, null without lengths (`valid` then takes every step).
+inline const int64_t* lengths_ptr(const Tensor& lengths) {
+  return lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
+}
+
+// δh ping-pongs between two (B, H) buffers, one swap per step: step t reads buffer (T-1-t) % 2 and writes
+// (T-t) % 2, so after T steps ∂L/∂h_0 is in buffer T % 2. Starts from ∂L/∂h_T (zero if none).
+inline std::vector<Tensor> dh_buffers(const std::optional<Tensor>& grad_h_T, int64_t B, int64_t H,
+                                      const at::TensorOptions& options) {
+  return {grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, options), at::empty({B, H}, options)};
+}
+
+// Σ_t δ_t^T h_{t-1} for a recurrent weight read as U h_{t-1}, in one GEMM: delta (T, B, N), outputs (T, B, H)
+// -> (N, H). h_{t-1} is outputs[t-1] for t >= 1 (exact wherever δ_t != 0: a padded step has δ_t = 0 and a
+// zeroed output) and h0 for t = 0.
+inline Tensor recurrent_weight_grad(const Tensor& delta, const Tensor& outputs, const Tensor& h0) {
+  const int64_t T = delta.size(0), B = delta.size(1), N = delta.size(2), H = outputs.size(2);
+  Tensor grad_weight = at::zeros({N, H}, delta.options());
+  if (T > 1) {
+    at::mm_out(grad_weight, delta.view({T * B, N}).narrow(0, B, (T - 1) * B).t(),
+               outputs.view({T * B, H}).narrow(0, 0, (T - 1) * B));
+  }
+  if (T > 0) grad_weight.addmm_(delta[0].t(), h0);
+  return grad_weight;
+}
+
 }  // namespace rnnbench

@@ -1,8 +1,9 @@
 // Sequence-level GRU on CPU: the time loop of cells.GRUCell.step (gate order r, z, n), both forms, forward
 // and hand-written backward. The equations, the buffers and every argument are documented once, in
 // rnnbench/fast_gru.py; this file follows them line by line. Layout as in peephole.cpp: each thread takes
-// one block of batch rows and runs all T steps on it (one single-threaded GEMM per step and form, fused
-// element-wise passes), the recurrent weight gradient is one GEMM after the backward loop.
+// one block of batch rows and runs all T steps on it (common.h, `for_row_blocks`: one single-threaded GEMM
+// per step and form, fused element-wise passes), the recurrent weight gradient is one GEMM after the
+// backward loop.
 
 #include "common.h"
 
@@ -130,14 +131,7 @@ void check_inputs(const Tensor& x_proj, const Tensor& h0, const Tensor& weight_h
   TORCH_CHECK(h0.dim() == 2 && h0.size(0) == B && h0.size(1) == H, "h0 must be (B, H)");
   TORCH_CHECK(weight_hh.dim() == 2 && weight_hh.size(0) == 3 * H && weight_hh.size(1) == H, "weight_hh must be (3H, H)");
   TORCH_CHECK(bias_hh.numel() == 3 * H, "bias_hh must be (3H,)");
-  for (const Tensor* t : {&x_proj, &h0, &weight_hh, &bias_hh}) {
-    TORCH_CHECK(t->device().is_cpu(), "GRU extension: CPU tensors only");
-    TORCH_CHECK(t->scalar_type() == x_proj.scalar_type(), "GRU extension: all tensors must share one dtype");
-  }
-  if (lengths) {
-    TORCH_CHECK(lengths->device().is_cpu() && lengths->scalar_type() == at::kLong && lengths->numel() == B,
-                "lengths must be a (B,) int64 CPU tensor");
-  }
+  check_cpu_one_dtype("GRU", {&x_proj, &h0, &weight_hh, &bias_hh}, lengths, B);
 }
 
 }  // namespace
@@ -150,8 +144,8 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor weight_hh, Tensor b
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   x_proj = x_proj.contiguous(); h0 = h0.contiguous(); bias_hh = bias_hh.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = x_proj.size(2) / 3;
-  const Tensor lens = lengths ? lengths->contiguous() : Tensor();
-  const int64_t* len_ptr = lens.defined() ? lens.data_ptr<int64_t>() : nullptr;
+  const Tensor lens = contiguous_or_undefined(lengths);
+  const int64_t* len_ptr = lengths_ptr(lens);
 
   Tensor gates = at::empty({T, B, 3 * H}, x_proj.options());
   Tensor aux = at::empty({T, B, H}, x_proj.options());
@@ -169,9 +163,7 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor weight_hh, Tensor b
     const scalar_t* h0_p = h0.data_ptr<scalar_t>();
     const scalar_t* bias_p = bias_hh.data_ptr<scalar_t>();
     scalar_t* h_state_p = len_ptr ? h_state.data_ptr<scalar_t>() : nullptr;
-    const CallerState caller;
-    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      const AsCaller as_caller(caller);
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       const int64_t nb = b1 - b0;
       Tensor rz = reset_after ? Tensor() : at::empty({nb, 2 * H}, x_proj.options());  // this block's GEMM outputs
       Tensor un = reset_after ? Tensor() : at::empty({nb, H}, x_proj.options());
@@ -228,18 +220,16 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
                              bool reset_after, bool need_weight_grad) {
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
-  const Tensor lens = lengths ? lengths->contiguous() : Tensor();
-  const int64_t* len_ptr = lens.defined() ? lens.data_ptr<int64_t>() : nullptr;
-  const Tensor grad_out = grad_outputs ? grad_outputs->contiguous() : Tensor();
+  const Tensor lens = contiguous_or_undefined(lengths);
+  const int64_t* len_ptr = lengths_ptr(lens);
+  const Tensor grad_out = contiguous_or_undefined(grad_outputs);
   weight_hh = weight_hh.contiguous();
   h0 = h0.contiguous();
   const Tensor w_rz = weight_hh.narrow(0, 0, 2 * H);  // (2H, H), contiguous rows
   const Tensor w_n = weight_hh.narrow(0, 2 * H, H);   // (H, H)
 
   Tensor dbias = at::zeros({B, 3 * H}, gates.options());
-  // δh ping-pongs between two buffers, one swap per step: after T steps it is in dh_buf[T % 2].
-  Tensor dh_buf[2] = {grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, gates.options()),
-                      at::empty({B, H}, gates.options())};
+  const std::vector<Tensor> dh_buf = dh_buffers(grad_h_T, B, H, gates.options());
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     scalar_t* gates_p = gates.data_ptr<scalar_t>();
@@ -248,9 +238,7 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
     const scalar_t* h0_p = h0.data_ptr<scalar_t>();
     const scalar_t* grad_out_p = grad_out.defined() ? grad_out.data_ptr<scalar_t>() : nullptr;
     scalar_t* dbias_p = dbias.data_ptr<scalar_t>();
-    const CallerState caller;
-    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      const AsCaller as_caller(caller);
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       const int64_t nb = b1 - b0;
       Tensor drh = reset_after ? Tensor() : at::empty({nb, H}, gates.options());
       for (int64_t t = T - 1; t >= 0; --t) {
@@ -297,19 +285,16 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
 
   // Σ_t δ_t^T h_{t-1}: h_{t-1} is outputs[t-1] for t >= 1 (exact wherever δ_t != 0) and h0 for t = 0.
   Tensor grad_weight;
-  if (need_weight_grad) {
+  if (need_weight_grad && reset_after) {
+    grad_weight = recurrent_weight_grad(gates, outputs, h0);
+  } else if (need_weight_grad) {  // Cho: U_{r,z} reads h_{t-1}, U_n reads r ⊙ h_{t-1} (aux)
     grad_weight = at::zeros({3 * H, H}, gates.options());
     const Tensor delta = gates.view({T * B, 3 * H});
     const Tensor h_prev_rows = outputs.view({T * B, H}).narrow(0, 0, std::max<int64_t>(T - 1, 0) * B);
-    if (reset_after) {
-      if (T > 1) at::mm_out(grad_weight, delta.narrow(0, B, (T - 1) * B).t(), h_prev_rows);
-      if (T > 0) grad_weight.addmm_(gates[0].t(), h0);
-    } else {  // U_{r,z} reads h_{t-1}, U_n reads r ⊙ h_{t-1} (aux)
-      Tensor g_rz = grad_weight.narrow(0, 0, 2 * H), g_n = grad_weight.narrow(0, 2 * H, H);
-      if (T > 1) g_rz.addmm_(delta.narrow(0, B, (T - 1) * B).narrow(1, 0, 2 * H).t(), h_prev_rows);
-      if (T > 0) g_rz.addmm_(gates[0].narrow(1, 0, 2 * H).t(), h0);
-      g_n.addmm_(delta.narrow(1, 2 * H, H).t(), aux.view({T * B, H}));
-    }
+    Tensor g_rz = grad_weight.narrow(0, 0, 2 * H), g_n = grad_weight.narrow(0, 2 * H, H);
+    if (T > 1) g_rz.addmm_(delta.narrow(0, B, (T - 1) * B).narrow(1, 0, 2 * H).t(), h_prev_rows);
+    if (T > 0) g_rz.addmm_(gates[0].narrow(1, 0, 2 * H).t(), h0);
+    g_n.addmm_(delta.narrow(1, 2 * H, H).t(), aux.view({T * B, H}));
   }
   if (reset_after) {  // grad x_proj: δ_r, δ_z as for U h, but δ_n itself (not r ⊙ δ_n) for x_n
     gates.narrow(2, 2 * H, H).copy_(aux);

@@ -10,8 +10,7 @@
 // path: its gates read the previous step's gate activations through R (3H x 3H), a second recurrent GEMM per
 // step on a third state tensor, which neither fits this loop's one-GEMM-per-step layout nor its state.
 //
-// Batch row b never meets row b' inside the time loops (each sequence has its own recurrence; only the
-// weight gradient sums over rows), so each thread takes one block of rows and runs all T steps on it:
+// Each thread takes one block of batch rows and runs all T steps on it (common.h, `for_row_blocks`):
 // per step one single-threaded GEMM on its rows (ATen, into a preallocated slice) and one fused
 // element-wise pass, with no synchronisation between steps. The recurrent weight gradient is one
 // (multi-threaded) GEMM after the backward loop. Measured on the 2-core machine with another 2-thread job
@@ -197,14 +196,7 @@ void check_inputs(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, cons
   } else {
     TORCH_CHECK(!peephole, "this variant has no peepholes: pass None");
   }
-  for (const Tensor* t : all) {
-    TORCH_CHECK(t->device().is_cpu(), "LSTM extension: CPU tensors only");
-    TORCH_CHECK(t->scalar_type() == x_proj.scalar_type(), "LSTM extension: all tensors must share one dtype");
-  }
-  if (lengths) {
-    TORCH_CHECK(lengths->device().is_cpu() && lengths->scalar_type() == at::kLong && lengths->numel() == B,
-                "lengths must be a (B,) int64 CPU tensor");
-  }
+  check_cpu_one_dtype("LSTM", all, lengths, B);
 }
 
 template <class V>
@@ -216,11 +208,11 @@ std::vector<Tensor> forward_impl(Tensor x_proj, Tensor h0, Tensor c0, Tensor wei
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   x_proj = x_proj.contiguous(); h0 = h0.contiguous(); c0 = c0.contiguous();
   bias_hh = bias_hh.contiguous();
-  const Tensor peephole = peephole_opt ? peephole_opt->contiguous() : Tensor();
+  const Tensor peephole = contiguous_or_undefined(peephole_opt);
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = x_proj.size(2) / G;
-  const Tensor lens = lengths ? lengths->contiguous() : Tensor();
-  const Tensor probe = h_probe ? h_probe->contiguous() : Tensor();
-  const int64_t* len_ptr = lens.defined() ? lens.data_ptr<int64_t>() : nullptr;
+  const Tensor lens = contiguous_or_undefined(lengths);
+  const Tensor probe = contiguous_or_undefined(h_probe);
+  const int64_t* len_ptr = lengths_ptr(lens);
 
   Tensor gates = at::empty({T, B, G * H}, x_proj.options());
   Tensor cs = at::empty({T, B, H}, x_proj.options());
@@ -239,9 +231,7 @@ std::vector<Tensor> forward_impl(Tensor x_proj, Tensor h0, Tensor c0, Tensor wei
     const scalar_t* peep_p = peephole.defined() ? peephole.data_ptr<scalar_t>() : nullptr;
     const scalar_t* probe_p = probe.defined() ? probe.data_ptr<scalar_t>() : nullptr;
     scalar_t* h_state_p = len_ptr ? h_state.data_ptr<scalar_t>() : nullptr;
-    const CallerState caller;
-    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      const AsCaller as_caller(caller);
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       for (int64_t t = 0; t < T; ++t) {
         const Tensor& h_prev = len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]);
         Tensor gates_t = gates[t].narrow(0, b0, b1 - b0);
@@ -278,20 +268,18 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
   constexpr int G = V::G, P = V::P;
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / G;
-  const Tensor lens = lengths ? lengths->contiguous() : Tensor();
-  const int64_t* len_ptr = lens.defined() ? lens.data_ptr<int64_t>() : nullptr;
-  const Tensor grad_out = grad_outputs ? grad_outputs->contiguous() : Tensor();
+  const Tensor lens = contiguous_or_undefined(lengths);
+  const int64_t* len_ptr = lengths_ptr(lens);
+  const Tensor grad_out = contiguous_or_undefined(grad_outputs);
   weight_hh = weight_hh.contiguous();
-  const Tensor peephole = peephole_opt ? peephole_opt->contiguous() : Tensor();
+  const Tensor peephole = contiguous_or_undefined(peephole_opt);
   h0 = h0.contiguous();
   c0 = c0.contiguous();
 
   Tensor dprobe = has_probe ? at::empty({T, B, H}, gates.options()) : Tensor();
   Tensor dbias = at::zeros({B, G * H}, gates.options());
   Tensor dpeep = P > 0 ? at::zeros({B, P, H}, gates.options()) : Tensor();
-  // δh ping-pongs between two buffers, one swap per step: after T steps it is in dh_buf[T % 2].
-  Tensor dh_buf[2] = {grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, gates.options()),
-                      at::empty({B, H}, gates.options())};
+  const std::vector<Tensor> dh_buf = dh_buffers(grad_h_T, B, H, gates.options());
   Tensor dc = grad_c_T ? grad_c_T->contiguous().clone() : at::zeros({B, H}, gates.options());
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
@@ -304,9 +292,7 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
     scalar_t* dc_p = dc.data_ptr<scalar_t>();
     scalar_t* dbias_p = dbias.data_ptr<scalar_t>();
     scalar_t* dpeep_p = P > 0 ? dpeep.data_ptr<scalar_t>() : nullptr;
-    const CallerState caller;
-    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      const AsCaller as_caller(caller);
+    for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       for (int64_t t = T - 1; t >= 0; --t) {
         const Tensor& dh = dh_buf[(T - 1 - t) % 2];
         const Tensor& dh_prev = dh_buf[(T - t) % 2];
@@ -336,17 +322,7 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
   });
   const Tensor& dh = dh_buf[T % 2];
 
-  Tensor grad_weight;
-  if (need_weight_grad) {
-    // Σ_t δa_t^T h_{t-1} in one GEMM: h_{t-1} is outputs[t-1] for t >= 1 (exact wherever δa_t != 0)
-    // and h0 for t = 0.
-    grad_weight = at::zeros({G * H, H}, gates.options());
-    if (T > 1) {
-      at::mm_out(grad_weight, gates.view({T * B, G * H}).narrow(0, B, (T - 1) * B).t(),
-                 outputs.view({T * B, H}).narrow(0, 0, (T - 1) * B));
-    }
-    if (T > 0) grad_weight.addmm_(gates[0].t(), h0);
-  }
+  const Tensor grad_weight = need_weight_grad ? recurrent_weight_grad(gates, outputs, h0) : Tensor();
   return {gates, dh, dc, grad_weight, dbias.sum(0), P > 0 ? dpeep.sum(0) : Tensor(), dprobe};
 }
 
