@@ -21,7 +21,8 @@ Whether a claim holds is decided by a stated rule, never by eye (`judge`):
 - ``beats_baseline``: the mean final ``val/loss_over_baseline`` over seeds is below `BEATS_BASELINE`
   (the loss is at least 10% under the memoryless baseline: 1/6 for adding, 10 ln 8/(T+20) for copy).
 - ``better_than``: the cell's mean of the study's metric is better (by its direction) than that of
-  every cell listed.
+  every cell listed, and Welch's t-test against each gives p < 0.05; a better mean that the seeds do not
+  separate is reported as `MEAN_ONLY` ("mean only (n.s.)"), not as a claim that holds.
 - ``bound``: every run's profile at initialisation satisfies Pascanu et al. 2013's bound,
   log10(‖∂L/∂h_t‖ / ‖∂L/∂h_T‖) ≤ (T - t) · log10 γ for every t (+1e-4 for float rounding).
 - ``hurts``: Welch's t-test of the variant's runs against the base variant's gives p < 0.05 and the
@@ -51,6 +52,7 @@ RUNS_FILE = "runs.jsonl"
 PUBLISHED_FILE = "published.yaml"
 BEATS_BASELINE = 0.9  # mean loss / memoryless baseline below this: the baseline is beaten
 SIGNIFICANCE = 0.05
+MEAN_ONLY = "mean only"  # better by the mean, not significantly (Welch p ≥ SIGNIFICANCE, or one seed)
 BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
 CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts")
 
@@ -205,7 +207,14 @@ def judge(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any]) ->
         others = [_values(_matching(df, {**where, **other}), metric) for other in claim["better_than"]]
         if len(x) and all(len(o) for o in others):
             better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
-            out["holds"] = all(better(x.mean(), o.mean()) for o in others)
+            if not all(better(x.mean(), o.mean()) for o in others):
+                out["holds"] = False
+            elif len(x) > 1 and all(len(o) > 1 for o in others):
+                # a better mean is a claim only when the seeds separate it: Welch against each other
+                out["p"] = max(welch_p_value(x, o) for o in others)
+                out["holds"] = True if out["p"] < SIGNIFICANCE else MEAN_ONLY
+            else:
+                out["holds"] = MEAN_ONLY
     elif "bound" in claim:
         layer = published.get("layer", "layer0")
         profiles = [p[layer] for p in runs.get("profile_init", pd.Series(dtype=object)) if isinstance(p, dict)]
@@ -257,7 +266,7 @@ def comparison(study: str | Path, records_path: str | Path | None = None, precis
             if extra in result:
                 measured += f" ({fmt.format(result[extra])})"
         source = published["sources"][claim["source"]]
-        holds = {True: "yes", False: "**no**", None: "not run"}[result["holds"]]
+        holds = {True: "yes", False: "**no**", None: "not run", MEAN_ONLY: "mean only (n.s.)"}[result["holds"]]
         body.append([*(label(claim.get("where", {}).get(k)) for k in keys),
                      "–" if value is None else label(value), source["cite"], claim_text(claim, published),
                      measured, str(result["n"]), holds])

@@ -110,10 +110,31 @@ def test_better_than_rule_follows_the_metric_direction(tmp_path):
     rows = studies.records_frame(studies.read_records(studies.export("s", [tmp_path], tmp_path / "out")))
     pub = published([], metric="test/accuracy", mode="max")
     claim = {"source": "p", "where": {"cell": "gru"}, "better_than": [{"cell": "lstm"}, {"cell": "vanilla"}]}
-    assert studies.judge(claim, rows, pub)["holds"] is True
+    # a better mean than both, but vanilla has one seed: no test possible, so not a claim that holds
+    weak = studies.judge(claim, rows, pub)
+    assert weak["holds"] == studies.MEAN_ONLY and "p" not in weak
     assert studies.judge({**claim, "where": {"cell": "vanilla"}}, rows, pub)["holds"] is False
     assert studies.judge(claim, rows, {**pub, "mode": "min"})["holds"] is False
     assert len(df) == 5
+
+
+def test_better_than_holds_only_when_the_seeds_separate_the_cells(tmp_path):
+    accs = {"gru": [0.90, 0.91, 0.92], "lstm": [0.80, 0.81, 0.79], "irnn": [0.89, 0.80, 0.95]}
+    job = 0
+    for cell, values in accs.items():
+        for seed, acc in enumerate(values):
+            fake_run(tmp_path / str(job), [f"cell={cell}", f"train.seed={seed}"], {"val/accuracy": acc},
+                     test={"test/accuracy": acc}, cell=cell)
+            job += 1
+    rows = studies.records_frame(studies.read_records(studies.export("s", [tmp_path], tmp_path / "out")))
+    pub = published([], metric="test/accuracy", mode="max")
+    clear = studies.judge({"source": "p", "where": {"cell": "gru"}, "better_than": [{"cell": "lstm"}]}, rows, pub)
+    assert clear["holds"] is True and clear["p"] < 0.05
+    noisy = studies.judge({"source": "p", "where": {"cell": "irnn"}, "better_than": [{"cell": "lstm"}]}, rows, pub)
+    assert noisy["holds"] == studies.MEAN_ONLY and noisy["p"] > 0.05
+    (tmp_path / "out" / "published.yaml").write_text(yaml.safe_dump(
+        {**pub, "claims": [{"source": "p", "where": {"cell": "irnn"}, "better_than": [{"cell": "lstm"}]}]}))
+    assert "| mean only (n.s.) |" in studies.table(tmp_path / "out" / "published.yaml")
 
 
 def test_bound_rule_checks_every_step_of_the_profile_at_initialisation(tmp_path):
