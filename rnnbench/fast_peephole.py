@@ -72,12 +72,13 @@ _LDFLAGS = ["-fopenmp"]
 
 
 # -- the two implementations of the sequence loops ------------------------------------------------------
-# Both expose forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant)
+# Both expose forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant, overwrite_x_proj)
 #   -> [outputs (T,B,H), h_T, c_T, gates (T,B,G·H) activated gates present (i,f,g,o), c (T,B,H)]
 # and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, outputs, h0, c0, weight_hh, peephole,
 #              lengths, has_probe, need_weight_grad, variant)
 #   -> [grad x_proj, grad h0, grad c0, grad weight_hh, grad bias_hh, grad peephole, grad h_probe];
-# `variant` is the LSTMVariant (Python) or its `variant_bits` (C++); peephole is None without peepholes.
+# `variant` is the LSTMVariant (Python) or its `variant_bits` (C++); peephole is None without peepholes;
+# with overwrite_x_proj the C++ forward may write `gates` over x_proj (the Python one never does).
 # backward may write grad x_proj over `gates` (the C++ one does: a second T·B·4H buffer, and its page
 # faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
 
@@ -85,7 +86,7 @@ class _PythonLoops:
     """The sequence loops in torch ops (any device/dtype); `csrc/peephole.cpp` is the same code in C++."""
 
     @staticmethod
-    def forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant):
+    def forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant, overwrite_x_proj=False):
         gate_names, peephole_names = gate_layout(variant)
         G = len(gate_names)
         T, B, H = x_proj.shape[0], x_proj.shape[1], x_proj.shape[2] // G
@@ -213,10 +214,11 @@ class PeepholeSequence(torch.autograd.Function):
     cell's `LSTMVariant` (the C++ module takes its bits, `variant_bits`)."""
 
     @staticmethod
-    def forward(ctx, x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops, variant):
+    def forward(ctx, x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops, variant,
+                overwrite_x_proj=False):
         which = variant if loops is _PythonLoops else variant_bits(variant)
         outputs, h_T, c_T, gates, cs = loops.forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths,
-                                                     h_probe, which)
+                                                     h_probe, which, overwrite_x_proj)
         ctx.loops, ctx.has_probe, ctx.which = loops, h_probe is not None, which
         ctx.save_for_backward(gates, cs, outputs, h0, c0, weight_hh, peephole, lengths)
         ctx.set_materialize_grads(False)
@@ -231,7 +233,7 @@ class PeepholeSequence(torch.autograd.Function):
         dx, dh0, dc0, dw, db, dp, dprobe = ctx.loops.backward(
             grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
             ctx.has_probe, ctx.needs_input_grad[3], ctx.which)
-        return dx, dh0, dc0, dw, db, dp, None, dprobe, None, None
+        return dx, dh0, dc0, dw, db, dp, None, dprobe, None, None, None
 
 
 # -- the variants ------------------------------------------------------------------------------------------
@@ -419,7 +421,8 @@ def checked_lengths(lengths: Tensor | None, T: int, B: int) -> Tensor | None:
 
 def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor,
                       peephole: Tensor | None, lengths: Tensor | None = None, probe: bool = False,
-                      h_probe: Tensor | None = None, backend: str = "auto", variant: str | LSTMVariant = "vanilla"):
+                      h_probe: Tensor | None = None, backend: str = "auto", variant: str | LSTMVariant = "vanilla",
+                      overwrite_x_proj: bool = False):
     """Run an LSTM of the family over a sequence: `PeepholeLSTMCell.step` for t = 0..T-1 (module docstring).
 
     `variant`: a name in KERNEL_VARIANTS or its LSTMVariant. With G gate row blocks (`gate_layout`) and P
@@ -429,6 +432,10 @@ def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
 
     Gradient probes: pass `h_probe` (T, B, H) zeros requiring grad, or `probe=True` to have one made and
     returned as a fourth result; after backward its `.grad` is ∂L/∂h_t for every t.
+
+    `overwrite_x_proj=True` says x_proj is this call's own, read by nothing else (`cell_sequence` makes it):
+    the C++ kernel then keeps its gates in x_proj's memory (one (T, B, G·H) buffer less) and x_proj's
+    values are gone after the call.
     """
     switches = _switches(variant)
     if (peephole is None) != (not switches.peepholes):
@@ -438,18 +445,19 @@ def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
     if probe and h_probe is None:
         h_probe = x_proj.new_zeros(T, B, h0.shape[1], requires_grad=True)
     result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
-                                    _loops(backend, x_proj), switches)
+                                    _loops(backend, x_proj), switches, overwrite_x_proj)
     return (*result, h_probe) if probe else result
 
 
 def cell_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, backend: str = "auto",
                   h_probe: Tensor | None = None):
     """`peephole_sequence` on a `PeepholeLSTMCell`'s own tensors (any covered variant): x (T, B, I), state
-    (h0, c0) -> outputs (T, B, H), (h_T, c_T)."""
+    (h0, c0) -> outputs (T, B, H), (h_T, c_T). The input projection is made here, for the kernel alone, so
+    the kernel may keep its gates in it."""
     h0, c0 = state
     out, h, c = peephole_sequence(cell.input_projection(x), h0, c0, cell.weight_hh, cell.bias_hh,
                                   getattr(cell, "peephole", None), lengths=lengths, h_probe=h_probe,
-                                  backend=backend, variant=cell.switches)
+                                  backend=backend, variant=cell.switches, overwrite_x_proj=True)
     return out, (h, c)
 
 

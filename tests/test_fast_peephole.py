@@ -366,3 +366,24 @@ def test_fgr_is_refused_with_the_covered_list():
         fast_peephole.peephole_sequence(x_proj, *cell.default_state(B)[:2], cell.weight_hh, cell.bias_hh,
                                         cell.peephole, variant="fgr")
     assert "fgr" not in fast_peephole.KERNEL_VARIANTS
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", ["vanilla", "cifg"])
+def test_x_proj_is_overwritten_only_when_the_caller_gives_it_away(backend, variant):
+    # overwrite_x_proj: the C++ kernel keeps its gates in x_proj's memory; the results are the same, and a
+    # caller's x_proj is never touched without it
+    cell, x, h0, c0 = make_inputs(variant=variant)
+    lengths = torch.tensor(PADDED)
+    results = {}
+    for overwrite in (False, True):
+        x_proj = cell.input_projection(x)
+        kept = x_proj.detach().clone()
+        out, h_T, c_T = fast_peephole.peephole_sequence(
+            x_proj, h0, c0, cell.weight_hh, cell.bias_hh, getattr(cell, "peephole", None), lengths=lengths,
+            backend=backend, variant=variant, overwrite_x_proj=overwrite)
+        grads = torch.autograd.grad((out * out).sum() + h_T.sum() + c_T.sum(), [h0, c0, *cell.parameters()])
+        assert torch.equal(x_proj, kept) == (not overwrite or backend == "python"), overwrite
+        results[overwrite] = (out, h_T, c_T, *grads)
+    for a, b in zip(results[False], results[True]):
+        assert torch.equal(a, b)

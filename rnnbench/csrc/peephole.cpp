@@ -68,12 +68,14 @@ std::vector<Tensor> dispatch_variant(int64_t bits, F&& f) {
   return {};
 }
 
-// Forward element-wise pass of step t for one batch row. On entry `a` (G·H) holds U h_{t-1}; on exit the
-// activated gates present (i, f, g, o).
+// Forward element-wise pass of step t for one batch row: `a` (G·H) holds U h_{t-1}, `x` the row of x_proj;
+// writes the activated gates present (i, f, g, o) to `gates`, which may be `x` itself (each element is read
+// before it is written).
 template <class V, typename scalar_t>
-inline void forward_row(int64_t H, scalar_t* __restrict__ a, const scalar_t* __restrict__ x,
+inline void forward_row(int64_t H, const scalar_t* __restrict__ a, const scalar_t* x,
                         const scalar_t* __restrict__ bias, const scalar_t* __restrict__ peephole,
-                        const scalar_t* __restrict__ cp, scalar_t* __restrict__ c, scalar_t* __restrict__ h) {
+                        const scalar_t* __restrict__ cp, scalar_t* __restrict__ c, scalar_t* __restrict__ h,
+                        scalar_t* gates) {
   const int64_t ki = V::ki * H, kf = V::kf * H, kg = V::kg * H, ko = V::ko * H;
   const scalar_t* __restrict__ p_i = V::peepholes ? peephole + V::pi * H : nullptr;
   const scalar_t* __restrict__ p_f = V::peepholes ? peephole + V::pf * H : nullptr;
@@ -100,10 +102,10 @@ inline void forward_row(int64_t H, scalar_t* __restrict__ a, const scalar_t* __r
       if constexpr (V::peepholes) o = sigmoid(a[ko + j] + x[ko + j] + bias[ko + j] + p_o[j] * cj);
       else o = sigmoid(a[ko + j] + x[ko + j] + bias[ko + j]);
     }
-    if constexpr (V::input_gate) a[ki + j] = i;
-    if constexpr (V::forget_gate) a[kf + j] = f;
-    a[kg + j] = g;
-    if constexpr (V::output_gate) a[ko + j] = o;
+    if constexpr (V::input_gate) gates[ki + j] = i;
+    if constexpr (V::forget_gate) gates[kf + j] = f;
+    gates[kg + j] = g;
+    if constexpr (V::output_gate) gates[ko + j] = o;
     c[j] = cj;
     if constexpr (V::output_gate && V::output_activation) h[j] = o * std::tanh(cj);
     else if constexpr (V::output_gate) h[j] = o * cj;
@@ -202,7 +204,7 @@ void check_inputs(const Tensor& x_proj, const Tensor& h0, const Tensor& c0, cons
 template <class V>
 std::vector<Tensor> forward_impl(Tensor x_proj, Tensor h0, Tensor c0, Tensor weight_hh, Tensor bias_hh,
                                  std::optional<Tensor> peephole_opt, std::optional<Tensor> lengths,
-                                 std::optional<Tensor> h_probe) {
+                                 std::optional<Tensor> h_probe, bool overwrite_x_proj) {
   constexpr int G = V::G;
   check_inputs<V>(x_proj, h0, c0, weight_hh, bias_hh, peephole_opt, lengths);
   at::AutoDispatchBelowADInplaceOrView no_autograd;
@@ -214,7 +216,10 @@ std::vector<Tensor> forward_impl(Tensor x_proj, Tensor h0, Tensor c0, Tensor wei
   const Tensor probe = contiguous_or_undefined(h_probe);
   const int64_t* len_ptr = lengths_ptr(lens);
 
-  Tensor gates = at::empty({T, B, G * H}, x_proj.options());
+  // x_proj is read once per element, just before the gates of that element are written: with
+  // overwrite_x_proj (the caller's own buffer, read by nobody else) the gates go over it, one (T, B, G·H)
+  // buffer, and its page faults, fewer.
+  Tensor gates = overwrite_x_proj ? x_proj : at::empty({T, B, G * H}, x_proj.options());
   Tensor cs = at::empty({T, B, H}, x_proj.options());
   Tensor outputs = at::empty({T, B, H}, x_proj.options());
   // With lengths the recurrent state (frozen past each end) differs from the (zeroed) outputs.
@@ -232,10 +237,12 @@ std::vector<Tensor> forward_impl(Tensor x_proj, Tensor h0, Tensor c0, Tensor wei
     const scalar_t* probe_p = probe.defined() ? probe.data_ptr<scalar_t>() : nullptr;
     scalar_t* h_state_p = len_ptr ? h_state.data_ptr<scalar_t>() : nullptr;
     for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      // U h_{t-1} of this block's rows, one buffer for all steps: it stays in cache
+      Tensor uh = at::empty({b1 - b0, G * H}, x_proj.options());
+      const scalar_t* uh_p = uh.data_ptr<scalar_t>();
       for (int64_t t = 0; t < T; ++t) {
         const Tensor& h_prev = len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]);
-        Tensor gates_t = gates[t].narrow(0, b0, b1 - b0);
-        at::mm_out(gates_t, h_prev.narrow(0, b0, b1 - b0), w_t);  // U h_{t-1} on these rows
+        at::mm_out(uh, h_prev.narrow(0, b0, b1 - b0), w_t);  // U h_{t-1} on these rows
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;  // (t, b) in a (T, B, ·) buffer
           const scalar_t* c_prev = t == 0 ? c0_p + b * H : cs_p + (row - B) * H;
@@ -245,8 +252,8 @@ std::vector<Tensor> forward_impl(Tensor x_proj, Tensor h0, Tensor c0, Tensor wei
             std::fill(h, h + H, scalar_t(0));
             continue;
           }
-          forward_row<V, scalar_t>(H, gates_p + row * G * H, x_p + row * G * H, bias_p, peep_p, c_prev,
-                                   cs_p + row * H, h);
+          forward_row<V, scalar_t>(H, uh_p + (b - b0) * G * H, x_p + row * G * H, bias_p, peep_p, c_prev,
+                                   cs_p + row * H, h, gates_p + row * G * H);
           if (probe_p) {
             for (int64_t j = 0; j < H; ++j) h[j] += probe_p[row * H + j];
           }
@@ -329,11 +336,13 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
 }  // namespace
 
 // Returns {outputs (T,B,H), h_T (B,H), c_T (B,H), gates (T,B,G·H) activated gates present, c (T,B,H)}.
+// With overwrite_x_proj, `gates` is x_proj itself (a contiguous one), overwritten.
 std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor weight_hh, Tensor bias_hh,
                             std::optional<Tensor> peephole, std::optional<Tensor> lengths,
-                            std::optional<Tensor> h_probe, int64_t variant) {
+                            std::optional<Tensor> h_probe, int64_t variant, bool overwrite_x_proj) {
   return dispatch_variant(variant, [&](auto v) {
-    return forward_impl<decltype(v)>(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe);
+    return forward_impl<decltype(v)>(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
+                                     overwrite_x_proj);
   });
 }
 
