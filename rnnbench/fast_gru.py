@@ -38,8 +38,9 @@ class GRUSequence(torch.autograd.Function):
     """The whole sequence as one autograd node on the C++ module `kernel`."""
 
     @staticmethod
-    def forward(ctx, x_proj, h0, weight_hh, bias_hh, lengths, reset_after, kernel):
-        outputs, h_T, gates, aux = kernel.forward(x_proj, h0, weight_hh, bias_hh, lengths, reset_after)
+    def forward(ctx, x_proj, h0, weight_hh, bias_hh, lengths, reset_after, kernel, overwrite_x_proj=False):
+        outputs, h_T, gates, aux = kernel.forward(x_proj, h0, weight_hh, bias_hh, lengths, reset_after,
+                                                  overwrite_x_proj)
         ctx.kernel, ctx.reset_after = kernel, reset_after
         ctx.save_for_backward(gates, aux, outputs, h0, weight_hh, lengths)
         ctx.set_materialize_grads(False)
@@ -53,7 +54,7 @@ class GRUSequence(torch.autograd.Function):
             gates, aux = gates.clone(), aux.clone()
         dx, dh0, dw, db = ctx.kernel.backward(grad_outputs, grad_h_T, gates, aux, outputs, h0, weight_hh, lengths,
                                               ctx.reset_after, ctx.needs_input_grad[2])
-        return dx, dh0, dw, db, None, None, None
+        return dx, dh0, dw, db, None, None, None, None
 
 
 def fits(x: Tensor) -> bool:
@@ -67,12 +68,14 @@ def available() -> bool:
 
 
 def gru_sequence(x_proj: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor, lengths: Tensor | None = None,
-                 reset_after: bool = True) -> tuple[Tensor, Tensor]:
+                 reset_after: bool = True, overwrite_x_proj: bool = False) -> tuple[Tensor, Tensor]:
     """Run `GRUCell.step` for t = 0..T-1 (module docstring) on the C++ kernel.
 
     x_proj (T, B, 3H) = x @ W_ih^T + b_ih; h0 (B, H); weight_hh (3H, H); bias_hh (3H,); lengths (B,) int64
     or None. Returns outputs (T, B, H) (zero at padded steps) and h_T (B, H) (each sequence's own end).
     Raises RuntimeError where the kernel cannot run (`fits`, `available`): callers choose the fallback.
+    `overwrite_x_proj=True`: x_proj is this call's own, read by nothing else; the kernel keeps its gates in
+    its memory (one (T, B, 3H) buffer less) and x_proj's values are gone after the call.
     """
     if not fits(x_proj):
         raise RuntimeError(f"the C++ GRU kernel needs float32/float64 CPU tensors, got {x_proj.dtype} on "
@@ -81,4 +84,4 @@ def gru_sequence(x_proj: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor,
         raise RuntimeError("the C++ GRU kernel is unavailable (RNNBENCH_NO_CPP set, or no compiler: see the warning)")
     lengths = fast_peephole.checked_lengths(lengths, *x_proj.shape[:2])
     return GRUSequence.apply(x_proj, h0, weight_hh, bias_hh, lengths, bool(reset_after),
-                             fast_peephole._extension("gru"))
+                             fast_peephole._extension("gru"), overwrite_x_proj)

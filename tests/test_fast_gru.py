@@ -155,3 +155,23 @@ def test_what_the_kernel_cannot_run_is_refused_clearly():
     x_proj, h0 = inputs(cell)
     with pytest.raises(RuntimeError, match="float32/float64 CPU tensors, got torch.bfloat16"):
         fast_gru.gru_sequence(x_proj.bfloat16(), h0.bfloat16(), cell.weight_hh.bfloat16(), cell.bias_hh.bfloat16())
+
+
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "cho"])
+def test_x_proj_is_overwritten_only_when_the_caller_gives_it_away(reset_after):
+    # overwrite_x_proj: the kernel keeps its gates in x_proj's memory; the results are the same, and a
+    # caller's x_proj is never touched without it
+    torch.manual_seed(0)
+    cell = GRUCell(4, 5, reset_after=reset_after)
+    x, h0 = torch.randn(7, 3, 4), torch.randn(3, 5, requires_grad=True)
+    results = {}
+    for overwrite in (False, True):
+        x_proj = cell.input_projection(x)
+        kept = x_proj.detach().clone()
+        out, h_T = fast_gru.gru_sequence(x_proj, h0, cell.weight_hh, cell.bias_hh, torch.tensor([7, 3, 5]),
+                                         reset_after, overwrite_x_proj=overwrite)
+        grads = torch.autograd.grad((out * out).sum() + h_T.sum(), [h0, *cell.parameters()])
+        assert torch.equal(x_proj, kept) == (not overwrite)
+        results[overwrite] = (out, h_T, *grads)
+    for a, b in zip(results[False], results[True]):
+        assert torch.equal(a, b)

@@ -15,20 +15,21 @@ using namespace rnnbench;
 
 // -- reset_after = true (torch, cuDNN): n = tanh(x_n + r ⊙ (U_n h + b_hn)) ------------------------------
 
-// On entry `a` (3H) holds U h_{t-1}; on exit r, z, n. `hn` gets U_n h_{t-1} + b_hn (the backward needs it).
+// `a` (3H) holds U h_{t-1}, `x` the row of x_proj; writes r, z, n to `gates`, which may be `x` itself (each
+// element is read before it is written). `hn` gets U_n h_{t-1} + b_hn (the backward needs it).
 template <typename scalar_t>
-inline void forward_row_after(int64_t H, scalar_t* __restrict__ a, const scalar_t* __restrict__ x,
+inline void forward_row_after(int64_t H, const scalar_t* __restrict__ a, const scalar_t* x,
                               const scalar_t* __restrict__ bias, const scalar_t* __restrict__ hp,
-                              scalar_t* __restrict__ hn, scalar_t* __restrict__ h) {
+                              scalar_t* __restrict__ hn, scalar_t* __restrict__ h, scalar_t* gates) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
     const scalar_t r = sigmoid(x[j] + (a[j] + bias[j]));
     const scalar_t z = sigmoid(x[H + j] + (a[H + j] + bias[H + j]));
     const scalar_t h_n = a[2 * H + j] + bias[2 * H + j];
     const scalar_t n = std::tanh(x[2 * H + j] + r * h_n);
-    a[j] = r;
-    a[H + j] = z;
-    a[2 * H + j] = n;
+    gates[j] = r;
+    gates[H + j] = z;
+    gates[2 * H + j] = n;
     hn[j] = h_n;
     h[j] = (scalar_t(1) - z) * n + z * hp[j];
   }
@@ -62,10 +63,11 @@ inline void backward_row_after(int64_t H, scalar_t* __restrict__ a, scalar_t* __
 
 // -- reset_after = false (Cho et al. 2014): n = tanh(x_n + U_n (r ⊙ h) + b_hn) -----------------------------
 
-// First pass: `rz` (2H) holds U_{r,z} h_{t-1}; writes r, z into `a` and r ⊙ h_{t-1} into `rh`.
+// First pass: `rz` (2H) holds U_{r,z} h_{t-1}; writes r, z into `a` and r ⊙ h_{t-1} into `rh`. `a` may be
+// `x` (the row of x_proj) itself, in both passes: each element is read before it is written.
 template <typename scalar_t>
-inline void forward_row_before_1(int64_t H, scalar_t* __restrict__ a, const scalar_t* __restrict__ rz,
-                                 const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias,
+inline void forward_row_before_1(int64_t H, scalar_t* a, const scalar_t* __restrict__ rz,
+                                 const scalar_t* x, const scalar_t* __restrict__ bias,
                                  const scalar_t* __restrict__ hp, scalar_t* __restrict__ rh) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
@@ -78,8 +80,8 @@ inline void forward_row_before_1(int64_t H, scalar_t* __restrict__ a, const scal
 
 // Second pass: `un` (H) holds U_n (r ⊙ h_{t-1}); writes n into `a` and h_t.
 template <typename scalar_t>
-inline void forward_row_before_2(int64_t H, scalar_t* __restrict__ a, const scalar_t* __restrict__ un,
-                                 const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias,
+inline void forward_row_before_2(int64_t H, scalar_t* a, const scalar_t* __restrict__ un,
+                                 const scalar_t* x, const scalar_t* __restrict__ bias,
                                  const scalar_t* __restrict__ hp, scalar_t* __restrict__ h) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) {
@@ -137,9 +139,10 @@ void check_inputs(const Tensor& x_proj, const Tensor& h0, const Tensor& weight_h
 }  // namespace
 
 // Returns {outputs (T,B,H), h_T (B,H), gates (T,B,3H) activated r,z,n, aux (T,B,H)}: aux is U_n h + b_hn
-// (reset_after) or r ⊙ h_{t-1} (Cho), zero at padded steps.
+// (reset_after) or r ⊙ h_{t-1} (Cho), zero at padded steps. With overwrite_x_proj (the caller's own buffer,
+// read by nobody else) `gates` is x_proj itself, overwritten: one (T, B, 3H) buffer, and its page faults, fewer.
 std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor weight_hh, Tensor bias_hh,
-                            std::optional<Tensor> lengths, bool reset_after) {
+                            std::optional<Tensor> lengths, bool reset_after, bool overwrite_x_proj) {
   check_inputs(x_proj, h0, weight_hh, bias_hh, lengths);
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   x_proj = x_proj.contiguous(); h0 = h0.contiguous(); bias_hh = bias_hh.contiguous();
@@ -147,7 +150,7 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor weight_hh, Tensor b
   const Tensor lens = contiguous_or_undefined(lengths);
   const int64_t* len_ptr = lengths_ptr(lens);
 
-  Tensor gates = at::empty({T, B, 3 * H}, x_proj.options());
+  Tensor gates = overwrite_x_proj ? x_proj : at::empty({T, B, 3 * H}, x_proj.options());
   Tensor aux = at::empty({T, B, H}, x_proj.options());
   Tensor outputs = at::empty({T, B, H}, x_proj.options());
   Tensor h_state = len_ptr ? h0.clone() : Tensor();  // with lengths: frozen past each end, outputs zeroed
@@ -165,15 +168,16 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor weight_hh, Tensor b
     scalar_t* h_state_p = len_ptr ? h_state.data_ptr<scalar_t>() : nullptr;
     for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       const int64_t nb = b1 - b0;
-      Tensor rz = reset_after ? Tensor() : at::empty({nb, 2 * H}, x_proj.options());  // this block's GEMM outputs
+      // this block's GEMM outputs, one buffer each for all steps: they stay in cache
+      Tensor uh = reset_after ? at::empty({nb, 3 * H}, x_proj.options()) : Tensor();
+      Tensor rz = reset_after ? Tensor() : at::empty({nb, 2 * H}, x_proj.options());
       Tensor un = reset_after ? Tensor() : at::empty({nb, H}, x_proj.options());
       for (int64_t t = 0; t < T; ++t) {
         const Tensor& h_prev = len_ptr ? h_state : (t == 0 ? h0 : outputs[t - 1]);
         const scalar_t* hp_p = len_ptr ? h_state_p : (t == 0 ? h0_p : out_p + (t - 1) * B * H);
         const Tensor h_rows = h_prev.narrow(0, b0, nb);
         if (reset_after) {
-          Tensor gates_t = gates[t].narrow(0, b0, nb);
-          at::mm_out(gates_t, h_rows, w_t);                       // U h_{t-1} on these rows
+          at::mm_out(uh, h_rows, w_t);                            // U h_{t-1} on these rows
         } else {
           at::mm_out(rz, h_rows, w_rz_t);                         // U_{r,z} h_{t-1}
         }
@@ -186,8 +190,8 @@ std::vector<Tensor> forward(Tensor x_proj, Tensor h0, Tensor weight_hh, Tensor b
             continue;
           }
           if (reset_after) {
-            forward_row_after<scalar_t>(H, gates_p + row * 3 * H, x_p + row * 3 * H, bias_p, hp_p + b * H,
-                                        aux_p + row * H, h);
+            forward_row_after<scalar_t>(H, uh.data_ptr<scalar_t>() + (b - b0) * 3 * H, x_p + row * 3 * H, bias_p,
+                                        hp_p + b * H, aux_p + row * H, h, gates_p + row * 3 * H);
           } else {
             forward_row_before_1<scalar_t>(H, gates_p + row * 3 * H, rz.data_ptr<scalar_t>() + (b - b0) * 2 * H,
                                            x_p + row * 3 * H, bias_p, hp_p + b * H, aux_p + row * H);
