@@ -222,7 +222,7 @@ def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoin
 
 
 def build_experiment(cfg: DictConfig, job: Job) -> Built:
-    """Threads, device and seeds first, then everything from the config, checked as it is built."""
+    """Threads, device and seeds first, then everything from the config (`build_objects`)."""
     # First: torch's worker threads copy the flush mode when they are made (fast_peephole.set_flush_denormal).
     flush_denormal = fast_peephole.set_flush_denormal(cfg.train.flush_denormal) and cfg.train.flush_denormal
     threads = cfg.train.threads or job.launcher_threads
@@ -230,6 +230,13 @@ def build_experiment(cfg: DictConfig, job: Job) -> Built:
         torch.set_num_threads(threads)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
+    return Built(device, *build_objects(cfg, device), flush_denormal=flush_denormal)
+
+
+def build_objects(cfg: DictConfig, device: torch.device) -> tuple[Any, torch.nn.Module, int, Any, Any]:
+    """Task, model (and its width), optimiser and schedule from the config, checked as they are built
+    (a user's own classes, the pyramid's depth). Sets nothing process-wide (threads, flush mode, seeds:
+    `build_experiment` does), so the tests build every preset this way in one process."""
     interface.check_class(cfg.cell, "cell")  # a user's own cell or task: importable, the right methods
     interface.check_class(cfg.task, "task")
     task = build(cfg.task, "task", device=device)
@@ -239,7 +246,7 @@ def build_experiment(cfg: DictConfig, job: Job) -> Built:
     check_pyramid_depth(model, task)
     optimizer = build(cfg.optim, "optim", model.parameters())
     scheduler = build(cfg.schedule, "schedule", optimizer) if cfg.schedule else None
-    return Built(device, task, model, hidden_size, optimizer, scheduler, flush_denormal)
+    return task, model, hidden_size, optimizer, scheduler
 
 
 def first_summary(cfg: DictConfig, job: Job, built: Built, plan: checkpoint.ResumePlan,

@@ -27,11 +27,74 @@ def _isolated_wandb(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NETRC", str(base / "no-netrc"))
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m rnnbench ARGS` in `cwd`, as a user runs it; returns the finished process."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "rnnbench", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+# Variables read when torch or the interpreter starts (thread pools, allocators, import paths): a
+# command whose environment differs from the fork server's in one of them gets a real interpreter.
+_READ_AT_IMPORT = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH_", "PYTORCH_", "CUDA_", "LD_", "PYTHON")
+_server: dict = {}
+
+
+def _fork_server():
+    """The multiprocessing context whose server has imported what a run imports (tests/cli_child.py),
+    started on first use, with the environment it started in."""
+    if not _server:
+        import multiprocessing
+
+        import cli_child
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(cli_child.PRELOAD)
+        _server.update(context=context, env=dict(os.environ))
+    return _server["context"], _server["env"]
+
+
+def _read_at_import(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(_READ_AT_IMPORT) and k != "PYTHONUNBUFFERED"}
+
+
+def _may_start_workers(args: tuple[str, ...]) -> bool:
+    """Whether a command may sweep on a launcher that starts worker processes (joblib's loky workers
+    never report back to a forked child: the sweep hangs): a sweep, or a preset or config folder that
+    may be one, unless it names the basic launcher (jobs in the process itself)."""
+    if "hydra/launcher=basic" in args:
+        return False
+    return any(a in ("-m", "--multirun", "--config-dir") or a.startswith(("+experiment=", "hydra/launcher="))
+               for a in args)
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None, fresh: bool = False,
+            base_env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m rnnbench ARGS` in `cwd`, as a user runs it; returns the finished process.
+
+    The command runs in a process forked from a server that has already imported torch, Hydra and
+    rnnbench (tests/cli_child.py says what that keeps and what it cannot): the same entry point, exit
+    code and output, seconds sooner. `fresh=True`, a command that may start launcher workers, or an
+    environment that changes what is read at import starts a real interpreter instead. The environment is `base_env` (default: this one's)
+    updated with `env`."""
+    full_env = dict(os.environ if base_env is None else base_env, PYTHONUNBUFFERED="1", **(env or {}))
+    command = [sys.executable, "-m", "rnnbench", *args]
+    fresh = fresh or _may_start_workers(args)
+    if not fresh:
+        context, server_env = _fork_server()
+        fresh = _read_at_import(full_env) != _read_at_import(server_env)
+    if fresh:
+        return subprocess.run(command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    import tempfile
+
+    import cli_child
+
+    with tempfile.TemporaryDirectory() as out:
+        paths = [os.path.join(out, "stdout"), os.path.join(out, "stderr")]
+        for path in paths:  # there, whatever the child gets to do
+            Path(path).touch()
+        child = context.Process(target=cli_child.main, args=(list(args), str(cwd), full_env, *paths))
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired(command, timeout)
+        stdout, stderr = (Path(p).read_text(errors="replace") for p in paths)
+    return subprocess.CompletedProcess(command, child.exitcode, stdout, stderr)
 
 
 # Overrides that make any experiment a few-second smoke run.

@@ -11,14 +11,27 @@ from pathlib import Path
 
 import pytest
 import yaml
+import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import REPO, run_cli
 from datagen import char_corpus, sentiment_csv, separable_images
 from rnnbench import records
-from rnnbench.app import CONF_DIR
+from rnnbench.app import CONF_DIR, build_objects
+from rnnbench.config import validate
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+def compose_experiment(experiment: str, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"+experiment={experiment}", *overrides], return_hydra_config=True)
+
+
+PRESETS = {experiment: compose_experiment(experiment) for experiment in EXPERIMENTS}
 
 
 def generated_data(target: str, root: Path) -> list[str]:
@@ -34,24 +47,64 @@ def generated_data(target: str, root: Path) -> list[str]:
     return []
 
 
-def fast_overrides(experiment: str, root: Path) -> list[str]:
-    """A few steps of an experiment at tiny sizes; only keys its task actually has."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
-    small = {"task.val_size": 16, "task.seq_len": 12, "task.max_train_tokens": 2000,
-             "task.max_train": 64, "task.max_eval": 32, "task.bptt": 8, "task.eval_batch_size": 8}
-    out = [f"{k}={v}" for k, v in small.items() if k.split(".")[1] in cfg.task]
+def sweep_values(experiment: str) -> dict[str, list]:
+    """Each swept key of a preset and the values its sweep can give it, read by Hydra's own override
+    parser: every value of a list, choice or range, both ends of an interval (Optuna draws between)."""
+    params = PRESETS[experiment].hydra.sweeper.get("params") or {}
+    parser = OverridesParser.create()
+    values = {}
+    for key, text in params.items():
+        override = parser.parse_override(f"{key}={text}")
+        if isinstance(override.value(), IntervalSweep):
+            values[key] = [override.value().start, override.value().end]
+        elif override.is_sweep_override():
+            values[key] = list(override.sweep_iterator())
+        else:
+            values[key] = [override.value()]
+    return values
+
+
+SMALL = {"task.val_size": 16, "task.seq_len": 12, "task.max_train_tokens": 2000, "task.max_train": 64,
+         "task.max_eval": 32, "task.bptt": 8, "task.eval_batch_size": 8}
+FEW_STEPS = ["train.max_steps=4", "train.log_every=2", "train.eval_every=2", "train.profile_every=2",
+             "train.batch_size=4", "model.hidden_size=8", "logger.wandb.mode=disabled", "train.threads=1"]
+
+
+def small_overrides(experiment: str, root: Path, point: dict[str, str]) -> list[str]:
+    """An experiment at tiny sizes (only keys its task has) on generated data, each swept key at the
+    value `point` gives it (else the sweep's first, for a list), and a few steps."""
+    cfg = PRESETS[experiment]
+    out = [f"{k}={v}" for k, v in SMALL.items() if k.split(".")[1] in cfg.task and k not in point]
     out += generated_data(cfg.task._target_, root)
-    # a sweep preset runs as a sweep, cut to one job per swept key (a command-line value replaces the list)
-    params = cfg.hydra.sweeper.get("params") or {}
-    out += [f"{k}={str(v).split(',')[0]}" for k, v in params.items() if "(" not in str(v)]
+    swept = sweep_values(experiment)
+    out += [f"{k}={v[0]}" for k, v in swept.items() if k not in point and "(" not in str(cfg.hydra.sweeper.params[k])]
+    return out + [f"{k}={v}" for k, v in point.items()] + FEW_STEPS
+
+
+def fast_overrides(experiment: str, root: Path) -> list[str]:
+    """A few steps of an experiment at tiny sizes; a sweep preset runs as a sweep, cut to one job per
+    swept key (a command-line value replaces the list), Optuna's to two trials."""
+    cfg = PRESETS[experiment]
+    out = small_overrides(experiment, root, {})
     if "n_trials" in cfg.hydra.sweeper:
         out += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
-    if params:  # the parallel launcher is tested in test_sweeps; here one process is quicker
-        out += ["hydra/launcher=basic"]
-    return out + ["train.max_steps=4", "train.log_every=2", "train.eval_every=2",
-                  "train.profile_every=2", "train.batch_size=4", "model.hidden_size=8",
-                  "logger.wandb.mode=disabled", "train.threads=1"]
+    # The parallel launcher is tested in test_sweeps; here one process is quicker (for a single run
+    # the launcher is not used at all).
+    return out + ["hydra/launcher=basic"]
+
+
+def exercised(experiment: str) -> tuple:
+    """What running a preset exercises beyond composing and building it (every preset is composed and
+    built below): its task, sweeper, launcher, architecture, schedule, clipping, length evaluation."""
+    cfg = PRESETS[experiment]
+    choices = cfg.hydra.runtime.choices
+    return (cfg.task._target_, choices["hydra/sweeper"], choices["hydra/launcher"], choices.get("arch"),
+            cfg.schedule._target_ if cfg.schedule else None, cfg.train.clip_mode, bool(cfg.task.get("eval_lengths")))
+
+
+# One preset per combination that `exercised` tells apart (the first by name) runs end to end in the
+# default suite; the others (same combination, other values) run with `-m slow`.
+RUN_BY_DEFAULT = set({exercised(e): e for e in reversed(EXPERIMENTS)}.values())
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -59,7 +112,32 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_runs(experiment, tmp_path):
+def test_every_experiment_and_every_point_of_its_sweep_composes_validates_and_builds(experiment, tmp_path):
+    """In process: the preset, and each value each swept key can take, composes, passes config.validate
+    and builds (task on generated data, model, optimiser, schedule, the interface checks). A config
+    group's value (cell=gru) is composed; a plain value is set as Hydra sets an override
+    (OmegaConf.update on the composed config, which checks its type)."""
+    root = tmp_path / "data"
+    base = compose_experiment(experiment, *small_overrides(experiment, root, {}))
+    points = [{}] + [{key: value} for key, values in sweep_values(experiment).items() for value in values]
+    for point in points:
+        ((key, value),) = point.items() if point else ((None, None),)
+        if key in base.hydra.runtime.choices:
+            cfg = compose_experiment(experiment, *small_overrides(experiment, root, point))
+            assert cfg.hydra.runtime.choices[key] == value
+        else:
+            cfg = base.copy()
+            if key:
+                OmegaConf.update(cfg, key, value, merge=True)
+                assert OmegaConf.select(cfg, key) == value
+        validate(cfg)
+        task, model, _, optimizer, _ = build_objects(cfg, torch.device("cpu"))
+        assert task.spec and model.num_parameters() > 0 and optimizer.param_groups
+
+
+@pytest.mark.parametrize("experiment", [e if e in RUN_BY_DEFAULT else pytest.param(e, marks=pytest.mark.slow)
+                                        for e in EXPERIMENTS])
+def test_every_experiment_runs(experiment, tmp_path):
     proc = run_cli(f"+experiment={experiment}", *fast_overrides(experiment, tmp_path / "data"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = run_dirs(tmp_path / "outputs")

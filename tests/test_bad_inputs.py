@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from datagen import char_corpus
 from rnnbench import checkpoint
 
@@ -163,8 +163,7 @@ def launch_records_excluded(folder: Path) -> dict[str, bytes]:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rnnbench", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return run_cli(*args, cwd=cwd, base_env=env)
 
 
 @pytest.fixture(scope="module")
