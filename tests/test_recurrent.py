@@ -165,6 +165,27 @@ def test_every_cell_in_every_architecture(cell, arch):
     assert x.grad is not None and all(p.grad is not None for p in stack.parameters())
 
 
+@pytest.mark.parametrize("cell,arch", list(itertools.product(ALL, ARCHS)))
+def test_auto_equals_explicit_in_every_architecture(cell, arch):
+    """Whatever `auto` runs (asserted: the C++/Python sequence kernels for both GRU forms and every LSTM
+    variant but fgr), it equals the cell's equations in every architecture, forward and backward, padded."""
+    a, b = twin(ALL[cell], "explicit", "auto", **ARCHS[arch])
+    expected = {"explicit"} if cell in ("peephole_fgr",) else (
+        {"fast"} if cell.startswith(("peephole", "gru")) else {"fused"})
+    assert {p for l in b.layers for p in l.paths} == expected
+    x, lengths = torch.randn(13, 3, I), torch.tensor([13, 6, 9])
+    results = []
+    for stack in (a, b):
+        torch.manual_seed(5)  # the same dropout masks
+        results.append(run_and_grad(stack, x, lengths))
+    (out_a, fin_a, g_a), (out_b, fin_b, g_b) = results
+    torch.testing.assert_close(out_b, out_a, atol=1e-5, rtol=1e-4)
+    for s, t in zip(fin_b, fin_a):
+        torch.testing.assert_close(s, t, atol=1e-5, rtol=1e-4)
+    for n in g_a:
+        torch.testing.assert_close(g_b[n], g_a[n], atol=1e-4, rtol=1e-4, msg=n)
+
+
 def test_backend_choice():
     # the plain LSTM stays on torch's kernel in auto (the lead's decision: recurrent.py's docstring)
     assert resolve_backend(LSTMCell(I, H), "auto") == "fused"
