@@ -56,6 +56,74 @@ IMPORTANCE_FILE = "importance.json"
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
 
 
+class ValidateConfig(Callback):
+    """`config.validate` before Hydra starts anything: a run's config before its folder is made, and
+    every job of a basic sweep before the first job starts (one bad point of `-m ... task.seq_len=100,0`
+    refuses the whole sweep: no folder, no job). The message is validate's, once per bad value, exit 2.
+    The Optuna sweeper draws its points as it goes: its fixed values are checked here, each drawn
+    trial by the job itself (`app.run_experiment` validates again, first thing)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse(_errors([config]))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        jobs = [config]
+        if config.hydra.sweeper._target_ == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
+            jobs = list(basic_sweep_configs(config))
+        errors = _errors(jobs)
+        if errors and len(jobs) > 1:
+            errors.append(f"(in the sweep's jobs: {len(jobs)}; none was started)")
+        _refuse(errors)
+
+
+def basic_sweep_configs(config: DictConfig):
+    """The config of every job the basic sweeper will launch, as it composes them
+    (`ConfigLoader.load_sweep_config` on the points of `BasicSweeper.split_arguments`). Jobs that
+    choose the same config-group options share one composition; each job's plain values are then set
+    as Hydra sets an override (`OmegaConf.update`, which checks the type)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
+    groups = set(config.hydra.runtime.choices)
+    composed: dict[tuple[str, ...], DictConfig] = {}
+    for batch in BasicSweeper.split_arguments(parser.parse_overrides(arguments), None):
+        for point in batch:
+            plain = [o for o in parser.parse_overrides(list(point))
+                     if o.type.name == "CHANGE" and o.package is None and o.key_or_group not in groups]
+            plain_text = {o.input_line for o in plain}
+            rest = tuple(o for o in point if o not in plain_text)
+            if rest not in composed:
+                composed[rest] = loader.load_sweep_config(config, list(rest))
+            job = composed[rest].copy()
+            for override in plain:
+                OmegaConf.update(job, override.key_or_group, override.value(), merge=True)
+            yield job
+
+
+def _errors(configs) -> list[str]:
+    """validate's lines for these configs, each line once, in order."""
+    from rnnbench.config import ConfigError, validate
+
+    lines: dict[str, None] = {}
+    for cfg in configs:
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            lines.update(dict.fromkeys(str(e).splitlines()))
+    return list(lines)
+
+
+def _refuse(errors: list[str]) -> None:
+    if errors:
+        print("Error in config:\n" + "\n".join(errors), file=sys.stderr)
+        sys.exit(2)
+
+
 class CheckOutputFolder(Callback):
     """Hydra creates the run (or sweep) folder before the job starts, and a folder it cannot create
     or write to ends in a traceback. This checks first and says which key to change. (Hydra turns a

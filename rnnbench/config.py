@@ -3,7 +3,9 @@
 Types are checked at compose time by the schemas registered here (`optim.lr=abc` fails before
 anything runs); ranges and cross-key rules that a type cannot express (`model.hidden_size=-3`,
 `task.seq_len=0`, `train.lr_backoff` without `train.skip_nonfinite`) are checked by `validate`,
-first thing in every job, before any file is written: one step, one message format
+as soon as Hydra has composed (the callback `callbacks.ValidateConfig`: before a run's folder is
+made, on every job of a basic sweep before any starts) and again first thing in every job (an Optuna
+trial's drawn values), before any file is written: one step, one message format
 (``<key>=<value> is not allowed: <what is>``). What needs the built model and task (the pyramid's
 depth against the sequence length, `app.check_pyramid_depth`) and what a constructor alone knows
 (a value torch's optimiser rejects) are reported the same way, as a ConfigError.

@@ -53,12 +53,11 @@ def _read_at_import(env: dict) -> dict:
 
 def _may_start_workers(args: tuple[str, ...]) -> bool:
     """Whether a command may sweep on a launcher that starts worker processes (joblib's loky workers
-    never report back to a forked child: the sweep hangs): a sweep, or a preset or config folder that
-    may be one, unless it names the basic launcher (jobs in the process itself)."""
+    never report back to a forked child: the sweep hangs): one that chooses a launcher, or a preset or
+    config folder that may, unless it names the basic launcher (conf/'s default: jobs in the process)."""
     if "hydra/launcher=basic" in args:
         return False
-    return any(a in ("-m", "--multirun", "--config-dir") or a.startswith(("+experiment=", "hydra/launcher="))
-               for a in args)
+    return any(a.startswith(("+experiment=", "hydra/launcher=", "--config-dir", "-cd")) for a in args)
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None, fresh: bool = False,

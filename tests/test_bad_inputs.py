@@ -98,7 +98,7 @@ CASES: dict[str, Case] = {
     "no-cuda": Case([*ADDING, "train.device=cuda"],
                     ["train.device='cuda' is not available here (no CUDA device): use auto or cpu"],
                     skip="a CUDA device is present" if torch.cuda.is_available() else None),
-    "guard-rail-negative": Case([*ADDING, "train.skip_nonfinite=-1"],
+    "guard-rail-negative": Case([*ADDING, "train.skip_nonfinite=-1", "hydra.run.dir={folder}"],
                                 ["train.skip_nonfinite=-1 is not allowed: must be >= 0"]),
     # -- contradictory settings ------------------------------------------------------------------
     "tied-sizes": Case([*LM, "task.corpus={corpus}", "model.tie_weights=true", "model.embedding_size=4"],
@@ -149,6 +149,10 @@ CASES: dict[str, Case] = {
     "sweep-folder-unwritable": Case(["-m", *ADDING, "train.seed=0,1", "hydra.sweep.dir={root}/a-file/sweep"],
                                     ["cannot write the output folder hydra.sweep.dir={root}/a-file/sweep: "
                                      "Not a directory"]),
+    # refused before Hydra makes a folder or starts a job: one bad point of a sweep refuses the sweep
+    "sweep-one-bad-point": Case(["-m", *ADDING, "task.seq_len=8,0", "hydra.sweep.dir={root}/bad-sweep"],
+                                ["Error in config:\ntask.seq_len=0 is not allowed: must be a positive integer (>= 1)\n"
+                                 "(in the sweep's jobs: 2; none was started)"]),
     # -- launcher --------------------------------------------------------------------------------
     "launcher-not-installed": Case([*ADDING, "hydra/launcher=ray"],
                                    ["Could not find 'hydra/launcher/ray'", "Available options in 'hydra/launcher'",
@@ -222,6 +226,18 @@ def test_a_refused_command_starts_no_run(outcomes):
     """The cases without a folder of their own run in outputs/ (Hydra's default): none got to write a
     summary.json (Hydra's .hydra/ and log are all they leave)."""
     assert not list((outcomes["root"] / "outputs").rglob("summary.json"))
+
+
+def test_a_refused_sweep_writes_no_folder_and_runs_no_job(outcomes):
+    """The good point of a sweep with one bad point did not run either: the sweep folder was never made."""
+    assert outcomes["results"]["sweep-one-bad-point"].returncode == 2
+    assert not (outcomes["root"] / "bad-sweep").exists()
+
+
+def test_a_refused_run_writes_no_folder(outcomes):
+    """A value validate refuses stops the run before Hydra makes its folder (no .hydra/, no log)."""
+    assert outcomes["results"]["guard-rail-negative"].returncode == 2
+    assert not (outcomes["root"] / "guard-rail-negative").exists()
 
 
 def test_every_case_is_in_the_table():
