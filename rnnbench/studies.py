@@ -23,6 +23,9 @@ Whether a claim holds is decided by a stated rule, never by eye (`judge`):
 - ``better_than``: the cell's mean of the study's metric is better (by its direction) than that of
   every cell listed, and Welch's t-test against each gives p < 0.05; a better mean that the seeds do not
   separate is reported as `MEAN_ONLY` ("mean only (n.s.)"), not as a claim that holds.
+
+Every rule reads completed runs; the table says how many runs of a point diverged, and a point whose
+every run diverged reads "diverged" (not "not run", and not a value).
 - ``bound``: every run's profile at initialisation satisfies Pascanu et al. 2013's bound,
   log10(‖∂L/∂h_t‖ / ‖∂L/∂h_T‖) ≤ (T - t) · log10 γ for every t (+1e-4 for float rounding).
 - ``hurts``: Welch's t-test of the variant's runs against the base variant's gives p < 0.05 and the
@@ -53,6 +56,7 @@ PUBLISHED_FILE = "published.yaml"
 BEATS_BASELINE = 0.9  # mean loss / memoryless baseline below this: the baseline is beaten
 SIGNIFICANCE = 0.05
 MEAN_ONLY = "mean only"  # better by the mean, not significantly (Welch p ≥ SIGNIFICANCE, or one seed)
+ALL_DIVERGED = "diverged"  # every run of the point ended diverged (NaN/Inf): no value to judge
 BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
 CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts")
 
@@ -163,13 +167,13 @@ def read_published(study: str | Path) -> dict[str, Any]:
     return published
 
 
-def _matching(df: pd.DataFrame, where: dict[str, Any]) -> pd.DataFrame:
+def _matching(df: pd.DataFrame, where: dict[str, Any], status: str | None = "completed") -> pd.DataFrame:
     mask = pd.Series(True, index=df.index)
     for key, value in where.items():
         if key not in df.columns:
             return df.iloc[0:0]
         mask &= df[key].map(lambda v: label(key_value(v)) == label(value))
-    return df[mask & (df["status"] == "completed")]
+    return df[mask & (df["status"] == status)] if status else df[mask]
 
 
 def _values(runs: pd.DataFrame, metric: str) -> np.ndarray:
@@ -196,7 +200,11 @@ def judge(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any]) ->
     metric = published["metric"]
     x = _values(runs, metric)
     out: dict[str, Any] = {"n": len(x), "mean": x.mean() if len(x) else math.nan,
-                           "std": x.std(ddof=1) if len(x) > 1 else math.nan, "holds": None}
+                           "std": x.std(ddof=1) if len(x) > 1 else math.nan, "holds": None,
+                           "diverged": len(_matching(df, where, status="diverged"))}
+    if out["diverged"] and not len(runs):  # a point whose every run diverged is a result, not "not run"
+        out["holds"] = ALL_DIVERGED
+        return out
     if "beats_baseline" in claim:
         ratio = _values(runs, "final/val/loss_over_baseline")
         if len(ratio):
@@ -265,8 +273,12 @@ def comparison(study: str | Path, records_path: str | Path | None = None, precis
         for extra, fmt in (("ratio", "{:.2f}× baseline"), ("p", "p = {:.3f}")):
             if extra in result:
                 measured += f" ({fmt.format(result[extra])})"
+        if result["diverged"]:  # the rules read completed runs: say what they left out
+            total = result["n"] + result["diverged"]
+            measured = ("" if result["n"] == 0 else measured + "; ") + f"{result['diverged']} of {total} diverged"
         source = published["sources"][claim["source"]]
-        holds = {True: "yes", False: "**no**", None: "not run", MEAN_ONLY: "mean only (n.s.)"}[result["holds"]]
+        holds = {True: "yes", False: "**no**", None: "not run", MEAN_ONLY: "mean only (n.s.)",
+                 ALL_DIVERGED: "**diverged**"}[result["holds"]]
         body.append([*(label(claim.get("where", {}).get(k)) for k in keys),
                      "–" if value is None else label(value), source["cite"], claim_text(claim, published),
                      measured, str(result["n"]), holds])

@@ -102,6 +102,21 @@ def test_beats_baseline_rule_is_the_mean_ratio_under_0_9(tmp_path):
     assert missing["holds"] is None and missing["n"] == 0
 
 
+def test_diverged_runs_are_counted_and_a_point_that_only_diverged_says_so(tmp_path):
+    adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2]})
+    for job, (cell, status) in enumerate([("lstm", "diverged"), ("irnn", "diverged"), ("irnn", "diverged")]):
+        fake_run(tmp_path / "sweep" / str(2 + job), [f"cell={cell}", "task.seq_len=100", f"train.seed={9 + job}"],
+                 {}, cell=cell, status=status)
+    out = tmp_path / "out"
+    studies.export("adding", [tmp_path / "sweep"], out)
+    claims = [{"source": "p", "where": {"cell": c}, "beats_baseline": True} for c in ("lstm", "irnn")]
+    (out / "published.yaml").write_text(yaml.safe_dump(published(claims)))
+    text = studies.table(out / "published.yaml")
+    lstm_row, irnn_row = (line for line in text.splitlines() if line.startswith(("| lstm", "| irnn")))
+    assert "1 of 3 diverged" in lstm_row and "| yes" in lstm_row  # the rule reads the two completed runs
+    assert "2 of 2 diverged" in irnn_row and "**diverged**" in irnn_row and "not run" not in irnn_row
+
+
 def test_better_than_rule_follows_the_metric_direction(tmp_path):
     for job, (cell, acc) in enumerate([("gru", 0.9), ("gru", 0.8), ("lstm", 0.7), ("lstm", 0.75), ("vanilla", 0.3)]):
         fake_run(tmp_path / str(job), [f"cell={cell}", f"train.seed={job}"], {"val/accuracy": acc},
