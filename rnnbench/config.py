@@ -13,10 +13,12 @@ depth against the sequence length, `app.check_pyramid_depth`) and what a constru
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from rnnbench.cells import LSTM_VARIANTS, RECURRENT_INITS, VanillaCell
@@ -89,6 +91,23 @@ class ModelConf:
 
 # ---------------------------------------------------------------------------------------------
 # tasks (group `task`)
+def defaults_from_constructor(cls: type) -> type:
+    """Schema decorator (under @dataclass): each field declared without a value takes the default of the
+    same-named argument of its `_target_` class's constructor, the one place that default is written
+    (a user of the class in Python and the app get the same experiment). A tuple default becomes a
+    list, what a YAML list composes to."""
+    parameters = inspect.signature(get_class(cls._target_)).parameters
+    for name in cls.__dict__.get("__annotations__", {}):
+        if name in cls.__dict__:
+            continue
+        default = parameters[name].default
+        if default is inspect.Parameter.empty:
+            raise TypeError(f"{cls.__name__}.{name}: {cls._target_} has no default for {name!r}")
+        setattr(cls, name, field(default_factory=lambda d=default: list(d)) if isinstance(default, tuple)
+                else default)
+    return cls
+
+
 @dataclass
 class TaskConf:
     _target_: str = MISSING
@@ -97,80 +116,85 @@ class TaskConf:
 
 
 @dataclass
+@defaults_from_constructor
 class CopyConf(TaskConf):
     _target_: str = "tasks.copy.CopyTask"
-    seq_len: int = 100
-    variant: str = "arjovsky"
-    num_symbols: int = 8
-    copy_len: int = 10
-    val_size: int = 1000
-    solve_threshold: float = 0.99
-    eval_lengths: list[int] = field(default_factory=list)  # length generalisation: also evaluate at these
+    seq_len: int
+    variant: str
+    num_symbols: int
+    copy_len: int
+    val_size: int
+    solve_threshold: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these
 
 
 @dataclass
+@defaults_from_constructor
 class AddingConf(TaskConf):
     _target_: str = "tasks.adding.AddingTask"
-    seq_len: int = 200
-    variant: str = "halves"
-    val_size: int = 1000
-    solve_mse: float = 0.01
-    eval_lengths: list[int] = field(default_factory=list)  # length generalisation: also evaluate at these
+    seq_len: int
+    variant: str
+    val_size: int
+    solve_mse: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these
 
 
 @dataclass
+@defaults_from_constructor
 class LMConf(TaskConf):
     _target_: str = "tasks.language_model.LanguageModelTask"
-    data_dir: Optional[str] = None  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
-    corpus: str = "tinyshakespeare"  # a dataset name under data_dir, or a path (folder or text file)
-    level: Optional[str] = None  # char | word; None: word for a folder of splits, char for one file
-    bptt: int = 35
-    eval_batch_size: int = 10
-    k1: Optional[int] = None  # truncated BPTT: advance k1 steps per window, backprop bptt (= k2)
-    train_fraction: float = 0.9
-    valid_fraction: float = 0.05
-    max_train_tokens: Optional[int] = None
+    data_dir: Optional[str]  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
+    corpus: str  # a dataset name under data_dir, or a path (folder or text file)
+    level: Optional[str]  # char | word; None: word for a folder of splits, char for one file
+    bptt: int
+    eval_batch_size: int
+    k1: Optional[int]  # truncated BPTT: advance k1 steps per window, backprop bptt (= k2)
+    train_fraction: float
+    valid_fraction: float
+    max_train_tokens: Optional[int]
 
 
 @dataclass
+@defaults_from_constructor
 class SeqImageConf(TaskConf):
     _target_: str = "tasks.seq_image.SequentialImageTask"
-    data_dir: Optional[str] = None
-    dataset: str = "fashion-mnist"
-    mode: str = "row"  # row: 28 steps of 28 pixels; pixel: 784 steps of 1
-    permute: bool = False
-    permute_seed: int = 0
-    eval_batch_size: int = 500
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    max_train: Optional[int] = None
-    max_eval: Optional[int] = None
+    data_dir: Optional[str]
+    dataset: str
+    mode: str  # row: 28 steps of 28 pixels; pixel: 784 steps of 1
+    permute: bool
+    permute_seed: int
+    eval_batch_size: int
+    val_fraction: float
+    split_seed: int
+    max_train: Optional[int]
+    max_eval: Optional[int]
 
 
 @dataclass
+@defaults_from_constructor
 class TextConf(TaskConf):
     _target_: str = "tasks.text.TextClassificationTask"
-    data_dir: Optional[str] = None
-    dataset: Optional[str] = "aclImdb"
-    train_file: Optional[str] = None
-    valid_file: Optional[str] = None
-    test_file: Optional[str] = None
-    format: Optional[str] = None  # csv | tsv | jsonl; None: from the file name
-    text_column: Any = "text"
-    label_column: Any = "label"
-    level: str = "word"
-    lowercase: bool = True
-    min_freq: int = 1
-    max_vocab: Optional[int] = None
-    max_len: Optional[int] = None
-    eval_batch_size: int = 128
-    bucket: bool = False
-    bucket_chunk: int = 50
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    empty_text: str = "error"  # error | skip
-    max_train: Optional[int] = None
-    max_eval: Optional[int] = None
+    data_dir: Optional[str]
+    dataset: Optional[str]
+    train_file: Optional[str]
+    valid_file: Optional[str]
+    test_file: Optional[str]
+    format: Optional[str]  # csv | tsv | jsonl; None: from the file name
+    text_column: Any
+    label_column: Any
+    level: str
+    lowercase: bool
+    min_freq: int
+    max_vocab: Optional[int]
+    max_len: Optional[int]
+    eval_batch_size: int
+    bucket: bool
+    bucket_chunk: int
+    val_fraction: float
+    split_seed: int
+    empty_text: str  # error | skip
+    max_train: Optional[int]
+    max_eval: Optional[int]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ SCHEMAS = [c for c in vars(config).values() if isinstance(c, type) and dataclass
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=lambda c: c.__name__)
 def test_schema_defaults_are_the_constructors_own(schema):
-    """A default written in a class's constructor and again in its schema must be the same value,
-    so that the app and a user of the class in Python get the same experiment."""
+    """The app and a user of the class in Python get the same experiment: the task schemas take their
+    defaults from the constructors (config.defaults_from_constructor), the others must repeat them."""
     signature = inspect.signature(get_class(schema._target_))
     for field in dataclasses.fields(schema):
         if field.name.startswith("_") or field.name not in signature.parameters:
