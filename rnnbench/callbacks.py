@@ -32,6 +32,7 @@ What Hydra does here (hydra-core 1.3.8, hydra/core/utils.py and _internal/core_p
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -47,7 +48,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench.records import FolderInUse
+from rnnbench.config import ConfigError
+from rnnbench.records import FolderInUse, hold_folder
 
 log = logging.getLogger("rnnbench")
 
@@ -155,9 +157,21 @@ class SweepSummary(Callback):
         self._unreported: DictConfig | None = None  # the sweep's config until its summary is printed
         self._sweep_pid: int | None = None  # the process that runs the sweeper (not a joblib worker)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # joblib's launcher sends the callbacks to its workers; the hold on the folder stays here.
+        return {k: v for k, v in self.__dict__.items() if k != "_hold"}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # One sweep per folder, like one run per run folder: held for the sweep (the kernel lets go
+        # when this process ends), and a folder holding another sweep's files is not written over.
+        self._hold = contextlib.ExitStack()
+        try:
+            self._hold.enter_context(hold_folder(sweep_dir, "hydra.sweep.dir", "sweep"))
+            check_same_sweep(sweep_dir, config)
+        except (FolderInUse, ConfigError) as error:
+            print(f"Error in config:\n{error}", file=sys.stderr)
+            sys.exit(2)
         # The basic sweeper saves the sweep's config; the Optuna sweeper does not, and the report
         # reads the search space from it (the basic sweeper overwrites this with the same config).
         OmegaConf.save(config, sweep_dir / "multirun.yaml")
@@ -240,6 +254,22 @@ class SweepSummary(Callback):
         except Exception as error:
             log.warning("sweep summary not logged to W&B: %s: %s", type(error).__name__, error)
         return len(problems)
+
+
+def check_same_sweep(sweep_dir: Path, config: DictConfig) -> None:
+    """A folder that holds a sweep's files (multirun.yaml) takes only that sweep again (it skips its
+    finished jobs and resumes the others); another sweep would overwrite its multirun.yaml and
+    summary and find its job folders taken."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return
+    theirs = list(OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[]) or [])
+    ours = list(config.hydra.overrides.task)
+    if theirs != ours:
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} already holds another sweep (its overrides: {' '.join(theirs) or 'none'}). "
+            f"To continue that sweep, run it with those overrides; to start another sweep, choose a new "
+            f"hydra.sweep.dir.")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -189,13 +189,14 @@ class FolderInUse(Exception):
 
 
 @contextlib.contextmanager
-def hold_folder(run_dir: str | os.PathLike, key: str = "run folder") -> Iterator[None]:
+def hold_folder(run_dir: str | os.PathLike, key: str = "run folder", what: str = "run") -> Iterator[None]:
     """Hold the run folder for one writer: an exclusive, non-blocking ``flock`` on its ``.lock``.
 
     A second writer (another command, another sweep given the same folder) gets FolderInUse at once,
     before it reads or writes anything, instead of mixing its files with this run's. The kernel drops
     the lock when its process ends, however it ends, so a killed run never leaves a stale lock.
-    `key` names the folder in the message (e.g. ``hydra.sweep.dir``). Local file systems only:
+    `key` names the folder in the message (e.g. ``hydra.sweep.dir``), `what` what holds it (a run, a
+    sweep: `callbacks.SweepSummary` holds a sweep's folder for the sweep). Local file systems only:
     flock is not shared between the hosts of a network file system.
     """
     run_dir = Path(run_dir)
@@ -209,8 +210,8 @@ def hold_folder(run_dir: str | os.PathLike, key: str = "run folder") -> Iterator
         who = f"pid {pid} on {host}" if pid.isdigit() else "another process"
         stop = f"stop it with `kill -TERM {pid}`" if pid.isdigit() else "stop it"
         raise FolderInUse(
-            f"{key}={run_dir} is in use: its run is still going ({who}). Wait for it to end, or {stop} "
-            f"(it checkpoints first) and then resume. To start another run, choose another {key}.") from None
+            f"{key}={run_dir} is in use: its {what} is still going ({who}). Wait for it to end, or {stop} "
+            f"(it checkpoints first) and then resume. To start another {what}, choose another {key}.") from None
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}".encode())

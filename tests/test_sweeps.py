@@ -7,7 +7,10 @@ Every sweep is tiny (T=10, 6 steps, width 8) so the whole file takes about a min
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -243,3 +246,35 @@ def test_a_failed_jobs_exception_is_read_from_hydras_job_return():
     error = RuntimeError("boom")
     job_return = JobReturn(status=JobStatus.FAILED, _return_value=error)
     assert callbacks.job_exception(job_return) is error
+
+
+# ------------------------------------------------------------------------------------------------
+# Two sweeps given one folder: the first keeps it (its runs, multirun.yaml, sweep_summary.md), the
+# second is refused before it writes anything
+
+
+def test_two_sweeps_started_at_once_into_one_folder_one_runs_the_other_is_refused(tmp_path):
+    sweep_dir = tmp_path / "shared"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **isolated_env(tmp_path))
+    seeds = {"first": "1,11", "second": "2,12"}
+    logs = {name: tmp_path / f"{name}.txt" for name in seeds}
+    procs = {name: subprocess.Popen([sys.executable, "-m", "rnnbench", "-m", "task=adding", *TINY,
+                                     "train.max_steps=150", "train.eval_every=50", "cell=gru",
+                                     f"train.seed={seed}", "logger.wandb.mode=disabled",
+                                     f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=logs[name].open("w"))
+             for name, seed in seeds.items()}
+    done = {name: (proc.wait(timeout=600), logs[name].read_text()) for name, proc in procs.items()}
+    assert sorted(code for code, _ in done.values()) == [0, 2], done
+    (winner,) = [name for name, (code, _) in done.items() if code == 0]
+    (refusal,) = [err for code, err in done.values() if code == 2]
+    # Refused while the other sweep runs ("in use"), or after it ended ("another sweep").
+    assert (f"hydra.sweep.dir={sweep_dir} is in use: its sweep is still going (pid " in refusal
+            or f"hydra.sweep.dir={sweep_dir} already holds another sweep (its overrides: " in refusal), refusal
+    assert "Traceback" not in refusal
+    expected = sorted(int(s) for s in seeds[winner].split(","))
+    assert sorted(s["seed"] for s in summaries(sweep_dir).values()) == expected
+    assert all(s["status"] == "completed" and s["steps"] == 150 for s in summaries(sweep_dir).values())
+    saved = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())
+    assert f"train.seed={seeds[winner]}" in saved["hydra"]["overrides"]["task"]
+    assert "Sweep summary (2 runs, 2 completed)" in (sweep_dir / callbacks.SUMMARY_FILE).read_text()
