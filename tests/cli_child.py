@@ -19,6 +19,7 @@ command that may sweep on a launcher other than basic. The tests of the entry po
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import runpy
 import sys
@@ -37,6 +38,8 @@ def main(args: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: st
     """Run `python -m rnnbench ARGS` in this (forked) process, as its own program: output to the two
     files, exit with the code the interpreter would give."""
     os.chdir(cwd)
+    sys.path.insert(0, os.getcwd())  # as `python -m` does: a user's modules in the folder import
+    importlib.invalidate_caches()
     os.environ.clear()
     os.environ.update(env)
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
