@@ -1,4 +1,5 @@
 """`python -m rnnbench +experiment=NAME [key=value ...]`: one experiment (or a sweep with -m).
+(About 400 lines on purpose: the steps of one job, in the order they run, read top to bottom.)
 
 `run_experiment` is one job in the steps it takes: validate the config, hold the run folder (Hydra's
 job folder), plan how the job starts there (fresh, resumed, finished already), build everything from

@@ -1,4 +1,6 @@
 """Fast sequence-level LSTM family: `cells.PeepholeLSTMCell` over a whole sequence, hand-differentiated.
+(Over 400 lines on purpose: the Python loops are the reference the C++ kernel is proven against, so the
+two implementations of the same forward and backward, and their build and dispatch, stay side by side.)
 
 No torch kernel computes the peephole LSTM or Greff et al.'s variants of it, and a Python loop of
 `cell.step` pays autograd's bookkeeping at every step. Here one `torch.autograd.Function` covers the whole

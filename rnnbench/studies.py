@@ -1,5 +1,6 @@
 """Studies: the literature's comparisons rerun with rnnbench, their committed records, and the
 published values set beside them (README "Results"; docs/results/<study>/).
+(Over 400 lines on purpose: a study's records, its rules and its figure are one concept, read together when a claim is checked.)
 
     python -m rnnbench.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
     python -m rnnbench.studies table adding [--format latex]          # published beside measured
