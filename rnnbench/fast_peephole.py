@@ -61,6 +61,7 @@ import torch
 from torch import Tensor
 
 from rnnbench.cells import LSTM_VARIANTS, LSTMVariant
+from rnnbench.recurrent import valid_steps  # recurrent imports this module inside functions: no cycle
 
 _CSRC = Path(__file__).parent / "csrc"
 _SHARED = _CSRC / "common.h"  # included by every kernel source
@@ -207,8 +208,7 @@ def _step_masks(lengths: Tensor | None, T: int, device) -> tuple[Tensor, ...] | 
     """T × (B, 1) bool: is step t inside sequence b."""
     if lengths is None:
         return None
-    steps = torch.arange(T, device=device).unsqueeze(1)             # (T, 1)
-    return (steps < lengths.to(device).unsqueeze(0)).unsqueeze(-1).unbind(0)
+    return valid_steps(lengths, T, device).unbind(0)
 
 
 class PeepholeSequence(torch.autograd.Function):

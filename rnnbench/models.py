@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnbench.cells import Cell
-from rnnbench.recurrent import Probes, RecurrentStack, StackState
+from rnnbench.recurrent import Probes, RecurrentStack, StackState, valid_steps
 from tasks.base import IOSpec
 
 POOLINGS = ("last", "mean", "max")
@@ -108,7 +108,7 @@ class SequenceModel(nn.Module):
         T = out.shape[0]
         if lengths is None:
             return out.mean(0) if self.pooling == "mean" else out.max(0).values
-        valid = (torch.arange(T, device=out.device).unsqueeze(1) < lengths.to(out.device)).unsqueeze(-1)
+        valid = valid_steps(lengths, T, out.device)
         if self.pooling == "mean":
             return out.sum(0) / lengths.to(out.device, out.dtype).clamp(min=1).unsqueeze(-1)
         return out.masked_fill(~valid, float("-inf")).max(0).values

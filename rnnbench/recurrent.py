@@ -9,17 +9,17 @@ Backends (one per layer, the same parameter tensors for all):
 - `fused`: torch's own kernels (`torch._VF.lstm / gru / rnn_tanh / rnn_relu`, what nn.LSTM, nn.GRU
   and nn.RNN call) on the cell's own tensors; an error for a cell with no such kernel.
 - `auto` (default): the fastest path that computes exactly the cell's function:
-  - both GRU forms: the C++ GRU kernel of `fast_gru` (on CPU, float32/float64; it measured 0.4-0.5x torch's
+  - both GRU forms: the C++ GRU kernel of `fast_gru` (on CPU, float32/float64; it measured 0.36-0.58x torch's
     GRU, and torch has none for reset_after=False; elsewhere torch's GRU kernel or the explicit path, with
     one warning);
   - the peephole LSTM and every Greff variant but fgr (np included): the sequence kernel of `fast_peephole`
     (C++ on CPU float32/float64; elsewhere its Python loops, np torch's LSTM kernel, with one warning);
     fgr: explicit (its gate recurrence does not fit the kernel's loop);
   - the plain LSTM (`cell=lstm`) stays on torch's fused kernel, by decision, although our kernel computes
-    the same function as variant np and measured faster (np on it: 0.59x torch's fused LSTM at H=128, T=100,
-    0.82x at H=256, T=500; training step, B=64, 1 thread, load ~6): switching would change the last bits
-    of every LSTM run, including study records being made with it. `python -m rnnbench.bench cells`
-    measures both (rows `np auto`, `fused LSTM`);
+    the same function as variant np and measured faster (np on it: 0.72x / 0.70x torch's fused LSTM at
+    H=128, T=100 / H=256, T=500 with 1 thread, 0.91x / 0.75x with 2; training step, B=64, README
+    "Performance"): switching would change the last bits of every LSTM run, including the committed study
+    records. `python -m rnnbench.bench cells` measures both (rows `np auto`, `fused LSTM`);
   - the other cells with a torch kernel: that kernel; else explicit.
 Temporal gradient probes (‖∂L/∂h_t‖ for every t, `diagnostics.py`) always run the explicit path.
 """
@@ -70,6 +70,13 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(0, index)
 
 
+def valid_steps(lengths: Tensor, T: int, device=None) -> Tensor:
+    """(T, B, 1) bool: step t lies inside sequence b (t < lengths[b]). The one length mask: the explicit
+    loop, the Python kernels, the pyramid's input pairs and the models' pooling all take it from here."""
+    device = lengths.device if device is None else device
+    return (torch.arange(T, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)).unsqueeze(-1)
+
+
 def _needs_mask(lengths: Tensor | None, T: int) -> bool:
     return lengths is not None and bool((lengths < T).any())
 
@@ -85,8 +92,7 @@ def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = N
     T = x.shape[0]
     masks = None
     if _needs_mask(lengths, T):
-        steps = torch.arange(T, device=x.device).unsqueeze(1)                 # (T, 1)
-        masks = (steps < lengths.to(x.device).unsqueeze(0)).unsqueeze(-1).unbind(0)  # T × (B, 1)
+        masks = valid_steps(lengths, T, x.device).unbind(0)                   # T × (B, 1)
     probes = probe.unbind(0) if probe is not None else None
     outputs = []
     for t, x_proj_t in enumerate(cell.input_projection(x).unbind(0)):
@@ -107,7 +113,14 @@ def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = N
 
 
 def run_fused(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
-    """torch's own kernel on the cell's tensors; packed sequences when lengths are given."""
+    """torch's own kernel on the cell's tensors; packed sequences when lengths are given.
+
+    `torch._VF.<mode>` is private, and the only place rnnbench calls it: it is what nn.LSTM/GRU/RNN's
+    forward calls, and no public function runs those kernels on tensors a module does not own
+    (`torch.func.functional_call` on an nn.LSTM would, but through the module's weight flattening and
+    checks at every call). tests/test_recurrent.py::test_private_fused_kernels_keep_their_signature fails
+    by name if torch changes it.
+    """
     mode = cell.fused_mode
     kernel = {"lstm": torch._VF.lstm, "gru": torch._VF.gru,
               "rnn_tanh": torch._VF.rnn_tanh, "rnn_relu": torch._VF.rnn_relu}[mode]
@@ -322,8 +335,7 @@ class RecurrentStack(nn.Module):
         finals = []
         if self.pyramid_input:
             if lengths is not None:  # the pairs must not read the padding (outputs are zero there, inputs not)
-                valid = torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.to(x.device)
-                x = x * valid.unsqueeze(-1)
+                x = x * valid_steps(lengths, x.shape[0], x.device)
             x, lengths = pyramid_reduce(x, lengths)                           # (T/2, B, 2·I)
         for l, layer in enumerate(self.layers):
             shortcut = None

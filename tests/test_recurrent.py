@@ -311,3 +311,27 @@ def test_auto_gru_elsewhere_falls_back_with_one_warning(reset_after):
         warnings.simplefilter("error")
         b(x)
     torch.testing.assert_close(out, a(x)[0], atol=2e-2, rtol=2e-2)
+
+
+
+def test_private_fused_kernels_keep_their_signature():
+    # run_fused calls torch._VF directly (no public API runs torch's kernels on tensors a module does not
+    # own): if torch renames or reorders them, this fails by name, against nn.LSTM / nn.GRU / nn.RNN
+    from rnnbench.recurrent import run_fused
+
+    assert all(hasattr(torch._VF, name) for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")), "torch._VF changed"
+    torch.manual_seed(0)
+    x, lengths = torch.randn(5, 3, 4), torch.tensor([5, 2, 4])
+    for make, module in ((LSTMCell, torch.nn.LSTM), (GRUCell, torch.nn.GRU), (VanillaCell, torch.nn.RNN)):
+        cell, reference = make(4, 6), module(4, 6)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(reference, f"{name}_l0").copy_(getattr(cell, name))
+        state = tuple(torch.randn(3, 6) for _ in cell.default_state(3))
+        hx = tuple(s.unsqueeze(0) for s in state)
+        out, _ = run_fused(cell, x, state)
+        expected, _ = reference(x, hx if module is torch.nn.LSTM else hx[0])
+        torch.testing.assert_close(out, expected)
+        packed, _ = run_fused(cell, x, state, lengths)  # the packed-sequence form of the same kernel
+        torch.testing.assert_close(packed[:, 0], out[:, 0])
+        assert torch.all(packed[2:, 1] == 0)
