@@ -5,6 +5,7 @@ published values set beside them (README "Results"; docs/results/<study>/).
     python -m rnnbench.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
     python -m rnnbench.studies table adding [--format latex]          # published beside measured
     python -m rnnbench.studies figure adding                          # docs/results/adding/adding.png
+    python -m rnnbench.studies readme                                 # README's tables from the records
     python -m rnnbench.studies wikitext2-sample DIR                   # the folder of study 5
 
 A study's folder holds three files, all small enough for git:
@@ -60,6 +61,8 @@ MEAN_ONLY = "mean only"  # better by the mean, not significantly (Welch p ≥ SI
 ALL_DIVERGED = "diverged"  # every run of the point ended diverged (NaN/Inf): no value to judge
 BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
 CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts")
+BUDGET_KEY = "train.max_steps"  # a record's step budget, a column even where no override set it: one
+# study may hold runs at two budgets (a reduced sweep and the published one), which claims tell apart
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,6 +87,7 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
                                        "main_metric_mode", "wall_time_s", "train_time_s", "threads",
                                        "git_commit", "config_fingerprint")},
         **{section: summary.get(section) or {} for section in ("final", "best", "test")},
+        "max_steps": _config_value(run_dir, BUDGET_KEY),
     }
     if detail:
         initial = next((p for p in records.read_profiles(run_dir) if p.get("step") == 0), None)
@@ -91,6 +95,17 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
         row["train_curve"] = [[m["step"], m["train/loss"], m["grad/global_norm"]]
                               for m in records.read_metrics(run_dir) if "train/loss" in m and "grad/global_norm" in m]
     return row
+
+
+def _config_value(run_dir: Path, key: str) -> Any:
+    """`key` (dotted) of the run's resolved config, None when the run wrote no config."""
+    try:
+        value: Any = records.read_config(run_dir)
+    except FileNotFoundError:
+        return None
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None, detail: bool = False) -> Path:
@@ -140,6 +155,7 @@ def records_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for row in frame:
         for key in keys:
             row[key] = row["override_values"].get(key, row.get(key))
+        row[BUDGET_KEY] = row["override_values"].get(BUDGET_KEY, row.get("max_steps"))
     df = pd.DataFrame(frame, columns=None if frame else ["run_dir", "status", "override_values"])
     df.attrs["swept_keys"] = swept_keys(df) if frame else []
     return df
@@ -345,23 +361,26 @@ def figure(study: str, out: Path | None = None) -> Path:
     elif spec["kind"] == "bars":
         fig, ax = plt.subplots(figsize=(6, 4))
         metric = published["metric"]
-        groups = _groups(df[df["status"] == "completed"], [spec["x"]])
+        x_keys = _keys(spec["x"])
+        groups = _groups(df[df["status"] == "completed"], x_keys)
         values = [_values(runs, metric) for _, runs in groups]
-        ax.bar([str(x) for (x,), _ in groups], [v.mean() for v in values],
+        ax.bar([_group_label(x_keys, x) for x, _ in groups], [v.mean() for v in values],
                yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values], capsize=4, color="tab:blue")
         for i, v in enumerate(values):  # every seed, so the spread is visible
             ax.plot([i] * len(v), v, "k.", markersize=4)
-        ax.set_xlabel(spec["x"])
+        ax.set_xlabel(", ".join(x_keys))
         ax.set_ylabel(metric)
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_title(spec["title"], fontsize=10)
     else:
         fig, ax = plt.subplots(figsize=(6, 4))
         x_key, metric = spec["x"], published["metric"]
-        for (cell,), runs in _groups(df[df["status"] == "completed"], [spec["lines"]]):
+        line_keys = _keys(spec["lines"])
+        for line, runs in _groups(df[df["status"] == "completed"], line_keys):
             points = [(float(x), _values(r, metric)) for (x,), r in _groups(runs, [x_key])]
             xs = [p[0] for p in points]
             ax.errorbar(xs, [v.mean() for _, v in points], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for _, v in points],
-                        marker="o", capsize=3, label=str(cell))
+                        marker="o", capsize=3, label=_group_label(line_keys, line))
         if spec.get("baseline"):
             ax.plot(*_baseline_curve(df, x_key, spec["baseline"]), "k--", label="memoryless baseline")
         ax.set_xlabel(x_key)
@@ -373,6 +392,19 @@ def figure(study: str, out: Path | None = None) -> Path:
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def _keys(spec: str | Sequence[str]) -> list[str]:
+    """A figure's `x` or `lines`: one key or a list (e.g. [cell, train.max_steps])."""
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def _group_label(keys: Sequence[str], values: tuple) -> str:
+    """"lstm" for one key; "lstm, 10000 steps" with the budget; else "key=value" past the first."""
+    parts = [label(values[0])]
+    for key, value in zip(keys[1:], values[1:]):
+        parts.append(f"{label(value)} steps" if key == BUDGET_KEY else f"{key}={label(value)}")
+    return ", ".join(parts)
 
 
 def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
@@ -443,6 +475,24 @@ def plt_colours() -> list[str]:
 # study 5's data folder
 
 
+def render_readme(path: Path) -> list[str]:
+    """Rewrite each ``<!-- study:NAME -->`` … ``<!-- /study:NAME -->`` block of `path` with
+    `table(NAME)`, so the README's tables are the committed records' (a test checks they are)."""
+    import re
+
+    text = path.read_text(encoding="utf-8")
+    done: list[str] = []
+
+    def render(match: re.Match) -> str:
+        done.append(match.group(1))
+        return f"<!-- study:{match.group(1)} -->\n{table(match.group(1))}<!-- /study:{match.group(1)} -->"
+
+    new = re.sub(r"<!-- study:(\w+) -->\n.*?<!-- /study:\1 -->", render, text, flags=re.S)
+    if new != text:
+        records.atomic_write_text(path, new)
+    return done
+
+
 def wikitext2_sample(source: Path, out: Path) -> Path:
     """train = valid.txt; valid = test = test.txt with every word not in train mapped to <unk>.
 
@@ -480,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--records", help="a runs.jsonl or sweep records other than the committed ones")
     p = sub.add_parser("figure", help="the study's figure from its records")
     p.add_argument("study")
+    p = sub.add_parser("readme", help="re-render every <!-- study:NAME --> table of a Markdown file")
+    p.add_argument("file", type=Path, nargs="?", default=RESULTS_DIR.parent.parent / "README.md")
     p = sub.add_parser("wikitext2-sample", help="study 5's folder from the WikiText-2 sample")
     p.add_argument("out", type=Path)
     p.add_argument("--source", type=Path, default=Path("/work/shared/data/wikitext-2-sample"))
@@ -496,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout.write("\n" + line + "\n")
         elif args.command == "figure":
             print(figure(args.study))
+        elif args.command == "readme":
+            print(", ".join(render_readme(args.file)) or "no study tables found")
         else:
             print(wikitext2_sample(args.source, args.out))
     except ReportError as error:

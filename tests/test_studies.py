@@ -50,8 +50,10 @@ def test_study_presets_are_reproducible_sweeps_of_three_seeds(name):
 
 
 def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None, profile=None,
-             cell: str = "vanilla", status: str = "completed"):
+             cell: str = "vanilla", status: str = "completed", max_steps: int | None = None):
     with RunRecorder(folder) as rec:
+        if max_steps is not None:
+            rec.write_config({"train": {"max_steps": max_steps}})
         (folder / ".hydra").mkdir()
         (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         if profile is not None:
@@ -115,6 +117,40 @@ def test_diverged_runs_are_counted_and_a_point_that_only_diverged_says_so(tmp_pa
     lstm_row, irnn_row = (line for line in text.splitlines() if line.startswith(("| lstm", "| irnn")))
     assert "1 of 3 diverged" in lstm_row and "| yes" in lstm_row  # the rule reads the two completed runs
     assert "2 of 2 diverged" in irnn_row and "**diverged**" in irnn_row and "not run" not in irnn_row
+
+
+def test_runs_at_two_step_budgets_are_told_apart_by_the_budget_from_the_config(tmp_path):
+    # a reduced sweep (2,000 steps, budget only in its config) and the published budget (10,000 steps
+    # given on the command line) of the same cell and T: each claim row reads its own runs
+    for seed, ratio in enumerate([1.0, 1.02, 0.98]):
+        fake_run(tmp_path / "reduced" / str(seed), ["cell=lstm", "task.seq_len=100", f"train.seed={seed}"],
+                 {"val/loss": ratio / 6, "val/loss_over_baseline": ratio}, cell="lstm", max_steps=2000)
+        fake_run(tmp_path / "full" / str(seed), ["cell=lstm", "task.seq_len=100", "train.max_steps=10000",
+                                                 f"train.seed={seed}"],
+                 {"val/loss": ratio / 60, "val/loss_over_baseline": ratio / 10}, cell="lstm", max_steps=10000)
+    out = tmp_path / "out"
+    studies.export("adding", [tmp_path / "reduced", tmp_path / "full"], out)
+    assert {r["max_steps"] for r in studies.read_records(out)} == {2000, 10000}
+    claims = [{"source": "p", "where": {"cell": "lstm", "train.max_steps": n}, "beats_baseline": True}
+              for n in (2000, 10000)]
+    (out / "published.yaml").write_text(yaml.safe_dump(published(claims)))
+    header, rows = studies.comparison(out / "published.yaml")
+    assert header[:2] == ["cell", "train.max_steps"]
+    assert [(r[1], r[-2], r[-1]) for r in rows] == [("2000", "3", "**no**"), ("10000", "3", "yes")]
+
+
+def test_readme_tables_are_rewritten_from_the_records(tmp_path, monkeypatch):
+    adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3]})
+    monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")
+    studies.export("toy", [tmp_path / "sweep"])
+    (tmp_path / "results" / "toy" / "published.yaml").write_text(yaml.safe_dump(published(
+        [{"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}])))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n<!-- study:toy -->\nstale table\n<!-- /study:toy -->\nafter\n")
+    assert studies.render_readme(readme) == ["toy"]
+    text = readme.read_text()
+    assert "stale table" not in text and text.endswith("<!-- /study:toy -->\nafter\n")
+    assert studies.table("toy") in text and "| yes" in text
 
 
 def test_better_than_rule_follows_the_metric_direction(tmp_path):
