@@ -271,11 +271,14 @@ def claim_text(claim: dict[str, Any], published: dict[str, Any]) -> str:
         f"{label(v)}" for v in published["base"].values()) + ")"
 
 
-def comparison(study: str | Path, records_path: str | Path | None = None, precision: int = 4) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the published-beside-measured table of `study`."""
+def comparison(study: str | Path, records_path: str | Path | None = None, precision: int = 4,
+               runs: pd.DataFrame | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the published-beside-measured table of `study` (a name under docs/results/
+    or a published.yaml), measured on its committed records, on `records_path`, or on `runs` (the
+    DataFrame `rnnbench.report.load_runs` reads from sweep folders)."""
     published = read_published(study)
     folder = Path(study).parent if Path(study).suffix == ".yaml" else RESULTS_DIR / str(study)
-    df = records_frame(read_records(records_path or folder))
+    df = with_budget(runs) if runs is not None else records_frame(read_records(records_path or folder))
     keys = list(dict.fromkeys(k for claim in published["claims"] for k in claim.get("where", {})))
     metric = published["metric"]
     header = [*keys, "published", "source", "claim", f"rnnbench ({metric.removeprefix('final/')})", "n", "holds"]
@@ -302,8 +305,20 @@ def comparison(study: str | Path, records_path: str | Path | None = None, precis
     return header, body
 
 
-def table(study: str | Path, fmt: str = "md", records_path: str | Path | None = None) -> str:
-    header, body = comparison(study, records_path)
+def with_budget(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs read from sweep folders with the `BUDGET_KEY` column the records have (the override,
+    else the resolved config's value)."""
+    df = df.copy()
+    config = df.get(f"cfg.{BUDGET_KEY}", pd.Series(None, index=df.index))
+    df[BUDGET_KEY] = df[BUDGET_KEY].where(df[BUDGET_KEY].notna(), config) if BUDGET_KEY in df else config
+    return df
+
+
+def table(study: str | Path, fmt: str = "md", records_path: str | Path | None = None,
+          runs: pd.DataFrame | None = None) -> str:
+    header, body = comparison(study, records_path, runs=runs)
+    if fmt == "csv":
+        return pd.DataFrame(body, columns=header).to_csv(index=False)
     if fmt == "latex":
         return tabulate(body, headers=header, tablefmt="latex_booktabs", disable_numparse=True) + "\n"
     return tabulate(body, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"

@@ -139,6 +139,24 @@ def test_runs_at_two_step_budgets_are_told_apart_by_the_budget_from_the_config(t
     assert [(r[1], r[-2], r[-1]) for r in rows] == [("2000", "3", "**no**"), ("10000", "3", "yes")]
 
 
+def test_report_puts_published_values_beside_sweep_folders_as_beside_records(tmp_path, capsys):
+    from rnnbench.report.cli import main as report_main
+
+    adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3], ("vanilla", 100): [1.0, 1.01, 0.99]})
+    studies.export("adding", [tmp_path / "sweep"], tmp_path / "out")
+    claims = [{"source": "p", "where": {"cell": "lstm"}, "value": 0.05, "beats_baseline": True},
+              {"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": True}]
+    (tmp_path / "out" / "published.yaml").write_text(yaml.safe_dump(published(claims)))
+    tables = []
+    for path in (tmp_path / "sweep", tmp_path / "out"):
+        assert report_main([str(path), "--published", str(tmp_path / "out" / "published.yaml")]) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1] == studies.table(tmp_path / "out" / "published.yaml")
+    lstm_row, vanilla_row = tables[0].splitlines()[2:4]
+    assert "| 0.05 " in lstm_row and "(0.20× baseline)" in lstm_row and lstm_row.endswith("| yes     |")
+    assert vanilla_row.endswith("| **no**  |")
+
+
 def test_readme_tables_are_rewritten_from_the_records(tmp_path, monkeypatch):
     adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3]})
     monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")

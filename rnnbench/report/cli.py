@@ -1,5 +1,5 @@
 """The command line: ``python -m rnnbench.report PATH... [--rows/--cols/--metrics/--reference/
---figures/--importance]``. A problem of the user's input is one line on stderr and exit code 2."""
+--figures/--importance/--published]``. A problem of the user's input is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="length generalisation: METRIC (default: the main metric) at each length the runs were "
                         "evaluated at (task.eval_lengths) as the table's columns, and its figure with --figures")
     parser.add_argument("--layer", default="layer0", help="profile.json layer of the gradient figure (default layer0)")
+    parser.add_argument("--published", metavar="FILE",
+                        help="a study's published.yaml (docs/results/<study>/): print its published values beside "
+                        "these runs' and whether each claim holds, instead of the mean ± std table")
     parser.add_argument("--importance", action="store_true",
                         help="after an Optuna search: the importance of each searched hyperparameter for the main "
                         "metric (or the first of --metrics)")
@@ -60,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = summarize(df, by=by, metrics=metrics, cols=args.cols,
                           reference=args.reference, modes=modes)
         text = render(stats, args.format, args.precision)
+        if args.published:
+            from rnnbench import studies
+
+            text = studies.table(args.published, args.format, runs=df)
         if args.output:
             Path(args.output).write_text(text, encoding="utf-8")
         else:

@@ -108,6 +108,7 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
     row.update({field: summary.get(field) for field in SUMMARY_FIELDS})
     for section in ("final", "best", "best_step"):
         row.update({f"{section}/{k}": v for k, v in (summary.get(section) or {}).items()})
+    row.update(summary.get("test") or {})  # the test split's metrics, named test/<metric> already
     if row["seed"] is None:  # no summary yet: the seed is in the config
         row["seed"] = next((v for k, v in {**cfg, **override_values}.items() if is_seed_key(k)), None)
     row["overrides"] = overrides
@@ -123,7 +124,8 @@ def load_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.Data
     column per override key (the override's typed value; a run without that override gets the
     config's value, e.g. ``model.hidden_size``), the summary fields (``error``, ``diverged_at``,
     ``seed``, ``steps``, ``wall_time_s``, ``num_params``, ...), ``final/<metric>``,
-    ``best/<metric>``, ``best_step/<metric>``, ``overrides`` (list) and ``override_values`` (dict),
+    ``best/<metric>``, ``best_step/<metric>``, ``test/<metric>`` (the test split, evaluated once at the
+    end), ``overrides`` (list) and ``override_values`` (dict),
     and the config flattened with dots as ``cfg.<key>``. ``df.attrs["swept_keys"]`` holds
     `swept_keys(df)`.
     """
