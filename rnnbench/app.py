@@ -5,7 +5,7 @@
 job folder), plan how the job starts there (fresh, resumed, finished already), build everything from
 the config with Hydra's `instantiate`, train while recording the run folder (the source of truth:
 config.yaml, metrics.jsonl, profile.json, summary.json, checkpoints/; W&B mirrors it). It returns the
-task's main validation metric (for sweepers such as Optuna; NaN for a diverged run).
+task's main validation metric (for sweepers such as Optuna; None for a diverged run, which Optuna records as a failed trial).
 
 Reliability (docs/bad-inputs.md, rnnbench/checkpoint.py):
 - A job never mixes its files with another run's: a folder that already holds a run is resumed
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import random
 import sys
@@ -368,10 +367,13 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
 
 
 def main_metric(summary: dict[str, Any]) -> float | None:
-    """The value a sweeper optimises: the final main validation metric; NaN for a diverged run, so
-    Optuna records the trial as failed instead of ranking an earlier evaluation."""
+    """The value a sweeper optimises: the final main validation metric; None for a diverged run, so
+    Optuna records the trial as failed instead of ranking an earlier evaluation. Not NaN:
+    hydra-optuna-sweeper 1.3 tells Optuna a NaN, Optuna (2.10) refuses it, and the sweeper then tells
+    "failed" with the NaN again, which Optuna refuses too, ending the whole search; None fails the
+    float() before any value is told."""
     if summary.get("status") == records.DIVERGED:
-        return math.nan
+        return None
     return (summary.get("final") or {}).get(summary["main_metric"])
 
 

@@ -231,6 +231,20 @@ def test_importance_of_each_searched_hyperparameter_is_written(search, capsys):
     assert "optim.lr" in capsys.readouterr().err
 
 
+def test_a_search_goes_on_past_diverged_trials_and_records_them_as_failed(tmp_path):
+    # a diverged run returns no value: Optuna records a failed trial and the search draws the next
+    # (with NaN, hydra-optuna-sweeper 1.3 told Optuna the value twice and the whole search ended there)
+    proc, sweep_dir = sweep(tmp_path, "+experiment=search_lr_adding", "hydra/launcher=basic",
+                            "hydra.sweeper.n_trials=4", "optim.lr=choice(0.01, 1e30)", *TINY,
+                            "logger.wandb.mode=disabled")
+    status = {n: s["status"] for n, s in summaries(sweep_dir).items()}
+    assert len(status) == 4 and set(status.values()) == {"completed", "diverged"}, status
+    assert "Values were told" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "did not complete" in proc.stdout + proc.stderr  # the summary says so
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_params"]["optim.lr"] == pytest.approx(0.01)
+
+
 def test_a_search_in_the_wrong_direction_is_flagged(search):
     runs = report.load_runs(search[1])
     assert callbacks.direction_warnings(runs, "minimize") == []
