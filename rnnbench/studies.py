@@ -385,6 +385,7 @@ def figure(study: str, out: Path | None = None) -> Path:
             ax.plot([i] * len(v), v, "k.", markersize=4)
         ax.set_xlabel(", ".join(x_keys))
         ax.set_ylabel(metric)
+        ax.set_yscale(spec.get("yscale", "linear"))
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(spec["title"], fontsize=10)
     else:

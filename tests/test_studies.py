@@ -157,6 +157,18 @@ def test_report_puts_published_values_beside_sweep_folders_as_beside_records(tmp
     assert vanilla_row.endswith("| **no**  |")
 
 
+def test_report_tables_the_test_split_from_sweep_folders_and_records_alike(tmp_path, capsys):
+    from rnnbench.report.cli import main as report_main
+
+    for seed, acc in enumerate([0.8, 0.9]):
+        fake_run(tmp_path / "sweep" / str(seed), ["cell=gru", f"train.seed={seed}"], {"val/loss": 1.0},
+                 test={"test/accuracy": acc}, cell="gru")
+    studies.export("s", [tmp_path / "sweep"], tmp_path / "out")
+    for path in (tmp_path / "sweep", tmp_path / "out"):
+        assert report_main([str(path), "--metrics", "test/accuracy", "--rows", "cell"]) == 0
+        assert "0.850 ± 0.071" in capsys.readouterr().out
+
+
 def test_readme_tables_are_rewritten_from_the_records(tmp_path, monkeypatch):
     adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3]})
     monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")

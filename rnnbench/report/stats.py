@@ -24,7 +24,7 @@ RUN_NUMBERS = ("steps", "wall_time_s", "num_params", "throughput_steps_per_s")  
 
 
 def available_metrics(df: pd.DataFrame) -> list[str]:
-    sections = [c for c in df.columns if c.startswith(("final/", "best/", "best_step/"))]
+    sections = [c for c in df.columns if c.startswith(("final/", "best/", "best_step/", "test/"))]
     return sections + [c for c in RUN_NUMBERS if c in df.columns and df[c].notna().any()]
 
 
