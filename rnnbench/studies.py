@@ -416,9 +416,12 @@ def _keys(spec: str | Sequence[str]) -> list[str]:
 
 
 def _group_label(keys: Sequence[str], values: tuple) -> str:
-    """"lstm" for one key; "lstm, 10000 steps" with the budget; else "key=value" past the first."""
+    """"lstm" for one key; "lstm, 10000 steps" with the budget; else "key=value" past the first,
+    left out where the runs did not set the key (the preset's value)."""
     parts = [label(values[0])]
     for key, value in zip(keys[1:], values[1:]):
+        if value is None:
+            continue
         parts.append(f"{label(value)} steps" if key == BUDGET_KEY else f"{key}={label(value)}")
     return ", ".join(parts)
 
