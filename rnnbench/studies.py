@@ -427,9 +427,11 @@ def _group_label(keys: Sequence[str], values: tuple) -> str:
 
 
 def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """`rnnbench.report.runs.groups`; a key no run set (e.g. optim.alpha in another study's records) is
+    None for every run, not an error."""
     from rnnbench.report.runs import groups
 
-    return groups(df, list(keys))
+    return groups(df.assign(**{k: None for k in keys if k not in df.columns}), list(keys))
 
 
 def _baseline_curve(df: pd.DataFrame, x_key: str, kind: str) -> tuple[list[float], list[float]]:
