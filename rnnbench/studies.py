@@ -387,6 +387,8 @@ def figure(study: str, out: Path | None = None) -> Path:
         ax.set_ylabel(metric)
         ax.set_yscale(spec.get("yscale", "linear"))
         ax.tick_params(axis="x", labelsize=7)
+        if len(x_keys) > 1:  # "peephole, 2000 steps": long labels, slanted so they do not overlap
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
         ax.set_title(spec["title"], fontsize=10)
     else:
         fig, ax = plt.subplots(figsize=(6, 4))
