@@ -25,13 +25,13 @@ Whether a claim holds is decided by a stated rule, never by eye (`judge`):
 - ``better_than``: the cell's mean of the study's metric is better (by its direction) than that of
   every cell listed, and Welch's t-test against each gives p < 0.05; a better mean that the seeds do not
   separate is reported as `MEAN_ONLY` ("mean only (n.s.)"), not as a claim that holds.
-
-Every rule reads completed runs; the table says how many runs of a point diverged, and a point whose
-every run diverged reads "diverged" (not "not run", and not a value).
 - ``bound``: every run's profile at initialisation satisfies Pascanu et al. 2013's bound,
   log10(‖∂L/∂h_t‖ / ‖∂L/∂h_T‖) ≤ (T - t) · log10 γ for every t (+1e-4 for float rounding).
 - ``hurts``: Welch's t-test of the variant's runs against the base variant's gives p < 0.05 and the
   variant's mean is worse (Greff et al. 2016's "significantly hurts").
+
+Every rule reads completed runs; the table says how many runs of a point diverged, and a point whose
+every run diverged reads "diverged" (not "not run", and not a value).
 """
 
 from __future__ import annotations
@@ -495,7 +495,7 @@ def plt_colours() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# study 5's data folder
+# the README's tables
 
 
 def render_readme(path: Path) -> list[str]:
@@ -514,6 +514,10 @@ def render_readme(path: Path) -> list[str]:
     if new != text:
         records.atomic_write_text(path, new)
     return done
+
+
+# --------------------------------------------------------------------------------------------
+# study 5's data folder
 
 
 def wikitext2_sample(source: Path, out: Path) -> Path:

@@ -157,6 +157,20 @@ def test_report_puts_published_values_beside_sweep_folders_as_beside_records(tmp
     assert vanilla_row.endswith("| **no**  |")
 
 
+def test_report_published_table_of_a_sweep_whose_every_run_diverged(tmp_path, capsys):
+    # no run has a mean to show: the published table still prints, and says "diverged"
+    from rnnbench.report.cli import main as report_main
+
+    for seed in range(2):
+        fake_run(tmp_path / "sweep" / str(seed), ["cell=irnn", f"train.seed={seed}"], {}, cell="irnn",
+                 status="diverged")
+    (tmp_path / "published.yaml").write_text(yaml.safe_dump(published(
+        [{"source": "p", "where": {"cell": "irnn"}, "beats_baseline": True}])))
+    assert report_main([str(tmp_path / "sweep"), "--published", str(tmp_path / "published.yaml")]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert "2 of 2 diverged" in row and row.endswith("| **diverged** |")
+
+
 def test_report_tables_the_test_split_from_sweep_folders_and_records_alike(tmp_path, capsys):
     from rnnbench.report.cli import main as report_main
 

@@ -60,13 +60,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = args.metrics and as_list(args.metrics)
         if args.lengths is not None and not metrics:
             metrics = length_columns(df, args.lengths)
-        stats = summarize(df, by=by, metrics=metrics, cols=args.cols,
-                          reference=args.reference, modes=modes)
-        text = render(stats, args.format, args.precision)
+        # the mean ± std table; with --published only when the figures need its rows (a sweep whose
+        # every run diverged has no mean to show, and its published table says "diverged")
+        stats = None
+        if not args.published or args.figures:
+            stats = summarize(df, by=by, metrics=metrics, cols=args.cols,
+                              reference=args.reference, modes=modes)
         if args.published:
             from rnnbench import studies
 
             text = studies.table(args.published, args.format, runs=df)
+        else:
+            text = render(stats, args.format, args.precision)
         if args.output:
             Path(args.output).write_text(text, encoding="utf-8")
         else:
