@@ -332,11 +332,26 @@ def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
-def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``config.yaml`` as a plain dict."""
-    from omegaconf import OmegaConf
+def read_config(run_dir: str | os.PathLike, *, hydra_fallback: bool = False) -> dict[str, Any]:
+    """``config.yaml`` as a plain dict (FileNotFoundError if there is none).
 
-    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG_FILE), resolve=True)
+    With ``hydra_fallback``, a run that died before writing it is read from Hydra's
+    ``.hydra/config.yaml``, left unresolved when it names what only resolves inside Hydra
+    (``${hydra:...}``): the report still shows such a run's settings.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(run_dir) / CONFIG_FILE
+    if hydra_fallback and not path.is_file():
+        path = Path(run_dir) / ".hydra" / CONFIG_FILE
+    cfg = OmegaConf.load(path)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        if not hydra_fallback:
+            raise
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def write_vocabulary(run_dir: str | os.PathLike, vocab: list[str]) -> None:

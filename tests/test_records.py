@@ -142,6 +142,18 @@ def test_config_yaml_is_the_resolved_config(tmp_path):
     assert "${" not in (tmp_path / "config.yaml").read_text()
 
 
+def test_a_run_that_wrote_no_config_is_read_from_hydras_copy_only_when_asked(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(
+        "train:\n  seed: 3\n  lr: ${train.seed}\nout: ${hydra:runtime.output_dir}\n")
+    with pytest.raises(FileNotFoundError):
+        records.read_config(tmp_path)
+    config = records.read_config(tmp_path, hydra_fallback=True)
+    assert config == {"train": {"seed": 3, "lr": "${train.seed}"}, "out": "${hydra:runtime.output_dir}"}
+    (tmp_path / "config.yaml").write_text("train:\n  seed: 5\n  lr: ${train.seed}\n")
+    assert records.read_config(tmp_path, hydra_fallback=True) == {"train": {"seed": 5, "lr": 5}}
+
+
 CONFIG = {"cell": {"name": "lstm", "hidden": 64}, "train": {"lr": 0.01, "seed": 0, "resume": None}, "task": "copy"}
 
 

@@ -17,9 +17,8 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from rnnbench.records import read_summary
+from rnnbench.records import read_config, read_summary
 
 SUMMARY_FIELDS = (
     "status", "error", "diverged_at", "task", "cell", "seed", "steps", "wall_time_s", "num_params",
@@ -73,15 +72,11 @@ def _recorded_override(text: str) -> tuple[str, Any]:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    """The resolved ``config.yaml`` of the run, else Hydra's ``.hydra/config.yaml``."""
-    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
-        if path.is_file():
-            cfg = OmegaConf.load(path)
-            try:
-                return OmegaConf.to_container(cfg, resolve=True)
-            except OmegaConfBaseException:  # e.g. ${hydra:...}, which only resolves inside Hydra
-                return OmegaConf.to_container(cfg, resolve=False)
-    return {}
+    """The run's resolved config (Hydra's copy for a run that died before writing its own), else {}."""
+    try:
+        return read_config(run_dir, hydra_fallback=True)
+    except FileNotFoundError:
+        return {}
 
 
 def is_seed_key(key: str) -> bool:
