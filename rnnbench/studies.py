@@ -391,7 +391,11 @@ def figure(study: str, out: Path | None = None) -> Path:
             plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
         ax.set_title(spec["title"], fontsize=10)
     else:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        curves = spec.get("curves")  # a second panel: the training curves of one point, seed by seed
+        fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(12 if curves else 6, 4), squeeze=False)
+        ax = axes[0][0]
+        if curves:
+            _curves_panel(axes[0][1], df, curves, spec.get("baseline"))
         x_key, metric = spec["x"], published["metric"]
         line_keys = _keys(spec["lines"])
         for line, runs in _groups(df[df["status"] == "completed"], line_keys):
@@ -488,6 +492,38 @@ def _clipping_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
     twin.set_ylabel("training MSE (dashed)")
     ax.set_title(spec.get("clip_title", "") + f" (γ={gain:g})", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
+
+
+def training_curves(df: pd.DataFrame, where: dict[str, Any]) -> list[tuple[Any, np.ndarray]]:
+    """(seed, rows of step, train/loss, grad norm) of each completed run at `where` that kept its
+    training curve (`export --detail`), by seed."""
+    runs = _matching(df, where)
+    out = [(seed, np.asarray(c, float)) for seed, c in zip(runs["seed"], runs["train_curve"])
+           if isinstance(c, list) and c]
+    return sorted(out, key=lambda pair: pair[0])
+
+
+def _curves_panel(ax, df: pd.DataFrame, spec: dict[str, Any], baseline: str | None) -> None:
+    """Training loss (a logged step's batch; `smooth`: running mean over that many) against step at
+    one point (`spec["where"]`), one line per seed, with the memoryless baseline at that point's T:
+    the published figures' view of when a cell leaves the baseline."""
+    curves = training_curves(df, spec["where"])
+    smooth = int(spec.get("smooth", 1))  # a running mean over this many logged steps
+    for seed, curve in curves:
+        loss = pd.Series(curve[:, 1]).rolling(smooth, min_periods=1).mean()
+        ax.plot(curve[:, 0], loss, linewidth=0.8, label=f"seed {seed}")
+    if not curves:
+        ax.text(0.5, 0.5, "no training curves in the records\n(export with --detail)", ha="center",
+                transform=ax.transAxes)
+    seq_len = spec["where"].get("task.seq_len")
+    if baseline and seq_len is not None:
+        ax.axhline(_baseline_curve(pd.DataFrame({"x": [seq_len]}), "x", baseline)[1][0], color="k",
+                   linestyle="--", label="memoryless baseline")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss" + (f" (running mean of {smooth} logged batches)" if smooth > 1 else ""))
+    ax.set_ylim(*spec.get("ylim", [None, None]))
+    ax.legend(fontsize=8)
+    ax.set_title(spec["title"], fontsize=10)
 
 
 def plt_colours() -> list[str]:

@@ -335,3 +335,30 @@ def test_figure_is_drawn_from_the_records_and_published_file_alone(study, tmp_pa
     path = studies.figure(study)
     assert path == tmp_path / "results" / study / f"{study}.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_draws_the_training_curves_of_one_point_seed_by_seed(tmp_path, monkeypatch):
+    job = 0
+    for cell in ("lstm", "vanilla"):
+        for seed in range(2):
+            folder = tmp_path / "sweep" / str(job)
+            fake_run(folder, [f"cell={cell}", "task.seq_len=100", f"train.seed={seed}"], {"val/loss": 0.1}, cell=cell)
+            with RunRecorder(folder) as rec:  # a curve that tells the runs apart: loss = 10·job + step/100
+                for step in (50, 100, 150):
+                    rec.log({"step": step, "train/loss": 10 * job + step / 100, "grad/global_norm": 1.0})
+            job += 1
+    studies.export("copy", [tmp_path / "sweep"], tmp_path / "results" / "copy", detail=True)
+    spec = {"kind": "curve", "x": "task.seq_len", "lines": "cell", "baseline": "copy", "title": "t",
+            "curves": {"where": {"cell": "lstm", "task.seq_len": 100}, "title": "LSTM, T=100", "smooth": 2}}
+    (tmp_path / "results" / "copy" / "published.yaml").write_text(yaml.safe_dump(published([], figure=spec)))
+    df = studies.records_frame(studies.read_records(tmp_path / "results" / "copy"))
+    curves = studies.training_curves(df, spec["curves"]["where"])
+    assert [seed for seed, _ in curves] == [0, 1]
+    assert [c[:, 1].tolist() for _, c in curves] == [[0.5, 1.0, 1.5], [10.5, 11.0, 11.5]]  # the lstm runs only
+    monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")
+    wide = studies.figure("copy")
+    spec.pop("curves")
+    (tmp_path / "results" / "copy" / "published.yaml").write_text(yaml.safe_dump(published([], figure=spec)))
+    narrow = studies.figure("copy", tmp_path / "narrow.png")
+    width = lambda png: int.from_bytes(png.read_bytes()[16:20], "big")  # the PNG header's width
+    assert width(wide) == 2 * width(narrow)
