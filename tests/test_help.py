@@ -12,7 +12,9 @@ EXAMPLE_CONF = REPO / "examples" / "my_research" / "conf"
 
 
 def test_help_page_as_a_user_sees_it(tmp_path):
-    proc = run_cli("--help", cwd=tmp_path)
+    # the page fits the terminal (COLUMNS, else the terminal of stdout): pinned, so the lines below
+    # read the same under any runner (a narrower page cuts an experiment's line at a comma)
+    proc = run_cli("--help", cwd=tmp_path, env={"COLUMNS": "110"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
     assert text.startswith("rnnbench: config-driven experiments comparing recurrent cells")
