@@ -395,7 +395,7 @@ def figure(study: str, out: Path | None = None) -> Path:
         fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(12 if curves else 6, 4), squeeze=False)
         ax = axes[0][0]
         if curves:
-            _curves_panel(axes[0][1], df, curves, spec.get("baseline"))
+            _curves_panel(axes[0][1], df, curves)
         x_key, metric = spec["x"], published["metric"]
         line_keys = _keys(spec["lines"])
         for line, runs in _groups(df[df["status"] == "completed"], line_keys):
@@ -503,9 +503,9 @@ def training_curves(df: pd.DataFrame, where: dict[str, Any]) -> list[tuple[Any, 
     return sorted(out, key=lambda pair: pair[0])
 
 
-def _curves_panel(ax, df: pd.DataFrame, spec: dict[str, Any], baseline: str | None) -> None:
+def _curves_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
     """Training loss (a logged step's batch; `smooth`: running mean over that many) against step at
-    one point (`spec["where"]`), one line per seed, with the memoryless baseline at that point's T:
+    one point (`spec["where"]`), one line per seed, with the memoryless baseline those runs recorded:
     the published figures' view of when a cell leaves the baseline."""
     curves = training_curves(df, spec["where"])
     smooth = int(spec.get("smooth", 1))  # a running mean over this many logged steps
@@ -515,10 +515,9 @@ def _curves_panel(ax, df: pd.DataFrame, spec: dict[str, Any], baseline: str | No
     if not curves:
         ax.text(0.5, 0.5, "no training curves in the records\n(export with --detail)", ha="center",
                 transform=ax.transAxes)
-    seq_len = spec["where"].get("task.seq_len")
-    if baseline and seq_len is not None:
-        ax.axhline(_baseline_curve(pd.DataFrame({"x": [seq_len]}), "x", baseline)[1][0], color="k",
-                   linestyle="--", label="memoryless baseline")
+    baselines = set(_values(_matching(df, spec["where"]), "memoryless_baseline"))
+    if len(baselines) == 1:  # the task's own value, as each run's summary recorded it
+        ax.axhline(baselines.pop(), color="k", linestyle="--", label="memoryless baseline")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss" + (f" (running mean of {smooth} logged batches)" if smooth > 1 else ""))
     ax.set_ylim(*spec.get("ylim", [None, None]))
