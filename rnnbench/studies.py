@@ -3,6 +3,7 @@ published values set beside them (README "Results"; docs/results/<study>/).
 (Over 400 lines on purpose: a study's records, its rules and its figure are one concept, read together when a claim is checked.)
 
     python -m rnnbench.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
+    python -m rnnbench.studies export adding --add NEW_SWEEP          # ... beside the committed ones
     python -m rnnbench.studies table adding [--format latex]          # published beside measured
     python -m rnnbench.studies figure adding                          # docs/results/adding/adding.png
     python -m rnnbench.studies readme                                 # README's tables from the records
@@ -108,8 +109,13 @@ def _config_value(run_dir: Path, key: str) -> Any:
     return value
 
 
-def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None, detail: bool = False) -> Path:
-    """Write ``runs.jsonl`` of `study` from its sweep folders (sorted by job, one line per run)."""
+def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None, detail: bool = False,
+           add: bool = False) -> Path:
+    """Write ``runs.jsonl`` of `study` from its sweep folders (sorted by sweep and job, one line per run).
+
+    `add`: keep the rows already in the file whose sweep (folder name) is not among `sweeps`, so a new
+    sweep joins the committed records of sweeps whose folders are gone (another machine, a cleaned disk);
+    a sweep exported again replaces its own rows."""
     out_dir = Path(out_dir or RESULTS_DIR / study)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -118,6 +124,9 @@ def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None
             rows.append({"sweep": Path(sweep).name, **record(run_dir, detail)})
     if not rows:
         raise ReportError(f"no runs found under {', '.join(map(str, sweeps))}")
+    if add and (out_dir / RUNS_FILE).is_file():
+        names = {Path(sweep).name for sweep in sweeps}
+        rows += [r for r in read_records(out_dir) if r.get("sweep") not in names]
     rows.sort(key=lambda r: (r["sweep"], int(r["job"]) if r["job"].isdigit() else r["job"]))
     path = out_dir / RUNS_FILE
     records.atomic_write_text(path, "".join(records.dumps(r, sort_keys=True) + "\n" for r in rows))
@@ -586,6 +595,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="folder to write (default docs/results/STUDY)")
     p.add_argument("--detail", action="store_true",
                    help="keep each run's gradient profile at initialisation and its training curve")
+    p.add_argument("--add", action="store_true",
+                   help="keep the records of other sweeps already in runs.jsonl (a sweep given again "
+                        "replaces its own)")
     p = sub.add_parser("table", help="published values beside the committed records")
     p.add_argument("study")
     p.add_argument("--format", choices=("md", "latex"), default="md")
@@ -600,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
-            print(export(args.study, args.sweeps, args.out, args.detail))
+            print(export(args.study, args.sweeps, args.out, args.detail, args.add))
         elif args.command == "table":
             sys.stdout.write(table(args.study, args.format, args.records))
             if args.format == "md":

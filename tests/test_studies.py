@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 
 import pytest
 import yaml
@@ -84,6 +85,27 @@ def test_export_writes_one_record_per_run_that_the_report_reads_like_the_sweep(t
     from_folders = summarize(load_runs(tmp_path / "sweep"), metrics="val/loss")
     assert from_records["final/val/loss mean"].tolist() == from_folders["final/val/loss mean"].tolist()
     assert from_records["cell"].tolist() == ["lstm", "vanilla"]
+
+
+def test_export_add_keeps_the_records_of_sweeps_whose_folders_are_gone(tmp_path):
+    adding_sweep(tmp_path / "old", {("lstm", 100): [0.1, 0.2, 0.3]})
+    adding_sweep(tmp_path / "new", {("gru", 100): [0.5, 0.6, 0.7]})
+    out = tmp_path / "out"
+    studies.export("adding", [tmp_path / "old"], out)
+    old_lines = (out / "runs.jsonl").read_text().splitlines()
+    shutil.rmtree(tmp_path / "old")  # the committed records are all that is left of that sweep
+    studies.export("adding", [tmp_path / "new"], out, add=True)
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    assert lines[3:] == old_lines  # byte for byte, after the new sweep's rows ("new" < "old")
+    assert [(r["sweep"], r["cell"]) for r in studies.read_records(out)] == [("new", "gru")] * 3 + [("old", "lstm")] * 3
+    # the same sweep exported again replaces its own rows, not duplicates them
+    shutil.rmtree(tmp_path / "new")
+    adding_sweep(tmp_path / "new", {("gru", 100): [0.5, 0.6]})
+    studies.export("adding", [tmp_path / "new"], out, add=True)
+    assert [r["sweep"] for r in studies.read_records(out)] == ["new"] * 2 + ["old"] * 3
+    # without add the file holds the given sweeps only
+    studies.export("adding", [tmp_path / "new"], out)
+    assert [r["sweep"] for r in studies.read_records(out)] == ["new"] * 2
 
 
 def published(claims, **extra):
