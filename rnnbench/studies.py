@@ -273,11 +273,19 @@ def claim_text(claim: dict[str, Any], published: dict[str, Any]) -> str:
     if "beats_baseline" in claim:
         return "beats the baseline" if claim["beats_baseline"] else "at the baseline"
     if "better_than" in claim:
-        return "better than " + ", ".join(label(v) for other in claim["better_than"] for v in other.values())
+        return "better than " + ", ".join(_other_text(other) for other in claim["better_than"])
     if "bound" in claim:
         return f"‖∂L/∂h_t‖ ≤ {label(float(claim['bound']))}^(T−t)·‖∂L/∂h_T‖"
     return ("hurts" if claim["hurts"] else "does not hurt") + " (vs " + ", ".join(
         f"{label(v)}" for v in published["base"].values()) + ")"
+
+
+def _other_text(other: dict[str, Any]) -> str:
+    """A compared point as the table names it: "vanilla"; with keys past the first that it sets,
+    "vanilla (model.hidden_size=127)" (a key given as null, i.e. left at the preset's value, is not shown)."""
+    (_, first), *rest = other.items()
+    extra = [f"{key}={label(value)}" for key, value in rest if value is not None]
+    return label(first) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def comparison(study: str | Path, records_path: str | Path | None = None, precision: int = 4,

@@ -141,6 +141,25 @@ def test_diverged_runs_are_counted_and_a_point_that_only_diverged_says_so(tmp_pa
     assert "2 of 2 diverged" in irnn_row and "**diverged**" in irnn_row and "not run" not in irnn_row
 
 
+def test_a_compared_point_can_name_a_key_the_other_runs_did_not_set(tmp_path):
+    # study 4's width check: the tanh RNN at the LSTM's width (model.hidden_size=127 on the command line)
+    # beside the sweep at equal parameters (no hidden_size override): a claim against one must not read the other
+    sweep = tmp_path / "sweep"
+    for job, (cell, extra, loss) in enumerate([("lstm", [], v) for v in (0.10, 0.11, 0.12)]
+                                              + [("vanilla", [], v) for v in (0.05, 0.06, 0.055)]
+                                              + [("vanilla", ["model.hidden_size=127"], v) for v in (0.30, 0.31, 0.32)]):
+        fake_run(sweep / str(job), [f"cell={cell}", *extra, f"train.seed={job % 3}"], {"val/loss": loss}, cell=cell)
+    out = tmp_path / "out"
+    studies.export("s", [sweep], out)
+    claims = [{"source": "p", "where": {"cell": "lstm"}, "better_than": [{"cell": "vanilla", "model.hidden_size": None}]},
+              {"source": "p", "where": {"cell": "lstm"}, "better_than": [{"cell": "vanilla", "model.hidden_size": 127}]}]
+    (out / "published.yaml").write_text(yaml.safe_dump(published(claims)))
+    header, (at_budget, at_width) = studies.comparison(out / "published.yaml")
+    assert at_budget[3] == "better than vanilla" and at_budget[-1] == "**no**"  # 0.11 against 0.055
+    assert at_width[3] == "better than vanilla (model.hidden_size=127)" and at_width[-1] == "yes"  # against 0.31
+    assert "p = 0.00" in at_width[4]
+
+
 def test_runs_at_two_step_budgets_are_told_apart_by_the_budget_from_the_config(tmp_path):
     # a reduced sweep (2,000 steps, budget only in its config) and the published budget (10,000 steps
     # given on the command line) of the same cell and T: each claim row reads its own runs
