@@ -13,6 +13,7 @@ metrics.jsonl records, to set beside them.
 """
 
 import argparse
+import math
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ def main() -> None:
     embedding = nn.Embedding(V, 64)
     nn.init.uniform_(embedding.weight, -0.1, 0.1)
     rnn = MODULES[args.cell](64, H, num_layers=2, dropout=0.1)
-    if args.cell == "lstm" and args.forget_bias == args.forget_bias:  # not nan
+    if args.cell == "lstm" and not math.isnan(args.forget_bias):
         with torch.no_grad():  # gate order i, f, g, o: b_f = bias_ih[f] + bias_hh[f]
             for layer in range(2):
                 getattr(rnn, f"bias_ih_l{layer}")[H:2 * H].fill_(args.forget_bias)
@@ -53,9 +54,9 @@ def main() -> None:
     state = None
     for step in range(1, args.steps + 1):
         batch = task.train_batch()
-        if batch.reset_state or state is None:
+        if batch.reset_state:
             state = None
-        else:  # truncated BPTT: carry the state, not its graph
+        elif state is not None:  # truncated BPTT: carry the state, not its graph
             state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         out, state = rnn(embedding(batch.inputs), state)  # (T, B, H)
         logits = head(out)  # (T, B, V)
