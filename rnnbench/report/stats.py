@@ -207,8 +207,8 @@ def compare_samples(a: Sequence[float], b: Sequence[float], paired: bool, confid
 
     paired: a[i] and b[i] share a draw (a seed, hence the data order; a hyperparameter draw): Student's
     t on the differences (``scipy.stats.ttest_rel``); else Welch's t (``ttest_ind(equal_var=False)``).
-    NaN values drop their pair (paired) or themselves (Welch). With fewer than 2 values a side, or no
-    variance to estimate, the p-value and the interval are NaN."""
+    NaN values drop their pair (paired) or themselves (Welch). With fewer than 2 values a side the
+    p-value and the interval are NaN; with no spread at all the difference is exact (p 0, or 1 if none)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if paired:
         if len(a) != len(b):
@@ -216,16 +216,25 @@ def compare_samples(a: Sequence[float], b: Sequence[float], paired: bool, confid
         keep = ~(np.isnan(a) | np.isnan(b))
         a, b = a[keep], b[keep]
         diff = float((a - b).mean()) if len(a) else math.nan
-        degenerate = len(a) < 2 or np.ptp(a - b) == 0
-        result = None if degenerate else scipy_stats.ttest_rel(a, b)
+        spread = np.ptp(a - b) if len(a) else 0.0
+        result = None if len(a) < 2 or _constant(spread, diff) else scipy_stats.ttest_rel(a, b)
     else:
         a, b = a[~np.isnan(a)], b[~np.isnan(b)]
         diff = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
-        degenerate = len(a) < 2 or len(b) < 2 or a.var() + b.var() == 0
-        result = None if degenerate else scipy_stats.ttest_ind(a, b, equal_var=False)
-    ci = (math.nan, math.nan) if result is None else tuple(float(x) for x in result.confidence_interval(confidence))
-    return {"test": "paired t" if paired else "Welch t", "n": (len(a), len(b)), "diff": diff, "ci": ci,
-            "p": math.nan if result is None else float(result.pvalue)}
+        spread = max(np.ptp(a), np.ptp(b)) if len(a) and len(b) else 0.0
+        result = None if len(a) < 2 or len(b) < 2 or _constant(spread, diff) else scipy_stats.ttest_ind(a, b, equal_var=False)
+    out = {"test": "paired t" if paired else "Welch t", "n": (len(a), len(b)), "diff": diff}
+    if result is not None:
+        return {**out, "ci": tuple(float(x) for x in result.confidence_interval(confidence)), "p": float(result.pvalue)}
+    if len(a) >= 2 and len(b) >= 2:  # no spread at all (to the last digits): the difference is exact
+        return {**out, "ci": (diff, diff), "p": 1.0 if diff == 0 else 0.0}
+    return {**out, "ci": (math.nan, math.nan), "p": math.nan}
+
+
+def _constant(spread: float, diff: float) -> bool:
+    """No variance to estimate: values (or differences) equal to float precision, where scipy's t
+    statistic is 0/0 or rounding noise."""
+    return spread <= 1e-12 * max(1.0, abs(diff))
 
 
 def noninferiority(a: Sequence[float], b: Sequence[float], margin: float, mode: str, paired: bool,
