@@ -80,6 +80,7 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
                                        "git_commit", "config_fingerprint")},
         **{section: summary.get(section) or {} for section in ("final", "best", "test")},
         "max_steps": _config_value(run_dir, BUDGET_KEY),
+        "machine": {k: (summary.get("machine") or {}).get(k) for k in ("cpu", "aten_capability", "blas")},
     }
     if detail:
         initial = next((p for p in records.read_profiles(run_dir) if p.get("step") == 0), None)
