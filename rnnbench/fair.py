@@ -31,6 +31,7 @@ import math
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
@@ -381,13 +382,19 @@ def run(args: argparse.Namespace) -> int:
     records.atomic_write_text(plan_file, records.dumps(state, indent=1, sort_keys=True) + "\n")
     figure = screen_figure(plan, state, plan.dir / "screen")
     print(f"screen: {figure[0]}")
+    finals = []
     for value in plan.compare:
         choice = state["chosen"].get(label(value))
         if not choice or choice["point"] is None:
             print(f"# {plan.compare_key}={label(value)}: no screen run completed; no final runs", file=sys.stderr)
             continue
-        if not args.screen_only:
-            run_sweep(plan.final_overrides(value, choice["point"]), plan.dir / f"final-{folder_name(value)}")
+        finals.append((plan.final_overrides(value, choice["point"]), plan.dir / f"final-{folder_name(value)}"))
+    if not args.screen_only:
+        # --concurrent N: N values' sweeps at once (with the basic launcher, N jobs at once), so no core
+        # idles while one value's last seed runs alone
+        with ThreadPoolExecutor(max_workers=max(1, args.concurrent)) as pool:
+            for future in [pool.submit(run_sweep, overrides, folder) for overrides, folder in finals]:
+                future.result()
     text, pairs = final_table(plan, state)
     state["pairs"] = pairs
     records.atomic_write_text(plan_file, records.dumps(state, indent=1, sort_keys=True) + "\n")
@@ -411,6 +418,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--extend", type=int, default=0,
                    help="rounds that extend the grid past an edge where a best setting lies (default 0: flag only)")
     p.add_argument("--match", help="params=N (equal parameter budget) or width=H (equal hidden size)")
+    p.add_argument("--concurrent", type=int, default=1,
+                   help="final sweeps run at once, one per compared value (default 1); with "
+                        "hydra/launcher=basic, that many jobs at once")
     p.add_argument("--screen-only", action="store_true", help="stop after the screen and the choice")
     p.add_argument("--dry-run", action="store_true", help="print the screen's command and stop")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every stage, e.g. +experiment=NAME")

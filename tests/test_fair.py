@@ -36,7 +36,7 @@ def summaries(folder: Path) -> dict[str, dict]:
 def comparison(tmp_path_factory):
     root = tmp_path_factory.mktemp("fair")
     args = ["--dir", "cmp", "--compare", "cell=vanilla,gru", "--grid", "optim.lr=0.001,0.03",
-            "--screen", "train.max_steps=20", "--seeds", "2", *TINY]
+            "--screen", "train.max_steps=20", "--seeds", "2", "--concurrent", "2", *TINY]
     proc = run_fair(root, *args)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return root / "cmp", proc, args
