@@ -144,7 +144,7 @@ def run_sweep(overrides: list[str], sweep_dir: Path, dry_run: bool = False) -> N
 
         theirs = [str(o) for o in OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[]) or []]
         ours = [o for o in overrides if not o.lstrip("+~").startswith(("hydra/", "hydra."))]  # Hydra keeps those apart
-        if sorted(theirs) != sorted(ours):
+        if sorted(map(_canonical, theirs)) != sorted(map(_canonical, ours)):
             raise FairError(f"{sweep_dir} holds another sweep (its overrides: {' '.join(theirs)}); "
                             f"choose another --dir or remove that folder")
         overrides = theirs + [o for o in overrides if o not in ours]
@@ -155,6 +155,13 @@ def run_sweep(overrides: list[str], sweep_dir: Path, dry_run: bool = False) -> N
     done = subprocess.run(command)
     if done.returncode not in (0, 1):  # 1: some job failed; its summary says so and the table counts it
         raise FairError(f"the sweep into {sweep_dir} stopped with exit code {done.returncode}")
+
+
+def _canonical(override: str) -> str:
+    """An override as Hydra reads it, so "optim.lr=1e-3,2e-3" (typed by hand) equals "optim.lr=0.001,0.002"."""
+    key, value = parse_override(override)
+    values = list(value.list) if hasattr(value, "list") else [value]
+    return f"{override[:len(override) - len(override.lstrip('+~'))]}{key}={[label(v) for v in values]}"
 
 
 def selection_metric(plan: Plan, runs: pd.DataFrame) -> str:

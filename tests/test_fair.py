@@ -134,3 +134,18 @@ def test_a_best_setting_at_the_edge_of_the_grid_is_flagged_and_the_next_point_is
     assert math.isclose(fair.next_value("optim.lr", "high", [0.001, 0.004, 0.016]), 0.064)
     assert math.isclose(fair.next_value("optim.lr", "low", [0.001, 0.004, 0.016]), 0.00025)
     assert fair.next_value("train.clip", "low", [0.0, 1.0, 2.0]) == -1.0  # arithmetic where 0 is in the grid
+
+
+def test_a_screen_started_by_hand_is_continued_in_its_own_order_and_another_sweep_refused(tmp_path, capsys):
+    import yaml
+
+    by_hand = ["+experiment=study_char_lm", "train.max_steps=1000", "train.seed=0", "cell=vanilla,lstm",
+               "optim.lr=1e-3,1.6e-2", "logger.wandb.mode=disabled"]
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": by_hand}}}))
+    ours = ["+experiment=study_char_lm", "logger.wandb.mode=disabled", "hydra/launcher=basic",
+            "train.max_steps=1000", "train.seed=0", "cell=vanilla,lstm", "optim.lr=0.001,0.016"]
+    fair.run_sweep(ours, tmp_path, dry_run=True)
+    printed = capsys.readouterr().out
+    assert " ".join(by_hand) + " hydra/launcher=basic" in printed  # their order: job numbers keep their meaning
+    with pytest.raises(fair.FairError, match="holds another sweep"):
+        fair.run_sweep([o.replace("0.016", "0.008") for o in ours], tmp_path, dry_run=True)
