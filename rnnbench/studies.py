@@ -328,6 +328,8 @@ def importance(study: str | Path, records_path: str | Path | None = None) -> str
         return None
     folder = Path(study).parent if Path(study).suffix == ".yaml" else RESULTS_DIR / str(study)
     df = records_frame(read_records(records_path or folder))
+    if published.get("importance_where"):  # the search's own trials, not a check run beside them
+        df = verdicts.matching(df, published["importance_where"], status=None)
     if (df.get("status") == "completed").sum() < 2:
         return None
     space = search_space(published["search"])
