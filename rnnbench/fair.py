@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from rnnbench import records
+from rnnbench.records import run_folder
 from rnnbench.report.runs import ReportError, label, load_runs, parse_override
 from rnnbench.report.stats import compare_samples, holm
 
@@ -351,13 +351,13 @@ def run(args: argparse.Namespace) -> int:
     plan_file = plan.dir / PLAN_FILE
     state: dict[str, Any] = {"plan": plan.as_dict()}
     if plan_file.is_file():
-        saved = records.loads(plan_file.read_text(encoding="utf-8"))
-        if saved.get("plan") != records.loads(records.dumps(plan.as_dict())):
-            raise FairError(f"{plan.dir} holds another fair comparison ({plan_file}: {records.dumps(saved.get('plan'))}); "
+        saved = run_folder.loads(plan_file.read_text(encoding="utf-8"))
+        if saved.get("plan") != run_folder.loads(run_folder.dumps(plan.as_dict())):
+            raise FairError(f"{plan.dir} holds another fair comparison ({plan_file}: {run_folder.dumps(saved.get('plan'))}); "
                             f"run that one again to continue it, or choose another --dir")
         state = saved
     if not args.dry_run:
-        records.atomic_write_text(plan_file, records.dumps(state, indent=1, sort_keys=True) + "\n")
+        run_folder.atomic_write_text(plan_file, run_folder.dumps(state, indent=1, sort_keys=True) + "\n")
 
     run_sweep(plan.screen_overrides(), plan.dir / SCREEN, args.dry_run)
     if args.dry_run:
@@ -386,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
             name = "-".join([folder_name(value), *(f"{k}={label(v)}" for k, v in point.items())])
             run_sweep(plan.extension_overrides(value, point), plan.dir / f"extend-{folder_name(name)}")
     state.update(select=metric, mode=mode, chosen={label(v): c for v, c in chosen.items()})
-    records.atomic_write_text(plan_file, records.dumps(state, indent=1, sort_keys=True) + "\n")
+    run_folder.atomic_write_text(plan_file, run_folder.dumps(state, indent=1, sort_keys=True) + "\n")
     figure = screen_figure(plan, state, plan.dir / "screen")
     print(f"screen: {figure[0]}")
     finals = []
@@ -404,8 +404,8 @@ def run(args: argparse.Namespace) -> int:
                 future.result()
     text, pairs = final_table(plan, state)
     state["pairs"] = pairs
-    records.atomic_write_text(plan_file, records.dumps(state, indent=1, sort_keys=True) + "\n")
-    records.atomic_write_text(plan.dir / "fair.md", text)
+    run_folder.atomic_write_text(plan_file, run_folder.dumps(state, indent=1, sort_keys=True) + "\n")
+    run_folder.atomic_write_text(plan.dir / "fair.md", text)
     print(text)
     return 0
 

@@ -42,14 +42,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from rnnbench.diagnostics import summarise_profile
-from rnnbench.report.runs import ReportError, key_value, label
+from rnnbench.modules.diagnostics import summarise_profile
+from rnnbench.report.runs import BUDGET_KEY, ReportError, key_value, label
 from rnnbench.report.stats import compare_samples, holm, metric_mode, noninferiority
 
 ALPHA = 0.05  # family-wise, over a study's claims (Holm–Bonferroni)
 BEATS_BASELINE = 0.9  # a seed's final loss / memoryless baseline below this: it beats the baseline
 BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
-BUDGET_KEY = "train.max_steps"
 CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts", "fewer_divergences")
 MEAN_ONLY = "mean only"  # better by the mean, not significantly
 ALL_DIVERGED = "diverged"  # every run of the point diverged: no value to judge

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnbench.cells import Cell
-from rnnbench.recurrent import Probes, RecurrentStack, StackState, valid_steps
-from tasks.base import IOSpec
+from rnnbench.kernels.lengths import valid_steps
+from rnnbench.modules.cells import Cell
+from rnnbench.modules.recurrent import Probes, RecurrentStack, StackState
+from rnnbench.tasks.base import IOSpec
 
 POOLINGS = ("last", "mean", "max")
 
