@@ -66,6 +66,14 @@ class LSTMConf(CellConf):
 
 
 @dataclass
+class ArjovskyLSTMConf(LSTMConf):
+    _target_: str = "rnnbench.modules.cells.ArjovskyLSTMCell"
+    glorot: bool = True
+    cell_to_output: bool = True
+    learned_initial_state: bool = True
+
+
+@dataclass
 class PeepholeConf(LSTMConf):
     _target_: str = "rnnbench.modules.cells.PeepholeLSTMCell"
     variant: str = "vanilla"  # Greff et al. 2016: one of rnnbench.modules.cells.LSTM_VARIANTS
@@ -227,10 +235,11 @@ class SGDConf(OptimConf):
 
 @dataclass
 class RMSpropConf(OptimConf):
-    _target_: str = "torch.optim.RMSprop"
+    _target_: str = "rnnbench.run.optim.RMSprop"
     alpha: float = 0.99
     eps: float = 1e-8
     momentum: float = 0.0
+    initial_square_avg: float = 0.0  # Arjovsky et al. 2016's code: 1e-3 (with eps 0, alpha 0.9)
 
 
 @dataclass
@@ -355,7 +364,8 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     for group, schemas in {
-        "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "peephole": PeepholeConf, "gru": GRUConf},
+        "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
+                 "gru": GRUConf},
         "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf,
                  "text": TextConf},
         "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
@@ -395,7 +405,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step")
-NON_NEGATIVE = ("cell.recurrent_gain", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
+NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
                 "train.skip_nonfinite", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 
