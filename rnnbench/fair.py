@@ -39,10 +39,10 @@ from typing import Any, Sequence
 import pandas as pd
 
 from rnnbench.records import run_folder
-from rnnbench.report.runs import ReportError, label, load_runs, parse_override
+from rnnbench.report.runs import FAIR_PLAN, ReportError, label, load_runs, parse_override
 from rnnbench.report.stats import compare_samples, holm
 
-PLAN_FILE = "fair.json"
+PLAN_FILE = FAIR_PLAN
 SCREEN = "screen"
 SEED_KEY = "train.seed"
 

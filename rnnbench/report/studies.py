@@ -45,7 +45,7 @@ from tabulate import tabulate
 
 from rnnbench.records import run_folder
 from rnnbench.report import verdicts
-from rnnbench.report.runs import (BUDGET_KEY, RUNS_FILE, ReportError, find_run_dirs, groups, label,
+from rnnbench.report.runs import (BUDGET_KEY, RUNS_FILE, ReportError, fair_stage, find_run_dirs, groups, label,
                                   read_records, records_frame)
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -79,6 +79,7 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
         **{section: summary.get(section) or {} for section in ("final", "best", "test")},
         "max_steps": _config_value(run_dir, BUDGET_KEY),
         "machine": {k: (summary.get("machine") or {}).get(k) for k in ("cpu", "aten_capability", "blas")},
+        "fair": fair_stage(run_dir),  # the stage of a fair comparison: claims can name the tuned runs
     }
     if detail:
         initial = next((p for p in run_folder.read_profiles(run_dir) if p.get("step") == 0), None)

@@ -61,7 +61,9 @@ VERDICT_TEXT = {True: "yes", False: "**no**", None: "not run", MEAN_ONLY: "mean 
 def matching(df: pd.DataFrame, where: dict[str, Any], status: str | None = "completed") -> pd.DataFrame:
     mask = pd.Series(True, index=df.index)
     for key, value in where.items():
-        if key not in df.columns:
+        if key not in df.columns:  # no run set the key: each has its default, which None names
+            if value is None:
+                continue
             return df.iloc[0:0]
         mask &= df[key].map(lambda v: label(key_value(v)) == label(value))
     return df[mask & (df["status"] == status)] if status else df[mask]
@@ -310,6 +312,8 @@ def findings(df: pd.DataFrame, published: dict[str, Any], key: str, within: Sequ
     pair_by = list(published.get("pair_by", ["seed"]))
     mode = _mode(published, df)
     done = df[df["status"] == "completed"]
+    if "fair" in done.columns:  # a fair comparison's screen tries settings; it compares nothing
+        done = done[done["fair"].map(lambda v: v != "screen")]
     if key not in done.columns:
         return []
     out = []
