@@ -37,7 +37,8 @@ from rnnbench.records import run_folder
 from rnnbench.run import checkpoint
 from rnnbench.run.build import build_model, build_task, check_pyramid_depth, resolve_device
 from rnnbench.run.checkpoint import CheckpointError
-from rnnbench.run.config import ConfigError, validate
+from rnnbench.run.config import validate
+from rnnbench.run.errors import ConfigError
 from rnnbench.run.train import evaluate_model, length_key
 from rnnbench.tasks.base import IOSpec, Task
 from rnnbench.tasks.data import DataError

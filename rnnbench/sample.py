@@ -28,7 +28,7 @@ from rnnbench.evaluate import CHECKPOINTS, load_run, read_run_config
 from rnnbench.records import run_folder
 from rnnbench.run.build import build_task
 from rnnbench.run.checkpoint import CheckpointError
-from rnnbench.run.config import ConfigError
+from rnnbench.run.errors import ConfigError
 from rnnbench.tasks.base import IOSpec
 from rnnbench.tasks.data import DataError
 from rnnbench.tasks.language_model import EOS

@@ -1,4 +1,4 @@
-"""The cells against their equations (REFERENCE.md), written out independently here."""
+"""The cells against their equations (the papers each cell class cites), written out independently here."""
 
 import functools
 

@@ -8,7 +8,8 @@ import torch
 
 from rnnbench.modules.cells import LSTMCell
 from rnnbench.modules.models import SequenceModel
-from rnnbench.run.config import ConfigError, compose, validate
+from rnnbench.run.config import compose, validate
+from rnnbench.run.errors import ConfigError
 from rnnbench.run.train import TrainSettings, Trainer, evaluate_model
 from rnnbench.tasks.adding import AddingTask
 from rnnbench.tasks.copy import CopyTask

@@ -254,16 +254,16 @@ def test_report_tables_the_test_split_from_sweep_folders_and_records_alike(tmp_p
         assert "0.850 ± 0.071" in capsys.readouterr().out
 
 
-def test_readme_tables_are_rewritten_from_the_records(tmp_path, monkeypatch):
+def test_page_tables_are_rewritten_from_the_records(tmp_path, monkeypatch):
     adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3]})
     monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")
     studies.export("toy", [tmp_path / "sweep"])
     (tmp_path / "results" / "toy" / "published.yaml").write_text(yaml.safe_dump(published(
         [{"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}])))
-    readme = tmp_path / "README.md"
-    readme.write_text("# Results\n<!-- study:toy -->\nstale table\n<!-- /study:toy -->\nafter\n")
-    assert studies.render_readme(readme) == ["toy"]
-    text = readme.read_text()
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n<!-- study:toy -->\nstale table\n<!-- /study:toy -->\nafter\n")
+    assert studies.render_tables(page) == ["toy"]
+    text = page.read_text()
     assert "stale table" not in text and text.endswith("<!-- /study:toy -->\nafter\n")
     assert studies.table("toy") in text and "| yes" in text
 
@@ -424,10 +424,10 @@ COMMITTED = sorted(p.parent.name for p in (REPO / "docs" / "results").glob("*/ru
 
 
 @pytest.mark.parametrize("study", COMMITTED)
-def test_readme_table_is_rendered_from_the_committed_records(study):
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    block = re.search(rf"<!-- study:{study} -->\n(.*?)<!-- /study:{study} -->", readme, re.S)
-    assert block, f"README has no table of study {study} between <!-- study:{study} --> markers"
+def test_results_page_table_is_rendered_from_the_committed_records(study):
+    page = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    block = re.search(rf"<!-- study:{study} -->\n(.*?)<!-- /study:{study} -->", page, re.S)
+    assert block, f"docs/results.md has no table of study {study} between <!-- study:{study} --> markers"
     assert block.group(1) == studies.table(study)
 
 

@@ -1,4 +1,4 @@
-"""The four recurrent cells, each written from its equations (../shared/REFERENCE.md).
+"""The four recurrent cells, each written from the equations of the paper its class docstring cites.
 
 Every cell shares one small interface, so the layers and stacks in `recurrent.py` never ask which
 cell they hold:
@@ -18,6 +18,8 @@ model trained fused runs through the explicit path unchanged.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,6 +39,10 @@ class Cell(nn.Module):
     # The sigmoid gates `step(..., gates=dict)` reports (their saturation is what Karpathy et al. 2015
     # plot); a cell without gates reports none.
     gate_activations: tuple[str, ...] = ()
+    # The allowed values of the constructor's choice arguments, checked before a run starts
+    # (run.config.validate reads them from the class `cell._target_` names: a cell of a user's own
+    # with a key of the same name follows its own rules).
+    ALLOWED: ClassVar[dict[str, tuple[str, ...]]] = {"recurrent_init": RECURRENT_INITS}
 
     def __init__(self, input_size: int, hidden_size: int, recurrent_init: str = "default",
                  recurrent_gain: float = 1.0):
@@ -123,6 +129,7 @@ class VanillaCell(Cell):
     gates = 1
     state_names = ("h",)
     NONLINEARITIES = ("tanh", "relu")
+    ALLOWED = {**Cell.ALLOWED, "nonlinearity": NONLINEARITIES}
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh",
                  recurrent_init: str = "default", recurrent_gain: float = 1.0):
@@ -304,6 +311,8 @@ class PeepholeLSTMCell(LSTMCell):
     Every variant but fgr runs on `fast_peephole`'s sequence kernel under `model.backend=auto`; fgr on
     these explicit equations.
     """
+
+    ALLOWED = {**Cell.ALLOWED, "variant": tuple(LSTM_VARIANTS)}
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
                  recurrent_init: str = "default", variant: str = "vanilla", recurrent_gain: float = 1.0):

@@ -1,12 +1,12 @@
 """Studies: the literature's comparisons rerun with rnnbench, their committed records, and the
-published values set beside them (README "Results"; docs/results/<study>/).
+published values set beside them (docs/results.md; docs/results/<study>/).
 (Over 400 lines on purpose: a study's records, its rules and its figure are one concept, read together when a claim is checked.)
 
-    python -m rnnbench.report.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
+    python -m rnnbench.report.studies export adding outputs/sweeps/DATE/TIME  # sweep folder(s) -> runs.jsonl
     python -m rnnbench.report.studies export adding --add NEW_SWEEP          # ... beside the committed ones
     python -m rnnbench.report.studies table adding [--format latex]          # published beside measured
     python -m rnnbench.report.studies figure adding                          # docs/results/adding/adding.png
-    python -m rnnbench.report.studies readme                                 # README's tables from the records
+    python -m rnnbench.report.studies render                                 # docs/results.md's tables from the records
     python -m rnnbench.report.studies wikitext2-sample DIR                   # the folder of study 5
 
 A study's folder holds three files, all small enough for git:
@@ -480,12 +480,12 @@ def plt_colours() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# the README's tables
+# the tables of docs/results.md
 
 
-def render_readme(path: Path) -> list[str]:
+def render_tables(path: Path) -> list[str]:
     """Rewrite each ``<!-- study:NAME -->`` … ``<!-- /study:NAME -->`` block of `path` with
-    `table(NAME)`, so the README's tables are the committed records' (a test checks they are)."""
+    `table(NAME)`, so the page's tables are the committed records' (a test checks docs/results.md's are)."""
     import re
 
     text = path.read_text(encoding="utf-8")
@@ -545,11 +545,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--records", help="a runs.jsonl or sweep records other than the committed ones")
     p = sub.add_parser("figure", help="the study's figure from its records")
     p.add_argument("study")
-    p = sub.add_parser("readme", help="re-render every <!-- study:NAME --> table of a Markdown file")
-    p.add_argument("file", type=Path, nargs="?", default=RESULTS_DIR.parent.parent / "README.md")
+    p = sub.add_parser("render", help="re-render every <!-- study:NAME --> table of a Markdown page")
+    p.add_argument("file", type=Path, nargs="?", default=RESULTS_DIR.parent / "results.md")
     p = sub.add_parser("wikitext2-sample", help="study 5's folder from the WikiText-2 sample")
     p.add_argument("out", type=Path)
-    p.add_argument("--source", type=Path, default=Path("/work/shared/data/wikitext-2-sample"))
+    p.add_argument("--source", type=Path, required=True,
+                   help="the WikiText-2 sample folder (valid.txt and test.txt of WikiText-2)")
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
@@ -563,8 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout.write("\n" + line + "\n")
         elif args.command == "figure":
             print(figure(args.study))
-        elif args.command == "readme":
-            print(", ".join(render_readme(args.file)) or "no study tables found")
+        elif args.command == "render":
+            print(", ".join(render_tables(args.file)) or "no study tables found")
         else:
             print(wikitext2_sample(args.source, args.out))
     except ReportError as error:

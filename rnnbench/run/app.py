@@ -42,7 +42,8 @@ from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
 from rnnbench.run import checkpoint, help
 from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
 from rnnbench.run.checkpoint import CheckpointError
-from rnnbench.run.config import CONF_DIR, ConfigError, register_schemas, validate
+from rnnbench.run.config import CONF_DIR, register_schemas, validate
+from rnnbench.run.errors import ConfigError
 from rnnbench.run.train import RecorderSink, Trainer
 from rnnbench.tasks.data import DataError
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from rnnbench.kernels import flush
 from rnnbench.modules.budget import hidden_size_for_budget
 from rnnbench.run import interface
-from rnnbench.run.config import ConfigError
+from rnnbench.run.errors import ConfigError
 from rnnbench.run.train import TrainSettings
 from rnnbench.tasks.base import IOSpec, Task
 from rnnbench.tasks.data import DataError

@@ -49,7 +49,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnnbench.records.run_folder import FolderInUse, hold_folder
-from rnnbench.run.config import ConfigError
+from rnnbench.run.errors import ConfigError
 
 log = logging.getLogger("rnnbench")
 
@@ -109,7 +109,7 @@ def basic_sweep_configs(config: DictConfig):
 
 def _errors(configs) -> list[str]:
     """validate's lines for these configs, each line once, in order."""
-    from rnnbench.run.config import ConfigError, validate
+    from rnnbench.run.config import validate  # the schemas import torch and every module: when needed
 
     lines: dict[str, None] = {}
     for cfg in configs:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from rnnbench.records import run_folder
-from rnnbench.run.config import ConfigError
+from rnnbench.run.errors import ConfigError
 
 log = logging.getLogger("rnnbench")
 

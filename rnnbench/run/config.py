@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -25,12 +25,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnnbench.modules.cells import LSTM_VARIANTS, RECURRENT_INITS, VanillaCell
-from rnnbench.modules.models import POOLINGS
-from rnnbench.modules.recurrent import BACKENDS
 from rnnbench.records.wandb_sink import MODES as WANDB_MODES
-from rnnbench.tasks.seq_image import MODES
-from rnnbench.tasks.text import EMPTY_TEXT, LEVELS
+from rnnbench.run.errors import ConfigError
+from rnnbench.run.train import TrainSettings
 
 
 # The configs: an installed package reads the copy of conf/ its wheel ships (rnnbench/conf, setup.py);
@@ -39,93 +36,115 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 CONF_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf")
 
 
-class ConfigError(ValueError):
-    """A config value that is well-typed but not allowed."""
+def defaults_from(source: Any) -> Callable[[type], type]:
+    """Schema decorator (under @dataclass): each field declared without a value takes the default of the
+    same-named argument of `source` (a class: its constructor), the one place that default is written
+    (a user of the class in Python and the app get the same experiment). A tuple default becomes a
+    list, what a YAML list composes to."""
+    parameters = inspect.signature(source).parameters
+
+    def decorate(cls: type) -> type:
+        for name in cls.__dict__.get("__annotations__", {}):
+            if name in cls.__dict__ or name.startswith("_"):
+                continue
+            default = parameters[name].default if name in parameters else inspect.Parameter.empty
+            if default is inspect.Parameter.empty:
+                raise TypeError(f"{cls.__name__}.{name}: {getattr(source, '__name__', source)} has no default "
+                                f"for {name!r}")
+            setattr(cls, name, field(default_factory=lambda d=default: list(d)) if isinstance(default, tuple)
+                    else default)
+        return cls
+    return decorate
+
+
+def defaults_from_constructor(cls: type) -> type:
+    """`defaults_from` the class the schema's `_target_` names."""
+    return defaults_from(get_class(cls._target_))(cls)
 
 
 # ---------------------------------------------------------------------------------------------
 # cells (group `cell`)
+# Every cell schema lists its keys; their defaults come from the cell's constructor.
 @dataclass
 class CellConf:
     _target_: str = MISSING
     _partial_: bool = True
-    recurrent_init: str = "default"
-    recurrent_gain: float = 1.0  # U times this after its init (orthogonal: ‖U‖₂ = gain)
 
 
 @dataclass
+@defaults_from_constructor
 class VanillaConf(CellConf):
     _target_: str = "rnnbench.modules.cells.VanillaCell"
-    nonlinearity: str = "tanh"
+    recurrent_init: str
+    recurrent_gain: float  # U times this after its init (orthogonal: ‖U‖₂ = gain)
+    nonlinearity: str
 
 
 @dataclass
+@defaults_from_constructor
 class LSTMConf(CellConf):
     _target_: str = "rnnbench.modules.cells.LSTMCell"
-    forget_bias: float = 1.0
+    recurrent_init: str
+    recurrent_gain: float
+    forget_bias: float
 
 
 @dataclass
-class ArjovskyLSTMConf(LSTMConf):
+@defaults_from_constructor
+class ArjovskyLSTMConf(CellConf):
     _target_: str = "rnnbench.modules.cells.ArjovskyLSTMCell"
-    glorot: bool = True
-    cell_to_output: bool = True
-    learned_initial_state: bool = True
+    recurrent_init: str
+    recurrent_gain: float
+    forget_bias: float
+    glorot: bool  # Arjovsky et al. 2016's code: Glorot-uniform W, U, V_o
+    cell_to_output: bool  # the cell -> output gate matrix V_o
+    learned_initial_state: bool
 
 
 @dataclass
-class PeepholeConf(LSTMConf):
+@defaults_from_constructor
+class PeepholeConf(CellConf):
     _target_: str = "rnnbench.modules.cells.PeepholeLSTMCell"
-    variant: str = "vanilla"  # Greff et al. 2016: one of rnnbench.modules.cells.LSTM_VARIANTS
+    recurrent_init: str
+    recurrent_gain: float
+    forget_bias: float
+    variant: str  # Greff et al. 2016: one of PeepholeLSTMCell.ALLOWED["variant"]
 
 
 @dataclass
+@defaults_from_constructor
 class GRUConf(CellConf):
     _target_: str = "rnnbench.modules.cells.GRUCell"
-    reset_after: bool = True
+    recurrent_init: str
+    recurrent_gain: float
+    reset_after: bool
 
 
 # ---------------------------------------------------------------------------------------------
 # model (architecture keys; the `arch` group sets some of them)
 @dataclass
+@defaults_from_constructor
 class ModelConf:
     _target_: str = "rnnbench.modules.models.SequenceModel"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = False
-    pyramid: bool = False
-    pyramid_input: bool = False  # with pyramid: pair the input frames before the first layer too
-    dropout: float = 0.0
-    residual: bool = False
-    backend: str = "auto"
-    embedding_size: Optional[int] = None
-    embedding_dropout: float = 0.0
-    output_dropout: float = 0.0
-    tie_weights: bool = False
-    pooling: str = "last"
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    pyramid: bool
+    pyramid_input: bool  # with pyramid: pair the input frames before the first layer too
+    dropout: float
+    residual: bool
+    backend: str
+    embedding_size: Optional[int]
+    embedding_dropout: float
+    output_dropout: float
+    tie_weights: bool
+    pooling: str
     # When set, hidden_size is replaced by the size whose model comes closest to this many parameters.
-    param_budget: Optional[int] = None
+    param_budget: Optional[int]
 
 
 # ---------------------------------------------------------------------------------------------
 # tasks (group `task`)
-def defaults_from_constructor(cls: type) -> type:
-    """Schema decorator (under @dataclass): each field declared without a value takes the default of the
-    same-named argument of its `_target_` class's constructor, the one place that default is written
-    (a user of the class in Python and the app get the same experiment). A tuple default becomes a
-    list, what a YAML list composes to."""
-    parameters = inspect.signature(get_class(cls._target_)).parameters
-    for name in cls.__dict__.get("__annotations__", {}):
-        if name in cls.__dict__:
-            continue
-        default = parameters[name].default
-        if default is inspect.Parameter.empty:
-            raise TypeError(f"{cls.__name__}.{name}: {cls._target_} has no default for {name!r}")
-        setattr(cls, name, field(default_factory=lambda d=default: list(d)) if isinstance(default, tuple)
-                else default)
-    return cls
-
-
 @dataclass
 class TaskConf:
     _target_: str = MISSING
@@ -234,12 +253,13 @@ class SGDConf(OptimConf):
 
 
 @dataclass
+@defaults_from_constructor
 class RMSpropConf(OptimConf):
     _target_: str = "rnnbench.run.optim.RMSprop"
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
-    initial_square_avg: float = 0.0  # Arjovsky et al. 2016's code: 1e-3 (with eps 0, alpha 0.9)
+    alpha: float
+    eps: float
+    momentum: float
+    initial_square_avg: float  # Arjovsky et al. 2016's code: 1e-3 (with eps 0, alpha 0.9)
 
 
 @dataclass
@@ -292,36 +312,38 @@ class StepScheduleConf(ScheduleConf):
 
 
 # ---------------------------------------------------------------------------------------------
+# The trainer's keys take their defaults from `TrainSettings`; the rest are the app's own.
 @dataclass
+@defaults_from(TrainSettings)
 class TrainConf:
-    max_steps: int = 2000
+    max_steps: int
     batch_size: int = 64
     seed: int = 0
     data_seed: int = "${train.seed}"  # type: ignore[assignment]
-    clip: float = 1.0
-    clip_mode: str = "norm"  # norm | value | off
-    log_every: int = 50
-    eval_every: int = 250
-    profile_every: int = 500
+    clip: float
+    clip_mode: str  # TrainSettings.ALLOWED
+    log_every: int
+    eval_every: int
+    profile_every: int
     device: str = "auto"
     threads: Optional[int] = None
     # Flush subnormal floats to zero on CPU (x86 FTZ/DAZ, every thread): |x| < 1.18e-38 computes as 0.
     # Vanishing gradients sink into that range, where arithmetic is 10-100x slower (docs/performance.md).
     flush_denormal: bool = True
-    early_stop: bool = False
-    length_eval: str = "end"  # end | eval: when to evaluate at task.eval_lengths (eval: every eval too)
-    gate_stats: bool = True  # with each temporal profile: gate saturation statistics (gated cells only)
+    early_stop: bool
+    length_eval: str  # end | eval: when to evaluate at task.eval_lengths (eval: every eval too)
+    gate_stats: bool  # with each temporal profile: gate saturation statistics (gated cells only)
     # Wall-clock budget in minutes (comparisons at equal time); the run ends at whichever of
     # max_steps and max_minutes comes first. Where a time budget stops a run is not reproducible.
-    max_minutes: Optional[float] = None
+    max_minutes: Optional[float]
     test_at_end: bool = True  # evaluate the test split once at the end (summary.json "test")
-    checkpoint_every: int = 0  # every N steps (0: none); a final one and one on SIGUSR2/SIGTERM always
+    checkpoint_every: int  # every N steps (0: none); a final one and one on SIGUSR2/SIGTERM always
     resume: bool = False  # continue the run folder's last checkpoint (multirun jobs always do)
     # Guard rails, off by default, recorded in summary.json when on: skip a step whose loss or
     # gradient is not finite (at most this many times, then the run diverges), multiplying lr by
     # lr_backoff at each skipped step.
-    skip_nonfinite: int = 0
-    lr_backoff: float = 1.0
+    skip_nonfinite: int
+    lr_backoff: float
 
 
 @dataclass
@@ -360,18 +382,21 @@ class Config:
     testing: TestingConf = field(default_factory=TestingConf)
 
 
+# Each config group's options backed by a schema (conf/<group>/<option>.yaml names one as its default).
+SCHEMAS: dict[str, dict[str, type]] = {
+    "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
+             "gru": GRUConf},
+    "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
+    "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
+    "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
+                 "step": StepScheduleConf},
+}
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    for group, schemas in {
-        "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
-                 "gru": GRUConf},
-        "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf,
-                 "text": TextConf},
-        "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
-        "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf,
-                     "plateau": PlateauScheduleConf, "step": StepScheduleConf},
-    }.items():
+    for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
 
@@ -386,20 +411,32 @@ def compose(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictCo
 
 # ---------------------------------------------------------------------------------------------
 # ranges and cross-key rules
-# Each allowed tuple is defined once, beside the code that gives its values a meaning.
-ALLOWED = {
-    "model.backend": BACKENDS,
-    "model.pooling": POOLINGS,
-    "train.clip_mode": ("norm", "value", "off"),
-    "train.length_eval": ("end", "eval"),
-    "logger.wandb.mode": WANDB_MODES,
-    "cell.recurrent_init": RECURRENT_INITS,
-    "cell.nonlinearity": VanillaCell.NONLINEARITIES,
-    "cell.variant": tuple(LSTM_VARIANTS),
-    "task.level": LEVELS,
-    "task.mode": MODES,
-    "task.empty_text": EMPTY_TEXT,
-}
+# Allowed values are defined once, beside the code that gives them a meaning, on the class that uses
+# them (its ALLOWED): a group's rules are those of the class its `_target_` names, so a user's own cell
+# or task with a key of the same name (`variant`, `mode`) is held to its own rules, not to ours.
+GROUPS_BY_TARGET = ("cell", "model", "task")
+
+
+def target_class(node: Any) -> type | None:
+    """The class `node._target_` names, or None where it does not import (`interface.check_class`
+    reports that, with the reason)."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    try:
+        found = get_class(target) if target else None
+    except Exception:  # a user's module failing to import: reported, with its reason, when built
+        return None
+    return found if isinstance(found, type) else None
+
+
+def allowed_values(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
+    """`<group>.<key>` -> its allowed values, for this config's classes."""
+    allowed = {f"train.{key}": values for key, values in TrainSettings.ALLOWED.items()}
+    allowed["logger.wandb.mode"] = WANDB_MODES
+    for group in GROUPS_BY_TARGET:
+        cls = target_class(cfg.get(group)) if isinstance(cfg, DictConfig) else None
+        allowed.update({f"{group}.{key}": values for key, values in getattr(cls, "ALLOWED", {}).items()})
+    return allowed
+
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.embedding_size",
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
@@ -422,7 +459,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError listing every value out of range (one line each)."""
     errors = []
-    for key, allowed in ALLOWED.items():
+    for key, allowed in allowed_values(cfg).items():
         value = _get(cfg, key)
         if value is not None and value not in allowed:
             errors.append(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
