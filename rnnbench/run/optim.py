@@ -14,7 +14,9 @@ class RMSprop(torch.optim.RMSprop):
         v_0 = 1e-3,   v_t = 0.9 v_{t-1} + 0.1 g_t²,   θ_t = θ_{t-1} - lr g_t / sqrt(v_t)
 
     which is this class with ``initial_square_avg=1e-3, alpha=0.9, eps=0``. With the default 0 it is
-    torch's RMSprop to the bit (its state starts at zeros, as torch's does)."""
+    torch's RMSprop to the bit (its state starts at zeros, as torch's does). Without ε an entry whose
+    gradient is 0 long enough for its mean square to underflow to 0 steps by 0/0 = NaN, as theirs would:
+    one seed of three did on adding T=100 (docs/results.md §2)."""
 
     def __init__(self, params, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0,
                  momentum: float = 0, centered: bool = False, initial_square_avg: float = 0.0, **kwargs):
