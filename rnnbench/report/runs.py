@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from rnnbench.errors import UserError
 from rnnbench.records import run_folder
 from rnnbench.records.run_folder import read_config, read_summary
 
@@ -31,8 +32,8 @@ SUMMARY_FIELDS = (
 )
 
 
-class ReportError(Exception):
-    """A problem of the user's input (path, key, metric): reported as one line, exit code 2."""
+class ReportError(UserError):
+    """A problem of the user's input (path, key, metric): one message, exit code 2 (rnnbench.errors)."""
 
 
 def is_run_dir(path: Path) -> bool:

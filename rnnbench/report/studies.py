@@ -48,6 +48,7 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
+from rnnbench.errors import UserError, fail
 from rnnbench.modules.diagnostics import summarise_profile
 from rnnbench.records import run_folder
 from rnnbench.report.runs import (BUDGET_KEY, RUNS_FILE, ReportError, find_run_dirs, groups, key_value, label,
@@ -589,9 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(", ".join(render_tables(args.file)) or "no study tables found")
         else:
             print(wikitext2_sample(args.source, args.out))
-    except ReportError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return fail(error)
     return 0
 
 

@@ -25,8 +25,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from rnnbench.errors import ConfigError
 from rnnbench.records.wandb_sink import MODES as WANDB_MODES
-from rnnbench.run.errors import ConfigError
 from rnnbench.run.train import TrainSettings
 
 
