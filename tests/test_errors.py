@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import get_method
 
 from conftest import REPO
-from rnnbench import errors, evaluate, sample
+from rnnbench import errors, evaluate, fair, sample
 from rnnbench.records.run_folder import FolderInUse
 from rnnbench.report import cli as report_cli
 from rnnbench.report import studies
@@ -35,7 +35,8 @@ def test_every_user_error_is_one_kind_of_one_format(cls, capsys):
     (report_cli.main, ["/nonexistent-sweep"], "input"),
     (studies.main, ["table", "no_such_study"], "input"),
     (data.main, ["fetch", "no-such-data-set"], "data"),
-], ids=["evaluate", "sample", "report", "studies", "data"])
+    (fair.main, ["--dir", "/nonexistent-fair", "--compare", "cell", "--grid", "optim.lr=1e-3", "--dry-run"], "input"),
+], ids=["evaluate", "sample", "report", "studies", "data", "fair"])
 def test_every_command_reports_a_user_error_the_same_way(command, argv, kind, capsys):
     assert command(argv) == 2
     err = capsys.readouterr().err
@@ -46,6 +47,6 @@ def test_every_command_is_an_installed_script():
     """pyproject's scripts name callables that exist (the wheel's scripts run them: tests/test_install.py)."""
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert set(scripts) == {"rnnbench", "rnnbench-evaluate", "rnnbench-sample", "rnnbench-report",
-                            "rnnbench-studies", "rnnbench-bench", "rnnbench-data"}
+                            "rnnbench-studies", "rnnbench-bench", "rnnbench-data", "rnnbench-fair"}
     for target in scripts.values():
         assert callable(get_method(target.replace(":", ".")))

@@ -23,7 +23,7 @@ FLOORS = (
     ("rnnbench.records",),
     ("rnnbench.report",),
     ("rnnbench.run",),
-    ("rnnbench.evaluate", "rnnbench.sample", "rnnbench.bench", "rnnbench.__main__"),
+    ("rnnbench.evaluate", "rnnbench.sample", "rnnbench.fair", "rnnbench.bench", "rnnbench.__main__"),
 )
 SOURCES = {"rnnbench": REPO / "rnnbench", "rnnbench.tasks": REPO / "tasks"}
 

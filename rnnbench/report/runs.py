@@ -23,6 +23,7 @@ from rnnbench.records import run_folder
 from rnnbench.records.run_folder import read_config, read_summary
 
 RUNS_FILE = "runs.jsonl"  # a study's committed records (rnnbench.report.studies)
+FAIR_PLAN = "fair.json"  # the plan of a fair comparison (rnnbench.fair), in the folder above its sweeps
 BUDGET_KEY = "train.max_steps"  # a record's step budget, a column even where no override set it: one
 # study may hold runs at two budgets (a reduced sweep and the published one), which claims tell apart
 
@@ -83,6 +84,15 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return read_config(run_dir, hydra_fallback=True)
     except FileNotFoundError:
         return {}
+
+
+def fair_stage(run_dir: Path) -> str | None:
+    """"screen" or "final" for a run of a fair comparison (`rnnbench.fair`: DIR/screen/<job>,
+    DIR/extend-*/<job>, DIR/final-<value>/<job> beside DIR/fair.json), else None."""
+    sweep = run_dir.parent
+    if not (sweep.parent / FAIR_PLAN).is_file():
+        return None
+    return "final" if sweep.name.startswith("final-") else "screen"
 
 
 def is_seed_key(key: str) -> bool:

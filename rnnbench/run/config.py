@@ -91,6 +91,18 @@ class LSTMConf(CellConf):
 
 @dataclass
 @defaults_from_constructor
+class ArjovskyLSTMConf(CellConf):
+    _target_: str = "rnnbench.modules.cells.ArjovskyLSTMCell"
+    recurrent_init: str
+    recurrent_gain: float
+    forget_bias: float
+    glorot: bool  # Arjovsky et al. 2016's code: Glorot-uniform W, U, V_o
+    cell_to_output: bool  # the cell -> output gate matrix V_o
+    learned_initial_state: bool
+
+
+@dataclass
+@defaults_from_constructor
 class PeepholeConf(CellConf):
     _target_: str = "rnnbench.modules.cells.PeepholeLSTMCell"
     recurrent_init: str
@@ -241,11 +253,13 @@ class SGDConf(OptimConf):
 
 
 @dataclass
+@defaults_from_constructor
 class RMSpropConf(OptimConf):
-    _target_: str = "torch.optim.RMSprop"
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
+    _target_: str = "rnnbench.run.optim.RMSprop"
+    alpha: float
+    eps: float
+    momentum: float
+    initial_square_avg: float  # Arjovsky et al. 2016's code: 1e-3 (with eps 0, alpha 0.9)
 
 
 @dataclass
@@ -370,7 +384,8 @@ class Config:
 
 # Each config group's options backed by a schema (conf/<group>/<option>.yaml names one as its default).
 SCHEMAS: dict[str, dict[str, type]] = {
-    "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "peephole": PeepholeConf, "gru": GRUConf},
+    "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
+             "gru": GRUConf},
     "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
     "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
     "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
@@ -427,7 +442,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step")
-NON_NEGATIVE = ("cell.recurrent_gain", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
+NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
                 "train.skip_nonfinite", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 
