@@ -138,9 +138,9 @@ def _budget(claim: dict[str, Any], runs: pd.DataFrame) -> float | None:
 
 
 def power(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any], runs: pd.DataFrame) -> tuple[bool | None, str]:
-    """Whether a negative verdict of `claim` could mean anything, and why not: True (the control left
-    the baseline on every seed), False (it did not, was not run, or the budget is before the paper's),
-    None (the study names no control and no paper budget)."""
+    """Whether a negative verdict of `claim` could mean anything, and why not: True (the budget reaches
+    the paper's, or the control left the baseline on every seed), False (the budget is before the
+    paper's, or the control did not leave the baseline or was not run), None (neither is stated)."""
     control = claim.get("control", published.get("control"))
     paper_steps = claim.get("paper_steps")
     if paper_steps is not None:
@@ -150,6 +150,8 @@ def power(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any], ru
         if budget is not None and budget < needed:
             return False, f"{budget:,.0f} steps < {needed:,.0f} (the paper's {float(paper_steps):,.0f}" + (
                 f" × this recipe's slowdown {slowdown:g})" if slowdown != 1 else ")")
+        if budget is not None:  # the paper's own budget (at this recipe's pace) was given
+            return True, ""
     where = {**claim.get("where", {}), **(control or {})}
     if control is None or where == claim.get("where", {}):  # a point is no control of itself
         return None, ""
