@@ -104,7 +104,7 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
         summary = read_summary(run_dir)
     except FileNotFoundError:  # Hydra made the folder; the run never wrote its first summary
         summary = {"status": "incomplete"}
-    except ValueError as error:  # not JSON: written by hand or by something else than records.py
+    except ValueError as error:  # not JSON: written by hand or by something else than run_folder.py
         summary = {"status": "incomplete", "error": f"unreadable summary.json: {error}"}
     config = _read_config(run_dir)
     cfg = pd.json_normalize(config, sep=".").add_prefix("cfg.").to_dict("records")[0] if config else {}

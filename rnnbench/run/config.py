@@ -365,7 +365,7 @@ class LoggerConf:
 @dataclass
 class TestingConf:
     """Hooks for the test suite, not experiment settings: outside `train` and outside the config
-    fingerprint (records.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
+    fingerprint (run_folder.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
 
     fail_at_step: Optional[int] = None  # raise right after this step, as a crash would
 
