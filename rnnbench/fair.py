@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
 from rnnbench.report.runs import FAIR_PLAN, ReportError, label, load_runs, parse_override
 from rnnbench.report.stats import compare_samples, holm
@@ -438,9 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     try:
         return run(args)
-    except ReportError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return fail(error)
 
 
 if __name__ == "__main__":

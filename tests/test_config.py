@@ -12,9 +12,9 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from conftest import REPO
+from rnnbench.errors import ConfigError
 from rnnbench.modules.cells import Cell
 from rnnbench.run import config, reference
-from rnnbench.run.errors import ConfigError
 from rnnbench.run.train import TrainSettings
 
 # The task keys the schema links to `train` on purpose: one batch size and one data seed per run.

@@ -297,10 +297,11 @@ def test_cli_writes_the_table(sweep, tmp_path, capsys):
     assert "3 (1 failed)" in capsys.readouterr().out
 
 
-def test_cli_unknown_metric_is_one_line_and_exit_code_2(sweep, capsys):
+def test_cli_unknown_metric_is_one_message_and_exit_code_2(sweep, capsys):
     assert report.main([str(sweep[0]), "--metrics", "val/f1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "available:" in err and "val/accuracy" in err
+    assert err.startswith("Error in input:\n") and err.count("\n") == 2  # the format's line, the message
+    assert "available:" in err and "val/accuracy" in err
 
 
 def test_cli_missing_path_is_one_line_without_traceback(tmp_path):
@@ -309,7 +310,7 @@ def test_cli_missing_path_is_one_line_without_traceback(tmp_path):
         [sys.executable, "-m", "rnnbench.report", "/nonexistent"], capture_output=True, text=True, env=env, cwd=tmp_path
     )
     assert result.returncode == 2
-    assert result.stderr == "rnnbench.report: error: path does not exist: /nonexistent\n"
+    assert result.stderr == "Error in input:\npath does not exist: /nonexistent\n"
     assert result.stdout == ""
 
 

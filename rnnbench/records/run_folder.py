@@ -42,6 +42,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rnnbench.errors import UserError
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 PROFILE_FILE = "profile.json"
@@ -184,8 +186,11 @@ def _fsync_dir(folder: Path) -> None:
 # Writing a run folder
 
 
-class FolderInUse(Exception):
-    """Another live process writes this run folder; the message names it and what to do."""
+class FolderInUse(UserError):
+    """Another live process writes this run folder; the message names it and what to do. Refused like
+    any other bad hydra.run.dir / hydra.sweep.dir value."""
+
+    kind = "config"
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from rnnbench.errors import UserError
 from rnnbench.records import run_folder
 from rnnbench.records.run_folder import read_config, read_summary
 
@@ -32,8 +33,8 @@ SUMMARY_FIELDS = (
 )
 
 
-class ReportError(Exception):
-    """A problem of the user's input (path, key, metric): reported as one line, exit code 2."""
+class ReportError(UserError):
+    """A problem of the user's input (path, key, metric): one message, exit code 2 (rnnbench.errors)."""
 
 
 def is_run_dir(path: Path) -> bool:
@@ -103,7 +104,7 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
         summary = read_summary(run_dir)
     except FileNotFoundError:  # Hydra made the folder; the run never wrote its first summary
         summary = {"status": "incomplete"}
-    except ValueError as error:  # not JSON: written by hand or by something else than records.py
+    except ValueError as error:  # not JSON: written by hand or by something else than run_folder.py
         summary = {"status": "incomplete", "error": f"unreadable summary.json: {error}"}
     config = _read_config(run_dir)
     cfg = pd.json_normalize(config, sep=".").add_prefix("cfg.").to_dict("records")[0] if config else {}

@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
+from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
 from rnnbench.report import verdicts
 from rnnbench.report.runs import (BUDGET_KEY, RUNS_FILE, ReportError, fair_stage, find_run_dirs, groups, label,
@@ -568,9 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(", ".join(render_tables(args.file)) or "no study tables found")
         else:
             print(wikitext2_sample(args.source, args.out))
-    except ReportError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return fail(error)
     return 0
 
 

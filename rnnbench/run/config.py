@@ -25,8 +25,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from rnnbench.errors import ConfigError
 from rnnbench.records.wandb_sink import MODES as WANDB_MODES
-from rnnbench.run.errors import ConfigError
 from rnnbench.run.train import TrainSettings
 
 
@@ -365,7 +365,7 @@ class LoggerConf:
 @dataclass
 class TestingConf:
     """Hooks for the test suite, not experiment settings: outside `train` and outside the config
-    fingerprint (records.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
+    fingerprint (run_folder.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
 
     fail_at_step: Optional[int] = None  # raise right after this step, as a crash would
 

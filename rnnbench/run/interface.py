@@ -22,7 +22,7 @@ import torch
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig
 
-from rnnbench.run.errors import ConfigError
+from rnnbench.errors import ConfigError
 from rnnbench.tasks.base import IOSpec
 
 # What the recurrent stacks, the diagnostics and the budget search use of a cell (rnnbench/modules/cells.py).
