@@ -184,7 +184,7 @@ def measured_text(result: dict[str, Any], precision: int = 4) -> str:
     if "rates" in result:
         details.append("diverged " + " vs ".join(f"{d} of {t}" for d, t in result["rates"])
                        + ("" if "p" not in result else f", Fisher p = {result['p']:.2g}"))
-    if "p_holm" in result and "tests" in result and len(result.get("tests", [])) > 0:
+    if "p_holm" in result and ("tests" in result or "rates" in result):
         details.append(f"Holm p = {result['p_holm']:.2g}")
     if result.get("why"):
         details.append(result["why"])
