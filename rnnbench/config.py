@@ -68,6 +68,86 @@ class GRUConf(CellConf):
     reset_after: bool = True
 
 
+@dataclass
+class ModernCellConf:
+    """The cells of `modern_cells.py`: no torch-layout recurrent matrix, so no recurrent_init / gain; each
+    constructor checks its own ranges (its ValueError names the key, reported as a ConfigError)."""
+    _target_: str = MISSING
+    _partial_: bool = True
+
+
+@dataclass
+class MinGRUConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.MinGRUCell"
+    log_space: bool = False
+
+
+@dataclass
+class MinLSTMConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.MinLSTMCell"
+    log_space: bool = False
+
+
+@dataclass
+class LRUConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.LRUCell"
+    state_dim: Optional[int] = None  # complex state size N; None: hidden_size
+    r_min: float = 0.0
+    r_max: float = 1.0
+    max_phase: float = 6.283185307179586
+
+
+@dataclass
+class RGLRUConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.RGLRUCell"
+    num_heads: int = 1
+    temporal_block: bool = False  # Hawk's block: conv + GeLU gate branch + output projection
+    conv_width: int = 4
+    min_rad: float = 0.9
+    max_rad: float = 0.999
+
+
+@dataclass
+class IndRNNConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.IndRNNCell"
+    gamma: float = 2.0  # |u| <= gamma^(1/time_steps)
+    time_steps: int = 100
+
+
+@dataclass
+class S6Conf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.S6Cell"
+    state_dim: int = 16
+    expand: int = 2
+    conv_width: int = 4
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+
+
+@dataclass
+class MLSTMConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.MLSTMCell"
+    num_heads: int = 4
+
+
+@dataclass
+class SLSTMConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.SLSTMCell"
+    num_heads: int = 4
+
+
+@dataclass
+class GatedDeltaNetConf(ModernCellConf):
+    _target_: str = "rnnbench.modern_cells.GatedDeltaNetCell"
+    num_heads: int = 4
+    allow_neg_eigval: bool = False  # beta in (0, 2): negative eigenvalues (Grazzi et al. 2024)
+
+
+MODERN_CELL_SCHEMAS = {"mingru": MinGRUConf, "minlstm": MinLSTMConf, "lru": LRUConf, "rglru": RGLRUConf,
+                       "indrnn": IndRNNConf, "s6": S6Conf, "mlstm": MLSTMConf, "slstm": SLSTMConf,
+                       "gated_deltanet": GatedDeltaNetConf}
+
+
 # ---------------------------------------------------------------------------------------------
 # model (architecture keys; the `arch` group sets some of them)
 @dataclass
@@ -346,7 +426,8 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     for group, schemas in {
-        "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "peephole": PeepholeConf, "gru": GRUConf},
+        "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "peephole": PeepholeConf, "gru": GRUConf,
+                 **MODERN_CELL_SCHEMAS},
         "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf,
                  "text": TextConf},
         "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},

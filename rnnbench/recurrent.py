@@ -20,6 +20,8 @@ Backends (one per layer, the same parameter tensors for all):
     H=128, T=100 / H=256, T=500 with 1 thread, 0.91x / 0.75x with 2; training step, B=64, README
     "Performance"): switching would change the last bits of every LSTM run, including the committed study
     records. `python -m rnnbench.bench cells` measures both (rows `np auto`, `fused LSTM`);
+  - a cell with a whole-sequence form (`cell.sequence`: the modern diagonal cells of `modern_cells.py` on
+    `scan.py`'s kernel): that form;
   - the other cells with a torch kernel: that kernel; else explicit.
 Temporal gradient probes (‖∂L/∂h_t‖ for every t, `diagnostics.py`) always run the explicit path.
 """
@@ -105,11 +107,23 @@ def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = N
             h = h + probes[t]
             new_state = (h,) + tuple(new_state[1:])
         if masks is not None:  # freeze finished sequences; zero their outputs
-            new_state = tuple(torch.where(masks[t], n, s) for n, s in zip(new_state, state))
+            new_state = tuple(torch.where(_batch_mask(masks[t], s), n, s) for n, s in zip(new_state, state))
             h = h * masks[t]
         state = new_state
         outputs.append(h)
     return torch.stack(outputs), state
+
+
+def _batch_mask(mask: Tensor, state: Tensor) -> Tensor:
+    """The (B, 1) step mask shaped to broadcast over a state entry (B, ...): (B, H) entries take it as it is,
+    a modern cell's (B, E, N) or (B, heads, d, d) entries as (B, 1, 1[, 1])."""
+    return mask if state.dim() <= 2 else mask.view(-1, *([1] * (state.dim() - 1)))
+
+
+def run_sequence(cell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    """A cell computed over the whole sequence at once (`cell.sequence`, e.g. the scan of the diagonal modern
+    cells, `modern_cells.py`): the same function as its `step` loop, proven in tests/test_modern_cells.py."""
+    return cell.sequence(cell.input_projection(x), state, lengths if _needs_mask(lengths, x.shape[0]) else None)
 
 
 def run_fused(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
@@ -198,11 +212,13 @@ def _fast_peephole_usable() -> bool:
 
 
 def resolve_backend(cell: Cell, backend: str) -> str:
-    """The path a cell runs on for a requested backend: 'fused', 'fast' or 'explicit'."""
+    """The path a cell runs on for a requested backend: 'fused', 'fast', 'sequence' or 'explicit'."""
     if backend not in BACKENDS:
         raise ValueError(f"model.backend={backend!r}: allowed {', '.join(BACKENDS)}")
     if backend == "explicit":
         return "explicit"
+    if backend == "auto" and hasattr(cell, "sequence"):
+        return "sequence"  # run_sequence: a modern cell's whole-sequence form
     if backend == "auto" and isinstance(cell, GRUCell):
         return "fast"  # run_fast_gru: the C++ kernel, or where it cannot run the next exact path
     if backend == "auto" and isinstance(cell, PeepholeLSTMCell) and _fast_peephole_usable():
@@ -253,6 +269,8 @@ class RecurrentLayer(nn.Module):
                 out, final = run_explicit(cell, x_d, state[d], lengths, probe, gates)
             elif path == "fused":
                 out, final = run_fused(cell, x_d, state[d], lengths)
+            elif path == "sequence":
+                out, final = run_sequence(cell, x_d, state[d], lengths)
             elif path == "fast":
                 run_fast = run_fast_gru if isinstance(cell, GRUCell) else run_fast_peephole
                 out, final = run_fast(cell, x_d, state[d], lengths)
