@@ -125,6 +125,10 @@ def build_model(cfg: DictConfig, spec, device: torch.device):
     if cfg.model.param_budget:
         hidden_size = hidden_size_for_budget(
             cfg.model.param_budget, lambda h: build(cfg.model, "model", spec=spec, cell=cell, hidden_size=h))
+    elif cfg.model.get("state_budget"):
+        hidden_size = hidden_size_for_budget(
+            cfg.model.state_budget, lambda h: build(cfg.model, "model", spec=spec, cell=cell, hidden_size=h),
+            measure="state")
     model = build(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
     return model.to(device), hidden_size
 
@@ -257,6 +261,9 @@ def first_summary(cfg: DictConfig, job: Job, built: Built, plan: checkpoint.Resu
         "status": records.RUNNING, "error": None, "diverged_at": None,
         "task": task.name, "cell": job.choices.get("cell"), "arch": job.choices.get("arch"),
         "seed": cfg.train.seed, "hidden_size": built.hidden_size, "num_params": model.num_parameters(),
+        # like with like: effective parameters drop the classic cells' redundant second bias (models.py)
+        "num_params_effective": model.effective_parameters(), "param_count": model.param_count,
+        "state_size": model.state_size(),  # floats carried per sequence between steps, all layers
         "time_reduction": model.time_reduction,
         "main_metric": f"val/{task.main_metric}", "main_metric_mode": task.main_metric_mode,
         "memoryless_baseline": task.memoryless_baseline, "task_info": task.describe(),

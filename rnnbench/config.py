@@ -23,7 +23,8 @@ from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from rnnbench.cells import LSTM_VARIANTS, RECURRENT_INITS, VanillaCell
-from rnnbench.models import POOLINGS
+from rnnbench.blocks import BLOCKS
+from rnnbench.models import PARAM_COUNTS, POOLINGS
 from rnnbench.recurrent import BACKENDS
 from rnnbench.wandb_sink import MODES as WANDB_MODES
 from tasks.seq_image import MODES
@@ -168,6 +169,12 @@ class ModelConf:
     pooling: str = "last"
     # When set, hidden_size is replaced by the size whose model comes closest to this many parameters.
     param_budget: Optional[int] = None
+    param_count: str = "total"  # total | effective: how param_budget (and the report) count parameters
+    # When set, hidden_size is replaced by the size whose model carries closest to this many floats per
+    # sequence between steps (all layers and directions): iso-state comparisons (Poli et al. 2024, MAD).
+    state_budget: Optional[int] = None
+    block: str = "none"  # none | residual_mlp: each layer in a pre-norm residual block with a gated MLP
+    block_mlp_ratio: int = 3  # the gated MLP's width / the block's width (Griffin: 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,6 +451,8 @@ def register_schemas() -> None:
 ALLOWED = {
     "model.backend": BACKENDS,
     "model.pooling": POOLINGS,
+    "model.block": BLOCKS,
+    "model.param_count": PARAM_COUNTS,
     "train.clip_mode": ("norm", "value", "off"),
     "train.length_eval": ("end", "eval"),
     "logger.wandb.mode": WANDB_MODES,
@@ -454,7 +463,8 @@ ALLOWED = {
     "task.mode": MODES,
     "task.empty_text": EMPTY_TEXT,
 }
-POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.embedding_size",
+POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.state_budget",
+            "model.block_mlp_ratio", "model.embedding_size",
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
@@ -492,6 +502,9 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and not 0 <= value < 1:
             errors.append(f"{key}={value} is not allowed: must be in [0, 1)")
+    if _get(cfg, "model.param_budget") is not None and _get(cfg, "model.state_budget") is not None:
+        errors.append(f"model.state_budget={_get(cfg, 'model.state_budget')} is not allowed with model.param_budget="
+                      f"{_get(cfg, 'model.param_budget')}: each one chooses hidden_size; set one of them")
     lr = _get(cfg, "optim.lr")
     if lr is not None and not lr > 0:
         errors.append(f"optim.lr={lr} is not allowed: must be > 0")

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnbench.blocks import BLOCKS, ResidualMLPBlock
 from rnnbench.cells import Cell, GRUCell, PeepholeLSTMCell, State
 
 BACKENDS = ("auto", "explicit", "fused")
@@ -305,13 +306,17 @@ class RecurrentStack(nn.Module):
       layer above the first runs on half the steps of the one below: time reduction 2^(num_layers-1).
       `pyramid_input=True` also pairs the input frames before the first layer, so every layer reads a
       halved sequence (T/2 + T/4 + ... steps in all): time reduction 2^num_layers.
+    - block="residual_mlp": every layer inside a pre-norm residual block with a gated MLP (`blocks.py`), the
+      input projected once to the block width (hidden_size × directions); "none" (default): the plain stack.
     """
 
     def __init__(self, cell: Callable[[int, int], Cell], input_size: int, hidden_size: int,
                  num_layers: int = 1, bidirectional: bool = False, pyramid: bool = False,
                  dropout: float = 0.0, residual: bool = False, backend: str = "auto",
-                 pyramid_input: bool = False):
+                 pyramid_input: bool = False, block: str = "none", block_mlp_ratio: int = 3):
         super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"model.block={block!r} is not allowed: choose one of {', '.join(BLOCKS)}")
         if num_layers < 1:
             raise ValueError(f"model.num_layers={num_layers}: must be >= 1")
         if not 0.0 <= dropout < 1.0:
@@ -325,10 +330,17 @@ class RecurrentStack(nn.Module):
         self.pyramid_input = pyramid and pyramid_input
         self.residual = residual
         self.dropout = dropout
-        sizes = ([input_size * (2 if self.pyramid_input else 1)]
-                 + [self.output_size * (2 if pyramid else 1)] * (num_layers - 1))
+        stack_input = input_size * (2 if self.pyramid_input else 1)
+        self.block = block
+        self.input_proj = None
+        if block != "none" and stack_input != self.output_size:
+            self.input_proj = nn.Linear(stack_input, self.output_size)
+            stack_input = self.output_size
+        sizes = [stack_input] + [self.output_size * (2 if pyramid else 1)] * (num_layers - 1)
         self.layers = nn.ModuleList(
             [RecurrentLayer(cell, size, hidden_size, bidirectional, backend) for size in sizes])
+        self.blocks = None if block == "none" else nn.ModuleList(
+            [ResidualMLPBlock(size, self.output_size, block_mlp_ratio) for size in sizes])
 
     @property
     def reductions(self) -> int:
@@ -355,19 +367,28 @@ class RecurrentStack(nn.Module):
             if lengths is not None:  # the pairs must not read the padding (outputs are zero there, inputs not)
                 x = x * valid_steps(lengths, x.shape[0], x.device)
             x, lengths = pyramid_reduce(x, lengths)                           # (T/2, B, 2·I)
+        if self.input_proj is not None:
+            x = self.input_proj(x)                                            # (T, B, D·H)
+        residual = self.residual or self.blocks is not None
         for l, layer in enumerate(self.layers):
-            shortcut = None
+            shortcut = x if self.blocks is not None else None
             if l > 0:
                 if self.pyramid:
                     x, lengths = pyramid_reduce(x, lengths)                   # (T/2, B, 2·D·H)
-                    if self.residual:
+                    if residual:
                         shortcut = 0.5 * (x[..., :self.output_size] + x[..., self.output_size:])
-                elif self.residual:
+                elif residual:
                     shortcut = x
                 if self.dropout > 0:
                     x = F.dropout(x, self.dropout, self.training)
-            out, final = layer(x, lengths, None if state is None else state[l], probes, name=f"layer{l}")
-            x = out if shortcut is None else out + shortcut
+            if self.blocks is None:
+                out, final = layer(x, lengths, None if state is None else state[l], probes, name=f"layer{l}")
+                x = out if shortcut is None else out + shortcut
+            else:
+                out, final = layer(self.blocks[l].norm(x), lengths, None if state is None else state[l], probes,
+                                   name=f"layer{l}")
+                mask = valid_steps(lengths, out.shape[0], out.device) if _needs_mask(lengths, out.shape[0]) else None
+                x = self.blocks[l].finish(out, shortcut, mask)
             finals.append(final)
         return x, lengths, finals
 
