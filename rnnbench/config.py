@@ -129,6 +129,7 @@ class S6Conf(ModernCellConf):
 class MLSTMConf(ModernCellConf):
     _target_: str = "rnnbench.modern_cells.MLSTMCell"
     num_heads: int = 4
+    chunk_size: int = 64  # the chunkwise-parallel form's chunk length (model.backend=auto)
 
 
 @dataclass
@@ -142,6 +143,7 @@ class GatedDeltaNetConf(ModernCellConf):
     _target_: str = "rnnbench.modern_cells.GatedDeltaNetCell"
     num_heads: int = 4
     allow_neg_eigval: bool = False  # beta in (0, 2): negative eigenvalues (Grazzi et al. 2024)
+    chunk_size: int = 64  # the chunkwise-parallel form's chunk length (model.backend=auto)
 
 
 MODERN_CELL_SCHEMAS = {"mingru": MinGRUConf, "minlstm": MinLSTMConf, "lru": LRUConf, "rglru": RGLRUConf,

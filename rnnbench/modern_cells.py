@@ -622,6 +622,20 @@ def _heads(x: Tensor, heads: int) -> Tensor:
     return x.unflatten(-1, (heads, -1))                                         # (..., H) -> (..., heads, d)
 
 
+def _chunks(x: Tensor, size: int, fill: float = 0.0) -> Tensor:
+    """(T, B, heads[, d]) -> (B, heads, chunks, size[, d]); time padded at the end with `fill`."""
+    x = x.movedim(0, 2)                                                         # (B, heads, T[, d])
+    pad = (-x.shape[2]) % size
+    if pad:
+        x = torch.cat([x, x.new_full((*x.shape[:2], pad, *x.shape[3:]), fill)], dim=2)
+    return x.unflatten(2, (-1, size))
+
+
+def _check_chunk(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"cell.chunk_size={chunk_size} is not allowed: must be a positive integer")
+
+
 def _check_heads(num_heads: int, hidden_size: int) -> None:
     if num_heads < 1 or hidden_size % num_heads:
         raise ValueError(f"cell.num_heads={num_heads} is not allowed: must divide model.hidden_size={hidden_size}")
@@ -652,10 +666,11 @@ class MLSTMCell(ModernCell):
     gate_activations = ("forget", "output")
     eps = 1e-6
 
-    def __init__(self, input_size: int, hidden_size: int, num_heads: int = 4):
+    def __init__(self, input_size: int, hidden_size: int, num_heads: int = 4, chunk_size: int = 64):
         super().__init__(input_size, hidden_size)
         _check_heads(num_heads, hidden_size)
-        self.num_heads = num_heads
+        _check_chunk(chunk_size)
+        self.num_heads, self.chunk_size = num_heads, chunk_size
         H = hidden_size
         self.weight_in = nn.Parameter(torch.empty(4 * H + 2 * num_heads, input_size))  # [q; k; v; o; ĩ; f̃]
         self.bias_in = nn.Parameter(torch.empty(4 * H + 2 * num_heads))
@@ -692,8 +707,55 @@ class MLSTMCell(ModernCell):
             gates.update(forget=torch.sigmoid(f_pre), output=o.flatten(-2))
         return y, (y, C, n, m_new)
 
+    def sequence(self, x_proj, state, lengths=None):
+        """The chunkwise-parallel form (Beck et al. 2024, appendix: the parallel mLSTM, applied per chunk with
+        the state passed between chunks): with F_t = Σ_{s≤t} log σ(f̃_s) inside a chunk that starts from
+        (C₀, n₀, m₀), the recurrent stabiliser unrolls exactly to m_t = max(F_t + m₀, max_{j≤t} F_t - F_j + ĩ_j),
+        and C_t q_t = e^{F_t + m₀ - m_t} C₀ q_t + Σ_{j≤t} e^{F_t - F_j + ĩ_j - m_t} (k_j·q_t) v_j (n_t·q_t likewise):
+        the same function as `step`, (C, C) matrices per chunk instead of T small steps."""
+        _, C0, n0, m0 = state
+        T, B = x_proj.shape[:2]
+        H, NH, L = self.hidden_size, self.num_heads, self.chunk_size
+        q, k, v, o_pre = (_heads(part, NH) for part in x_proj[..., :4 * H].chunk(4, dim=-1))  # (T, B, NH, d)
+        k = k / math.sqrt(k.shape[-1])
+        i_pre, f_pre = x_proj[..., 4 * H:].chunk(2, dim=-1)                    # (T, B, NH)
+        log_f = F.logsigmoid(f_pre)
+        if lengths is not None:  # padded steps: f = 1, i = 0, the state carried unchanged
+            valid = scan.valid_steps(lengths, T, x_proj.device)                  # (T, B, 1)
+            log_f = log_f.masked_fill(~valid, 0.0)
+            i_pre = i_pre.masked_fill(~valid, float("-inf"))
+        qc, kc, vc = _chunks(q, L), _chunks(k, L), _chunks(v, L)                # (B, NH, n, L, d)
+        Fc = _chunks(log_f, L).cumsum(-1)                                        # (B, NH, n, L)
+        ic = _chunks(i_pre, L, float("-inf"))                                    # padding: i = 0
+        causal = torch.ones(L, L, dtype=torch.bool, device=x_proj.device).tril()
+        log_D = (Fc.unsqueeze(-1) - Fc.unsqueeze(-2) + ic.unsqueeze(-2)).masked_fill(~causal, float("-inf"))
+        scores = qc @ kc.transpose(-1, -2)                                       # (B, NH, n, L, L)  q_t·k_j
+        D_max = log_D.amax(-1)                                                   # (B, NH, n, L)
+        outputs = []
+        C, n, m = C0, n0, m0
+        for c in range(Fc.shape[2]):
+            Fcc = Fc[:, :, c]                                                    # (B, NH, L)
+            m_t = torch.maximum(Fcc + m.unsqueeze(-1), D_max[:, :, c])           # (B, NH, L)
+            carry = torch.exp(Fcc + m.unsqueeze(-1) - m_t)                       # (B, NH, L)
+            weights = torch.exp(log_D[:, :, c] - m_t.unsqueeze(-1)) * scores[:, :, c]   # (B, NH, L, L)
+            numerator = carry.unsqueeze(-1) * (qc[:, :, c] @ C.transpose(-1, -2)) + weights @ vc[:, :, c]
+            n_dot_q = carry * (qc[:, :, c] @ n.unsqueeze(-1)).squeeze(-1) + weights.sum(-1)
+            denominator = torch.maximum(n_dot_q.abs(), torch.exp(-m_t)) + self.eps
+            outputs.append(numerator / denominator.unsqueeze(-1))                # (B, NH, L, d)
+            m_end = m_t[..., -1]                                                 # (B, NH)
+            decay = torch.exp(Fcc[..., -1:] - Fcc + ic[:, :, c] - m_end.unsqueeze(-1))   # (B, NH, L)
+            carry_end = torch.exp(Fcc[..., -1] + m - m_end)
+            C = carry_end[..., None, None] * C + (vc[:, :, c] * decay.unsqueeze(-1)).transpose(-1, -2) @ kc[:, :, c]
+            n = carry_end.unsqueeze(-1) * n + (decay.unsqueeze(-1) * kc[:, :, c]).sum(-2)
+            m = m_end
+        h_tilde = torch.cat(outputs, dim=2)[:, :, :T].permute(2, 0, 1, 3)      # (T, B, NH, d)
+        y = (torch.sigmoid(o_pre) * h_tilde).flatten(-2)                         # (T, B, H)
+        if lengths is not None:
+            y = y * valid
+        return y, _freeze_padded(state, (y[_last_index(lengths, y)], C, n, m), lengths, T)
+
     def extra_repr(self):
-        return super().extra_repr() + f", num_heads={self.num_heads}"
+        return super().extra_repr() + f", num_heads={self.num_heads}, chunk_size={self.chunk_size}"
 
 
 class GatedDeltaNetCell(ModernCell):
@@ -718,10 +780,12 @@ class GatedDeltaNetCell(ModernCell):
     state_names = ("y", "S")
     gate_activations = ("decay",)
 
-    def __init__(self, input_size: int, hidden_size: int, num_heads: int = 4, allow_neg_eigval: bool = False):
+    def __init__(self, input_size: int, hidden_size: int, num_heads: int = 4, allow_neg_eigval: bool = False,
+                 chunk_size: int = 64):
         super().__init__(input_size, hidden_size)
         _check_heads(num_heads, hidden_size)
-        self.num_heads, self.allow_neg_eigval = num_heads, bool(allow_neg_eigval)
+        _check_chunk(chunk_size)
+        self.num_heads, self.allow_neg_eigval, self.chunk_size = num_heads, bool(allow_neg_eigval), chunk_size
         H = hidden_size
         self.weight_in = nn.Parameter(torch.empty(3 * H + 2 * num_heads, input_size))  # [q; k; v; a; b]
         self.bias_in = None
@@ -741,13 +805,8 @@ class GatedDeltaNetCell(ModernCell):
 
     def step(self, x_proj_t, state, gates=None):
         _, S = state                                                            # (B, NH, d_k, d_v)
-        H, NH = self.hidden_size, self.num_heads
-        q, k, v = (_heads(F.silu(part), NH) for part in x_proj_t[..., :3 * H].chunk(3, dim=-1))
-        q = F.normalize(q, dim=-1) / math.sqrt(q.shape[-1])
-        k = F.normalize(k, dim=-1)
-        a_pre, b_pre = x_proj_t[..., 3 * H:].chunk(2, dim=-1)                  # (B, NH) each
-        alpha = torch.exp(-torch.exp(self.A_log) * F.softplus(a_pre + self.dt_bias))
-        beta = torch.sigmoid(b_pre) * (2.0 if self.allow_neg_eigval else 1.0)
+        q, k, v, log_alpha, beta = self._inputs(x_proj_t)                       # (B, NH, d), (B, NH)
+        alpha = torch.exp(log_alpha)
         S = alpha[..., None, None] * S
         # S - β k (kᵀ S) + β k vᵀ  =  S + k ⊗ β(v - Sᵀ k)   (fla naive.py's delta-rule update)
         v_new = beta[..., None] * (v - (k.unsqueeze(-2) @ S).squeeze(-2))        # (B, NH, d_v)
@@ -757,8 +816,65 @@ class GatedDeltaNetCell(ModernCell):
             gates.update(decay=alpha)
         return y, (y, S)
 
+    def _inputs(self, x_proj: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """q, k, v (..., NH, d) and log α, β (..., NH) of x_proj (..., 3H + 2·NH)."""
+        H, NH = self.hidden_size, self.num_heads
+        q, k, v = (_heads(F.silu(part), NH) for part in x_proj[..., :3 * H].chunk(3, dim=-1))
+        q = F.normalize(q, dim=-1) / math.sqrt(q.shape[-1])
+        k = F.normalize(k, dim=-1)
+        a_pre, b_pre = x_proj[..., 3 * H:].chunk(2, dim=-1)
+        log_alpha = -torch.exp(self.A_log) * F.softplus(a_pre + self.dt_bias)
+        beta = torch.sigmoid(b_pre) * (2.0 if self.allow_neg_eigval else 1.0)
+        return q, k, v, log_alpha, beta
+
+    def sequence(self, x_proj, state, lengths=None):
+        """The chunkwise-parallel form (Yang et al. 2024 §3.3, the WY/UT representation of DeltaNet's chunk
+        form, Yang et al. 2024b, with the gate): inside a chunk from state S₀, with γ_t = Π_{s≤t} α_s and
+        u_t = β_t (v_t - α_t S_{t-1}ᵀ k_t) (so S_t = α_t S_{t-1} + k_t u_tᵀ),
+
+            (I + A) U = diag(β) V - diag(β γ) K S₀,   A_tj = β_t (γ_t/γ_j) k_t·k_j  (j < t)    unit lower-triangular
+            O = diag(γ) Q S₀ + (M ⊙ Q Kᵀ) U,           M_tj = γ_t/γ_j (j ≤ t)
+            S_end = γ_L S₀ + Kᵀ diag(γ_L/γ) U
+
+        the same function as `step`, one triangular solve and a few (L, L) matmuls per chunk."""
+        _, S0 = state
+        T = x_proj.shape[0]
+        L = self.chunk_size
+        q, k, v, log_alpha, beta = self._inputs(x_proj)                          # (T, B, NH, d), (T, B, NH)
+        if lengths is not None:  # padded steps: α = 1, β = 0, the state carried unchanged
+            valid = scan.valid_steps(lengths, T, x_proj.device)                  # (T, B, 1)
+            log_alpha = log_alpha.masked_fill(~valid, 0.0)
+            beta = beta.masked_fill(~valid, 0.0)
+        qc, kc, vc = _chunks(q, L), _chunks(k, L), _chunks(v, L)                # (B, NH, n, L, d)
+        g = _chunks(log_alpha, L).cumsum(-1)                                     # log γ  (B, NH, n, L)
+        bc = _chunks(beta, L)
+        strictly_lower = torch.ones(L, L, dtype=torch.bool, device=x_proj.device).tril(-1)
+        lower = torch.ones(L, L, dtype=torch.bool, device=x_proj.device).tril()
+        ratio = g.unsqueeze(-1) - g.unsqueeze(-2)                                # log γ_t/γ_j  (…, L, L)
+        decay = torch.exp(ratio.masked_fill(~lower, float("-inf")))            # M
+        A = (bc.unsqueeze(-1) * decay * (kc @ kc.transpose(-1, -2))).masked_fill(~strictly_lower, 0.0)
+        eye = torch.eye(L, dtype=x_proj.dtype, device=x_proj.device)
+        # T = (I + A)⁻¹ applied to [diag(β) V, diag(β γ) K] in one triangular solve
+        rhs = torch.cat([bc.unsqueeze(-1) * vc, (bc * torch.exp(g)).unsqueeze(-1) * kc], dim=-1)
+        solved = torch.linalg.solve_triangular(eye + A, rhs, upper=False, unitriangular=True)
+        d_v = vc.shape[-1]
+        U_free, W = solved[..., :d_v], solved[..., d_v:]                         # U = U_free - W S₀
+        attention = decay * (qc @ kc.transpose(-1, -2))                          # M ⊙ Q Kᵀ
+        outputs, S = [], S0
+        for c in range(g.shape[2]):
+            U = U_free[:, :, c] - W[:, :, c] @ S                                 # (B, NH, L, d_v)
+            outputs.append(torch.exp(g[:, :, c]).unsqueeze(-1) * (qc[:, :, c] @ S) + attention[:, :, c] @ U)
+            g_end = g[:, :, c, -1:]                                              # (B, NH, 1)
+            S = torch.exp(g_end).unsqueeze(-1) * S + \
+                (torch.exp(g_end - g[:, :, c]).unsqueeze(-1) * kc[:, :, c]).transpose(-1, -2) @ U
+        y = torch.cat(outputs, dim=2)[:, :, :T].permute(2, 0, 1, 3).flatten(-2)  # (T, B, H)
+        if lengths is not None:
+            y = y * valid
+        return y, _freeze_padded(state, (y[_last_index(lengths, y)], S), lengths, T)
+
     def extra_repr(self):
-        return super().extra_repr() + f", num_heads={self.num_heads}, allow_neg_eigval={self.allow_neg_eigval}"
+        return (super().extra_repr() + f", num_heads={self.num_heads}, allow_neg_eigval={self.allow_neg_eigval}, "
+                f"chunk_size={self.chunk_size}")
 
 
 class SLSTMCell(ModernCell):

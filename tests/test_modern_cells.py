@@ -25,9 +25,10 @@ CELLS = {
     "rglru_hawk": functools.partial(mc.RGLRUCell, temporal_block=True, conv_width=3),
     "s6": functools.partial(mc.S6Cell, state_dim=3, conv_width=3),
     "indrnn": mc.IndRNNCell,
-    "mlstm": functools.partial(mc.MLSTMCell, num_heads=2),
-    "gated_deltanet": functools.partial(mc.GatedDeltaNetCell, num_heads=2),
-    "gated_deltanet_neg": functools.partial(mc.GatedDeltaNetCell, num_heads=2, allow_neg_eigval=True),
+    # chunk 4: sequences of 11 steps span three chunks, the last one padded
+    "mlstm": functools.partial(mc.MLSTMCell, num_heads=2, chunk_size=4),
+    "gated_deltanet": functools.partial(mc.GatedDeltaNetCell, num_heads=2, chunk_size=4),
+    "gated_deltanet_neg": functools.partial(mc.GatedDeltaNetCell, num_heads=2, allow_neg_eigval=True, chunk_size=4),
     "slstm": functools.partial(mc.SLSTMCell, num_heads=2),
 }
 SEQUENCE_CELLS = [name for name, make in CELLS.items() if hasattr(make(1, 4), "sequence")]
@@ -150,6 +151,55 @@ def _with_params(cell, names, values):
     for name, value in zip(names, values):
         copy._parameters[name] = value
     return copy
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+@pytest.mark.parametrize("cell", [mc.MLSTMCell, functools.partial(mc.GatedDeltaNetCell, allow_neg_eigval=True)])
+def test_chunkwise_form_equals_the_recurrence_at_any_chunk_size(cell, chunk_size):
+    """Chunks of one step, chunks that do not divide T, one chunk longer than T: the same function."""
+    torch.manual_seed(0)
+    cell = cell(3, 8, num_heads=2, chunk_size=chunk_size).double()
+    x = torch.randn(13, 3, 3, dtype=torch.float64)
+    state = random_state(cell, 3, torch.float64)
+    lengths = torch.tensor([13, 7, 2])
+    expected = outputs_and_grads(run_explicit, cell, x, state, lengths)
+    assert_all_close(outputs_and_grads(run_sequence, cell, x, state, lengths), expected, 1e-10)
+
+
+def _fla_reference(name: str):
+    """A function of fla's pure-PyTorch reference file `fla/ops/gated_delta_rule/naive.py`, loaded by path:
+    `import fla` needs triton (absent on a CPU-only install), the reference file itself only torch and einops."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("fla")
+    if spec is None or importlib.util.find_spec("einops") is None:
+        pytest.skip("flash-linear-attention (pip install fla-core einops) is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "ops" / "gated_delta_rule" / "naive.py"
+    module_spec = importlib.util.spec_from_file_location("fla_gated_delta_rule_naive", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+@pytest.mark.parametrize("neg", [False, True])
+def test_gated_deltanet_matches_the_authors_reference(neg):
+    """fla's `naive_recurrent_gated_delta_rule` (the authors' reference, float32) on the cell's own q, k, v, log α,
+    β and initial state gives the cell's outputs and final state, on both of the cell's paths."""
+    reference = _fla_reference("naive_recurrent_gated_delta_rule")
+    torch.manual_seed(0)
+    cell = mc.GatedDeltaNetCell(3, 8, num_heads=2, allow_neg_eigval=neg, chunk_size=4)
+    x = torch.randn(10, 2, 3)
+    S0 = torch.randn(2, 2, 4, 4)
+    with torch.no_grad():
+        q, k, v, log_alpha, beta = cell._inputs(cell.input_projection(x))    # (T, B, NH, d)
+        to_fla = lambda t: t.transpose(0, 1).contiguous()                    # noqa: E731  (B, T, NH, ·)
+        o, S = reference(to_fla(q * math.sqrt(4)), to_fla(k), to_fla(v), to_fla(beta), to_fla(log_alpha),
+                         scale=4 ** -0.5, initial_state=S0, output_final_state=True)
+        for run in (run_explicit, run_sequence):
+            out, (_, S_cell) = run(cell, x, (torch.zeros(2, 8), S0))
+            torch.testing.assert_close(out, o.transpose(0, 1).flatten(-2), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(S_cell, S, atol=1e-5, rtol=1e-5)
 
 
 # -- one step by hand, from each paper's equations ----------------------------------------------------------

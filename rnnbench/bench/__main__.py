@@ -14,7 +14,7 @@ import torch
 from rnnbench import records
 from rnnbench.bench.measure import eprint, machine, machine_line, render
 
-SUITES = ("cells", "pyramid", "overhead", "diagnostics", "denormals", "sweep")
+SUITES = ("cells", "pyramid", "overhead", "diagnostics", "denormals", "sweep", "modern")
 
 
 @dataclass
