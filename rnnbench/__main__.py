@@ -1,4 +1,4 @@
-from rnnbench.app import cli
+from rnnbench.run.app import cli
 
 if __name__ == "__main__":
     cli()

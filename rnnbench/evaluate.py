@@ -32,13 +32,15 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench import checkpoint, fast_peephole, records
-from rnnbench.app import build, build_model, check_pyramid_depth, resolve_device
-from rnnbench.checkpoint import CheckpointError
-from rnnbench.config import ConfigError, validate
-from rnnbench.train import evaluate_model, length_key
-from tasks.base import IOSpec, Task
-from tasks.data import DataError
+from rnnbench.kernels import flush
+from rnnbench.records import run_folder
+from rnnbench.run import checkpoint
+from rnnbench.run.build import build_model, build_task, check_pyramid_depth, resolve_device
+from rnnbench.run.checkpoint import CheckpointError
+from rnnbench.run.config import ConfigError, validate
+from rnnbench.run.train import evaluate_model, length_key
+from rnnbench.tasks.base import IOSpec, Task
+from rnnbench.tasks.data import DataError
 
 EVALUATIONS_DIR = "evaluations"
 CHECKPOINTS = ("final", "best")
@@ -66,10 +68,10 @@ class LoadedRun:
 
 
 def read_run_config(run_dir: Path) -> DictConfig:
-    if not (run_dir / records.CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir} is not a run folder: it has no {records.CONFIG_FILE} (give the folder "
+    if not (run_dir / run_folder.CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} is not a run folder: it has no {run_folder.CONFIG_FILE} (give the folder "
                           "of one run, e.g. outputs/runs/<date>/<time> or a sweep's job folder)")
-    return OmegaConf.create(records.read_config(run_dir))
+    return OmegaConf.create(run_folder.read_config(run_dir))
 
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, tuple[Any, Any]]:
@@ -135,7 +137,7 @@ def check_compatible(run_dir: Path, trained: IOSpec, vocab: list[str] | None, ta
         if not unknown and not missing:
             parts.append("the same tokens in another order (token ids would mean other tokens)")
         raise ConfigError(f"{what}: the model cannot take this data: its vocabulary differs from the run's "
-                          f"({run_dir / records.VOCAB_FILE}): {'; '.join(parts)}")
+                          f"({run_dir / run_folder.VOCAB_FILE}): {'; '.join(parts)}")
     new = task.spec
     if (new.input_kind, new.input_size, new.output_size, new.output_kind, new.loss_kind) != \
             (trained.input_kind, trained.input_size, trained.output_size, trained.output_kind, trained.loss_kind):
@@ -167,7 +169,7 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 def build_trained_model(run_dir: Path, cfg: DictConfig, spec: IOSpec, which: str,
                         device: torch.device) -> tuple[torch.nn.Module, Path, int]:
     """The run's model (its config, its recorded hidden size) with the weights of checkpoint `which`."""
-    summary = records.read_summary(run_dir) if (run_dir / records.SUMMARY_FILE).is_file() else {}
+    summary = run_folder.read_summary(run_dir) if (run_dir / run_folder.SUMMARY_FILE).is_file() else {}
     model_cfg = cfg.copy()
     if summary.get("hidden_size"):  # model.param_budget / state_budget was resolved to this by the run
         model_cfg.model.hidden_size = summary["hidden_size"]
@@ -180,7 +182,7 @@ def build_trained_model(run_dir: Path, cfg: DictConfig, spec: IOSpec, which: str
     try:
         model.load_state_dict(payload["trainer"]["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit the model of {run_dir / records.CONFIG_FILE}: "
+        raise CheckpointError(f"checkpoint {path} does not fit the model of {run_dir / run_folder.CONFIG_FILE}: "
                               f"{str(e).splitlines()[0]}") from None
     model.eval()
     return model, path, int(payload["step"])
@@ -198,15 +200,15 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = (), which: str = "f
     if cfg.train.get("threads"):
         torch.set_num_threads(cfg.train.threads)
     # The run's own arithmetic: subnormals flushed as in training (runs older than the key did not flush).
-    fast_peephole.set_flush_denormal(bool(cfg.train.get("flush_denormal", False)))
+    flush.set_flush_denormal(bool(cfg.train.get("flush_denormal", False)))
     device = resolve_device(cfg.train.device)
-    vocab = records.read_vocabulary(run_dir)
+    vocab = run_folder.read_vocabulary(run_dir)
     task = None
     if spec is None:
-        task = build(cfg.task, "task", device=device)
+        task = build_task(cfg, device)
         trained = task.spec
         if changed:  # what the model was trained on: the run's own task
-            trained_task = build(trained_cfg.task, "task", device=device)
+            trained_task = build_task(trained_cfg, device)
             trained, vocab = trained_task.spec, vocab or trained_task.vocabulary()
         check_compatible(run_dir, trained, vocab, task, changed)
         spec = trained
@@ -237,11 +239,11 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), splits: Seq
         "step": run.step, "overrides": list(overrides),
         "changed": {k: {"run": old, "evaluated": new} for k, (old, new) in run.changed.items()},
         "metrics": metrics, "task_info": task.describe(), "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        **{k: v for k, v in records.run_metadata().items() if k in ("python", "torch", "rnnbench", "git_commit")},
+        **{k: v for k, v in run_folder.run_metadata().items() if k in ("python", "torch", "rnnbench", "git_commit")},
     }
     path = run.run_dir / EVALUATIONS_DIR / f"{name or evaluation_name(overrides, which)}.json"
     path.parent.mkdir(exist_ok=True)
-    records.atomic_write_text(path, records.dumps(result, indent=2) + "\n")
+    run_folder.atomic_write_text(path, run_folder.dumps(result, indent=2) + "\n")
     return result, path
 
 

@@ -24,16 +24,16 @@ from typing import Sequence
 
 import torch
 
-from rnnbench import records
-from rnnbench.app import build
-from rnnbench.checkpoint import CheckpointError
-from rnnbench.config import ConfigError
 from rnnbench.evaluate import CHECKPOINTS, load_run, read_run_config
-from tasks.base import IOSpec
-from tasks.data import DataError
-from tasks.language_model import EOS
+from rnnbench.records import run_folder
+from rnnbench.run.build import build_task
+from rnnbench.run.checkpoint import CheckpointError
+from rnnbench.run.config import ConfigError
+from rnnbench.tasks.base import IOSpec
+from rnnbench.tasks.data import DataError
+from rnnbench.tasks.language_model import EOS
 
-LM_TARGET = "tasks.language_model.LanguageModelTask"
+LM_TARGET = "rnnbench.tasks.language_model.LanguageModelTask"
 LINE_END = {"char": "\n", "word": EOS}
 
 
@@ -45,11 +45,11 @@ def run_vocabulary(run_dir: Path) -> tuple[list[str], str]:
         name = target.rsplit(".", 1)[-1] or "unknown"
         raise ConfigError(f"{run_dir} is a run of {name}, not a language model: sampling needs a run of "
                           "task=lm (a char- or word-level language model)")
-    vocab = records.read_vocabulary(run_dir)
-    summary = records.read_summary(run_dir) if (run_dir / records.SUMMARY_FILE).is_file() else {}
+    vocab = run_folder.read_vocabulary(run_dir)
+    summary = run_folder.read_summary(run_dir) if (run_dir / run_folder.SUMMARY_FILE).is_file() else {}
     level = (summary.get("task_info") or {}).get("level") or cfg.task.get("level")
     if vocab is None or level is None:  # a run from before vocab.json: the corpus gives it again
-        task = build(cfg.task, "task")
+        task = build_task(cfg)
         vocab, level = task.vocabulary(), task.level
     return vocab, level
 
@@ -66,7 +66,7 @@ def prime_tokens(prime: str, level: str, index: dict[str, int]) -> list[int]:
         kind = "characters" if level == "char" else "words"
         shown = ", ".join(repr(t) for t in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise ConfigError(f"--prime {prime!r} has {kind} outside the model's vocabulary: {shown} (the vocabulary "
-                          f"has {len(index)} {kind}; they come from the run's training split, {records.VOCAB_FILE})")
+                          f"has {len(index)} {kind}; they come from the run's training split, {run_folder.VOCAB_FILE})")
     return [index[t] for t in tokens]
 
 

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from tasks.language_model import LanguageModelTask
+from rnnbench.tasks.language_model import LanguageModelTask
 
 MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "vanilla": nn.RNN}
 REPORTED = (50, 100, 200, 300, 500, 1000, 2000, 5000)

@@ -14,8 +14,8 @@ from functools import partial
 
 import torch
 
-from rnnbench.cells import VanillaCell
-from rnnbench.recurrent import RecurrentLayer
+from rnnbench.modules.cells import VanillaCell
+from rnnbench.modules.recurrent import RecurrentLayer
 
 
 def adding_batch(T: int, B: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

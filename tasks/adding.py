@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.base import Batch, IOSpec
-from tasks.synthetic import GeneratedTask, require_int
+from rnnbench.tasks.base import Batch, IOSpec
+from rnnbench.tasks.synthetic import GeneratedTask, require_int
 
 VARIANTS = ("halves", "anywhere")
 HOCHREITER_TOLERANCE = 0.04

@@ -1,5 +1,5 @@
 """Sequence classification: one label per sequence. The shared part of the classification tasks
-(`tasks.seq_image.SequentialImageTask`, `tasks.text.TextClassificationTask`): the epoch order, the loss,
+(`rnnbench.tasks.seq_image.SequentialImageTask`, `rnnbench.tasks.text.TextClassificationTask`): the epoch order, the loss,
 the metrics, evaluation over a whole split and the memoryless baseline.
 
 Both tasks report `loss` (mean cross-entropy, nats), `accuracy` and per-class accuracy
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.base import Batch, Predict, Task
-from tasks.data import DataError
+from rnnbench.tasks.base import Batch, Predict, Task
+from rnnbench.tasks.data import DataError
 
 
 def split_generator(seed: int) -> torch.Generator:

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.base import Batch, IOSpec
-from tasks.synthetic import GeneratedTask, require_int
+from rnnbench.tasks.base import Batch, IOSpec
+from rnnbench.tasks.synthetic import GeneratedTask, require_int
 
 VARIANTS = ("arjovsky", "tcn", "s4")
 

@@ -10,11 +10,11 @@ Data location (`resolve_data_dir`), first match wins:
   2. the environment variable `RNNBENCH_DATA`;
   3. `~/.cache/rnnbench/data`.
 Each data set sits in its own folder inside it (`tinyshakespeare/input.txt`, `ptb/train.txt`, ...),
-which is where `python -m tasks.data fetch NAME` puts it. Readers never touch the network: a missing
+which is where `python -m rnnbench.tasks.data fetch NAME` puts it. Readers never touch the network: a missing
 file is a `DataError` that says what was looked for, where, and the command that fetches it.
 
-    python -m tasks.data list
-    python -m tasks.data fetch tinyshakespeare [--data-dir D] [--force]
+    python -m rnnbench.tasks.data list
+    python -m rnnbench.tasks.data fetch tinyshakespeare [--data-dir D] [--force]
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def canonical_name(name: str) -> str | None:
 def fetch_hint(name: str) -> str:
     """The command that fetches data set `name` (used in error messages)."""
     canonical = canonical_name(name) or name
-    hint = f"run `python -m tasks.data fetch {canonical}`"
+    hint = f"run `python -m rnnbench.tasks.data fetch {canonical}`"
     if canonical == "fashion-mnist":
         hint += " or `apt-get install dataset-fashion-mnist`"
     return hint + f" (or set {ENV_VAR} / data_dir to a folder that holds it)"
@@ -404,7 +404,7 @@ def read_aclimdb_split(folder: Path) -> list[Example]:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.data", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m rnnbench.tasks.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_fetch = sub.add_parser("fetch", help="download a public data set into the data dir")

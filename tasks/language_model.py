@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.base import Batch, IOSpec, Predict, Task
-from tasks.data import (DATASETS, DataError, canonical_name, missing_file_error, read_text,
+from rnnbench.tasks.base import Batch, IOSpec, Predict, Task
+from rnnbench.tasks.data import (DATASETS, DataError, canonical_name, missing_file_error, read_text,
                         resolve_data_dir)
 
 EOS = "<eos>"

@@ -1,7 +1,7 @@
 """Sequential images: MNIST / Fashion-MNIST read row by row (28 steps x 28 features) or pixel by
 pixel (784 steps x 1), optionally with one fixed random permutation of the pixels (permuted MNIST;
 Le, Jaitly & Hinton 2015, "A Simple Way to Initialize Recurrent Networks of Rectified Linear Units").
-Loss, metrics, order and baseline: `tasks.classification`; the idx reader: `tasks.data.read_idx`.
+Loss, metrics, order and baseline: `rnnbench.tasks.classification`; the idx reader: `rnnbench.tasks.data.read_idx`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks.base import Batch, IOSpec
-from tasks.classification import ClassificationTask, EpochOrder, split_generator
-from tasks.data import (IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, canonical_name,
+from rnnbench.tasks.base import Batch, IOSpec
+from rnnbench.tasks.classification import ClassificationTask, EpochOrder, split_generator
+from rnnbench.tasks.data import (IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, canonical_name,
                         find_idx_file, image_search_dirs, read_idx)
 
 MODES = ("row", "pixel")  # read an image row by row (28 x 28) or pixel by pixel (784 x 1)

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from tasks.base import Batch, Predict, Task
+from rnnbench.tasks.base import Batch, Predict, Task
 
 SPLITS = ("val", "test")
 # Fixed splits are drawn from their own generators, seeded `seed + offset`: they depend on the seed

@@ -1,7 +1,7 @@
 """Text classification: labelled texts from CSV / TSV / JSONL files or the aclImdb folder layout
 (Maas et al. 2011), as padded token-id batches with their true lengths. Loss, metrics, order and
-baseline: `tasks.classification`; the file readers: `tasks.data.read_examples`,
-`tasks.data.read_aclimdb_split`.
+baseline: `rnnbench.tasks.classification`; the file readers: `rnnbench.tasks.data.read_examples`,
+`rnnbench.tasks.data.read_aclimdb_split`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from tasks.base import Batch, IOSpec
-from tasks.classification import ClassificationTask, EpochOrder, split_generator
-from tasks.data import (DATASETS, DataError, Example, canonical_name, missing_file_error,
+from rnnbench.tasks.base import Batch, IOSpec
+from rnnbench.tasks.classification import ClassificationTask, EpochOrder, split_generator
+from rnnbench.tasks.data import (DATASETS, DataError, Example, canonical_name, missing_file_error,
                         read_aclimdb_split, read_examples, resolve_data_dir)
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of every text vocabulary

@@ -7,7 +7,7 @@ runs each command in a child forked from one server process (multiprocessing's "
 imported all of that once: the child is a fresh process as far as the run is concerned (its own pid,
 working directory, environment, file descriptors, signal handlers, thread pools and flush mode; the
 server never runs a torch operation, so no thread pool is inherited) and runs the same entry point as
-`python -m rnnbench` (`rnnbench.app.cli`), with the same exit code, stdout, stderr and atexit handlers.
+`python -m rnnbench` (`rnnbench.run.app.cli`), with the same exit code, stdout, stderr and atexit handlers.
 
 What a forked child cannot reproduce: an environment variable read at import time (OMP_NUM_THREADS,
 MKL_*, TORCH_*...), and joblib's loky workers, which never report back to a forked child (a sweep on
@@ -28,7 +28,7 @@ import traceback
 # What the server imports: everything a run imports before it trains, by module name (the server
 # does not see the tests' folder; a child imports this module, cheaply, to reach `main`).
 PRELOAD = ["torch._dynamo",  # torch.optim imports it when the first optimiser is built
-           "rnnbench.app", "rnnbench.wandb_sink",
+           "rnnbench.run.app", "rnnbench.records.wandb_sink",
            "hydra_plugins.hydra_joblib_launcher.joblib_launcher",
            "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper",
            "hydra_plugins.hydra_submitit_launcher.submitit_launcher"]
@@ -49,7 +49,7 @@ def main(args: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: st
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     sys.argv = ["-m", *args]  # runpy sets argv[0] to the module's file, as `python -m` does
     try:
-        # As `python -m rnnbench`: rnnbench/__main__.py runs as the __main__ module (rnnbench.app.cli).
+        # As `python -m rnnbench`: rnnbench/__main__.py runs as the __main__ module (rnnbench.run.app.cli).
         runpy.run_module("rnnbench", run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as e:  # as the interpreter reads sys.exit's argument

@@ -12,23 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import REPO, run_cli
 from datagen import char_corpus, sentiment_csv, separable_images
-from rnnbench import records
-from rnnbench.app import CONF_DIR, build_objects
-from rnnbench.config import validate
+from rnnbench.records import run_folder
+from rnnbench.run.build import build_experiment
+from rnnbench.run.config import compose, validate
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 
 
 def compose_experiment(experiment: str, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={experiment}", *overrides], return_hydra_config=True)
+    return compose([f"+experiment={experiment}", *overrides], hydra_config=True)
 
 
 PRESETS = {experiment: compose_experiment(experiment) for experiment in EXPERIMENTS}
@@ -131,8 +129,8 @@ def test_every_experiment_and_every_point_of_its_sweep_composes_validates_and_bu
                 OmegaConf.update(cfg, key, value, merge=True)
                 assert OmegaConf.select(cfg, key) == value
         validate(cfg)
-        task, model, _, optimizer, _ = build_objects(cfg, torch.device("cpu"))
-        assert task.spec and model.num_parameters() > 0 and optimizer.param_groups
+        exp = build_experiment(cfg, torch.device("cpu"))
+        assert exp.task.spec and exp.model.num_parameters() > 0 and exp.optimizer.param_groups
 
 
 @pytest.mark.parametrize("experiment", [e if e in RUN_BY_DEFAULT else pytest.param(e, marks=pytest.mark.slow)
@@ -143,7 +141,7 @@ def test_every_experiment_runs(experiment, tmp_path):
     dirs = run_dirs(tmp_path / "outputs")
     assert dirs, "no run folder written"
     for d in dirs:
-        summary = records.read_summary(d)
+        summary = run_folder.read_summary(d)
         assert summary["status"] == "completed", summary.get("error")
         assert summary["steps"] == 4 and summary["final"]
 
@@ -151,7 +149,7 @@ def test_every_experiment_runs(experiment, tmp_path):
 def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
     """One run with W&B in its default mode (offline: no key here); the files are the truth and the
     offline W&B run holds the same rows."""
-    from rnnbench.wandb_offline import find_offline_runs
+    from rnnbench.records.wandb_offline import find_offline_runs
     from wandb_records import read_history
 
     proc = run_cli("task=adding", "task.seq_len=10", "task.val_size=32", "train.max_steps=12",
@@ -167,7 +165,7 @@ def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
     assert summary["final"]["val/loss"] == pytest.approx(summary["final"]["val/loss_over_baseline"] / 6, rel=1e-6)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["task"]["seq_len"] == 10 and config["cell"]["_target_"].endswith("GRUCell")
-    rows = records.read_metrics(run_dir)
+    rows = run_folder.read_metrics(run_dir)
     assert [r["step"] for r in rows if "train/loss" in r] == [4, 8, 12]
     assert [r["step"] for r in rows if "val/loss" in r] == [6, 12]
     assert all("grad/global_norm" in r and "grad/layer0.weight_hh" in r for r in rows if "train/loss" in r)
@@ -215,7 +213,7 @@ def test_bad_config_messages_as_a_user_sees_them(tmp_path):
     assert not list((tmp_path / "outputs").rglob("summary.json")), "a rejected config must not start a run"
 
 
-# The run folder has one writer (records.hold_folder): a second command given the same folder, by
+# The run folder has one writer (run_folder.hold_folder): a second command given the same folder, by
 # mistake or by a second sweep with the same hydra.sweep.dir, is refused before it touches a file.
 ONE_FOLDER = ["task=adding", "task.seq_len=10", "task.val_size=16", "train.batch_size=4", "train.max_steps=150",
               "train.log_every=1", "train.eval_every=50", "model.hidden_size=8", "train.threads=1",
@@ -238,21 +236,21 @@ def test_two_writers_started_at_once_into_one_folder_one_runs_the_other_is_refus
     assert f"hydra.run.dir={run_dir} is in use: its run is still going (pid " in refusal \
         or "already holds a run" in refusal, refusal
     assert "Traceback" not in refusal
-    summary = records.read_summary(run_dir)
+    summary = run_folder.read_summary(run_dir)
     assert summary["status"] == "completed" and summary["seed"] == winner
-    assert [r["step"] for r in records.read_metrics(run_dir) if "train/loss" in r] == list(range(1, 151))
+    assert [r["step"] for r in run_folder.read_metrics(run_dir) if "train/loss" in r] == list(range(1, 151))
 
 
 def test_a_folder_held_by_a_live_run_is_refused_before_any_file_is_written(tmp_path):
     run_dir = tmp_path / "held"
-    with records.hold_folder(run_dir, "hydra.run.dir"):
+    with run_folder.hold_folder(run_dir, "hydra.run.dir"):
         proc = run_cli(*ONE_FOLDER, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert f"Error in config:\nhydra.run.dir={run_dir} is in use: its run is still going (pid {os.getpid()} on " \
         in proc.stderr
     assert "Traceback" not in proc.stderr
     written = {p.name for p in run_dir.iterdir()}
-    assert not written & {records.SUMMARY_FILE, records.METRICS_FILE, records.CONFIG_FILE, "checkpoints"}, written
+    assert not written & {run_folder.SUMMARY_FILE, run_folder.METRICS_FILE, run_folder.CONFIG_FILE, "checkpoints"}, written
 
 
 def test_the_trainer_settings_are_the_configs_train_keys():
@@ -260,16 +258,15 @@ def test_the_trainer_settings_are_the_configs_train_keys():
     progress (a logger setting), and the trainer's own defaults are the config's."""
     import dataclasses
 
-    from rnnbench.app import train_settings
-    from rnnbench.config import TrainConf
-    from rnnbench.train import TrainSettings
+    from rnnbench.run.build import train_settings
+    from rnnbench.run.config import TrainConf
+    from rnnbench.run.train import TrainSettings
 
     fields = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
     assert set(fields) - {f.name for f in dataclasses.fields(TrainConf)} == {"progress"}
     assert {k: v for k, v in fields.items() if k != "progress"} == {k: getattr(TrainConf, k) for k in fields
                                                                      if k != "progress"}
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["train.clip=0.5", "train.max_minutes=3", "train.skip_nonfinite=2",
-                                           "train.lr_backoff=0.5", "train.checkpoint_every=7"])
+    cfg = compose(["train.clip=0.5", "train.max_minutes=3", "train.skip_nonfinite=2", "train.lr_backoff=0.5",
+                   "train.checkpoint_every=7"])
     settings = train_settings(cfg, progress=False)
     assert dataclasses.asdict(settings) == {**{k: cfg.train[k] for k in fields if k != "progress"}, "progress": False}

@@ -27,7 +27,7 @@ import torch
 
 from conftest import REPO, run_cli
 from datagen import char_corpus
-from rnnbench import checkpoint
+from rnnbench.run import checkpoint
 
 ADDING = ["task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4", "model.hidden_size=8",
           "train.max_steps=8", "train.checkpoint_every=4", "train.log_every=2", "train.eval_every=4",

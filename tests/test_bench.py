@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from conftest import REPO
 from rnnbench.bench.measure import Case, interleaved, render, summarise, table
 
 
@@ -71,8 +70,8 @@ def test_cells_quick_writes_json(tmp_path):
     machine = report["machine"]
     assert machine["cpu"] and machine["threads"] == 2 and machine["torch"]
     cells = report["suites"]["cells"]
-    from rnnbench import fast_peephole
     from rnnbench.bench.cells import REFERENCE, VARIANTS
+    from rnnbench.kernels import fast_peephole
     for config in cells["configs"]:
         stats, failures = config["stats"], config["failures"]
         # a variant that cannot run (e.g. a kernel being rebuilt) is reported as failed, not dropped

@@ -1,14 +1,14 @@
-"""`rnnbench/blocks.py` and what comes with it: the residual block around any cell (`model.block`), parameters
+"""`rnnbench/modules/blocks.py` and what comes with it: the residual block around any cell (`model.block`), parameters
 counted like with like (`effective_parameters`), state size and the state budget."""
 
 import pytest
 import torch
 
-from rnnbench import modern_cells as mc
-from rnnbench.budget import hidden_size_for_budget
-from rnnbench.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
-from rnnbench.models import SequenceModel
-from tasks.base import IOSpec
+from rnnbench.modules import modern_cells as mc
+from rnnbench.modules.budget import hidden_size_for_budget
+from rnnbench.modules.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.models import SequenceModel
+from rnnbench.tasks.base import IOSpec
 
 SPEC = IOSpec("continuous", 3, 2, "per_step", "regression")
 SEQ_SPEC = IOSpec("continuous", 3, 1, "sequence", "regression")

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 
-from rnnbench.cells import CELLS, LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.cells import CELLS, LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
 
 torch.manual_seed(0)
 B, I, H = 3, 4, 5

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, read_idx
-from tasks.seq_image import SequentialImageTask
-from tasks.text import TextClassificationTask
+from rnnbench.tasks.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, read_idx
+from rnnbench.tasks.seq_image import SequentialImageTask
+from rnnbench.tasks.text import TextClassificationTask
 
 # ---- idx files ----------------------------------------------------------------------------------
 
@@ -52,7 +52,7 @@ def make_image_dataset(folder: Path, n_train: int = 60, n_test: int = 20, seed: 
 @pytest.fixture
 def image_root(tmp_path, monkeypatch):
     """A data root with a tiny fake Fashion-MNIST, and no system-wide copy to fall back on."""
-    monkeypatch.setattr("tasks.data.SYSTEM_DATASETS", tmp_path / "system")
+    monkeypatch.setattr("rnnbench.tasks.data.SYSTEM_DATASETS", tmp_path / "system")
     arrays = make_image_dataset(tmp_path / "data" / "fashion-mnist")
     return tmp_path / "data", arrays
 
@@ -129,7 +129,7 @@ def test_validation_split_and_limits(image_root):
 
 def test_data_dir_searched_before_system_folder(tmp_path, monkeypatch):
     system = tmp_path / "system"
-    monkeypatch.setattr("tasks.data.SYSTEM_DATASETS", system)
+    monkeypatch.setattr("rnnbench.tasks.data.SYSTEM_DATASETS", system)
     make_image_dataset(system / "fashion-mnist", n_train=30, seed=1)
     task = SequentialImageTask(data_dir=str(tmp_path / "empty"), val_fraction=0.0)
     assert len(task._labels["train"]) == 30  # the fallback
@@ -140,13 +140,13 @@ def test_data_dir_searched_before_system_folder(tmp_path, monkeypatch):
 
 
 def test_missing_idx_file_says_where_and_how(tmp_path, monkeypatch):
-    monkeypatch.setattr("tasks.data.SYSTEM_DATASETS", tmp_path / "system")
+    monkeypatch.setattr("rnnbench.tasks.data.SYSTEM_DATASETS", tmp_path / "system")
     with pytest.raises(DataError) as err:
         SequentialImageTask(data_dir=str(tmp_path / "d"), dataset="mnist")
     message = str(err.value)
     assert str(tmp_path / "d" / "mnist" / "train-images-idx3-ubyte.gz") in message
     assert str(tmp_path / "system" / "mnist" / "train-images-idx3-ubyte") in message
-    assert "python -m tasks.data fetch mnist" in message
+    assert "python -m rnnbench.tasks.data fetch mnist" in message
 
 
 def test_image_metrics_baseline_and_resume(image_root):
@@ -278,7 +278,7 @@ def test_missing_data_says_where_and_how(tmp_path):
     with pytest.raises(DataError) as err:
         TextClassificationTask(data_dir=str(tmp_path), dataset="aclImdb")
     assert str(tmp_path / "aclImdb") in str(err.value)
-    assert "python -m tasks.data fetch aclImdb" in str(err.value)
+    assert "python -m rnnbench.tasks.data fetch aclImdb" in str(err.value)
 
 
 def test_padding_lengths_truncation_and_vocabulary_limits(tmp_path):

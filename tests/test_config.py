@@ -1,4 +1,4 @@
-"""The config schemas (rnnbench/config.py): one source of truth for each default and allowed value."""
+"""The config schemas (rnnbench/run/config.py): one source of truth for each default and allowed value."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import inspect
 import pytest
 from hydra.utils import get_class
 
-from rnnbench import config
+from rnnbench.run import config
 
 # The task keys the schema links to `train` on purpose: one batch size and one data seed per run.
 LINKED = {"batch_size": "${train.batch_size}", "seed": "${train.data_seed}"}
@@ -35,8 +35,9 @@ def test_schema_defaults_are_the_constructors_own(schema):
 
 
 def test_every_allowed_tuple_is_the_modules_own():
-    from rnnbench import cells, models, recurrent, wandb_sink
-    from tasks import seq_image, text
+    from rnnbench.modules import cells, models, recurrent
+    from rnnbench.records import wandb_sink
+    from rnnbench.tasks import seq_image, text
 
     assert config.ALLOWED["model.backend"] is recurrent.BACKENDS
     assert config.ALLOWED["model.pooling"] is models.POOLINGS

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from conftest import run_cli
-from rnnbench import evaluate, fast_peephole, records
+from rnnbench import evaluate
+from rnnbench.kernels.flush import set_flush_denormal
+from rnnbench.records import run_folder
 
 COPY_RUN = ["task=copy", "task.seq_len=5", "task.copy_len=3", "task.val_size=32", "train.batch_size=8",
             "model.hidden_size=16", "train.max_steps=30", "train.eval_every=10", "train.log_every=10",
@@ -35,7 +37,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_the_runs_own_splits_give_the_numbers_the_run_recorded(copy_run, capsys):
-    summary = records.read_summary(copy_run)
+    summary = run_folder.read_summary(copy_run)
     before = snapshot(copy_run)
     assert evaluate.main([str(copy_run)]) == 0
     result = json.loads((copy_run / "evaluations" / "default.json").read_text())
@@ -52,7 +54,7 @@ def test_the_runs_own_splits_give_the_numbers_the_run_recorded(copy_run, capsys)
 def test_another_length_gives_what_the_run_measured_there(copy_run):
     """The run evaluated itself at T=10 at its end (val@T=10/...); evaluating at task.seq_len=10 later
     must give the same numbers: same model, same split."""
-    summary = records.read_summary(copy_run)
+    summary = run_folder.read_summary(copy_run)
     result, path = evaluate.evaluate_run(copy_run, ["task.seq_len=10"], splits=("val",))
     assert result["changed"] == {"task.seq_len": {"run": 5, "evaluated": 10}}
     assert result["metrics"]["val/loss"] == summary["final"]["val@T=10/loss"]
@@ -61,7 +63,7 @@ def test_another_length_gives_what_the_run_measured_there(copy_run):
 
 
 def test_best_checkpoint_holds_the_model_of_the_best_evaluation(copy_run):
-    summary = records.read_summary(copy_run)
+    summary = run_folder.read_summary(copy_run)
     main = summary["main_metric"]
     result, _ = evaluate.evaluate_run(copy_run, [], splits=("val",), which="best")
     assert result["step"] == summary["best_step"][main]
@@ -101,8 +103,8 @@ def test_a_run_without_a_checkpoint_is_one_clear_error(copy_run, tmp_path, capsy
 def test_a_text_classifier_is_refused_data_whose_vocabulary_differs(tmp_path):
     """Token ids are positions in the run's vocabulary: another training file gives other ids."""
     from datagen import sentiment_csv
-    from rnnbench.config import ConfigError
-    from tasks.text import TextClassificationTask
+    from rnnbench.run.config import ConfigError
+    from rnnbench.tasks.text import TextClassificationTask
 
     def task(seed):
         folder = sentiment_csv(tmp_path / str(seed), seed=seed)
@@ -137,4 +139,4 @@ def test_evaluation_computes_with_the_runs_flush_mode(copy_run, tmp_path, flush)
         subnormal = torch.tensor([1e-39]) * 1.0
         assert (subnormal.item() == 0.0) == flush
     finally:
-        fast_peephole.set_flush_denormal(False)  # the suite's default arithmetic
+        set_flush_denormal(False)  # the suite's default arithmetic

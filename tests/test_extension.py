@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from conftest import REPO, run_cli
-from rnnbench import interface
-from rnnbench.budget import hidden_size_for_budget
-from rnnbench.diagnostics import temporal_profile
-from rnnbench.models import SequenceModel
-from rnnbench.recurrent import resolve_backend
+from rnnbench.modules.budget import hidden_size_for_budget
+from rnnbench.modules.diagnostics import temporal_profile
+from rnnbench.modules.models import SequenceModel
+from rnnbench.modules.recurrent import resolve_backend
+from rnnbench.run import interface
 
 EXAMPLE = REPO / "examples" / "my_research"
 TINY = ["train.max_steps=4", "train.log_every=2", "train.eval_every=2", "train.profile_every=2",
@@ -69,7 +69,7 @@ def test_mingru_step_is_its_equation(user_code):
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_a_user_cell_gets_every_architecture_the_profile_and_budgets(user_code, arch):
-    from tasks.adding import AddingTask
+    from rnnbench.tasks.adding import AddingTask
 
     task = AddingTask(seq_len=8, batch_size=4, val_size=8)
     model = SequenceModel(task.spec, user_code[0].MinGRUCell, 6, **ARCHS[arch])
@@ -109,7 +109,7 @@ def test_the_parity_task_is_running_parity_and_reproducible(user_code):
 def test_a_user_cell_learns_what_its_equations_allow(user_code):
     """minGRU's gate reads only x_t, so its state is an input-gated running mix: it stores the marked
     values of the adding problem (h = (1 - z) h + z x with z = 1 at a marker) and learns it."""
-    from tasks.adding import AddingTask
+    from rnnbench.tasks.adding import AddingTask
 
     torch.manual_seed(0)
     task = AddingTask(seq_len=10, batch_size=32, val_size=256)
@@ -159,8 +159,8 @@ def test_an_experiment_preset_in_the_user_folder(user_folder, tmp_path, launcher
 # -- bad input at the boundary --------------------------------------------------------------------
 BAD_CODE = '''
 import torch
-from rnnbench.cells import Cell
-from tasks.base import Task
+from rnnbench.modules.cells import Cell
+from rnnbench.tasks.base import Task
 
 
 class WideCell(Cell):  # step returns (B, 2H)

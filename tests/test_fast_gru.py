@@ -4,8 +4,8 @@ magnitude of pre-activation; the layer falls back where the kernel cannot run.""
 import pytest
 import torch
 
-from rnnbench import fast_gru
-from rnnbench.cells import GRUCell
+from rnnbench.kernels import fast_gru
+from rnnbench.modules.cells import GRUCell
 from test_fast_peephole import needs_compiler
 
 pytestmark = needs_compiler

@@ -14,8 +14,8 @@ import warnings
 import pytest
 import torch
 
-from rnnbench import fast_peephole
-from rnnbench.cells import LSTM_VARIANTS, PeepholeLSTMCell
+from rnnbench.kernels import extension, fast_peephole
+from rnnbench.modules.cells import LSTM_VARIANTS, PeepholeLSTMCell
 
 T, B, I, H = 7, 3, 4, 5
 PADDED = [7, 3, 5]
@@ -211,9 +211,9 @@ def test_retained_graph_backward_twice_gives_the_same_gradients(backend):
 
 @pytest.fixture
 def fresh_extension_cache():
-    fast_peephole._extension.cache_clear()
+    extension.load.cache_clear()
     yield
-    fast_peephole._extension.cache_clear()
+    extension.load.cache_clear()
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_extension_cache):
@@ -221,9 +221,9 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_ext
         raise RuntimeError("simulated: no working C++ compiler")
 
     monkeypatch.delenv("RNNBENCH_NO_CPP", raising=False)
-    monkeypatch.setattr(fast_peephole, "_build_dir", lambda: tmp_path)  # no cached library to load
-    monkeypatch.setattr(fast_peephole, "_compile_extension", broken_build)
-    monkeypatch.setattr(fast_peephole, "_warned", False)
+    monkeypatch.setattr(extension, "_build_dir", lambda: tmp_path)  # no cached library to load
+    monkeypatch.setattr(extension, "_compile_extension", broken_build)
+    monkeypatch.setattr(extension, "_warned", False)
     with pytest.warns(RuntimeWarning, match="simulated: no working C\\+\\+ compiler"):
         assert fast_peephole.implementation() == "python"
     with warnings.catch_warnings():
@@ -251,7 +251,7 @@ def test_env_var_forces_python(monkeypatch):
 @needs_compiler
 def test_cached_extension_loads_fast_in_a_new_process():
     assert fast_peephole.cpp_available()  # builds it if this is the first time
-    code = ("import time, torch; from rnnbench import fast_peephole as f; t = time.perf_counter(); "
+    code = ("import time, torch; from rnnbench.kernels import fast_peephole as f; t = time.perf_counter(); "
             "ok = f.cpp_available(); print(ok, time.perf_counter() - t)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

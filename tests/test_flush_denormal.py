@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from conftest import run_cli
-from rnnbench import fast_peephole
+from rnnbench.kernels import extension, fast_peephole, flush
 from test_fast_peephole import needs_compiler
 
 SUBNORMAL = 1e-39
@@ -24,10 +24,10 @@ def two_threads_pool_made_unflushed():
     that computed before flushing was turned on); flushing off again afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    fast_peephole.set_flush_denormal(False)
+    flush.set_flush_denormal(False)
     (torch.randn(1_000_000) * 2).sum()  # a parallel region: the pool's threads are made here
     yield
-    fast_peephole.set_flush_denormal(False)
+    flush.set_flush_denormal(False)
     torch.set_num_threads(threads)
 
 
@@ -40,12 +40,12 @@ def test_torch_alone_flushes_only_the_calling_thread_and_ours_flushes_all(two_th
     x = torch.full((1_000_000,), SUBNORMAL)  # large enough for torch to split x * 1 over both threads
     torch.set_flush_denormal(True)
     partly = kept_share(x * 1.0)
-    assert fast_peephole.set_flush_denormal(True)
+    assert flush.set_flush_denormal(True)
     y = x * 1.0
-    if fast_peephole.cpp_available():
+    if extension.available("flush"):
         assert kept_share(y) == 0.0, "a worker thread kept computing with subnormals"
         assert 0.0 < partly < 1.0  # why the pool-wide setting is needed: torch's covers the caller only
-    fast_peephole.set_flush_denormal(False)
+    flush.set_flush_denormal(False)
     assert kept_share(x * 1.0) == 1.0  # and off again everywhere
 
 
@@ -58,11 +58,11 @@ def test_cpp_kernel_flushes_in_every_row_block(two_threads_pool_made_unflushed):
     x_proj[..., :H], x_proj[..., H:2 * H] = -1e4, 1e4
     c0 = torch.full((B, H), SUBNORMAL)
     args = (torch.zeros(B, H), c0, torch.zeros(4 * H, H), torch.zeros(4 * H), torch.zeros(3, H))
-    for flush, expected in ((False, 1.0), (True, 0.0)):
-        torch.set_flush_denormal(flush)
+    for flushed, expected in ((False, 1.0), (True, 0.0)):
+        torch.set_flush_denormal(flushed)
         with torch.no_grad():
             _, _, c_T = fast_peephole.peephole_sequence(x_proj, *args, backend="cpp")
-        assert kept_share(c_T) == expected, f"flush={flush}"
+        assert kept_share(c_T) == expected, f"flush={flushed}"
 
 
 def run_summary(tmp_path, *overrides):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnbench.cells import GRUCell, LSTM_VARIANTS, LSTMCell, PeepholeLSTMCell, VanillaCell
-from rnnbench.diagnostics import gate_scalars, temporal_profile
-from rnnbench.models import SequenceModel
-from rnnbench.train import Trainer, TrainSettings
-from tasks.adding import AddingTask
-from tasks.base import Batch, IOSpec
+from rnnbench.modules.cells import LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.diagnostics import gate_scalars, temporal_profile
+from rnnbench.modules.models import SequenceModel
+from rnnbench.run.train import TrainSettings, Trainer
+from rnnbench.tasks.adding import AddingTask
+from rnnbench.tasks.base import Batch, IOSpec
 
 SPEC = IOSpec(input_kind="continuous", input_size=3, output_size=1, output_kind="sequence", loss_kind="regression")
 
@@ -139,7 +139,7 @@ def test_the_trainer_records_gate_statistics_with_each_profile():
 
 
 def test_the_wandb_mirror_gets_the_gate_scalars_of_a_profile():
-    from rnnbench.wandb_sink import WandbTrainerSink
+    from rnnbench.records.wandb_sink import WandbTrainerSink
 
     class Recorded:
         def __init__(self):

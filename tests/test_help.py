@@ -1,11 +1,11 @@
-"""`python -m rnnbench --help`: rnnbench's own page, read from the config folders (rnnbench/help.py)."""
+"""`python -m rnnbench --help`: rnnbench's own page, read from the config folders (rnnbench/run/help.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from conftest import REPO, run_cli
-from rnnbench.help import first_sentence, one_line, page, user_config_dirs
+from rnnbench.run.help import first_sentence, one_line, page, user_config_dirs
 
 CONF = REPO / "conf"
 EXAMPLE_CONF = REPO / "examples" / "my_research" / "conf"

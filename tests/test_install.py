@@ -61,32 +61,40 @@ def test_the_wheel_ships_conf_as_it_is_in_the_checkout(wheel):
     with zipfile.ZipFile(wheel) as archive:
         shipped = {name.removeprefix("rnnbench/conf/"): archive.read(name)
                    for name in archive.namelist() if name.startswith("rnnbench/conf/")}
-        kernels = {p.relative_to(REPO).as_posix() for p in (REPO / "rnnbench" / "csrc").iterdir() if p.is_file()}
+        csrc = REPO / "rnnbench" / "kernels" / "csrc"
+        kernels = {p.relative_to(REPO).as_posix() for p in csrc.iterdir() if p.is_file()}
         assert kernels and kernels <= set(archive.namelist())  # the C++ kernels build where installed
-        assert "tasks/base.py" in archive.namelist()
+        tasks = {f"rnnbench/tasks/{p.name}" for p in (REPO / "tasks").glob("*.py")}
+        assert tasks <= set(archive.namelist())  # the top-level tasks/, shipped as rnnbench.tasks
+        assert not any(name.startswith("tasks/") for name in archive.namelist())  # no bare `tasks` to shadow
     conf = REPO / "conf"
     in_checkout = {p.relative_to(conf).as_posix(): p.read_bytes() for p in conf.rglob("*.yaml")}
     assert shipped == in_checkout
 
 
 def test_an_installed_package_runs_an_experiment_from_another_folder(venv, tmp_path):
-    where = run(venv, "-c", "import rnnbench, rnnbench.app; print(rnnbench.__file__); print(rnnbench.app.CONF_DIR)",
+    where = run(venv, "-c", "import rnnbench, rnnbench.run.config; print(rnnbench.__file__); print(rnnbench.run.config.CONF_DIR)",
                 cwd=tmp_path)
     package, conf = where.stdout.split()
     venv_root = venv.parent.parent
     assert Path(package).is_relative_to(venv_root), f"imported {package}, not the installed package"
     assert Path(conf) == Path(package).parent / "conf"
 
-    done = run(venv, "-m", "rnnbench", "+experiment=copy_T100", "task.seq_len=10", *FAST,
-               "train.threads=1", "logger.wandb.mode=disabled", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*/*/summary.json")
-    summary = json.loads(summary.read_text())
-    assert summary["status"] == "completed" and summary["steps"] == 4
-    assert summary["task"] == "copy"
+    # A user's own tasks.py (and a `tasks` folder) where they run: the package's tasks are rnnbench.tasks.
+    (tmp_path / "tasks.py").write_text("raise SystemExit('the user tasks.py was imported')\n")
+    script = venv.parent / "rnnbench"  # the console script
+    for command in ((venv, "-m", "rnnbench"), (script,)):
+        done = run(*command, "+experiment=copy_T100", "task.seq_len=10", *FAST, "train.threads=1",
+                   "logger.wandb.mode=disabled", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "runs").glob("*/*/summary.json")]
+    assert len(summaries) == 2
+    for summary in summaries:
+        assert summary["status"] == "completed" and summary["steps"] == 4
+        assert summary["task"] == "copy"
 
 
 def test_an_editable_checkout_reads_the_top_level_conf():
-    from rnnbench.app import CONF_DIR
+    from rnnbench.run.config import CONF_DIR
 
     assert Path(CONF_DIR) == REPO / "conf"

@@ -5,12 +5,12 @@ import functools
 import pytest
 import torch
 
-from rnnbench.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
-from rnnbench.diagnostics import temporal_profile
-from rnnbench.models import SequenceModel
-from rnnbench.train import Trainer, TrainSettings
-from tasks.adding import AddingTask
-from tasks.copy import CopyTask
+from rnnbench.modules.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.diagnostics import temporal_profile
+from rnnbench.modules.models import SequenceModel
+from rnnbench.run.train import TrainSettings, Trainer
+from rnnbench.tasks.adding import AddingTask
+from rnnbench.tasks.copy import CopyTask
 
 
 class Rows:

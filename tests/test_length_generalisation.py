@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from rnnbench.app import CONF_DIR
-from rnnbench.cells import LSTMCell
-from rnnbench.config import ConfigError, validate
-from rnnbench.models import SequenceModel
-from rnnbench.train import Trainer, TrainSettings, evaluate_model
-from tasks.adding import AddingTask
-from tasks.copy import CopyTask
+from rnnbench.modules.cells import LSTMCell
+from rnnbench.modules.models import SequenceModel
+from rnnbench.run.config import ConfigError, compose, validate
+from rnnbench.run.train import TrainSettings, Trainer, evaluate_model
+from rnnbench.tasks.adding import AddingTask
+from rnnbench.tasks.copy import CopyTask
 
 
 class Rows:
@@ -72,8 +70,7 @@ def test_length_eval_at_eval_cadence():
 
 
 def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(overrides)
 
 
 def test_bad_lengths_are_refused_with_the_key_value_and_what_is_allowed(tmp_path):
@@ -106,13 +103,14 @@ def sweep(tmp_path_factory):
 
 
 def test_report_tables_the_metric_against_length_per_cell(sweep, capsys):
-    from rnnbench import records, report
+    from rnnbench import report
+    from rnnbench.records import run_folder
 
     assert report.main([str(sweep), "--lengths", "--precision", "6"]) == 0
     table = capsys.readouterr().out.splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
     assert header == ["cell", "val@T=6/loss", "val@T=12/loss", "val@T=24/loss", "n"]
-    runs = {d.name: records.read_summary(d) for d in sweep.iterdir() if (d / "summary.json").is_file()}
+    runs = {d.name: run_folder.read_summary(d) for d in sweep.iterdir() if (d / "summary.json").is_file()}
     for row in table[2:]:
         cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
         values = [s["final"] for s in runs.values() if s["cell"] == cells[0]]
@@ -136,10 +134,11 @@ def test_report_figures_length_generalisation_and_gate_saturation(sweep, tmp_pat
 
 
 def test_a_length_table_of_runs_without_lengths_is_one_clear_error(tmp_path, capsys):
-    from rnnbench import records, report
+    from rnnbench import report
+    from rnnbench.records import run_folder
 
     run = tmp_path / "run"
-    with records.RunRecorder(run) as recorder:
+    with run_folder.RunRecorder(run) as recorder:
         recorder.write_summary({"status": "completed", "cell": "lstm", "main_metric": "val/loss",
                                 "final": {"val/loss": 0.1}})
     assert report.main([str(run), "--lengths"]) == 2

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks import data as data_module
-from tasks.data import DataError, fetch, read_text, resolve_data_dir
-from tasks.language_model import (EOS, IGNORE_INDEX, UNK, Corpus, LanguageModelTask, batchify,
+from rnnbench.tasks import data as data_module
+from rnnbench.tasks.data import DataError, fetch, read_text, resolve_data_dir
+from rnnbench.tasks.language_model import (EOS, IGNORE_INDEX, UNK, Corpus, LanguageModelTask, batchify,
                                   tokenize)
 
 TRAIN = "the cat sat\nthe dog sat\n\non the mat\n"
@@ -71,7 +71,7 @@ def test_missing_corpus_error_says_where_and_how_to_fetch(tmp_path):
         LanguageModelTask(data_dir=str(tmp_path), corpus="tinyshakespeare")
     message = str(err.value)
     assert str(tmp_path / "tinyshakespeare") in message
-    assert "python -m tasks.data fetch tinyshakespeare" in message
+    assert "python -m rnnbench.tasks.data fetch tinyshakespeare" in message
 
 
 def test_fetch_without_network_gives_clear_error_and_leaves_no_file(monkeypatch, tmp_path):

@@ -6,10 +6,10 @@ import functools
 import pytest
 import torch
 
-from rnnbench.budget import hidden_size_for_budget
-from rnnbench.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
-from rnnbench.models import SequenceModel
-from tasks.base import IOSpec
+from rnnbench.modules.budget import hidden_size_for_budget
+from rnnbench.modules.cells import GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.models import SequenceModel
+from rnnbench.tasks.base import IOSpec
 
 PER_STEP = IOSpec("continuous", 10, 10, "per_step", "classification")
 SEQUENCE = IOSpec("continuous", 2, 1, "sequence", "regression")

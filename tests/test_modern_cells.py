@@ -1,4 +1,4 @@
-"""`rnnbench/modern_cells.py` as a specification: each cell's step is its paper's equations (a hand computation
+"""`rnnbench/modules/modern_cells.py` as a specification: each cell's step is its paper's equations (a hand computation
 of one step), its whole-sequence form equals the step loop (values and gradients, float32 and float64, a
 non-zero initial state, padded batches, both directions, T up to 2,048), gradcheck, its parameter count and
 state size against the formulas, its initialisation as the authors' code, and it runs in every architecture."""
@@ -9,10 +9,11 @@ import math
 import pytest
 import torch
 
-from rnnbench import interface, modern_cells as mc
-from rnnbench.models import SequenceModel
-from rnnbench.recurrent import RecurrentStack, run_explicit, run_sequence
-from tasks.base import IOSpec
+from rnnbench.modules import modern_cells as mc
+from rnnbench.run import interface
+from rnnbench.modules.models import SequenceModel
+from rnnbench.modules.recurrent import RecurrentStack, run_explicit, run_sequence
+from rnnbench.tasks.base import IOSpec
 
 # name -> constructor(I, H), small options so that every code path is exercised
 CELLS = {
@@ -474,8 +475,8 @@ def test_modern_cells_run_in_every_architecture(name, arch):
 
 
 def test_gate_statistics_and_profile_cover_modern_cells():
-    from rnnbench.diagnostics import temporal_profile
-    from tasks.adding import AddingTask
+    from rnnbench.modules.diagnostics import temporal_profile
+    from rnnbench.tasks.adding import AddingTask
 
     task = AddingTask(seq_len=12, batch_size=4, val_size=8, seed=0)
     for name, gates in (("mingru", {"update"}), ("mlstm", {"forget", "output"}), ("s6", None)):
@@ -516,8 +517,8 @@ LEARNS = {
 
 @pytest.mark.parametrize("name", ["mingru", *[pytest.param(n, marks=pytest.mark.slow) for n in LEARNS if n != "mingru"]])
 def test_cell_learns_the_adding_problem(name):
-    from rnnbench.train import Trainer, TrainSettings
-    from tasks.adding import AddingTask
+    from rnnbench.run.train import Trainer, TrainSettings
+    from rnnbench.tasks.adding import AddingTask
 
     torch.manual_seed(0)
     task = AddingTask(seq_len=20, batch_size=64, val_size=500, seed=0)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from datagen import char_corpus, sentiment_csv, separable_images, word_corpus
-from rnnbench.cells import GRUCell, LSTMCell
-from rnnbench.models import SequenceModel
-from rnnbench.train import Trainer, TrainSettings
-from tasks.seq_image import SequentialImageTask
-from tasks.text import TextClassificationTask
-from tasks.language_model import LanguageModelTask
+from rnnbench.modules.cells import GRUCell, LSTMCell
+from rnnbench.modules.models import SequenceModel
+from rnnbench.run.train import TrainSettings, Trainer
+from rnnbench.tasks.language_model import LanguageModelTask
+from rnnbench.tasks.seq_image import SequentialImageTask
+from rnnbench.tasks.text import TextClassificationTask
 
 
 class Quiet:

@@ -1,4 +1,4 @@
-"""The run folder (rnnbench/records.py): what the trainer writes and the report reads."""
+"""The run folder (rnnbench/records/run_folder.py): what the trainer writes and the report reads."""
 
 import json
 import math
@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import rnnbench
-from rnnbench import records
-from rnnbench.records import RunRecorder, config_fingerprint, read_metrics, read_summary, run_metadata
+from rnnbench.records import run_folder
+from rnnbench.records.run_folder import RunRecorder, config_fingerprint, read_metrics, read_summary, run_metadata
 
 
 def test_each_logged_row_is_on_disk_as_one_json_line_at_once(tmp_path):
@@ -47,7 +47,7 @@ def test_non_finite_floats_are_valid_json_and_read_back_as_floats(tmp_path):
     assert math.isnan(back["train/loss"])
     assert back["grad/global_norm"] == math.inf and back["x"] == -math.inf and back["lr"] == 0.1
     assert math.isnan(read_summary(tmp_path)["final"]["val/loss"])
-    layer = records.read_profile(tmp_path)["layers"]["layer0"]
+    layer = run_folder.read_profile(tmp_path)["layers"]["layer0"]
     assert layer[:2] == [1.0, math.inf] and math.isnan(layer[2])
 
 
@@ -68,8 +68,8 @@ def test_profiles_replace_profile_json_and_append_to_profiles_jsonl(tmp_path):
     with RunRecorder(tmp_path) as rec:
         rec.write_profile({"step": 10, "seq_len": 2, "layers": {"layer0": [1.0, 2.0]}})
         rec.write_profile({"step": 20, "seq_len": 2, "layers": {"layer0": [3.0, 4.0]}})
-    assert records.read_profile(tmp_path)["step"] == 20
-    assert [p["step"] for p in records.read_profiles(tmp_path)] == [10, 20]
+    assert run_folder.read_profile(tmp_path)["step"] == 20
+    assert [p["step"] for p in run_folder.read_profiles(tmp_path)] == [10, 20]
 
 
 def test_summary_survives_a_crash_between_temp_write_and_rename(tmp_path, monkeypatch):
@@ -138,7 +138,7 @@ def test_config_yaml_is_the_resolved_config(tmp_path):
     cfg = OmegaConf.create({"model": {"hidden": 64}, "train": {"width": "${model.hidden}"}})
     with RunRecorder(tmp_path) as rec:
         rec.write_config(cfg)
-    assert records.read_config(tmp_path) == {"model": {"hidden": 64}, "train": {"width": 64}}
+    assert run_folder.read_config(tmp_path) == {"model": {"hidden": 64}, "train": {"width": 64}}
     assert "${" not in (tmp_path / "config.yaml").read_text()
 
 
@@ -147,11 +147,11 @@ def test_a_run_that_wrote_no_config_is_read_from_hydras_copy_only_when_asked(tmp
     (tmp_path / ".hydra" / "config.yaml").write_text(
         "train:\n  seed: 3\n  lr: ${train.seed}\nout: ${hydra:runtime.output_dir}\n")
     with pytest.raises(FileNotFoundError):
-        records.read_config(tmp_path)
-    config = records.read_config(tmp_path, hydra_fallback=True)
+        run_folder.read_config(tmp_path)
+    config = run_folder.read_config(tmp_path, hydra_fallback=True)
     assert config == {"train": {"seed": 3, "lr": "${train.seed}"}, "out": "${hydra:runtime.output_dir}"}
     (tmp_path / "config.yaml").write_text("train:\n  seed: 5\n  lr: ${train.seed}\n")
-    assert records.read_config(tmp_path, hydra_fallback=True) == {"train": {"seed": 5, "lr": 5}}
+    assert run_folder.read_config(tmp_path, hydra_fallback=True) == {"train": {"seed": 5, "lr": 5}}
 
 
 CONFIG = {"cell": {"name": "lstm", "hidden": 64}, "train": {"lr": 0.01, "seed": 0, "resume": None}, "task": "copy"}
@@ -204,37 +204,37 @@ def test_run_metadata_names_versions_and_the_code_commit():
 
 
 def test_a_second_writer_of_a_held_folder_is_refused_with_the_holder_named(tmp_path):
-    with records.hold_folder(tmp_path, "hydra.run.dir"):
-        with pytest.raises(records.FolderInUse) as refused:
-            with records.hold_folder(tmp_path, "hydra.run.dir"):
+    with run_folder.hold_folder(tmp_path, "hydra.run.dir"):
+        with pytest.raises(run_folder.FolderInUse) as refused:
+            with run_folder.hold_folder(tmp_path, "hydra.run.dir"):
                 pass
         pid = os.getpid()
         assert str(refused.value) == (
             f"hydra.run.dir={tmp_path} is in use: its run is still going (pid {pid} on {socket.gethostname()}). "
             f"Wait for it to end, or stop it with `kill -TERM {pid}` (it checkpoints first) and then resume. "
             "To start another run, choose another hydra.run.dir.")
-    with records.hold_folder(tmp_path):  # released at the end of the block
+    with run_folder.hold_folder(tmp_path):  # released at the end of the block
         pass
 
 
 def test_the_lock_of_a_killed_writer_is_gone_with_its_process(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from rnnbench import records\n"
-         f"with records.hold_folder({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import sys, time; from rnnbench.records import run_folder\n"
+         f"with run_folder.hold_folder({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(records.FolderInUse, match=f"still going \\(pid {holder.pid} on"):
-            with records.hold_folder(tmp_path):
+        with pytest.raises(run_folder.FolderInUse, match=f"still going \\(pid {holder.pid} on"):
+            with run_folder.hold_folder(tmp_path):
                 pass
     finally:
         holder.kill()
         holder.wait()
-    with records.hold_folder(tmp_path):  # SIGKILL ran no clean-up, and the folder is free
+    with run_folder.hold_folder(tmp_path):  # SIGKILL ran no clean-up, and the folder is free
         pass
 
 
 def test_metric_direction_is_read_from_the_name_for_trainer_and_report_alike():
     names = ("val/accuracy", "acc_class/3", "val/fraction_within_0.04", "f1", "val/loss", "ppl", "train/bpc",
              "val/error_rate", "grad/global_norm")
-    assert [records.metric_mode(n) for n in names] == ["max"] * 4 + ["min"] * 4 + [None]
+    assert [run_folder.metric_mode(n) for n in names] == ["max"] * 4 + ["min"] * 4 + [None]

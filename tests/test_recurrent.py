@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from rnnbench.cells import LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
-from rnnbench.recurrent import RecurrentStack, pyramid_reduce, resolve_backend, reverse_padded
+from rnnbench.modules.cells import LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.recurrent import RecurrentStack, pyramid_reduce, resolve_backend, reverse_padded
 
 I, H = 4, 6
 
@@ -238,7 +238,7 @@ def test_probes_give_total_gradient_wrt_hidden_state():
 def test_auto_runs_each_lstm_variant_on_a_path_that_computes_it(cell):
     """`auto` runs every variant but fgr on the sequence kernel (C++ where it builds: asserted), deep and
     bidirectional, and it equals the variant's equations, forward and backward, on a padded batch."""
-    from rnnbench import fast_peephole
+    from rnnbench.kernels import extension, fast_peephole
 
     a, b = twin(VARIANTS[cell], "explicit", "auto", num_layers=2, bidirectional=True)
     assert {p for l in b.layers for p in l.paths} == ({"explicit"} if cell == "peephole_fgr" else {"fast"})
@@ -250,7 +250,7 @@ def test_auto_runs_each_lstm_variant_on_a_path_that_computes_it(cell):
     if cell == "peephole_fgr":
         assert loops == []
     else:  # 2 layers x 2 directions, each on the C++ kernel where it builds
-        expected = fast_peephole._extension() if fast_peephole.cpp_available() else fast_peephole._PythonLoops
+        expected = extension.load("peephole") if fast_peephole.cpp_available() else fast_peephole._PythonLoops
         assert len(loops) == 4 and all(l is expected for l in loops), loops
 
 
@@ -260,7 +260,7 @@ def test_auto_lstm_elsewhere_falls_back_with_one_warning(variant):
     kernel, the other variants the Python sequence kernel, with one warning, never a crash."""
     import warnings
 
-    from rnnbench import recurrent
+    from rnnbench.modules import recurrent
 
     recurrent._warn_once_lstm_elsewhere.cache_clear()
     a, b = twin(functools.partial(PeepholeLSTMCell, variant=variant), "explicit", "auto")
@@ -278,7 +278,7 @@ def test_auto_lstm_elsewhere_falls_back_with_one_warning(variant):
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "cho"])
 def test_auto_gru_runs_the_cpp_kernel_and_equals_the_equations(reset_after):
     """Both GRU forms under `auto`: the C++ kernel (where it builds), deep and bidirectional, padded."""
-    from rnnbench import fast_gru
+    from rnnbench.kernels import fast_gru
 
     a, b = twin(lambda i, h: GRUCell(i, h, reset_after=reset_after), "explicit", "auto", num_layers=2,
                 bidirectional=True)
@@ -298,7 +298,7 @@ def test_auto_gru_elsewhere_falls_back_with_one_warning(reset_after):
     """A dtype the kernel does not take (bfloat16 here; a CUDA device alike) runs the next exact path."""
     import warnings
 
-    from rnnbench import recurrent
+    from rnnbench.modules import recurrent
 
     recurrent._warn_once_gru_elsewhere.cache_clear()
     a, b = twin(lambda i, h: GRUCell(i, h, reset_after=reset_after), "explicit", "auto")
@@ -317,7 +317,7 @@ def test_auto_gru_elsewhere_falls_back_with_one_warning(reset_after):
 def test_private_fused_kernels_keep_their_signature():
     # run_fused calls torch._VF directly (no public API runs torch's kernels on tensors a module does not
     # own): if torch renames or reorders them, this fails by name, against nn.LSTM / nn.GRU / nn.RNN
-    from rnnbench.recurrent import run_fused
+    from rnnbench.modules.recurrent import run_fused
 
     assert all(hasattr(torch._VF, name) for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")), "torch._VF changed"
     torch.manual_seed(0)

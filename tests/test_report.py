@@ -22,7 +22,7 @@ import pytest
 from rnnbench import report
 
 REPO = Path(__file__).resolve().parents[1]
-CELLS = {"lstm": "rnnbench.cells.LSTMCell", "gru": "rnnbench.cells.GRUCell"}
+CELLS = {"lstm": "rnnbench.modules.cells.LSTMCell", "gru": "rnnbench.modules.cells.GRUCell"}
 SEEDS = (0, 1, 2)
 STEPS = list(range(0, 101, 10))
 SEQ_LEN = 20
@@ -37,7 +37,7 @@ def _dead_pid() -> int:
 def _write_run(run_dir: Path, cell: str, seed: int, summary: dict | None, rng: np.random.Generator) -> None:
     (run_dir / ".hydra").mkdir(parents=True)
     config = (
-        "task:\n  _target_: tasks.copy.CopyTask\n  seq_len: 20\n"
+        "task:\n  _target_: rnnbench.tasks.copy.CopyTask\n  seq_len: 20\n"
         f"cell:\n  _target_: {CELLS[cell]}\n"
         "model:\n  hidden_size: 64\n  num_layers: 1\n"
         f"train:\n  seed: {seed}\n  lr: 0.001\n  steps: 100\n"
@@ -108,7 +108,7 @@ def test_load_runs_finds_every_run_with_its_true_status(runs):
 
 def test_load_runs_flattens_config_and_parses_overrides(runs, sweep):
     lstm = runs[runs["cell"] == "lstm"]
-    assert set(lstm["cfg.cell._target_"]) == {"rnnbench.cells.LSTMCell"}
+    assert set(lstm["cfg.cell._target_"]) == {"rnnbench.modules.cells.LSTMCell"}
     assert (runs["cfg.model.hidden_size"] == 64).all()
     first = runs[runs["run_dir"] == str(sweep[0] / "0")].iloc[0]
     assert first["overrides"] == ["cell=lstm", "train.seed=0"]
@@ -188,7 +188,7 @@ def test_latex_is_a_booktabs_tabular_with_consistent_columns(runs):
 def test_latex_escapes_special_characters(runs):
     stats = report.summarize(runs, by="cfg.cell._target_", metrics="val/loss")
     text = report.to_latex(stats)
-    assert r"cell.\_target\_" in text and r"rnnbench.cells.LSTMCell" in text
+    assert r"cell.\_target\_" in text and r"rnnbench.modules.cells.LSTMCell" in text
     for line in text.splitlines()[2:-2]:
         if "&" in line:
             assert "_" not in line.replace(r"\_", "")

@@ -1,4 +1,4 @@
-"""Checkpoints and resume (rnnbench/checkpoint.py, `Trainer.state_dict`, the app's resume plan).
+"""Checkpoints and resume (rnnbench/run/checkpoint.py, `Trainer.state_dict`, the app's resume plan).
 
 The bar: a run killed at an arbitrary step (SIGKILL: no warning) and resumed ends with the same
 metrics, bit for bit, and the same parameters, optimiser state and random generators as the run that
@@ -26,13 +26,14 @@ import torch
 
 from conftest import run_cli
 from datagen import char_corpus
-from rnnbench import checkpoint, records
-from rnnbench.cells import GRUCell
-from rnnbench.models import SequenceModel
-from rnnbench.train import Trainer, TrainSettings
-from rnnbench.wandb_offline import find_offline_runs
+from rnnbench.modules.cells import GRUCell
+from rnnbench.modules.models import SequenceModel
+from rnnbench.records import run_folder
+from rnnbench.records.wandb_offline import find_offline_runs
+from rnnbench.run import checkpoint
+from rnnbench.run.train import TrainSettings, Trainer
 from wandb_records import read_summary as read_wandb_summary
-from tasks.adding import AddingTask
+from rnnbench.tasks.adding import AddingTask
 
 # Two layers with dropout between them and before the head (the torch generator is drawn from at every
 # step), a cosine schedule, Adam; a checkpoint every 50 steps; a row every step, so a kill can be timed.
@@ -68,7 +69,7 @@ def start_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
 
 
 def last_step(run_dir: Path) -> int:
-    rows = records.read_metrics(run_dir) if (run_dir / records.METRICS_FILE).exists() else []
+    rows = run_folder.read_metrics(run_dir) if (run_dir / run_folder.METRICS_FILE).exists() else []
     return rows[-1]["step"] if rows else 0
 
 
@@ -89,7 +90,7 @@ def signal_after(proc: subprocess.Popen, run_dir: Path, step: int, sig: int, pid
 
 
 def rows_without_clock(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in NOT_COMPARED} for row in records.read_metrics(run_dir)]
+    return [{k: v for k, v in row.items() if k not in NOT_COMPARED} for row in run_folder.read_metrics(run_dir)]
 
 
 def assert_same_state(a, b, where: str = "") -> None:
@@ -116,17 +117,17 @@ def final_trainer_state(run_dir: Path) -> dict:
 
 
 def assert_same_run(reference: Path, resumed: Path) -> None:
-    a, b = records.read_summary(reference), records.read_summary(resumed)
+    a, b = run_folder.read_summary(reference), run_folder.read_summary(resumed)
     assert a["status"] == b["status"] == "completed", (a.get("error"), b.get("error"))
     for key in ("steps", "final", "best", "best_step", "test", "solved_at", "config_fingerprint"):
         assert a.get(key) == b.get(key), key  # exact: floats compared with ==
     assert rows_without_clock(reference) == rows_without_clock(resumed)
-    assert records.read_profiles(reference) == records.read_profiles(resumed)
+    assert run_folder.read_profiles(reference) == run_folder.read_profiles(resumed)
     assert_same_state(final_trainer_state(reference), final_trainer_state(resumed), "trainer")
 
 
 def steps_of(run_dir: Path) -> list[int]:
-    return [row["step"] for row in records.read_metrics(run_dir) if "test/loss" not in row]
+    return [row["step"] for row in run_folder.read_metrics(run_dir) if "test/loss" not in row]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def synthetic(tmp_path_factory):
         out, err = proc.communicate(timeout=240)
         outcomes[name] = (proc.returncode, out + err)
     assert outcomes["reference"][0] == 0, outcomes["reference"][1][-3000:]
-    after_stop = {name: {"summary": records.read_summary(runs[name]), "steps": steps_of(runs[name]),
+    after_stop = {name: {"summary": run_folder.read_summary(runs[name]), "steps": steps_of(runs[name]),
                          "checkpoints": [p.name for p in checkpoint.list_checkpoints(runs[name])],
                          "returncode": outcomes[name][0], "output": outcomes[name][1], "seen": seen[name]}
                   for name in ("killed", "terminated")}
@@ -179,7 +180,7 @@ def test_sigkill_at_any_step_then_resume_is_bit_identical(synthetic):
     runs = synthetic["runs"]
     assert_same_run(runs["reference"], runs["killed"])
     assert steps_of(runs["killed"]) == list(range(1, 301))  # every step once: no duplicate, none missing
-    summary = records.read_summary(runs["killed"])
+    summary = run_folder.read_summary(runs["killed"])
     assert summary["resumed"] == [{"from_step": 50, "checkpoint": "step-00000050.pt"}]
     assert "rows after step 50 dropped" in synthetic["resumes"]["killed"].stdout  # Hydra logs to stdout
     # the same W&B run goes on: same id, a second offline segment
@@ -205,7 +206,7 @@ def test_sigterm_checkpoints_the_current_step_then_resume_is_bit_identical(synth
     run = synthetic["runs"]["terminated"]
     assert_same_run(synthetic["runs"]["reference"], run)
     assert steps_of(run) == list(range(1, 301))
-    assert records.read_summary(run)["resumed"][0]["from_step"] == step
+    assert run_folder.read_summary(run)["resumed"][0]["from_step"] == step
 
 
 @pytest.mark.slow
@@ -219,10 +220,10 @@ def test_submitit_preemption_requeues_and_resumes_into_the_same_folder_and_wandb
                      f"hydra.sweep.dir={sweep}", cwd=root, env=env)
     job = sweep / "0"
     seen = signal_after(proc, job, KILL_AFTER, signal.SIGUSR2,
-                        pid_of=lambda d: json.loads((d / records.SUMMARY_FILE).read_text())["pid"])
+                        pid_of=lambda d: json.loads((d / run_folder.SUMMARY_FILE).read_text())["pid"])
     stderr = proc.communicate(timeout=300)[1]
     assert proc.returncode == 0, stderr[-3000:]
-    summary = records.read_summary(job)
+    summary = run_folder.read_summary(job)
     (resumed,) = summary["resumed"]
     assert resumed["from_step"] >= seen  # the step it was on when the signal came
     assert_same_run(synthetic["runs"]["reference"], job)
@@ -256,7 +257,7 @@ def language_model(tmp_path_factory):
 def test_language_model_sigkill_then_resume_is_bit_identical(language_model):
     assert_same_run(language_model["reference"], language_model["killed"])
     assert steps_of(language_model["killed"]) == list(range(1, 241))
-    summary = records.read_summary(language_model["killed"])
+    summary = run_folder.read_summary(language_model["killed"])
     assert summary["resumed"] == [{"from_step": 40, "checkpoint": "step-00000040.pt"}]
     state = final_trainer_state(language_model["killed"])
     assert state["carried_state"] is not None and state["task"]["epoch"] >= 1  # streams wrapped around
@@ -340,21 +341,21 @@ def test_divergence_is_recorded_and_exits_cleanly_and_guard_rails_are_recorded(t
             ["hydra.run.dir=guarded", "logger.wandb.mode=disabled", "train.skip_nonfinite=2",
              "train.lr_backoff=0.5"]])
     assert plain.returncode == 0, plain.stderr[-3000:]  # a result, not a crash
-    summary = records.read_summary(tmp_path / "plain")
+    summary = run_folder.read_summary(tmp_path / "plain")
     assert summary["status"] == "diverged" and isinstance(summary["diverged_at"], int)
     assert "guard_rails" not in summary  # off by default
-    last = records.read_metrics(tmp_path / "plain")[-1]
+    last = run_folder.read_metrics(tmp_path / "plain")[-1]
     assert last["step"] == summary["diverged_at"] and last["diverged"] is True
     (wandb_run,) = find_offline_runs(tmp_path / "plain")
     mirrored = read_wandb_summary(wandb_run)
     assert mirrored["status"] == "diverged" and mirrored["diverged_at"] == summary["diverged_at"]
     assert guarded.returncode == 0, guarded.stderr[-3000:]
-    summary = records.read_summary(tmp_path / "guarded")
+    summary = run_folder.read_summary(tmp_path / "guarded")
     rails = summary["guard_rails"]
     assert rails["skip_nonfinite"] == 2 and rails["lr_backoff"] == 0.5 and len(rails["skipped_steps"]) == 2
     # lr 1e6 has wrecked the weights before the first non-finite step: skipping cannot save it
     assert summary["status"] == "diverged" and summary["diverged_at"] > rails["skipped_steps"][-1]
-    skipped = [r for r in records.read_metrics(tmp_path / "guarded") if r.get("skipped_nonfinite")]
+    skipped = [r for r in run_folder.read_metrics(tmp_path / "guarded") if r.get("skipped_nonfinite")]
     assert [r["step"] for r in skipped] == rails["skipped_steps"] and skipped[1]["lr"] == 1e6 * 0.25
 
 
@@ -394,8 +395,8 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_failed_one(tmp_pa
             f"hydra.sweep.dir={sweep}"]
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode != 0  # one job failed
-    assert records.read_summary(sweep / "0")["status"] == "completed"
-    failed = records.read_summary(sweep / "1")
+    assert run_folder.read_summary(sweep / "0")["status"] == "completed"
+    failed = run_folder.read_summary(sweep / "1")
     assert failed["status"] == "failed" and "fail_at_step=8" in failed["error"]
     results = ("summary.json", "metrics.jsonl", "config.yaml", "profiles.jsonl", "checkpoints/step-00000006.pt")
     finished_before = {name: (sweep / "0" / name).read_bytes() for name in results}
@@ -404,7 +405,7 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_failed_one(tmp_pa
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already completed with this config (step 6): not run again" in again.stdout  # Hydra logs a sweep there
     assert {name: (sweep / "0" / name).read_bytes() for name in results} == finished_before  # not rewritten
-    resumed = records.read_summary(sweep / "1")
+    resumed = run_folder.read_summary(sweep / "1")
     assert resumed["status"] == "completed" and resumed["steps"] == 12
     assert resumed["resumed"] == [{"from_step": 8, "checkpoint": "step-00000008.pt"}]
     assert steps_of(sweep / "1") == [2, 4, 6, 8, 10, 12]

@@ -77,7 +77,7 @@ def test_bad_options_are_one_clear_error(lm_run, capsys, args, message):
 
 
 def test_a_run_that_is_not_a_language_model_is_refused(tmp_path, capsys):
-    (tmp_path / "config.yaml").write_text("task:\n  _target_: tasks.adding.AddingTask\n  seq_len: 50\n")
+    (tmp_path / "config.yaml").write_text("task:\n  _target_: rnnbench.tasks.adding.AddingTask\n  seq_len: 50\n")
     assert sample.main([str(tmp_path)]) == 2
     assert (f"{tmp_path} is a run of AddingTask, not a language model: sampling needs a run of task=lm"
             in capsys.readouterr().err)

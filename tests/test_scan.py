@@ -1,4 +1,4 @@
-"""`rnnbench/scan.py`: the C++ scan and the PyTorch doubling scan equal the step-by-step recurrence
+"""`rnnbench/kernels/scan.py`: the C++ scan and the PyTorch doubling scan equal the step-by-step recurrence
 h_t = a_t ⊙ h_{t-1} + b_t, values and gradients, real and complex, with an initial state and padded batches."""
 
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from rnnbench import scan
+from rnnbench.kernels import scan
 
 pytestmark = pytest.mark.skipif(not scan.kernel_available(), reason="C++ scan extension unavailable")
 

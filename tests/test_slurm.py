@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
-from rnnbench import records
+from rnnbench.records import run_folder
 
 pytestmark = pytest.mark.slurm
 
@@ -141,12 +141,12 @@ def test_sweep_runs_every_job_under_slurm(slurm_cluster, tmp_path):
     assert [p.name for p in run_dirs] == ["0", "1", "2", "3"]
     seen = set()
     for run_dir in run_dirs:
-        summary = records.read_summary(run_dir)
+        summary = run_folder.read_summary(run_dir)
         assert summary["status"] == "completed", summary.get("error")
         assert summary["steps"] == 20 and summary["final"]["val/loss"] > 0
         assert summary["threads"] == 1, "torch must use cpus_per_task threads (OMP_NUM_THREADS in setup)"
         seen.add((summary["cell"], summary["seed"]))
-        rows = records.read_metrics(run_dir)
+        rows = run_folder.read_metrics(run_dir)
         assert [r["step"] for r in rows if "train/loss" in r] == [5, 10, 15, 20]
         assert [r["step"] for r in rows if "val/loss" in r] == [10, 20]
     assert seen == {("lstm", 0), ("lstm", 1), ("gru", 0), ("gru", 1)}
@@ -191,7 +191,7 @@ def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | Non
 
 def _training_started(root: Path) -> Path | None:
     for metrics in root.glob("outputs/sweeps/*/*/0/metrics.jsonl"):
-        if any("train/loss" in row for row in records.read_metrics(metrics.parent)):
+        if any("train/loss" in row for row in run_folder.read_metrics(metrics.parent)):
             return metrics.parent
     return None
 
@@ -230,19 +230,19 @@ def test_preempted_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_
         assert line in log, log
 
     # The requeued job resumed from the checkpoint the first one wrote on USR2, in the same folder ...
-    summary = records.read_summary(run_dir)
+    summary = run_folder.read_summary(run_dir)
     assert summary["status"] == "completed" and summary["steps"] == 1000, summary.get("error")
     (resumed,) = summary["resumed"]
     assert 0 < resumed["from_step"] < 1000
 
     # ... and ended exactly where the uninterrupted run did.
     (reference_dir,) = (tmp_path / "reference" / "outputs" / "runs").glob("*/*")
-    expected = records.read_summary(reference_dir)
+    expected = run_folder.read_summary(reference_dir)
     assert summary["config_fingerprint"] == expected["config_fingerprint"]
     assert summary["threads"] == expected["threads"] == 1
     for key in ("final", "best", "best_step", "test"):
         assert summary[key] == expected[key], key
 
     def rows(folder):
-        return [{k: v for k, v in row.items() if k not in VARYING} for row in records.read_metrics(folder)]
+        return [{k: v for k, v in row.items() if k not in VARYING} for row in run_folder.read_metrics(folder)]
     assert rows(run_dir) == rows(reference_dir)

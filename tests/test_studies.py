@@ -1,4 +1,4 @@
-"""Studies (rnnbench/studies.py, conf/experiment/study_*.yaml, docs/results/): presets reproducible,
+"""Studies (rnnbench/report/studies.py, conf/experiment/study_*.yaml, docs/results/): presets reproducible,
 sweep folders exported to records, the rules that say whether a published claim holds, and the
 README's tables re-rendered from the committed records.
 
@@ -14,13 +14,11 @@ import shutil
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
-from rnnbench import studies
-from rnnbench.app import CONF_DIR
-from rnnbench.records import RunRecorder
-from rnnbench.report import load_runs
+from rnnbench.records.run_folder import RunRecorder
+from rnnbench.report import load_runs, studies
 from rnnbench.report.stats import summarize
+from rnnbench.run.config import compose
 
 from conftest import REPO
 
@@ -28,8 +26,7 @@ STUDY_PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("stud
 
 
 def compose_preset(name: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+    return compose([f"+experiment={name}"], hydra_config=True)
 
 
 @pytest.mark.parametrize("name", STUDY_PRESETS)

@@ -1,5 +1,5 @@
 """Sweeps end to end, as a user runs them: `python -m rnnbench -m ...` in a subprocess, then what the
-sweep left on disk (rnnbench/callbacks.py, rnnbench/report/, conf/experiment/sweep_*, search_*).
+sweep left on disk (rnnbench/run/callbacks.py, rnnbench/report/, conf/experiment/sweep_*, search_*).
 
 Every sweep is tiny (T=10, 6 steps, width 8) so the whole file takes about a minute on 2 cores.
 """
@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from rnnbench import callbacks, report
-from rnnbench.wandb_sink import sweep_group
-from rnnbench.wandb_offline import find_offline_runs
+from rnnbench import report
+from rnnbench.records.wandb_offline import find_offline_runs
+from rnnbench.records.wandb_sink import sweep_group
+from rnnbench.run import callbacks
 from wandb_records import read_history, read_run
 
 # One torch thread per job: on a shared 2-core machine, two threads per tiny job made each job ~50x

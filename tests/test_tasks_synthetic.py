@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks.adding import AddingTask
-from tasks.base import Batch, Task
-from tasks.copy import CopyTask
+from rnnbench.tasks.adding import AddingTask
+from rnnbench.tasks.base import Batch, Task
+from rnnbench.tasks.copy import CopyTask
 
 COPY_VARIANTS = ("arjovsky", "tcn", "s4")
 ADDING_VARIANTS = ("halves", "anywhere")

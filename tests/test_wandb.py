@@ -1,4 +1,4 @@
-"""The W&B mirror (rnnbench/wandb_sink.py) and reading offline runs back (rnnbench/wandb_offline.py,
+"""The W&B mirror (rnnbench/records/wandb_sink.py) and reading offline runs back (rnnbench/records/wandb_offline.py,
 tests/wandb_records.py).
 
 No server exists here: every run is offline, in a temporary folder, and is checked by decoding its
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import wandb_records
-from rnnbench import wandb_offline
-from rnnbench.wandb_sink import WandbSink, resolve_mode
+from rnnbench.records import wandb_offline
+from rnnbench.records.wandb_sink import WandbSink, resolve_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,7 +242,7 @@ def _run_isolated(code, env_extra, tmp_path):
 def test_explicit_online_without_a_key_raises_a_clear_error(wandb_env):
     result = _run_isolated(
         """
-        from rnnbench.wandb_sink import WandbSink, WandbInitError
+        from rnnbench.records.wandb_sink import WandbInitError, WandbSink
         try:
             WandbSink("online", "p", "run")
         except WandbInitError as error:
@@ -261,9 +261,9 @@ def test_auto_with_a_key_but_no_server_falls_back_to_offline(wandb_env):
     result = _run_isolated(
         """
         import warnings
-        from rnnbench.wandb_sink import WandbSink
+        from rnnbench.records.wandb_sink import WandbSink
         import wandb_records
-from rnnbench import wandb_offline
+from rnnbench.records import wandb_offline
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             sink = WandbSink("auto", "p", "run", init_timeout=3)

@@ -1,5 +1,5 @@
 """Reading an offline W&B run back (history, config, summary, identity): what the tests compare with
-the run folder. Built on the record decoder of rnnbench/wandb_offline.py; no server needed."""
+the run folder. Built on the record decoder of rnnbench/records/wandb_offline.py; no server needed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any, Iterator
 
-from rnnbench.wandb_offline import iter_payloads
+from rnnbench.records.wandb_offline import iter_payloads
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[Any]:

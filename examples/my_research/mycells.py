@@ -7,7 +7,7 @@
 
 import torch
 
-from rnnbench.cells import Cell
+from rnnbench.modules.cells import Cell
 
 
 class MinGRUCell(Cell):

@@ -9,8 +9,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tasks.base import Batch, IOSpec
-from tasks.synthetic import GeneratedTask
+from rnnbench.tasks.base import Batch, IOSpec
+from rnnbench.tasks.synthetic import GeneratedTask
 
 
 class ParityTask(GeneratedTask):

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from rnnbench import records
 from rnnbench.bench.measure import eprint, machine, machine_line, render
+from rnnbench.records import run_folder
 
 SUITES = ("cells", "pyramid", "overhead", "diagnostics", "denormals", "sweep", "modern")
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nload average at end {info['load_average_end'][0]:.2f} (1 min)")
     if args.json:
         with open(args.json, "w") as f:
-            f.write(records.dumps(report, indent=1) + "\n")  # NaN as "nan", as in every run folder
+            f.write(run_folder.dumps(report, indent=1) + "\n")  # NaN as "nan", as in every run folder
     return 0
 
 

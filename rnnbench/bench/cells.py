@@ -21,8 +21,8 @@ import torch
 from rnnbench.bench.measure import (Case, allocator_peak, interleaved, matmul_case, min_ratio_text, pct,
                                     peak_rate, ratio_text, recurrent_flops, rnn_gemm_case, rss_peak_increase,
                                     summarise, table)
-from rnnbench.cells import LSTM_VARIANTS, Cell, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
-from rnnbench.recurrent import RecurrentLayer
+from rnnbench.modules.cells import LSTM_VARIANTS, Cell, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.recurrent import RecurrentLayer
 
 REFERENCE = "fused LSTM"
 GRU_REFERENCE = "fused GRU"
@@ -92,7 +92,7 @@ def training_step(variant: Variant, B: int, T: int, I: int, H: int, seed: int = 
     path = layer.paths[0]
 
     if variant.backend == "python-kernel":
-        from rnnbench import fast_peephole
+        from rnnbench.kernels import fast_peephole
 
         state = cell.default_state(B)
         path = "fast/python"
@@ -101,7 +101,7 @@ def training_step(variant: Variant, B: int, T: int, I: int, H: int, seed: int = 
             return fast_peephole.cell_sequence(cell, x, state, backend="python")[0]
     else:
         if path == "fast":
-            from rnnbench import fast_gru, fast_peephole
+            from rnnbench.kernels import fast_gru, fast_peephole
 
             available = fast_gru.available() if isinstance(cell, GRUCell) else fast_peephole.cpp_available()
             path = "fast/cpp" if available else ("fast/python" if isinstance(cell, PeepholeLSTMCell) else "fallback")

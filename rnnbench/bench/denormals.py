@@ -5,7 +5,7 @@ geometrically going back in time — the vanishing gradient the lecture notes st
 subnormal range (|x| < 1.18e-38 in float32), where x86 arithmetic is tens of times slower. Whether it
 gets there depends on the cell (an LSTM with forget bias 1 keeps its gradient far longer than a GRU or a
 tanh RNN). `torch.set_flush_denormal(True)` turns on flush-to-zero / denormals-are-zero for the calling
-thread only: torch's OpenMP workers keep the mode they were made with. `fast_peephole.set_flush_denormal`
+thread only: torch's OpenMP workers keep the mode they were made with. `flush.set_flush_denormal`
 (what the app's `train.flush_denormal` runs) sets it on every thread; both are measured.
 
 Per cell, at initialisation (where the gradient vanishes most; a tanh RNN on adding at T >= 100 stays
@@ -20,7 +20,7 @@ import torch
 
 from rnnbench.bench.experiment import build, training_flops
 from rnnbench.bench.measure import Case, interleaved, matmul_case, pct, peak_rate, ratio_text, summarise, table
-from rnnbench.fast_peephole import set_flush_denormal
+from rnnbench.kernels.flush import set_flush_denormal
 
 CELLS = ("lstm", "gru", "peephole", "vanilla")
 FULL = ["task=adding", "task.seq_len=200", "model.hidden_size=128", "train.batch_size=64", "task.val_size=64"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rnnbench.bench.experiment import build, training_flops
 from rnnbench.bench.measure import Case, interleaved, matmul_case, pct, peak_rate, summarise, table
-from rnnbench.diagnostics import gradient_norms, temporal_profile
+from rnnbench.modules.diagnostics import gradient_norms, temporal_profile
 
 CELLS = ("lstm", "gru", "peephole", "vanilla")
 FULL = ["task=adding", "task.seq_len=200", "model.hidden_size=128", "train.batch_size=64", "task.val_size=64"]

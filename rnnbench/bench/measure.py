@@ -142,13 +142,13 @@ def cpu_model() -> str:
 def machine(threads: int) -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
-        from rnnbench import fast_peephole
+        from rnnbench.kernels import fast_peephole
         peephole_impl = fast_peephole.implementation()
     except Exception as error:  # the benchmark still runs the other cells
         peephole_impl = f"unavailable ({type(error).__name__})"
     try:
-        from rnnbench import records
-        meta = records.run_metadata()
+        from rnnbench.records import run_folder
+        meta = run_folder.run_metadata()
         commit, dirty = meta.get("git_commit"), meta.get("git_dirty")
     except Exception:
         commit, dirty = None, None

@@ -13,8 +13,8 @@ mLSTM and Gated DeltaNet run twice: `auto` (their chunkwise-parallel form) and `
 Scan: h_t = a_t h_{t-1} + b_t on (T, B·H) float32 tensors: the C++ kernel forward, forward + backward, the
 PyTorch doubling scan, the log-space form (positive a, b: logcumsumexp), and `torch.mul(a, b, out=...)` that
 reads and writes the same bytes as the kernel's forward (two tensors in, one out): the memory-bound
-reference. GB/s counts those 3·4·T·N bytes (forward) and 6·4·T·N (forward + backward: a, out, grad read,
-da, db written, h read again).
+reference. GB/s counts those 3·4·T·N bytes (forward) and 9·4·T·N (forward + backward: the forward's three,
+then a, the output gradient and h read, ∂a and ∂b written, h_{t-1} read again).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from typing import Callable
 
 import torch
 
-from rnnbench import modern_cells as mc, scan
 from rnnbench.bench.measure import Case, interleaved, pct, summarise, table
-from rnnbench.cells import LSTMCell, PeepholeLSTMCell
-from rnnbench.recurrent import RecurrentLayer
+from rnnbench.kernels import scan
+from rnnbench.modules import modern_cells as mc
+from rnnbench.modules.cells import LSTMCell, PeepholeLSTMCell
+from rnnbench.modules.recurrent import RecurrentLayer
 
 REFERENCE = "LSTM, our kernel (np auto)"
 

@@ -110,7 +110,7 @@ def profile_trainer(exp, run_dir: Path, steps: int, top: int = 12) -> tuple[dict
     # what the Trainer's own two functions call, each callee's time: where a step goes
     callees = []
     for key in stats:
-        if key[0].endswith(("rnnbench/train.py", "rnnbench\\train.py")) and key[2] in ("fit", "train_step"):
+        if key[0].endswith(("rnnbench/run/train.py", "rnnbench\\train.py")) and key[2] in ("fit", "train_step"):
             callees += rows(sorted(profile.all_callees[key].items(), key=lambda kv: -kv[1][3]), f"{key[2]} -> ")
     callees.sort(key=lambda r: -r["cum_ms_per_step"])
     return {"steps": steps, "total_s": total, "top_own": by_own, "trainer_callees": callees}, [by_own, callees]

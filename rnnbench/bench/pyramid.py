@@ -17,8 +17,8 @@ import torch
 
 from rnnbench.bench.measure import (Case, interleaved, matmul_case, pct, peak_rate, ratio_text, recurrent_flops,
                                     summarise, table)
-from rnnbench.cells import GRUCell, LSTMCell
-from rnnbench.recurrent import RecurrentStack
+from rnnbench.modules.cells import GRUCell, LSTMCell
+from rnnbench.modules.recurrent import RecurrentStack
 
 LAYERS = 3
 CELLS = {"LSTM": LSTMCell, "GRU": GRUCell}

@@ -12,8 +12,12 @@ from the folders, so a table can always be rebuilt. One module per concern:
   by Hydra's grammar, the list of runs that did not complete;
 - `stats`: grouping, mean ± sample std, the best group, Welch's t-test (`summarize`);
 - `tables`: Markdown, LaTeX and CSV (`render`);
-- `figures`: learning curves and gradient profiles (`write_figures`);
+- `figures`: learning curves and gradient profiles (`write_figures`), drawn with `plotting`;
+- `lengths`: length generalisation, a table's columns and a figure (`length_columns`, `length_figure`);
+- `gates`: the gate saturation plane (`saturation_figure`);
 - `importance`: hyperparameter importance after an Optuna search (`param_importance`);
+- `studies`: the literature studies: committed records, published claims judged, their tables and
+  figures (``python -m rnnbench.report.studies``);
 - `cli`: ``python -m rnnbench.report`` (`main`).
 
 The names below are the report's API (``from rnnbench import report; report.load_runs(...)``).
@@ -25,10 +29,10 @@ from rnnbench.report.runs import (
 from rnnbench.report.stats import (
     available_metrics, default_metrics, metric_mode, parse_reference, resolve_metric, summarize, welch_p_value,
 )
-from rnnbench.report.tables import latex_escape, render, to_csv, to_latex, to_markdown
+from rnnbench.report.cli import main
 from rnnbench.report.figures import write_figures
 from rnnbench.report.importance import find_search, importance_text, optuna_search, param_importance, search_space
-from rnnbench.report.cli import main
+from rnnbench.report.tables import latex_escape, render, to_csv, to_latex, to_markdown
 
 __all__ = [
     "ReportError", "available_metrics", "default_metrics", "find_run_dirs", "find_search", "importance_text",

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from rnnbench.report.figures import write_figures
-from rnnbench.report.lengths import length_columns
 from rnnbench.report.importance import find_search, importance_text, param_importance
+from rnnbench.report.lengths import length_columns
 from rnnbench.report.runs import ReportError, load_runs, not_completed
 from rnnbench.report.stats import as_list, resolve_metric, summarize
 from rnnbench.report.tables import render
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats = summarize(df, by=by, metrics=metrics, cols=args.cols,
                               reference=args.reference, modes=modes)
         if args.published:
-            from rnnbench import studies
+            from rnnbench.report import studies
 
             text = studies.table(args.published, args.format, runs=df)
         else:

@@ -13,31 +13,14 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from rnnbench.records import read_metrics, read_profile
+from rnnbench.records.run_folder import read_metrics, read_profile
 from rnnbench.report.gates import saturation_figure
 from rnnbench.report.lengths import LENGTH_COLUMN, length_columns, length_figure
-from rnnbench.report.runs import ReportError, groups, label
+from rnnbench.report.plotting import group_label, new_figure, save_figure
+from rnnbench.report.runs import ReportError, groups
 from rnnbench.report.stats import most_common
-
-
-def _figure() -> tuple[Figure, object]:
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.grid(alpha=0.3)
-    return fig, ax
-
-
-def _save(fig: Figure, stem: Path) -> list[Path]:
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(f"{stem.name}.{ext}") for ext in ("png", "pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    return paths
 
 
 def learning_curves(curves: dict[str, list[pd.Series]], metric: str, stem: Path) -> list[Path]:
@@ -45,7 +28,7 @@ def learning_curves(curves: dict[str, list[pd.Series]], metric: str, stem: Path)
 
     curves: {group label: [one Series per run, indexed by step]}.
     """
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for name, runs in curves.items():
         table = pd.concat(runs, axis=1, ignore_index=True).sort_index()  # (steps, runs), NaN where not logged
         mean, std = table.mean(axis=1), table.std(axis=1, ddof=1)
@@ -53,7 +36,7 @@ def learning_curves(curves: dict[str, list[pd.Series]], metric: str, stem: Path)
         ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set(xlabel="step", ylabel=metric, title=f"{metric}: mean ± std over seeds")
     ax.legend()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def gradient_profiles(profiles: dict[str, list[Sequence[float]]], layer: str, stem: Path) -> list[Path]:
@@ -62,7 +45,7 @@ def gradient_profiles(profiles: dict[str, list[Sequence[float]]], layer: str, st
 
     profiles: {group label: [one profile per run, ‖∂L/∂h_t‖ for t = 1..T]}.
     """
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for name, runs in profiles.items():
         length = max(len(p) for p in runs)
         norms = np.full((len(runs), length), np.nan)  # (runs, T), NaN-padded when T differs
@@ -79,13 +62,7 @@ def gradient_profiles(profiles: dict[str, list[Sequence[float]]], layer: str, st
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|$", title=f"temporal gradient profile ({layer})")
     ax.legend()
-    return _save(fig, stem)
-
-
-def _group_label(keys: Sequence[str], values: tuple) -> str:
-    if len(keys) == 1:
-        return label(values[0])
-    return ", ".join(f"{k.removeprefix('cfg.')}={label(v)}" for k, v in zip(keys, values)) or "all runs"
+    return save_figure(fig, stem)
 
 
 def write_figures(
@@ -105,7 +82,7 @@ def write_figures(
     Returns the files written and notes on figures left out for want of data.
     """
     out_dir = Path(out_dir)
-    by_group = [(_group_label(keys, values), runs) for values, runs in groups(df[df["status"] == "completed"], keys)]
+    by_group = [(group_label(keys, values), runs) for values, runs in groups(df[df["status"] == "completed"], keys)]
     written, notes = [], []
 
     histories = {d: pd.DataFrame(read_metrics(d)) for _, runs in by_group for d in runs["run_dir"]}
@@ -143,8 +120,8 @@ def write_figures(
     if any(LENGTH_COLUMN.fullmatch(c) for c in df.columns):
         columns = length_columns(df, length_metric)
         metric = LENGTH_COLUMN.fullmatch(columns[0])["metric"]
-        written += length_figure(df, keys, columns, out_dir / f"length_generalisation_{metric}", _group_label)
+        written += length_figure(df, keys, columns, out_dir / f"length_generalisation_{metric}", group_label)
     if layers:
-        files, more = saturation_figure(df, keys, layer, out_dir / f"gate_saturation_{layer}", _group_label)
+        files, more = saturation_figure(df, keys, layer, out_dir / f"gate_saturation_{layer}", group_label)
         written, notes = written + files, notes + more
     return written, notes

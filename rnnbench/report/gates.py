@@ -14,7 +14,8 @@ from typing import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rnnbench.records import read_profile
+from rnnbench.records.run_folder import read_profile
+from rnnbench.report.plotting import save_figure
 from rnnbench.report.runs import groups
 
 
@@ -34,8 +35,6 @@ def saturation_points(run_dirs: Sequence[str], layer: str) -> dict[str, tuple[li
 def saturation_figure(df, keys: Sequence[str], layer: str, stem: Path, label_of) -> tuple[list[Path], list[str]]:
     """One panel per group of completed runs with gates: the saturation plane of `layer`, a colour per
     gate, the units of all the group's runs. Returns the files and notes on groups without gates."""
-    from rnnbench.report.figures import _save
-
     panels, notes = [], []
     for values, runs in groups(df[df["status"] == "completed"], keys):
         points = saturation_points(list(runs["run_dir"]), layer)
@@ -59,4 +58,4 @@ def saturation_figure(df, keys: Sequence[str], layer: str, stem: Path, label_of)
         ax.legend(fontsize="small", loc="upper right")
     axes[0].set_ylabel("fraction right-saturated (σ > 0.9)")
     fig.suptitle(f"gate saturation per unit ({layer}), last profile")
-    return _save(fig, stem), notes
+    return save_figure(fig, stem), notes

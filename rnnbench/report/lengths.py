@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from rnnbench.report.plotting import new_figure, save_figure
 from rnnbench.report.runs import ReportError, groups
 from rnnbench.report.stats import most_common
 
@@ -41,11 +42,9 @@ def length_figure(df: pd.DataFrame, keys: Sequence[str], columns: Sequence[str],
                   label_of) -> list[Path]:
     """The metric of `columns` against length: per group of completed runs, the mean and a ±1 std
     band (ddof=1) over its runs; a dotted line at the training length (task.seq_len) when all agree."""
-    from rnnbench.report.figures import _figure, _save
-
     lengths = [int(LENGTH_COLUMN.fullmatch(c)["length"]) for c in columns]
     metric = LENGTH_COLUMN.fullmatch(columns[0])["metric"]
-    fig, ax = _figure()
+    fig, ax = new_figure()
     done = df[df["status"] == "completed"]
     for values, runs in groups(done, keys):
         table = runs[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)  # (runs, lengths)
@@ -64,4 +63,4 @@ def length_figure(df: pd.DataFrame, keys: Sequence[str], columns: Sequence[str],
     ax.set(xlabel="evaluated at sequence length T", ylabel=metric,
            title=f"length generalisation: {metric}, mean ± std over seeds")
     ax.legend()
-    return _save(fig, stem)
+    return save_figure(fig, stem)

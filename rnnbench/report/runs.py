@@ -1,7 +1,7 @@
 """Run folders -> one pandas row per run, and the values that set runs apart.
 
 A run's results live in its folder (docs/architecture.md, "Run folder"): ``summary.json`` (through
-`rnnbench.records`, the one reader of a run's status), the resolved config and Hydra's
+`rnnbench.records.run_folder`, the one reader of a run's status), the resolved config and Hydra's
 ``.hydra/overrides.yaml``. Overrides are parsed by Hydra's own override grammar, so a value reads
 back as the type Hydra gave it (``+x=[1,2]`` is a list, ``~train.clip`` is None).
 """
@@ -18,7 +18,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from rnnbench.records import read_config, read_summary
+from rnnbench.records import run_folder
+from rnnbench.records.run_folder import read_config, read_summary
+
+RUNS_FILE = "runs.jsonl"  # a study's committed records (rnnbench.report.studies)
+BUDGET_KEY = "train.max_steps"  # a record's step budget, a column even where no override set it: one
+# study may hold runs at two budgets (a reduced sweep and the published one), which claims tell apart
 
 SUMMARY_FIELDS = (
     "status", "error", "diverged_at", "task", "cell", "seed", "steps", "wall_time_s", "num_params",
@@ -125,10 +130,8 @@ def load_runs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.Data
     `swept_keys(df)`.
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    from rnnbench import studies  # a study's committed records (docs/results/<study>/runs.jsonl) read as runs
-
-    if paths and all(studies.is_records(p) for p in paths):
-        return studies.records_frame([row for p in paths for row in studies.read_records(p)])
+    if paths and all(is_records(p) for p in paths):  # a study's committed records, read as runs
+        return records_frame([row for p in paths for row in read_records(p)])
     run_dirs = [d for p in paths for d in find_run_dirs(p)]
     if not run_dirs:
         raise ReportError(f"no runs found under {', '.join(str(p) for p in paths)}")
@@ -213,3 +216,43 @@ def not_completed(df: pd.DataFrame) -> list[str]:
             why = row.get("error") if isinstance(row.get("error"), str) else ""
         lines.append(f"{Path(row['run_dir']).name} [{where}]: {row['status']}" + (f": {why}" if why else ""))
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# a study's committed records (docs/results/<study>/runs.jsonl) -> the same DataFrame
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUNS_FILE
+    if not path.is_file():  # a study not run yet: every claim reads "not run"
+        return []
+    return [run_folder.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def records_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Records as the rows `rnnbench.report.load_runs` gives for run folders (same column names), so
+    `summarize` and the report CLI work on committed records as on sweep folders."""
+    frame = []
+    for r in rows:
+        values = dict(parse_override(o) for o in r["overrides"])
+        row = {"run_dir": f"{r.get('sweep', '')}/{r['job']}", **{k: v for k, v in r.items() if not isinstance(v, dict)},
+               "profile_init": r.get("profile_init"), "train_curve": r.get("train_curve"), "override_values": values}
+        for section in ("final", "best"):
+            row.update({f"{section}/{k}": v for k, v in r[section].items()})
+        row.update(r["test"])  # summary.json names them test/<metric> already
+        frame.append(row)
+    keys = list(dict.fromkeys(k for row in frame for k in row["override_values"]))
+    for row in frame:
+        for key in keys:
+            row[key] = row["override_values"].get(key, row.get(key))
+        row[BUDGET_KEY] = row["override_values"].get(BUDGET_KEY, row.get("max_steps"))
+    df = pd.DataFrame(frame, columns=None if frame else ["run_dir", "status", "override_values"])
+    df.attrs["swept_keys"] = swept_keys(df) if frame else []
+    return df
+
+
+def is_records(path: str | Path) -> bool:
+    path = Path(path)
+    return path.name == RUNS_FILE or (path / RUNS_FILE).is_file()

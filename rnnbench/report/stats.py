@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from rnnbench import records
+from rnnbench.records import run_folder
 from rnnbench.report.runs import ReportError, groups, is_seed_key, key_value, label, parse_override, resolve_key, swept_keys
 
 COUNTED = ("failed", "diverged", "incomplete", "running")  # statuses shown next to n
@@ -63,7 +63,7 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
 
 def metric_mode(metric: str, df: pd.DataFrame | None = None, modes: dict[str, str] | None = None) -> str | None:
     """"max" or "min": from `modes` (by column or plain name), then summary.json's
-    ``main_metric_mode`` for the main metric, then the name (`records.metric_mode`, as the trainer
+    ``main_metric_mode`` for the main metric, then the name (`run_folder.metric_mode`, as the trainer
     decides its best values); None when nothing says."""
     name = metric.split("/", 1)[1] if metric.startswith(("final/", "best/")) else metric
     modes = modes or {}
@@ -74,7 +74,7 @@ def metric_mode(metric: str, df: pd.DataFrame | None = None, modes: dict[str, st
         mode = most_common(df.get("main_metric_mode"))
         if mode in ("max", "min"):
             return mode
-    return records.metric_mode(name)
+    return run_folder.metric_mode(name)
 
 
 def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:

@@ -20,7 +20,7 @@ import re
 import torch
 from torch import Tensor, nn
 
-from rnnbench.recurrent import GateSteps, Probes
+from rnnbench.modules.recurrent import GateSteps, Probes
 
 # Karpathy et al. 2015: a gate value below 0.1 is left-saturated (closed), above 0.9 right-saturated (open).
 LEFT_SATURATED, RIGHT_SATURATED = 0.1, 0.9

@@ -8,7 +8,7 @@ as soon as Hydra has composed (the callback `callbacks.ValidateConfig`: before a
 made, on every job of a basic sweep before any starts) and again first thing in every job (an Optuna
 trial's drawn values), before any file is written: one step, one message format
 (``<key>=<value> is not allowed: <what is>``). What needs the built model and task (the pyramid's
-depth against the sequence length, `app.check_pyramid_depth`) and what a constructor alone knows
+depth against the sequence length, `build.check_pyramid_depth`) and what a constructor alone knows
 (a value torch's optimiser rejects) are reported the same way, as a ConfigError.
 """
 
@@ -16,19 +16,28 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnnbench.cells import LSTM_VARIANTS, RECURRENT_INITS, VanillaCell
-from rnnbench.blocks import BLOCKS
-from rnnbench.models import PARAM_COUNTS, POOLINGS
-from rnnbench.recurrent import BACKENDS
-from rnnbench.wandb_sink import MODES as WANDB_MODES
-from tasks.seq_image import MODES
-from tasks.text import EMPTY_TEXT, LEVELS
+from rnnbench.modules.cells import LSTM_VARIANTS, RECURRENT_INITS, VanillaCell
+from rnnbench.modules.blocks import BLOCKS
+from rnnbench.modules.models import PARAM_COUNTS, POOLINGS
+from rnnbench.modules.recurrent import BACKENDS
+from rnnbench.records.wandb_sink import MODES as WANDB_MODES
+from rnnbench.tasks.seq_image import MODES
+from rnnbench.tasks.text import EMPTY_TEXT, LEVELS
+
+
+# The configs: an installed package reads the copy of conf/ its wheel ships (rnnbench/conf, setup.py);
+# a checkout (editable install) reads the top-level conf/ itself, the one source.
+_PACKAGE = Path(__file__).resolve().parent.parent
+CONF_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf")
 
 
 class ConfigError(ValueError):
@@ -47,25 +56,25 @@ class CellConf:
 
 @dataclass
 class VanillaConf(CellConf):
-    _target_: str = "rnnbench.cells.VanillaCell"
+    _target_: str = "rnnbench.modules.cells.VanillaCell"
     nonlinearity: str = "tanh"
 
 
 @dataclass
 class LSTMConf(CellConf):
-    _target_: str = "rnnbench.cells.LSTMCell"
+    _target_: str = "rnnbench.modules.cells.LSTMCell"
     forget_bias: float = 1.0
 
 
 @dataclass
 class PeepholeConf(LSTMConf):
-    _target_: str = "rnnbench.cells.PeepholeLSTMCell"
-    variant: str = "vanilla"  # Greff et al. 2016: one of rnnbench.cells.LSTM_VARIANTS
+    _target_: str = "rnnbench.modules.cells.PeepholeLSTMCell"
+    variant: str = "vanilla"  # Greff et al. 2016: one of rnnbench.modules.cells.LSTM_VARIANTS
 
 
 @dataclass
 class GRUConf(CellConf):
-    _target_: str = "rnnbench.cells.GRUCell"
+    _target_: str = "rnnbench.modules.cells.GRUCell"
     reset_after: bool = True
 
 
@@ -79,19 +88,19 @@ class ModernCellConf:
 
 @dataclass
 class MinGRUConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.MinGRUCell"
+    _target_: str = "rnnbench.modules.modern_cells.MinGRUCell"
     log_space: bool = False
 
 
 @dataclass
 class MinLSTMConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.MinLSTMCell"
+    _target_: str = "rnnbench.modules.modern_cells.MinLSTMCell"
     log_space: bool = False
 
 
 @dataclass
 class LRUConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.LRUCell"
+    _target_: str = "rnnbench.modules.modern_cells.LRUCell"
     state_dim: Optional[int] = None  # complex state size N; None: hidden_size
     r_min: float = 0.0
     r_max: float = 1.0
@@ -100,7 +109,7 @@ class LRUConf(ModernCellConf):
 
 @dataclass
 class RGLRUConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.RGLRUCell"
+    _target_: str = "rnnbench.modules.modern_cells.RGLRUCell"
     num_heads: int = 1
     temporal_block: bool = False  # Hawk's block: conv + GeLU gate branch + output projection
     conv_width: int = 4
@@ -110,14 +119,14 @@ class RGLRUConf(ModernCellConf):
 
 @dataclass
 class IndRNNConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.IndRNNCell"
+    _target_: str = "rnnbench.modules.modern_cells.IndRNNCell"
     gamma: float = 2.0  # |u| <= gamma^(1/time_steps)
     time_steps: int = 100
 
 
 @dataclass
 class S6Conf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.S6Cell"
+    _target_: str = "rnnbench.modules.modern_cells.S6Cell"
     state_dim: int = 16
     expand: int = 2
     conv_width: int = 4
@@ -127,20 +136,20 @@ class S6Conf(ModernCellConf):
 
 @dataclass
 class MLSTMConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.MLSTMCell"
+    _target_: str = "rnnbench.modules.modern_cells.MLSTMCell"
     num_heads: int = 4
     chunk_size: int = 64  # the chunkwise-parallel form's chunk length (model.backend=auto)
 
 
 @dataclass
 class SLSTMConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.SLSTMCell"
+    _target_: str = "rnnbench.modules.modern_cells.SLSTMCell"
     num_heads: int = 4
 
 
 @dataclass
 class GatedDeltaNetConf(ModernCellConf):
-    _target_: str = "rnnbench.modern_cells.GatedDeltaNetCell"
+    _target_: str = "rnnbench.modules.modern_cells.GatedDeltaNetCell"
     num_heads: int = 4
     allow_neg_eigval: bool = False  # beta in (0, 2): negative eigenvalues (Grazzi et al. 2024)
     chunk_size: int = 64  # the chunkwise-parallel form's chunk length (model.backend=auto)
@@ -155,7 +164,7 @@ MODERN_CELL_SCHEMAS = {"mingru": MinGRUConf, "minlstm": MinLSTMConf, "lru": LRUC
 # model (architecture keys; the `arch` group sets some of them)
 @dataclass
 class ModelConf:
-    _target_: str = "rnnbench.models.SequenceModel"
+    _target_: str = "rnnbench.modules.models.SequenceModel"
     hidden_size: int = 128
     num_layers: int = 1
     bidirectional: bool = False
@@ -208,7 +217,7 @@ class TaskConf:
 @dataclass
 @defaults_from_constructor
 class CopyConf(TaskConf):
-    _target_: str = "tasks.copy.CopyTask"
+    _target_: str = "rnnbench.tasks.copy.CopyTask"
     seq_len: int
     variant: str
     num_symbols: int
@@ -221,7 +230,7 @@ class CopyConf(TaskConf):
 @dataclass
 @defaults_from_constructor
 class AddingConf(TaskConf):
-    _target_: str = "tasks.adding.AddingTask"
+    _target_: str = "rnnbench.tasks.adding.AddingTask"
     seq_len: int
     variant: str
     val_size: int
@@ -232,7 +241,7 @@ class AddingConf(TaskConf):
 @dataclass
 @defaults_from_constructor
 class LMConf(TaskConf):
-    _target_: str = "tasks.language_model.LanguageModelTask"
+    _target_: str = "rnnbench.tasks.language_model.LanguageModelTask"
     data_dir: Optional[str]  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
     corpus: str  # a dataset name under data_dir, or a path (folder or text file)
     level: Optional[str]  # char | word; None: word for a folder of splits, char for one file
@@ -247,7 +256,7 @@ class LMConf(TaskConf):
 @dataclass
 @defaults_from_constructor
 class SeqImageConf(TaskConf):
-    _target_: str = "tasks.seq_image.SequentialImageTask"
+    _target_: str = "rnnbench.tasks.seq_image.SequentialImageTask"
     data_dir: Optional[str]
     dataset: str
     mode: str  # row: 28 steps of 28 pixels; pixel: 784 steps of 1
@@ -263,7 +272,7 @@ class SeqImageConf(TaskConf):
 @dataclass
 @defaults_from_constructor
 class TextConf(TaskConf):
-    _target_: str = "tasks.text.TextClassificationTask"
+    _target_: str = "rnnbench.tasks.text.TextClassificationTask"
     data_dir: Optional[str]
     dataset: Optional[str]
     train_file: Optional[str]
@@ -445,6 +454,14 @@ def register_schemas() -> None:
     }.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def compose(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictConfig:
+    """The config `python -m rnnbench OVERRIDES` runs, composed outside the app (the benchmarks, the
+    tests); with `hydra_config`, Hydra's own node too (the sweeper's params, the launcher)."""
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 draw a batch, carry (detached) state for stateful tasks, forward, loss, backward, measure gradients,
 clip, step; log, evaluate, profile and checkpoint at their cadences.
 
-The loop talks to a task through `tasks.base.Task` and to a model through `forward(inputs, lengths,
+The loop talks to a task through `rnnbench.tasks.base.Task` and to a model through `forward(inputs, lengths,
 state, probes)`; results go to the sinks it is given (the run folder first, W&B as a mirror).
 
 Resume is exact: `state_dict()` holds everything the next step depends on (model, optimiser,
@@ -23,16 +23,29 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from rnnbench import records
-from rnnbench.checkpoint import restore_rng_states, rng_states
-from rnnbench.diagnostics import gradient_norms, temporal_profile
-from rnnbench.recurrent import detach_state
-from tasks.base import Batch, Task
+from rnnbench.modules.diagnostics import gradient_norms, temporal_profile
+from rnnbench.modules.recurrent import detach_state
+from rnnbench.records import run_folder
+from rnnbench.run.checkpoint import restore_rng_states, rng_states
+from rnnbench.tasks.base import Batch, Task
 
 
 class Sink(Protocol):
     def log(self, row: dict[str, Any]) -> None: ...
     def log_profile(self, step: int, profile: dict) -> None: ...
+
+
+class RecorderSink:
+    """Trainer sink writing the run folder."""
+
+    def __init__(self, recorder: run_folder.RunRecorder):
+        self.recorder = recorder
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.recorder.log(row)
+
+    def log_profile(self, step: int, profile: dict) -> None:
+        self.recorder.write_profile(profile)
 
 
 @dataclass
@@ -93,7 +106,7 @@ def length_key(split: str, seq_len: int, metric: str) -> str:
 def _higher_is_better(metric: str, task: Task) -> bool:
     if metric == task.main_metric:
         return task.main_metric_mode == "max"
-    return records.metric_mode(metric) == "max"
+    return run_folder.metric_mode(metric) == "max"
 
 
 class Trainer:

@@ -8,7 +8,7 @@ key, what was found and what is expected, instead of a traceback from deep insid
 - it is not a cell or a task: which methods and attributes it lacks (`check_class`, `check_task`);
 - its `step` returns the wrong shapes, found on one tiny step before training (`check_cell_step`).
 
-The interfaces themselves are `rnnbench.cells.Cell` and `tasks.base.Task`: a class that subclasses
+The interfaces themselves are `rnnbench.modules.cells.Cell` and `rnnbench.tasks.base.Task`: a class that subclasses
 them has everything but what it must write itself (`step`; a task's abstract methods and `spec`).
 """
 
@@ -22,10 +22,10 @@ import torch
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig
 
-from rnnbench.config import ConfigError
-from tasks.base import IOSpec, Task
+from rnnbench.run.config import ConfigError
+from rnnbench.tasks.base import IOSpec
 
-# What the recurrent stacks, the diagnostics and the budget search use of a cell (rnnbench/cells.py).
+# What the recurrent stacks, the diagnostics and the budget search use of a cell (rnnbench/modules/cells.py).
 CELL_METHODS = ("input_projection", "step", "default_state", "fused_mode", "gate_activations")
 CELL_ATTRIBUTES = ("input_size", "hidden_size")
 # What the trainer and the app use of a task (tasks/base.py); `spec` may be set in __init__.
@@ -34,11 +34,11 @@ TASK_METHODS = ("train_batch", "loss", "batch_metrics", "evaluate", "probe_batch
 TASK_ATTRIBUTES = ("name", "spec", "main_metric", "main_metric_mode")
 
 EXPECTED = {
-    "cell": "a recurrent cell: a subclass of rnnbench.cells.Cell, or a torch.nn.Module with "
+    "cell": "a recurrent cell: a subclass of rnnbench.modules.cells.Cell, or a torch.nn.Module with "
             "input_projection(x) (T, B, I) -> (T, B, G*H), step(x_proj_t, state) -> (h, state), "
             "default_state(batch, device, dtype) -> (h, ...), fused_mode (None: no torch kernel) and "
             "gate_activations (the sigmoid gates step reports; (): none)",
-    "task": "a task: a subclass of tasks.base.Task (train_batch, loss, batch_metrics, evaluate, and "
+    "task": "a task: a subclass of rnnbench.tasks.base.Task (train_batch, loss, batch_metrics, evaluate, and "
             "the attributes name, spec, main_metric, main_metric_mode)",
 }
 WHERE = ("it must be importable where rnnbench runs: a module in the current folder, on PYTHONPATH, "
@@ -99,7 +99,7 @@ def check_task(task: Any, target: str) -> None:
                           f"Expected {EXPECTED['task']}")
     if not isinstance(task.spec, IOSpec):
         raise ConfigError(f"task._target_={target}: its spec is {type(task.spec).__name__}, expected a "
-                          f"tasks.base.IOSpec (what the model must accept and produce)")
+                          f"rnnbench.tasks.base.IOSpec (what the model must accept and produce)")
     if task.main_metric_mode not in ("min", "max"):
         raise ConfigError(f"task._target_={target}: main_metric_mode={task.main_metric_mode!r}, "
                           f"expected 'min' or 'max'")

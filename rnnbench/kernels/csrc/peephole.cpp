@@ -1,6 +1,6 @@
 // Sequence-level LSTM family on CPU: the time loop of cells.PeepholeLSTMCell.step in C++, forward and
 // hand-written backward, for every variant of Greff et al. 2016 except fgr. The equations, the buffer layout
-// and the meaning of every argument are documented once, in rnnbench/fast_peephole.py; this file follows
+// and the meaning of every argument are documented once, in rnnbench/kernels/fast_peephole.py; this file follows
 // them line by line.
 //
 // A variant is a set of compile-time switches (`Variant`, the flags of cells.LSTMVariant): each covered
@@ -359,19 +359,7 @@ std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<T
   });
 }
 
-// Sets (on) or clears flush-to-zero and denormals-are-zero on the calling thread and on every thread of the
-// OpenMP pool that at::parallel_for, torch's GEMMs and element-wise ops run on (every thread of a team runs
-// the body of `omp parallel`; threads made later copy the caller's setting). Returns whether the bits exist.
-bool set_flush_denormal(bool on) {
-  const unsigned bits = on ? kFlushBits : 0;
-  set_flush_bits(bits);
-#pragma omp parallel num_threads(std::max(at::get_num_threads(), omp_get_num_procs()))
-  set_flush_bits(bits);
-  return kFlushBits != 0;
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("set_flush_denormal", &set_flush_denormal, "flush-to-zero on the calling thread and the OpenMP pool");
   m.def("forward", &forward, "LSTM-family sequence forward", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "LSTM-family sequence backward", py::call_guard<py::gil_scoped_release>());
 }

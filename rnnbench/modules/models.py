@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnbench.cells import Cell
-from rnnbench.recurrent import Probes, RecurrentStack, StackState, valid_steps
-from tasks.base import IOSpec
+from rnnbench.kernels.lengths import valid_steps
+from rnnbench.modules.cells import Cell
+from rnnbench.modules.recurrent import Probes, RecurrentStack, StackState
+from rnnbench.tasks.base import IOSpec
 
 POOLINGS = ("last", "mean", "max")
 # How `param_budget` and summary.json count: every parameter, or the effective ones (`effective_parameters`).
@@ -110,7 +111,7 @@ class SequenceModel(nn.Module):
 
     def state_size(self) -> int:
         """Floats carried per sequence between steps, summed over layers and directions (`modern_cells.state_size`)."""
-        from rnnbench.modern_cells import state_size
+        from rnnbench.modules.modern_cells import state_size
 
         return sum(state_size(cell) for layer in self.stack.layers for cell in layer.directions)
 

@@ -37,8 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnbench.blocks import BLOCKS, ResidualMLPBlock
-from rnnbench.cells import Cell, GRUCell, PeepholeLSTMCell, State
+from rnnbench.kernels import extension, fast_gru, fast_peephole
+from rnnbench.kernels.lengths import valid_steps
+from rnnbench.modules.blocks import BLOCKS, ResidualMLPBlock
+from rnnbench.modules.cells import Cell, GRUCell, PeepholeLSTMCell, State
 
 BACKENDS = ("auto", "explicit", "fused")
 
@@ -71,13 +73,6 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     index = torch.where(t < L, L - 1 - t, t)                                   # (T, B)
     index = index.view(T, B, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(0, index)
-
-
-def valid_steps(lengths: Tensor, T: int, device=None) -> Tensor:
-    """(T, B, 1) bool: step t lies inside sequence b (t < lengths[b]). The one length mask: the explicit
-    loop, the Python kernels, the pyramid's input pairs and the models' pooling all take it from here."""
-    device = lengths.device if device is None else device
-    return (torch.arange(T, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)).unsqueeze(-1)
 
 
 def _needs_mask(lengths: Tensor | None, T: int) -> bool:
@@ -162,10 +157,8 @@ def run_fast_peephole(cell: PeepholeLSTMCell, x: Tensor, state: State,
     """`fast_peephole`'s sequence kernel for every covered variant: C++ where it runs (CPU, float32/float64,
     built), else its Python loops; np elsewhere than on CPU float32/float64 runs torch's LSTM kernel (CUDA
     has one). The same function either way."""
-    from rnnbench import fast_peephole
-
     lengths = lengths if _needs_mask(lengths, x.shape[0]) else None
-    if not fast_peephole.cpp_fits(x):  # an unbuildable extension has warned already
+    if not extension.fits(x):  # an unbuildable extension has warned already
         fused = cell.fused_mode is not None
         _warn_once_lstm_elsewhere(str(x.dtype), x.device.type, fused)
         if fused:
@@ -183,16 +176,14 @@ def _warn_once_lstm_elsewhere(dtype: str, device: str, fused: bool) -> None:
 def run_fast_gru(cell: GRUCell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
     """`fast_gru`'s C++ kernel where it runs (CPU, float32/float64, built), else torch's GRU kernel
     (reset_after=True) or the explicit path (Cho's form): the same function either way."""
-    from rnnbench import fast_gru
-
-    if fast_gru.fits(x) and fast_gru.available():
+    if extension.fits(x) and fast_gru.available():
         (h0,) = state
         # the input projection is made for the kernel alone: it may keep its gates there
         out, h = fast_gru.gru_sequence(cell.input_projection(x), h0, cell.weight_hh, cell.bias_hh,
                                        lengths if _needs_mask(lengths, x.shape[0]) else None, cell.reset_after,
                                        overwrite_x_proj=True)
         return out, (h,)
-    if not fast_gru.fits(x):  # an unbuildable extension has warned already
+    if not extension.fits(x):  # an unbuildable extension has warned already
         _warn_once_gru_elsewhere(str(x.dtype), x.device.type, cell.fused_mode is not None)
     return (run_fused if cell.fused_mode is not None else run_explicit)(cell, x, state, lengths)
 
@@ -202,14 +193,6 @@ def _warn_once_gru_elsewhere(dtype: str, device: str, fused: bool) -> None:
     instead = "torch's GRU kernel" if fused else "the explicit path"
     warnings.warn(f"model.backend=auto: the C++ GRU kernel runs float32/float64 on CPU only; {dtype} on {device} "
                   f"runs {instead}", RuntimeWarning, stacklevel=4)
-
-
-def _fast_peephole_usable() -> bool:
-    try:
-        from rnnbench import fast_peephole  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def resolve_backend(cell: Cell, backend: str) -> str:
@@ -222,11 +205,8 @@ def resolve_backend(cell: Cell, backend: str) -> str:
         return "sequence"  # run_sequence: a modern cell's whole-sequence form
     if backend == "auto" and isinstance(cell, GRUCell):
         return "fast"  # run_fast_gru: the C++ kernel, or where it cannot run the next exact path
-    if backend == "auto" and isinstance(cell, PeepholeLSTMCell) and _fast_peephole_usable():
-        from rnnbench.fast_peephole import KERNEL_VARIANTS
-
-        if cell.variant in KERNEL_VARIANTS:  # np included: run_fast_peephole, or torch's kernel off CPU
-            return "fast"
+    if backend == "auto" and isinstance(cell, PeepholeLSTMCell) and cell.variant in fast_peephole.KERNEL_VARIANTS:
+        return "fast"  # np included: run_fast_peephole, or torch's kernel off CPU
     if cell.fused_mode is not None:
         return "fused"
     if backend == "fused":

@@ -7,7 +7,7 @@ the config with Hydra's `instantiate`, train while recording the run folder (the
 config.yaml, metrics.jsonl, profile.json, summary.json, checkpoints/; W&B mirrors it). It returns the
 task's main validation metric (for sweepers such as Optuna; None for a diverged run, which Optuna records as a failed trial).
 
-Reliability (docs/bad-inputs.md, rnnbench/checkpoint.py):
+Reliability (docs/bad-inputs.md, rnnbench/run/checkpoint.py):
 - A job never mixes its files with another run's: a folder that already holds a run is resumed
   (`train.resume=true`; multirun jobs always resume) or refused. Resuming checks the config
   fingerprint and the checkpoint before anything is written; a finished run (completed or diverged)
@@ -15,7 +15,7 @@ Reliability (docs/bad-inputs.md, rnnbench/checkpoint.py):
 - SIGUSR2 / SIGTERM: the trainer checkpoints at the end of the current step and stops; the signal
   then goes to the handler installed before (under submitit: requeue; the requeued job re-enters here
   with the same job folder and resumes, into the same W&B run).
-- One writer per run folder (`records.hold_folder`): a second command or sweep given a folder whose
+- One writer per run folder (`run_folder.hold_folder`): a second command or sweep given a folder whose
   run is still going is refused at once.
 - Exit codes: 0 completed or diverged (a divergence is a result), 2 a bad config, data file,
   checkpoint or a run folder in use (one message, no traceback), 1 a crash, 128 + N stopped by signal N.
@@ -26,65 +26,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench import checkpoint, fast_peephole, interface, records
-from rnnbench.budget import hidden_size_for_budget
-from rnnbench.checkpoint import CheckpointError
-from rnnbench.config import ConfigError, register_schemas, validate
-from rnnbench.train import Trainer, TrainSettings
-from tasks.data import DataError
+from rnnbench.records import run_folder
+from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
+from rnnbench.run import checkpoint, help
+from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
+from rnnbench.run.checkpoint import CheckpointError
+from rnnbench.run.config import CONF_DIR, ConfigError, register_schemas, validate
+from rnnbench.run.train import RecorderSink, Trainer
+from rnnbench.tasks.data import DataError
 
 log = logging.getLogger("rnnbench")
 
 register_schemas()
-
-# The configs: an installed package reads the copy of conf/ its wheel ships (rnnbench/conf, setup.py);
-# a checkout (editable install, PYTHONPATH) reads the top-level conf/ itself, the one source.
-_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
-CONF_DIR = str(_PACKAGED_CONF if _PACKAGED_CONF.is_dir() else _PACKAGED_CONF.parent.parent / "conf")
-
-
-def seed_everything(seed: int) -> None:
-    """Python, numpy and torch (CPU and CUDA) generators; the task's data generator is seeded apart."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={device!r} is not available here (no CUDA device): use auto or cpu")
-    return torch.device(device)
-
-
-class RecorderSink:
-    """Trainer sink writing the run folder."""
-
-    def __init__(self, recorder: records.RunRecorder):
-        self.recorder = recorder
-
-    def log(self, row: dict[str, Any]) -> None:
-        self.recorder.log(row)
-
-    def log_profile(self, step: int, profile: dict) -> None:
-        self.recorder.write_profile(profile)
-
 
 def _threads_per_parallel_job(hc) -> int | None:
     """Under the local parallel launcher, cores // n_jobs threads per job, so workers don't
@@ -102,63 +66,18 @@ def _threads_per_parallel_job(hc) -> int | None:
     return max(1, cores // max(1, n_jobs))
 
 
-def build(node: DictConfig, group: str, *args: Any, **kwargs: Any) -> Any:
-    """`instantiate(node, **kwargs)`, called with `args` when given (a `_partial_` node such as an
-    optimiser). What a user can fix is reported as such: a constructor's ValueError (a value or a
-    combination it does not allow) as a ConfigError naming the group, a DataError as itself."""
-    try:
-        built = instantiate(node, **kwargs)
-        return built(*args) if args else built
-    except (InstantiationException, ValueError) as e:
-        cause = e.__cause__ if isinstance(e, InstantiationException) else e
-        if isinstance(cause, (ConfigError, DataError)):
-            raise cause from None
-        if isinstance(cause, ValueError):
-            message = str(cause)
-            raise ConfigError(message if message.startswith(f"{group}.") else f"{group}: {message}") from None
-        raise
-
-
-def build_model(cfg: DictConfig, spec, device: torch.device):
-    cell = build(cfg.cell, "cell")
-    hidden_size = cfg.model.hidden_size
-    if cfg.model.param_budget:
-        hidden_size = hidden_size_for_budget(
-            cfg.model.param_budget, lambda h: build(cfg.model, "model", spec=spec, cell=cell, hidden_size=h))
-    elif cfg.model.get("state_budget"):
-        hidden_size = hidden_size_for_budget(
-            cfg.model.state_budget, lambda h: build(cfg.model, "model", spec=spec, cell=cell, hidden_size=h),
-            measure="state")
-    model = build(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
-    return model.to(device), hidden_size
-
-
-def train_settings(cfg: DictConfig, **overrides: Any) -> TrainSettings:
-    """The trainer's settings from the config: every `TrainSettings` field that `train` has, by name
-    (no field is copied by hand), then `overrides` (those that are not `train` keys, e.g. progress)."""
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    return TrainSettings(**{**{k: v for k, v in cfg.train.items() if k in names}, **overrides})
-
-
-def check_pyramid_depth(model, task) -> None:
-    """Each pyramid reduction halves time: past 2^(L-1) > T steps (2^L with model.pyramid_input) the
-    top layers see a single step padded with zeros, which no architecture means."""
-    if model.time_reduction <= 1:
-        return
-    steps = task.probe_batch().inputs.shape[0]
-    if model.time_reduction > steps:
-        layers = model.stack.num_layers
-        most = steps.bit_length() - model.stack.pyramid_input  # largest L with time_reduction <= steps
-        raise ConfigError(
-            f"model.pyramid=true with model.num_layers={layers} reduces time {model.time_reduction}x, "
-            f"but this task's sequences have {steps} steps: use model.num_layers <= {most} "
-            f"({'2^num_layers' if model.stack.pyramid_input else '2^(num_layers-1)'} <= {steps}) "
-            f"or longer sequences")
-
-
 def _run_name(overrides: list[str]) -> str:
     keep = [o for o in overrides if not o.startswith(("logger.", "hydra.", "train.device"))]
     return ",".join(keep) if keep else "defaults"
+
+
+@dataclasses.dataclass
+class Built:
+    """The experiment's objects and where and how they compute."""
+
+    experiment: Experiment
+    device: torch.device
+    flush_denormal: bool  # subnormal floats flushed to zero (train.flush_denormal, where the CPU can)
 
 
 @dataclasses.dataclass
@@ -183,38 +102,26 @@ class Job:
                    launcher_threads=_threads_per_parallel_job(hc))
 
 
-@dataclasses.dataclass
-class Built:
-    """The experiment's objects, built from the config by `instantiate`."""
-
-    device: torch.device
-    task: Any
-    model: torch.nn.Module
-    hidden_size: int
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    flush_denormal: bool  # subnormal floats flushed to zero (train.flush_denormal, where the CPU can)
-
-
 def run_experiment(cfg: DictConfig) -> float | None:
     """One job, step by step; returns the main validation metric (for sweepers). Raises on failure
     after recording it."""
     validate(cfg)  # 1. every value in range, before anything is read or written
     job = Job.current()
-    with records.hold_folder(job.run_dir, job.folder_key):  # 2. one writer per run folder
+    with run_folder.hold_folder(job.run_dir, job.folder_key):  # 2. one writer per run folder
         resolved = OmegaConf.to_container(cfg, resolve=True)
         plan = plan_start(cfg, job, resolved)  # 3. fresh, resumed, or finished already
         if plan.finished is not None:
             return main_metric(plan.finished)
-        built = build_experiment(cfg, job)  # 4. task, model, optimiser, schedule
-        summary = train_and_record(cfg, job, resolved, plan, built)  # 5. the run folder as it goes
+        device, flushed = prepare_process(cfg, job.launcher_threads)  # 4. flush mode, threads, seeds
+        built = Built(build_experiment(cfg, device), device, flushed)  # 5. task, model, optimiser, schedule
+        summary = train_and_record(cfg, job, resolved, plan, built)  # 6. the run folder as it goes
     _report(summary, job.run_dir)
     return main_metric(summary)
 
 
 def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoint.ResumePlan:
     """How the job starts in its folder (`checkpoint.plan_resume`: reads only, refuses what it must)."""
-    plan = checkpoint.plan_resume(job.run_dir, records.config_fingerprint(resolved), resolved,
+    plan = checkpoint.plan_resume(job.run_dir, run_folder.config_fingerprint(resolved), resolved,
                                   resume=cfg.train.resume or job.multirun, folder_key=job.folder_key)
     if plan.finished is not None:
         log.info("already %s with this config (step %s): not run again. Run folder: %s",
@@ -225,43 +132,15 @@ def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoin
     return plan
 
 
-def build_experiment(cfg: DictConfig, job: Job) -> Built:
-    """Threads, device and seeds first, then everything from the config (`build_objects`)."""
-    # First: torch's worker threads copy the flush mode when they are made (fast_peephole.set_flush_denormal).
-    flush_denormal = fast_peephole.set_flush_denormal(cfg.train.flush_denormal) and cfg.train.flush_denormal
-    threads = cfg.train.threads or job.launcher_threads
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
-    return Built(device, *build_objects(cfg, device), flush_denormal=flush_denormal)
-
-
-def build_objects(cfg: DictConfig, device: torch.device) -> tuple[Any, torch.nn.Module, int, Any, Any]:
-    """Task, model (and its width), optimiser and schedule from the config, checked as they are built
-    (a user's own classes, the pyramid's depth). Sets nothing process-wide (threads, flush mode, seeds:
-    `build_experiment` does), so the tests build every preset this way in one process."""
-    interface.check_class(cfg.cell, "cell")  # a user's own cell or task: importable, the right methods
-    interface.check_class(cfg.task, "task")
-    task = build(cfg.task, "task", device=device)
-    interface.check_task(task, cfg.task._target_)
-    model, hidden_size = build_model(cfg, task.spec, device)
-    interface.check_cell_step(model.stack.layers[0].directions[0], cfg.cell._target_)
-    check_pyramid_depth(model, task)
-    optimizer = build(cfg.optim, "optim", model.parameters())
-    scheduler = build(cfg.schedule, "schedule", optimizer) if cfg.schedule else None
-    return task, model, hidden_size, optimizer, scheduler
-
-
 def first_summary(cfg: DictConfig, job: Job, built: Built, plan: checkpoint.ResumePlan,
                   fingerprint: str) -> dict[str, Any]:
     """summary.json as the run starts (status running): what runs, where, and what it resumes."""
-    task, model = built.task, built.model
+    task, model = built.experiment.task, built.experiment.model
     summary: dict[str, Any] = {
-        "status": records.RUNNING, "error": None, "diverged_at": None,
+        "status": run_folder.RUNNING, "error": None, "diverged_at": None,
         "task": task.name, "cell": job.choices.get("cell"), "arch": job.choices.get("arch"),
-        "seed": cfg.train.seed, "hidden_size": built.hidden_size, "num_params": model.num_parameters(),
-        # like with like: effective parameters drop the classic cells' redundant second bias (models.py)
+        "seed": cfg.train.seed, "hidden_size": built.experiment.hidden_size, "num_params": model.num_parameters(),
+        # like with like: effective parameters drop the classic cells' redundant second bias (modules/models.py)
         "num_params_effective": model.effective_parameters(), "param_count": model.param_count,
         "state_size": model.state_size(),  # floats carried per sequence between steps, all layers
         "time_reduction": model.time_reduction,
@@ -269,7 +148,7 @@ def first_summary(cfg: DictConfig, job: Job, built: Built, plan: checkpoint.Resu
         "memoryless_baseline": task.memoryless_baseline, "task_info": task.describe(),
         "overrides": job.overrides, "config_fingerprint": fingerprint,
         "device": str(built.device), "threads": torch.get_num_threads(), "flush_denormal": built.flush_denormal,
-        **records.run_metadata(),
+        **run_folder.run_metadata(),
     }
     if cfg.train.skip_nonfinite:
         summary["guard_rails"] = {"skip_nonfinite": cfg.train.skip_nonfinite, "lr_backoff": cfg.train.lr_backoff}
@@ -288,22 +167,21 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
     """Train, writing the run folder as it goes (config, summary, rows, profiles, checkpoints; W&B
     mirrors it); a failure is recorded in summary.json, then raised. Returns the final summary."""
     run_dir, overrides, choices = job.run_dir, job.overrides, job.choices
-    task, model, optimizer, scheduler = built.task, built.model, built.optimizer, built.scheduler
-    fingerprint = records.config_fingerprint(resolved)
+    exp = built.experiment
+    task, model, optimizer, scheduler = exp.task, exp.model, exp.optimizer, exp.scheduler
+    fingerprint = run_folder.config_fingerprint(resolved)
     summary = first_summary(cfg, job, built, plan, fingerprint)
     resumed = plan.checkpoint
     wall_before = resumed["wall_time_s"] if resumed else 0.0
     # Rows logged after the checkpoint (by a run killed later) are logged again by this one.
     checkpoint.forget_after(run_dir, plan.step)
-    from rnnbench.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
-
     wandb_cfg = cfg.logger.wandb
     group = wandb_cfg.group or (sweep_group(job.sweep_dir) if job.multirun else None)
     started = time.time()
-    with records.RunRecorder(run_dir) as recorder, checkpoint.StopSignals() as stop:
+    with run_folder.RunRecorder(run_dir) as recorder, checkpoint.StopSignals() as stop:
         recorder.write_config(resolved)
         if task.vocabulary() is not None:  # what sample/evaluate need to read the model's token ids
-            records.write_vocabulary(run_dir, task.vocabulary())
+            run_folder.write_vocabulary(run_dir, task.vocabulary())
         recorder.write_summary(summary)
         wandb_id = resumed.get("wandb_id") if resumed else None
         sink = WandbSink(mode=wandb_cfg.mode, project=wandb_cfg.project, run_dir=run_dir,
@@ -343,7 +221,7 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                 sink.log(test, step=result.steps)  # W&B mirrors every row of metrics.jsonl
                 summary["test"] = test
             summary.update(
-                status=records.RUNNING if result.status == "interrupted" else result.status,
+                status=run_folder.RUNNING if result.status == "interrupted" else result.status,
                 diverged_at=result.diverged_at, steps=result.steps,
                 final=result.final, best=result.best, best_step=result.best_step,
                 solved_at=result.solved_at, wall_time_s=wall_before + time.time() - started,
@@ -357,7 +235,7 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                           if k in ("status", "steps", "final", "best", "diverged_at", "guard_rails")})
             exit_code = 0 if result.status != "interrupted" else 1
         except BaseException as e:
-            summary.update(status=records.FAILED, error=f"{type(e).__name__}: {e}",
+            summary.update(status=run_folder.FAILED, error=f"{type(e).__name__}: {e}",
                            wall_time_s=wall_before + time.time() - started)
             recorder.write_summary(summary)
             raise
@@ -379,7 +257,7 @@ def main_metric(summary: dict[str, Any]) -> float | None:
     hydra-optuna-sweeper 1.3 tells Optuna a NaN, Optuna (2.10) refuses it, and the sweeper then tells
     "failed" with the NaN again, which Optuna refuses too, ending the whole search; None fails the
     float() before any value is told."""
-    if summary.get("status") == records.DIVERGED:
+    if summary.get("status") == run_folder.DIVERGED:
         return None
     return (summary.get("final") or {}).get(summary["main_metric"])
 
@@ -408,7 +286,7 @@ def _report(summary: dict, run_dir: Path) -> None:
 
 
 # A folder in use is refused like any other bad hydra.run.dir / hydra.sweep.dir value.
-USER_ERRORS = {ConfigError: "config", records.FolderInUse: "config", DataError: "data",
+USER_ERRORS = {ConfigError: "config", run_folder.FolderInUse: "config", DataError: "data",
                CheckpointError: "checkpoint"}
 
 
@@ -427,8 +305,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    from rnnbench import help
-
     if help.wants_help(sys.argv[1:]):  # rnnbench's page: Hydra's would offer the schema/* groups as choices
         print(help.page(Path(CONF_DIR), help.user_config_dirs(sys.argv[1:])))
         return

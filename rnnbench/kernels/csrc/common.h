@@ -1,6 +1,6 @@
 // What every sequence kernel in this folder shares: the flush-to-zero mode and torch's thread-local state
 // carried into the worker threads, an exact σ, the batch-row blocks. Built with -ffast-math so that gcc
-// vectorises exp() and tanh() through glibc's libmvec (AVX2/AVX-512); see rnnbench/fast_peephole.py.
+// vectorises exp() and tanh() through glibc's libmvec (AVX2/AVX-512); see rnnbench/kernels/fast_peephole.py.
 #pragma once
 
 #include <torch/extension.h>

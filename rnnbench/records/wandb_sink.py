@@ -111,17 +111,17 @@ class WandbSink:
         if self.mode == "disabled":
             return
 
-        from rnnbench import records
+        from rnnbench.records import run_folder
 
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         init_kwargs = dict(
             project=project, dir=os.fspath(run_dir), name=name, group=group, job_type=job_type,
-            config=records.to_container(config),
+            config=run_folder.to_container(config),
             tags=list(tags) if tags else None, entity=entity,
             id=run_id, resume="allow" if resume else None,
             reinit="finish_previous",
         )
-        git_root = records.git_root()
+        git_root = run_folder.git_root()
         settings = dict(
             console="off", x_disable_stats=True, quiet=True, init_timeout=init_timeout,
             # The code's repository, not the run folder's (where W&B would look, and warn).
@@ -250,7 +250,7 @@ class WandbTrainerSink:
         self.sink.log_profile(step, profile["layers"])
         self.sink.log({f"profile/{k}": v for k, v in profile["summary"].items()}, step=step)
         if profile.get("gates"):
-            from rnnbench.diagnostics import gate_scalars
+            from rnnbench.modules.diagnostics import gate_scalars
 
             self.sink.log(gate_scalars(profile["gates"]), step=step)
 
@@ -268,10 +268,10 @@ def _init(mode: str, init_kwargs: dict[str, Any], settings: dict[str, Any]):
 def _wait_for_file(run_dir: Path, timeout: float) -> None:
     """``run.finish()`` may return before W&B's service has written the last block (wandb 0.31).
 
-    Contained: this decodes W&B's own file format (`rnnbench.wandb_offline`), which a W&B release
+    Contained: this decodes W&B's own file format (`rnnbench.records.wandb_offline`), which a W&B release
     may change; the run's records are already written, so any error here is a warning, never the
     run's outcome."""
-    from rnnbench import wandb_offline
+    from rnnbench.records import wandb_offline
 
     files = sorted(run_dir.glob("run-*.wandb"))
     try:

@@ -1,6 +1,6 @@
 // Sequence-level GRU on CPU: the time loop of cells.GRUCell.step (gate order r, z, n), both forms, forward
 // and hand-written backward. The equations, the buffers and every argument are documented once, in
-// rnnbench/fast_gru.py; this file follows them line by line. Layout as in peephole.cpp: each thread takes
+// rnnbench/kernels/fast_gru.py; this file follows them line by line. Layout as in peephole.cpp: each thread takes
 // one block of batch rows and runs all T steps on it (common.h, `for_row_blocks`: one single-threaded GEMM
 // per step and form, fused element-wise passes), the recurrent weight gradient is one GEMM after the
 // backward loop.

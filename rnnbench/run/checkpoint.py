@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnbench import records
-from rnnbench.config import ConfigError
+from rnnbench.records import run_folder
+from rnnbench.run.config import ConfigError
 
 log = logging.getLogger("rnnbench")
 
@@ -50,7 +50,7 @@ VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 2  # the last checkpoint and the one before it
 BEST_FILE = "best.pt"  # the model at the best main validation metric (rnnbench.evaluate/sample --checkpoint best)
-FINISHED = (records.COMPLETED, records.DIVERGED)  # results: a resume has nothing left to do
+FINISHED = (run_folder.COMPLETED, run_folder.DIVERGED)  # results: a resume has nothing left to do
 
 
 class CheckpointError(Exception):
@@ -144,7 +144,7 @@ def _atomic_save(path: Path, payload: Mapping[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(f".{path.stem.split('-')[0]}*.tmp"):  # left by a writer killed mid-write
         stale.unlink(missing_ok=True)
-    with records.atomic_file(path, "wb") as f:
+    with run_folder.atomic_file(path, "wb") as f:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
     return path
 
@@ -208,7 +208,7 @@ class ResumePlan:
 
 
 def holds_a_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in (records.SUMMARY_FILE, records.METRICS_FILE)) \
+    return any((run_dir / name).exists() for name in (run_folder.SUMMARY_FILE, run_folder.METRICS_FILE)) \
         or bool(list_checkpoints(run_dir))
 
 
@@ -218,7 +218,7 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
 
     - empty folder: fresh start;
     - a run already there and not `resume`: refused (its files would be mixed with this run's);
-    (a run whose process is still going holds the folder: `records.hold_folder` refused it before);
+    (a run whose process is still going holds the folder: `run_folder.hold_folder` refused it before);
     - the run there has another config fingerprint: refused, naming the keys that differ;
     - the same experiment, finished (completed or diverged): nothing to do (`finished`);
     - else the newest checkpoint, checked (format, fingerprint); none: fresh start.
@@ -233,7 +233,7 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
             f"train.resume=true (same config); to start another run, choose a new {folder_key}.")
     if previous and previous.get("config_fingerprint") not in (None, fingerprint):
         old_config = _read_previous_config(run_dir)
-        raise ConfigError(_mismatch_message(run_dir / records.SUMMARY_FILE, old_config, config))
+        raise ConfigError(_mismatch_message(run_dir / run_folder.SUMMARY_FILE, old_config, config))
     if previous and status in FINISHED:
         return ResumePlan(finished=previous, previous=previous)
     path = latest(run_dir)
@@ -247,17 +247,17 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
 
 def _read_previous_summary(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return records.read_summary(run_dir)
+        return run_folder.read_summary(run_dir)
     except FileNotFoundError:
         return None
     except ValueError as e:  # cut or garbled JSON: the checkpoint decides
-        log.warning("unreadable %s (%s): resuming from the checkpoint alone", run_dir / records.SUMMARY_FILE, e)
+        log.warning("unreadable %s (%s): resuming from the checkpoint alone", run_dir / run_folder.SUMMARY_FILE, e)
         return None
 
 
 def _read_previous_config(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return records.read_config(run_dir)
+        return run_folder.read_config(run_dir)
     except Exception:  # noqa: BLE001 - only used to explain a refusal
         return None
 
@@ -276,10 +276,10 @@ def _mismatch_message(source: Path, old: Mapping[str, Any] | None, new: Mapping[
 
 
 def config_differences(old: Mapping[str, Any], new: Mapping[str, Any],
-                       exclude: Iterable[str] = records.DEFAULT_FINGERPRINT_EXCLUDE) -> list[str]:
+                       exclude: Iterable[str] = run_folder.DEFAULT_FINGERPRINT_EXCLUDE) -> list[str]:
     """``key: old -> new`` for every leaf that differs, keys outside the fingerprint left out."""
     patterns = tuple(exclude)
-    a, b = _flatten(records.to_container(old)), _flatten(records.to_container(new))
+    a, b = _flatten(run_folder.to_container(old)), _flatten(run_folder.to_container(new))
     out = []
     for key in sorted(set(a) | set(b)):
         if any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(key, p + ".*") for p in patterns):
@@ -311,14 +311,14 @@ def forget_after(run_dir: Path, step: int) -> None:
     def keep(row: dict[str, Any]) -> bool:
         return row.get("step", 0) <= step and not any(k.startswith("test/") for k in row)
 
-    for name in (records.METRICS_FILE, records.PROFILES_FILE):
+    for name in (run_folder.METRICS_FILE, run_folder.PROFILES_FILE):
         dropped = truncate_jsonl(run_dir / name, keep)
         if dropped:
             log.info("%s: %d rows after step %d dropped (logged again from the checkpoint)", name, dropped, step)
-    profiles = records.read_profiles(run_dir)
-    profile_file = run_dir / records.PROFILE_FILE
+    profiles = run_folder.read_profiles(run_dir)
+    profile_file = run_dir / run_folder.PROFILE_FILE
     if profiles:
-        records.atomic_write_text(profile_file, records.dumps(profiles[-1]))
+        run_folder.atomic_write_text(profile_file, run_folder.dumps(profiles[-1]))
     else:
         profile_file.unlink(missing_ok=True)
 
@@ -337,7 +337,7 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
         if not line.strip():
             continue
         try:
-            row = records.loads(line)
+            row = run_folder.loads(line)
         except ValueError:  # the line a killed writer left half written
             dropped += 1
             continue
@@ -346,7 +346,7 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
         else:
             dropped += 1
     if dropped:
-        records.atomic_write_text(path, "".join(line + "\n" for line in kept))
+        run_folder.atomic_write_text(path, "".join(line + "\n" for line in kept))
     return dropped
 
 

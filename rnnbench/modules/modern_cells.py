@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnbench import scan
+from rnnbench.kernels import scan
+from rnnbench.kernels.lengths import valid_steps
 
 State = tuple[Tensor, ...]
 
@@ -294,7 +295,7 @@ class LRUCell(ModernCell):
         xs, x = scan.linear_scan(lam, gamma_Bu, x0, lengths)                    # (T, B, N) complex
         y = self._readout(xs, Du)
         if lengths is not None:
-            y = y * scan.valid_steps(lengths, y.shape[0], y.device)
+            y = y * valid_steps(lengths, y.shape[0], y.device)
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], x), lengths, y.shape[0])
 
     def extra_repr(self):
@@ -461,7 +462,7 @@ class RGLRUCell(ModernCell):
             return hs, (h,)
         y = F.linear(F.gelu(x_proj[..., H:], approximate="tanh") * hs, self.weight_out, self.bias_out)
         if lengths is not None:
-            y = y * scan.valid_steps(lengths, y.shape[0], y.device)
+            y = y * valid_steps(lengths, y.shape[0], y.device)
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], h, window), lengths, y.shape[0])
 
     def extra_repr(self):
@@ -609,7 +610,7 @@ class S6Cell(ModernCell):
         hs, h = scan.linear_scan(A_bar, Bu, h0, lengths)
         y = self._output(hs, C, u, z)
         if lengths is not None:
-            y = y * scan.valid_steps(lengths, y.shape[0], y.device)
+            y = y * valid_steps(lengths, y.shape[0], y.device)
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], h, window), lengths, y.shape[0])
 
     def extra_repr(self):
@@ -721,7 +722,7 @@ class MLSTMCell(ModernCell):
         i_pre, f_pre = x_proj[..., 4 * H:].chunk(2, dim=-1)                    # (T, B, NH)
         log_f = F.logsigmoid(f_pre)
         if lengths is not None:  # padded steps: f = 1, i = 0, the state carried unchanged
-            valid = scan.valid_steps(lengths, T, x_proj.device)                  # (T, B, 1)
+            valid = valid_steps(lengths, T, x_proj.device)                  # (T, B, 1)
             log_f = log_f.masked_fill(~valid, 0.0)
             i_pre = i_pre.masked_fill(~valid, float("-inf"))
         qc, kc, vc = _chunks(q, L), _chunks(k, L), _chunks(v, L)                # (B, NH, n, L, d)
@@ -842,7 +843,7 @@ class GatedDeltaNetCell(ModernCell):
         L = self.chunk_size
         q, k, v, log_alpha, beta = self._inputs(x_proj)                          # (T, B, NH, d), (T, B, NH)
         if lengths is not None:  # padded steps: α = 1, β = 0, the state carried unchanged
-            valid = scan.valid_steps(lengths, T, x_proj.device)                  # (T, B, 1)
+            valid = valid_steps(lengths, T, x_proj.device)                  # (T, B, 1)
             log_alpha = log_alpha.masked_fill(~valid, 0.0)
             beta = beta.masked_fill(~valid, 0.0)
         qc, kc, vc = _chunks(q, L), _chunks(k, L), _chunks(v, L)                # (B, NH, n, L, d)

@@ -2,12 +2,12 @@
 published values set beside them (README "Results"; docs/results/<study>/).
 (Over 400 lines on purpose: a study's records, its rules and its figure are one concept, read together when a claim is checked.)
 
-    python -m rnnbench.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
-    python -m rnnbench.studies export adding --add NEW_SWEEP          # ... beside the committed ones
-    python -m rnnbench.studies table adding [--format latex]          # published beside measured
-    python -m rnnbench.studies figure adding                          # docs/results/adding/adding.png
-    python -m rnnbench.studies readme                                 # README's tables from the records
-    python -m rnnbench.studies wikitext2-sample DIR                   # the folder of study 5
+    python -m rnnbench.report.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
+    python -m rnnbench.report.studies export adding --add NEW_SWEEP          # ... beside the committed ones
+    python -m rnnbench.report.studies table adding [--format latex]          # published beside measured
+    python -m rnnbench.report.studies figure adding                          # docs/results/adding/adding.png
+    python -m rnnbench.report.studies readme                                 # README's tables from the records
+    python -m rnnbench.report.studies wikitext2-sample DIR                   # the folder of study 5
 
 A study's folder holds three files, all small enough for git:
 
@@ -41,20 +41,20 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import yaml
 from tabulate import tabulate
 
-from rnnbench import records
-from rnnbench.diagnostics import summarise_profile
-from rnnbench.report.runs import ReportError, find_run_dirs, key_value, label, swept_keys
+from rnnbench.modules.diagnostics import summarise_profile
+from rnnbench.records import run_folder
+from rnnbench.report.runs import (BUDGET_KEY, RUNS_FILE, ReportError, find_run_dirs, groups, key_value, label,
+                                  read_records, records_frame)
 from rnnbench.report.stats import metric_mode, welch_p_value
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "results"
-RUNS_FILE = "runs.jsonl"
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 PUBLISHED_FILE = "published.yaml"
 BEATS_BASELINE = 0.9  # mean loss / memoryless baseline below this: the baseline is beaten
 SIGNIFICANCE = 0.05
@@ -62,8 +62,6 @@ MEAN_ONLY = "mean only"  # better by the mean, not significantly (Welch p ≥ SI
 ALL_DIVERGED = "diverged"  # every run of the point ended diverged (NaN/Inf): no value to judge
 BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
 CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts")
-BUDGET_KEY = "train.max_steps"  # a record's step budget, a column even where no override set it: one
-# study may hold runs at two budgets (a reduced sweep and the published one), which claims tell apart
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,9 +73,9 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
     `detail`, also the temporal profile at initialisation and the training curve (step, train/loss,
     grad/global_norm before clipping) at the logged steps."""
     try:
-        summary = records.read_summary(run_dir)
+        summary = run_folder.read_summary(run_dir)
     except FileNotFoundError:
-        summary = {"status": records.INCOMPLETE}
+        summary = {"status": run_folder.INCOMPLETE}
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else summary.get("overrides", [])
     row = {
@@ -91,17 +89,17 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
         "max_steps": _config_value(run_dir, BUDGET_KEY),
     }
     if detail:
-        initial = next((p for p in records.read_profiles(run_dir) if p.get("step") == 0), None)
+        initial = next((p for p in run_folder.read_profiles(run_dir) if p.get("step") == 0), None)
         row["profile_init"] = initial["layers"] if initial else None
         row["train_curve"] = [[m["step"], m["train/loss"], m["grad/global_norm"]]
-                              for m in records.read_metrics(run_dir) if "train/loss" in m and "grad/global_norm" in m]
+                              for m in run_folder.read_metrics(run_dir) if "train/loss" in m and "grad/global_norm" in m]
     return row
 
 
 def _config_value(run_dir: Path, key: str) -> Any:
     """`key` (dotted) of the run's resolved config, None when the run wrote no config."""
     try:
-        value: Any = records.read_config(run_dir)
+        value: Any = run_folder.read_config(run_dir)
     except FileNotFoundError:
         return None
     for part in key.split("."):
@@ -129,50 +127,8 @@ def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None
         rows += [r for r in read_records(out_dir) if r.get("sweep") not in names]
     rows.sort(key=lambda r: (r["sweep"], int(r["job"]) if r["job"].isdigit() else r["job"]))
     path = out_dir / RUNS_FILE
-    records.atomic_write_text(path, "".join(records.dumps(r, sort_keys=True) + "\n" for r in rows))
+    run_folder.atomic_write_text(path, "".join(run_folder.dumps(r, sort_keys=True) + "\n" for r in rows))
     return path
-
-
-# --------------------------------------------------------------------------------------------
-# records -> the DataFrame of rnnbench.report
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / RUNS_FILE
-    if not path.is_file():  # a study not run yet: every claim reads "not run"
-        return []
-    return [records.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def records_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Records as the rows `rnnbench.report.load_runs` gives for run folders (same column names), so
-    `summarize` and the report CLI work on committed records as on sweep folders."""
-    from rnnbench.report.runs import parse_override
-
-    frame = []
-    for r in rows:
-        values = dict(parse_override(o) for o in r["overrides"])
-        row = {"run_dir": f"{r.get('sweep', '')}/{r['job']}", **{k: v for k, v in r.items() if not isinstance(v, dict)},
-               "profile_init": r.get("profile_init"), "train_curve": r.get("train_curve"), "override_values": values}
-        for section in ("final", "best"):
-            row.update({f"{section}/{k}": v for k, v in r[section].items()})
-        row.update(r["test"])  # summary.json names them test/<metric> already
-        frame.append(row)
-    keys = list(dict.fromkeys(k for row in frame for k in row["override_values"]))
-    for row in frame:
-        for key in keys:
-            row[key] = row["override_values"].get(key, row.get(key))
-        row[BUDGET_KEY] = row["override_values"].get(BUDGET_KEY, row.get("max_steps"))
-    df = pd.DataFrame(frame, columns=None if frame else ["run_dir", "status", "override_values"])
-    df.attrs["swept_keys"] = swept_keys(df) if frame else []
-    return df
-
-
-def is_records(path: str | Path) -> bool:
-    path = Path(path)
-    return path.name == RUNS_FILE or (path / RUNS_FILE).is_file()
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,8 +408,6 @@ def _group_label(keys: Sequence[str], values: tuple) -> str:
 def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
     """`rnnbench.report.runs.groups`; a key no run set (e.g. optim.alpha in another study's records) is
     None for every run, not an error."""
-    from rnnbench.report.runs import groups
-
     return groups(df.assign(**{k: None for k in keys if k not in df.columns}), list(keys))
 
 
@@ -564,7 +518,7 @@ def render_readme(path: Path) -> list[str]:
 
     new = re.sub(r"<!-- study:(\w+) -->\n.*?<!-- /study:\1 -->", render, text, flags=re.S)
     if new != text:
-        records.atomic_write_text(path, new)
+        run_folder.atomic_write_text(path, new)
     return done
 
 
@@ -595,7 +549,7 @@ def wikitext2_sample(source: Path, out: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rnnbench.studies", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m rnnbench.report.studies", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("export", help="sweep folders -> docs/results/STUDY/runs.jsonl")
     p.add_argument("study")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 if TYPE_CHECKING:
-    from rnnbench.models import SequenceModel
+    from rnnbench.modules.models import SequenceModel
 
 
 def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceModel], max_hidden: int = 1 << 16,

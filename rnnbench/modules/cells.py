@@ -18,11 +18,11 @@ model trained fused runs through the explicit path unchanged.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from rnnbench.kernels.variants import LSTM_VARIANTS
 
 State = tuple[Tensor, ...]
 
@@ -194,35 +194,6 @@ class LSTMCell(Cell):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_bias={self.forget_bias}"
-
-
-@dataclass(frozen=True)
-class LSTMVariant:
-    """The switches of the LSTM family of Greff et al. 2016; all defaults = their "vanilla" LSTM."""
-
-    input_gate: bool = True            # False: i = 1                                     (NIG)
-    forget_gate: bool = True           # False: no learned forget gate, f = 1 or 1 - i    (NFG, CIFG)
-    output_gate: bool = True           # False: o = 1                                     (NOG)
-    input_activation: bool = True      # False: g = a_g, no tanh                          (NIAF)
-    output_activation: bool = True     # False: h = o ⊙ c, no tanh                        (NOAF)
-    peepholes: bool = True             # False: no p_i, p_f, p_o                          (NP)
-    coupled: bool = False              # True: f = 1 - i                                  (CIFG)
-    full_gate_recurrence: bool = False  # True: i, f, o also read i, f, o of t-1          (FGR)
-
-
-# Greff, Srivastava, Koutník, Steunebrink, Schmidhuber, "LSTM: A Search Space Odyssey", IEEE TNNLS
-# 2017 (arXiv:1503.04069), §III: the eight variants, each one change to the vanilla LSTM.
-LSTM_VARIANTS: dict[str, LSTMVariant] = {
-    "vanilla": LSTMVariant(),
-    "nig": LSTMVariant(input_gate=False),
-    "nfg": LSTMVariant(forget_gate=False),
-    "nog": LSTMVariant(output_gate=False),
-    "niaf": LSTMVariant(input_activation=False),
-    "noaf": LSTMVariant(output_activation=False),
-    "np": LSTMVariant(peepholes=False),
-    "cifg": LSTMVariant(forget_gate=False, coupled=True),
-    "fgr": LSTMVariant(full_gate_recurrence=True),
-}
 
 
 class PeepholeLSTMCell(LSTMCell):

@@ -9,7 +9,7 @@ Three forms of one function, side by side as fla and mamba keep a kernel beside 
   of a's the loop never forms, so an infinite a_t can meet a partial sum 0 there: inf·0 = NaN where the loop
   gives ±inf; for finite a it is the same function up to rounding);
 - the C++ kernel `csrc/scan.cpp` (forward and hand-written backward, float32/float64, complex64/complex128
-  as real pairs), what `backend="auto"` runs on CPU.
+  as real pairs, built and loaded by `extension.py`), what `backend="auto"` runs on CPU.
 `scan_log_space` is Heinsen 2023's formulation (log h_t = a*_t + logcumsumexp(log b - a*)_t, a*_t = Σ log a),
 the one minGRU/minLSTM's paper uses (Feng et al. 2024, §3 and appendix): positive a and b only.
 
@@ -25,8 +25,8 @@ import warnings
 import torch
 from torch import Tensor
 
-from rnnbench import fast_peephole
-from rnnbench.recurrent import valid_steps
+from rnnbench.kernels import extension
+from rnnbench.kernels.lengths import valid_steps
 
 BACKENDS = ("auto", "cpp", "torch", "loop")
 _KERNEL_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -93,7 +93,7 @@ def kernel_fits(x: Tensor) -> bool:
 
 def kernel_available() -> bool:
     """True if the C++ scan is usable here (built or loaded on first call; RNNBENCH_NO_CPP turns it off)."""
-    return not fast_peephole._cpp_disabled() and fast_peephole._extension("scan") is not None
+    return extension.available("scan")
 
 
 def scan_kernel(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
@@ -105,7 +105,7 @@ def scan_kernel(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
         x = x.contiguous().reshape(rows, -1)
         return torch.view_as_real(x) if complex_pairs else x
 
-    out = _KernelScan.apply(flat(a, T), flat(b, T), flat(h0, 1)[0], complex_pairs, fast_peephole._extension("scan"))
+    out = _KernelScan.apply(flat(a, T), flat(b, T), flat(h0, 1)[0], complex_pairs, extension.load("scan"))
     return (torch.view_as_complex(out) if complex_pairs else out).view(shape)
 
 

@@ -3,7 +3,7 @@
 torch's CPU GRU (`torch._VF.gru`, what nn.GRU calls) does not use oneDNN: it loops over steps with ordinary
 ops recorded by autograd, and has no kernel at all for Cho et al.'s form (reset_after=False). Here one
 `torch.autograd.Function` covers the whole sequence, in C++ (`csrc/gru.cpp`, built once like the peephole
-kernel by `fast_peephole._extension`): per step one GEMM per block of batch rows (two for Cho's form) and
+kernel by `extension.load`): per step one GEMM per block of batch rows (two for Cho's form) and
 fused element-wise passes; the recurrent weight gradient is one GEMM after the backward loop. Float32 and
 float64 CPU tensors only; everything else runs torch's kernel or the explicit path (`recurrent.py`).
 
@@ -31,7 +31,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnbench import fast_peephole
+from rnnbench.kernels import extension
+from rnnbench.kernels.lengths import checked_lengths
 
 
 class GRUSequence(torch.autograd.Function):
@@ -50,21 +51,16 @@ class GRUSequence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_outputs, grad_h_T):
         gates, aux, outputs, h0, weight_hh, lengths = ctx.saved_tensors
-        if fast_peephole._graph_retained():  # the C++ backward overwrites them; a later backward needs them
+        if extension.graph_retained():  # the C++ backward overwrites them; a later backward needs them
             gates, aux = gates.clone(), aux.clone()
         dx, dh0, dw, db = ctx.kernel.backward(grad_outputs, grad_h_T, gates, aux, outputs, h0, weight_hh, lengths,
                                               ctx.reset_after, ctx.needs_input_grad[2])
         return dx, dh0, dw, db, None, None, None, None
 
 
-def fits(x: Tensor) -> bool:
-    """Whether the C++ kernel can run on tensors like `x` (CPU, float32/float64)."""
-    return fast_peephole.cpp_fits(x)
-
-
 def available() -> bool:
     """True if the C++ GRU kernel is usable here (builds or loads it on first call)."""
-    return not fast_peephole._cpp_disabled() and fast_peephole._extension("gru") is not None
+    return extension.available("gru")
 
 
 def gru_sequence(x_proj: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor, lengths: Tensor | None = None,
@@ -77,11 +73,11 @@ def gru_sequence(x_proj: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor,
     `overwrite_x_proj=True`: x_proj is this call's own, read by nothing else; the kernel keeps its gates in
     its memory (one (T, B, 3H) buffer less) and x_proj's values are gone after the call.
     """
-    if not fits(x_proj):
+    if not extension.fits(x_proj):
         raise RuntimeError(f"the C++ GRU kernel needs float32/float64 CPU tensors, got {x_proj.dtype} on "
                            f"{x_proj.device}")
     if not available():
         raise RuntimeError("the C++ GRU kernel is unavailable (RNNBENCH_NO_CPP set, or no compiler: see the warning)")
-    lengths = fast_peephole.checked_lengths(lengths, *x_proj.shape[:2])
+    lengths = checked_lengths(lengths, *x_proj.shape[:2])
     return GRUSequence.apply(x_proj, h0, weight_hh, bias_hh, lengths, bool(reset_after),
-                             fast_peephole._extension("gru"), overwrite_x_proj)
+                             extension.load("gru"), overwrite_x_proj)

@@ -45,33 +45,13 @@ grad) are added to h_t at every valid step, as in `recurrent.run_explicit`; thei
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
-import os
-import platform
-import re
-import statistics
-import sys
-import time
-import warnings
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
-from rnnbench.cells import LSTM_VARIANTS, LSTMVariant
-from rnnbench.recurrent import valid_steps  # recurrent imports this module inside functions: no cycle
+from rnnbench.kernels import extension
+from rnnbench.kernels.lengths import checked_lengths, valid_steps
+from rnnbench.kernels.variants import LSTM_VARIANTS, LSTMVariant
 
-_CSRC = Path(__file__).parent / "csrc"
-_SHARED = _CSRC / "common.h"  # included by every kernel source
-# -ffast-math lets gcc vectorise exp() and tanh() through glibc's libmvec; compile flags only (linking with
-# it would set flush-to-zero for the whole process on older gcc). -mrecip=!vec-div keeps true vector
-# division, which -ffast-math would replace by a reciprocal estimate + Newton step: that one is not exact
-# at 1 (σ(large) = 0.99999994 on AVX2) and turns 1/inf into NaN; measured at no cost to the step time.
-# -fopenmp makes at::parallel_for parallel; libgomp resolves to the copy torch already loaded.
-_CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-mrecip=!vec-div", "-fopenmp"]
-_LDFLAGS = ["-fopenmp"]
 
 
 # -- the two implementations of the sequence loops ------------------------------------------------------
@@ -230,7 +210,7 @@ class PeepholeSequence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_outputs, grad_h_T, grad_c_T):
         gates, cs, outputs, h0, c0, weight_hh, peephole, lengths = ctx.saved_tensors
-        if ctx.loops is not _PythonLoops and _graph_retained():  # C++ overwrites them; a later backward needs them
+        if ctx.loops is not _PythonLoops and extension.graph_retained():  # C++ overwrites them; a later backward needs them
             gates = gates.clone()
         dx, dh0, dc0, dw, db, dp, dprobe = ctx.loops.backward(
             grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
@@ -278,109 +258,11 @@ def _switches(variant: str | LSTMVariant) -> LSTMVariant:
     return switches
 
 
-def _graph_retained() -> bool:
-    """backward(retain_graph=True), autograd.grad(..., retain_graph=True), gradcheck, ...: the saved tensors
-    must survive this backward. torch's AOT autograd asks the same private question."""
-    try:
-        return bool(torch._C._autograd._get_current_graph_task_keep_graph())
-    except (AttributeError, RuntimeError):
-        return True
-
-
 # -- choosing the implementation ------------------------------------------------------------------------
-
-def _cache_key(kernel: str = "peephole") -> str:
-    """Sources, flags, torch, Python and CPU: a cached build is reused only where it was made."""
-    cpu_flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        pass
-    parts = [(_CSRC / f"{kernel}.cpp").read_text(), _SHARED.read_text(), " ".join(_CFLAGS + _LDFLAGS), torch.__version__, sys.version,
-             platform.machine(), cpu_flags]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _build_dir() -> Path:
-    base = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(base) / "rnnbench"
-
-
-def _compile_extension(name: str, build_dir: Path, source: Path):
-    """Build with ninja and the system C++ compiler (~30 s) and load; raises on any failure."""
-    from torch.utils import cpp_extension
-
-    build_dir.mkdir(parents=True, exist_ok=True)
-    lock = build_dir / "lock"  # torch's build lock; one left by a killed build would block us forever
-    if lock.exists() and time.time() - lock.stat().st_mtime > 600:
-        lock.unlink(missing_ok=True)
-    return cpp_extension.load(name=name, sources=[str(source)], build_directory=str(build_dir),
-                              extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=False)
-
-
-def _failure_reason(error: Exception) -> str:
-    """The informative line of a (possibly pages long) compiler failure."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    telling = [line for line in lines if re.search(r"error:|not found|no such file|cannot|unable", line, re.I)]
-    return f"{type(error).__name__}: {(telling or lines or [''])[0][:300]}"
-
-
-_warned = False
-
-
-@functools.cache
-def _extension(kernel: str = "peephole"):
-    """The C++ module of `csrc/<kernel>.cpp`, built once per machine and cached; None if it cannot be (one
-    warning per process, however many kernels fail: no compiler fails them all)."""
-    global _warned
-    try:
-        name = f"rnnbench_{kernel}_{_cache_key(kernel)}"
-        build_dir = _build_dir() / name
-        library, done = build_dir / f"{name}.so", build_dir / "BUILD_OK"
-        if library.exists() and done.exists():  # fast path: a few ms, no compiler involved
-            spec = importlib.util.spec_from_file_location(name, library)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-        module = _compile_extension(name, build_dir, _CSRC / f"{kernel}.cpp")
-        tmp = done.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(name + "\n")
-        tmp.replace(done)  # atomic: a concurrent process never loads a half-written library
-        return module
-    except Exception as error:  # no compiler, no ninja, failed build, ...: keep running, slower
-        if not _warned:
-            _warned = True
-            warnings.warn(f"rnnbench: C++ extension {kernel!r} unavailable ({_failure_reason(error)}); "
-                          "using the Python implementation", RuntimeWarning, stacklevel=3)
-        return None
-
-
-def _cpp_disabled() -> bool:
-    return os.environ.get("RNNBENCH_NO_CPP", "") not in ("", "0")
-
 
 def cpp_available() -> bool:
     """True if the C++ implementation is usable (builds or loads it on first call)."""
-    return not _cpp_disabled() and _extension() is not None
-
-
-def set_flush_denormal(on: bool) -> bool:
-    """`torch.set_flush_denormal(on)` on every CPU thread torch computes on; False where unsupported.
-
-    Flushing sets the x86 MXCSR bits flush-to-zero (a subnormal result becomes ±0) and denormals-are-zero
-    (a subnormal operand is read as ±0), i.e. |x| < 1.18e-38 (float32) / 2.2e-308 (float64) counts as 0.
-    torch sets them on the calling thread only; OpenMP worker threads copy them once, when torch's pool
-    is made, so in a process that has already computed in parallel the workers would keep computing with
-    subnormals. The C++ extension sets them on every thread of the pool; without it (no compiler,
-    RNNBENCH_NO_CPP) only threads made afterwards follow, which is enough when this is called before any
-    parallel work, as the app does.
-    """
-    if not torch.set_flush_denormal(on):
-        return False
-    if not _cpp_disabled() and _extension() is not None:
-        _extension().set_flush_denormal(on)
-    return True
+    return extension.available("peephole")
 
 
 def implementation() -> str:
@@ -388,37 +270,21 @@ def implementation() -> str:
     return "cpp" if cpp_available() else "python"
 
 
-def cpp_fits(x: Tensor) -> bool:
-    """Whether the C++ kernels can run on tensors like `x` (CPU, float32/float64)."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-
-
 def _loops(backend: str, x_proj: Tensor):
     if backend not in ("auto", "cpp", "python"):
         raise ValueError(f"backend={backend!r}: allowed auto, cpp, python")
-    fits = cpp_fits(x_proj)
+    fits = extension.fits(x_proj)
     if backend == "python" or (backend == "auto" and not fits):
         return _PythonLoops
     if backend == "cpp":
         if not fits:
             raise ValueError(f"backend='cpp' needs float32/float64 CPU tensors, got {x_proj.dtype} on {x_proj.device}")
-        if _cpp_disabled():
+        if extension.disabled():
             raise RuntimeError("backend='cpp' while RNNBENCH_NO_CPP is set")
-        if _extension() is None:
+        if extension.load("peephole") is None:
             raise RuntimeError("backend='cpp': the C++ extension could not be built (see the warning)")
-        return _extension()
-    return _extension() if cpp_available() else _PythonLoops
-
-
-def checked_lengths(lengths: Tensor | None, T: int, B: int) -> Tensor | None:
-    """`lengths` as the kernels take it: a (B,) int64 CPU tensor with values in [0, T], or None when no
-    sequence is shorter than T (the unmasked loop is the same function)."""
-    if lengths is None:
-        return None
-    lengths = lengths.to("cpu", torch.long)
-    if lengths.numel() != B or (T > 0 and ((lengths < 0) | (lengths > T)).any()):
-        raise ValueError(f"lengths must be (B={B},) with values in [0, T={T}], got {lengths.tolist()}")
-    return None if bool((lengths == T).all()) else lengths
+        return extension.load("peephole")
+    return extension.load("peephole") if cpp_available() else _PythonLoops
 
 
 def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, bias_hh: Tensor,
@@ -461,59 +327,3 @@ def cell_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, backend
                                   getattr(cell, "peephole", None), lengths=lengths, h_probe=h_probe,
                                   backend=backend, variant=cell.switches, overwrite_x_proj=True)
     return out, (h, c)
-
-
-# -- benchmark --------------------------------------------------------------------------------------------
-
-BENCH_VARIANTS = ("nn.LSTM", "cpp", "python", "cell_loop")
-
-
-def benchmark(configs=((64, 500, 32, 256), (64, 100, 32, 128)), repeats: int = 5, threads: int = 2,
-              variants=BENCH_VARIANTS, seed: int = 0) -> dict:
-    """Training-step time (input projection + sequence + backward) in ms, per (B, T, I, H) config.
-
-    Variants: torch's nn.LSTM (oneDNN; a plain LSTM, the yardstick), this module's C++ and Python
-    implementations, and `PeepholeLSTMCell.forward` (autograd through the step loop). Repeats are
-    interleaved across variants, so that load on a shared machine hits them alike; medians reported.
-    Returns {"B64_T500_I32_H256": {"ms": {variant: median}, "ratio_to_nn_lstm": {...}, "repeats": [...]}}.
-    """
-    from rnnbench.cells import PeepholeLSTMCell
-
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    results = {"threads": threads, "implementation": implementation(), "torch": torch.__version__}
-    try:
-        for B, T, I, H in configs:
-            torch.manual_seed(seed)
-            x, target = torch.randn(T, B, I), torch.randn(T, B, H)
-            lstm, cell = torch.nn.LSTM(I, H), PeepholeLSTMCell(I, H)
-            h0, c0 = torch.zeros(B, H), torch.zeros(B, H)
-
-            def fast(backend):
-                return lambda: peephole_sequence(cell.input_projection(x), h0, c0, cell.weight_hh, cell.bias_hh,
-                                                 cell.peephole, backend=backend)[0]
-
-            runs = {"nn.LSTM": lambda: lstm(x)[0], "cpp": fast("cpp"), "python": fast("python"),
-                    "cell_loop": lambda: cell(x, (h0, c0))[0]}
-            chosen = [v for v in variants if v != "cpp" or cpp_available()]
-
-            def train_step(variant):
-                for p in (*lstm.parameters(), *cell.parameters()):
-                    p.grad = None
-                start = time.perf_counter()
-                (runs[variant]() * target).sum().backward()
-                return 1000 * (time.perf_counter() - start)
-
-            for variant in chosen:  # warm-up: allocator, oneDNN primitives, thread pool
-                train_step(variant)
-            times = {v: [] for v in chosen}
-            for _ in range(repeats):
-                for variant in chosen:
-                    times[variant].append(train_step(variant))
-            ms = {v: statistics.median(t) for v, t in times.items()}
-            results[f"B{B}_T{T}_I{I}_H{H}"] = {
-                "ms": ms, "ratio_to_nn_lstm": {v: m / ms["nn.LSTM"] for v, m in ms.items()} if "nn.LSTM" in ms else {},
-                "repeats": times}
-    finally:
-        torch.set_num_threads(previous_threads)
-    return results

@@ -48,8 +48,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from rnnbench.config import ConfigError
-from rnnbench.records import FolderInUse, hold_folder
+from rnnbench.records.run_folder import FolderInUse, hold_folder
+from rnnbench.run.config import ConfigError
 
 log = logging.getLogger("rnnbench")
 
@@ -109,7 +109,7 @@ def basic_sweep_configs(config: DictConfig):
 
 def _errors(configs) -> list[str]:
     """validate's lines for these configs, each line once, in order."""
-    from rnnbench.config import ConfigError, validate
+    from rnnbench.run.config import ConfigError, validate
 
     lines: dict[str, None] = {}
     for cfg in configs:
@@ -294,18 +294,18 @@ def error_text(error: BaseException) -> str:
 
 def record_setup_failure(run_dir: Path, config: DictConfig, error: BaseException) -> None:
     """summary.json of a job that failed before the app wrote one: status, error and identity."""
-    from rnnbench import records
+    from rnnbench.records import run_folder
 
     choices = config.hydra.runtime.choices
     summary = {
-        "status": records.FAILED, "error": error_text(error),
+        "status": run_folder.FAILED, "error": error_text(error),
         "traceback": "".join(traceback.format_exception(error)), "diverged_at": None,
         "task": choices.get("task"), "cell": choices.get("cell"), "arch": choices.get("arch"),
         "seed": OmegaConf.select(config, "train.seed", default=None),
         "overrides": list(config.hydra.overrides.task),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.atomic_write_text(run_dir / records.SUMMARY_FILE, records.dumps(summary, indent=2) + "\n")
+    run_folder.atomic_write_text(run_dir / run_folder.SUMMARY_FILE, run_folder.dumps(summary, indent=2) + "\n")
 
 
 def direction_warnings(runs, direction: str) -> list[str]:
@@ -324,7 +324,7 @@ def log_to_wandb(config: DictConfig, sweep_dir: Path, runs, stats, problems: lis
                  importance: dict | None) -> None:
     """One small W&B run, job type ``sweep-summary``, in the group of the sweep's runs, holding the
     summary table and a table of the runs. logger.wandb.mode as for the jobs (disabled: nothing)."""
-    from rnnbench.wandb_sink import WandbSink, resolve_mode, sweep_group
+    from rnnbench.records.wandb_sink import WandbSink, resolve_mode, sweep_group
 
     wandb_cfg = OmegaConf.select(config, "logger.wandb")
     if wandb_cfg is None or resolve_mode(wandb_cfg.mode) == "disabled":

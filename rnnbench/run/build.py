@@ -1,0 +1,145 @@
+"""The one place where a config becomes objects: the app (`python -m rnnbench`), `rnnbench.evaluate`,
+`rnnbench.sample` and the benchmarks' experiments all build here, with the same checks.
+
+`prepare_process` sets what is process-wide (flush-to-zero, threads, seeds) and picks the device;
+`build_experiment` then makes the task, the model (its width), the optimiser and the schedule, checking
+a user's own cell or task as it goes (`interface`) and the pyramid's depth against the task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from rnnbench.kernels import flush
+from rnnbench.modules.budget import hidden_size_for_budget
+from rnnbench.run import interface
+from rnnbench.run.config import ConfigError
+from rnnbench.run.train import TrainSettings
+from rnnbench.tasks.base import IOSpec, Task
+from rnnbench.tasks.data import DataError
+
+
+@dataclasses.dataclass
+class Experiment:
+    """The experiment's objects, built from the config."""
+
+    task: Task
+    model: torch.nn.Module
+    hidden_size: int  # model.hidden_size, or the width model.param_budget resolved to
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch (CPU and CUDA) generators; the task's data generator is seeded apart."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={device!r} is not available here (no CUDA device): use auto or cpu")
+    return torch.device(device)
+
+
+def prepare_process(cfg: DictConfig, launcher_threads: int | None = None) -> tuple[torch.device, bool]:
+    """Flush mode, threads and seeds, in that order, then the device. Returns (device, whether
+    subnormals are flushed: train.flush_denormal where the CPU can)."""
+    # First: torch's worker threads copy the flush mode when they are made (flush.set_flush_denormal).
+    flushed = flush.set_flush_denormal(cfg.train.flush_denormal) and cfg.train.flush_denormal
+    threads = cfg.train.threads or launcher_threads
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(cfg.train.device)
+    seed_everything(cfg.train.seed)
+    return device, flushed
+
+
+def instantiate_group(node: DictConfig, group: str, *args: Any, **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)`, called with `args` when given (a `_partial_` node such as an
+    optimiser). What a user can fix is reported as such: a constructor's ValueError (a value or a
+    combination it does not allow) as a ConfigError naming the group, a DataError as itself."""
+    try:
+        built = instantiate(node, **kwargs)
+        return built(*args) if args else built
+    except (InstantiationException, ValueError) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) else e
+        if isinstance(cause, (ConfigError, DataError)):
+            raise cause from None
+        if isinstance(cause, ValueError):
+            message = str(cause)
+            raise ConfigError(message if message.startswith(f"{group}.") else f"{group}: {message}") from None
+        raise
+
+
+def build_task(cfg: DictConfig, device: torch.device | None = None) -> Task:
+    """The task of `cfg.task` (a user's own: importable, with a task's methods)."""
+    interface.check_class(cfg.task, "task")
+    task = instantiate_group(cfg.task, "task", **({} if device is None else {"device": device}))
+    interface.check_task(task, cfg.task._target_)
+    return task
+
+
+def build_model(cfg: DictConfig, spec: IOSpec, device: torch.device) -> tuple[torch.nn.Module, int]:
+    """The model of `cfg.model` around the cell of `cfg.cell`, and its width (model.param_budget or
+    model.state_budget, when set, chooses it)."""
+    interface.check_class(cfg.cell, "cell")
+    cell = instantiate_group(cfg.cell, "cell")
+    hidden_size = cfg.model.hidden_size
+    if cfg.model.param_budget:
+        hidden_size = hidden_size_for_budget(
+            cfg.model.param_budget,
+            lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h))
+    elif cfg.model.get("state_budget"):
+        hidden_size = hidden_size_for_budget(
+            cfg.model.state_budget,
+            lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h), measure="state")
+    model = instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
+    interface.check_cell_step(model.stack.layers[0].directions[0], cfg.cell._target_)
+    return model.to(device), hidden_size
+
+
+def check_pyramid_depth(model, task) -> None:
+    """Each pyramid reduction halves time: past 2^(L-1) > T steps (2^L with model.pyramid_input) the
+    top layers see a single step padded with zeros, which no architecture means."""
+    if model.time_reduction <= 1:
+        return
+    steps = task.probe_batch().inputs.shape[0]
+    if model.time_reduction > steps:
+        layers = model.stack.num_layers
+        most = steps.bit_length() - model.stack.pyramid_input  # largest L with time_reduction <= steps
+        raise ConfigError(
+            f"model.pyramid=true with model.num_layers={layers} reduces time {model.time_reduction}x, "
+            f"but this task's sequences have {steps} steps: use model.num_layers <= {most} "
+            f"({'2^num_layers' if model.stack.pyramid_input else '2^(num_layers-1)'} <= {steps}) "
+            f"or longer sequences")
+
+
+def build_experiment(cfg: DictConfig, device: torch.device) -> Experiment:
+    """Task, model (and its width), optimiser and schedule from the config, checked as they are built.
+    Sets nothing process-wide (`prepare_process` does), so the tests build every preset this way in one
+    process."""
+    task = build_task(cfg, device)
+    model, hidden_size = build_model(cfg, task.spec, device)
+    check_pyramid_depth(model, task)
+    optimizer = instantiate_group(cfg.optim, "optim", model.parameters())
+    scheduler = instantiate_group(cfg.schedule, "schedule", optimizer) if cfg.schedule else None
+    return Experiment(task, model, hidden_size, optimizer, scheduler)
+
+
+def train_settings(cfg: DictConfig, **overrides: Any) -> TrainSettings:
+    """The trainer's settings from the config: every `TrainSettings` field that `train` has, by name
+    (no field is copied by hand), then `overrides` (those that are not `train` keys, e.g. progress)."""
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    return TrainSettings(**{**{k: v for k, v in cfg.train.items() if k in names}, **overrides})
