@@ -143,3 +143,39 @@ def test_bad_backend_is_named():
         scan.linear_scan(a, b, h0, backend="gpu")
     with pytest.raises(ValueError, match="needs CPU float32/float64/complex"):
         scan.linear_scan(a.half(), b.half(), h0.half(), backend="cpp")
+
+
+@pytest.mark.parametrize("gates", [2, 3])
+def test_fused_min_rnn_saturates_and_propagates_like_the_equations(gates):
+    """minGRU (2 gates) / minLSTM (3) fused kernel on pre-activations ±1e5, ±inf and a NaN: the same values
+    and gradients as the cell's step loop (the σ of common.h saturates exactly like torch's)."""
+    from rnnbench.modules import modern_cells as mc
+    from rnnbench.modules.recurrent import run_explicit
+
+    cell = (mc.MinGRUCell if gates == 2 else mc.MinLSTMCell)(1, 4).double()
+    g = torch.Generator().manual_seed(0)
+    x_proj = torch.randn(6, 2, gates * 4, generator=g, dtype=torch.float64)
+    x_proj[1, 0, 0], x_proj[2, 0, 1], x_proj[3, 1, 0] = 1e5, -1e5, float("inf")
+    x_proj[4, 1, 1] = float("-inf")
+    x_proj[2, 1, (gates - 1) * 4 + 2] = float("nan")                      # a candidate h̃: column 2 of row 1
+    h0 = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([6, 5])
+
+    def explicit(x_proj, h0):
+        cell.input_projection = lambda x: x                               # x_proj is the input here
+        return run_explicit(cell, x_proj, (h0,), lengths)
+
+    results = []
+    for run in (explicit, lambda x, h: (lambda o, f: (o, (f,)))(*scan.min_rnn(x, h, lengths))):
+        x = x_proj.clone().requires_grad_()
+        h = h0.clone().requires_grad_()
+        out, (final,) = run(x, h)
+        out.nansum().backward()
+        results.append((out.detach(), final.detach(), x.grad, h.grad))
+    # the explicit loop zeroes a padded output by multiplying with the mask, and still runs the step there: with
+    # a NaN state, NaN · 0 = NaN in the output and in that step's input gradient; the kernel writes 0 to both
+    assert (results[1][0][5, 1] == 0).all() and (results[1][2][5, 1] == 0).all()
+    results[0][0][5, 1] = results[0][2][5, 1] = 0
+    for e, got in zip(*results):
+        torch.testing.assert_close(got, e, equal_nan=True)
+    assert results[1][0][2:5, 1, 2].isnan().all() and results[1][0][:, 0].isfinite().all()

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from rnnbench.kernels import extension
-from rnnbench.kernels.lengths import valid_steps
+from rnnbench.kernels.lengths import checked_lengths, valid_steps
 
 BACKENDS = ("auto", "cpp", "torch", "loop")
 _KERNEL_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
@@ -165,3 +165,35 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, lengths: Tensor | None = 
     out = scan_log_space(log_a, log_b, h0)
     final = out[-1] if T > 0 else h0
     return (out if mask is None else out * mask), final
+
+
+class _MinRNN(torch.autograd.Function):
+    """minGRU / minLSTM over the whole sequence as one autograd node (`csrc/scan.cpp`, `min_rnn_*`): the gates
+    from the input projection and the scan fused in one pass, backward hand-written."""
+
+    @staticmethod
+    def forward(ctx, x_proj, h0, lengths, kernel):
+        out, h_T = kernel.min_rnn_forward(x_proj, h0, lengths)
+        ctx.kernel = kernel
+        ctx.save_for_backward(x_proj, out, h0, lengths)
+        ctx.set_materialize_grads(False)
+        return out, h_T
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, grad_h_T):
+        x_proj, out, h0, lengths = ctx.saved_tensors
+        dx, dh0 = ctx.kernel.min_rnn_backward(grad_out, grad_h_T, x_proj, out, h0, lengths)
+        return dx, dh0, None, None
+
+
+def min_rnn_fits(x_proj: Tensor) -> bool:
+    """Whether the fused minGRU / minLSTM kernel runs here (CPU float32/float64, the extension built)."""
+    return extension.fits(x_proj) and extension.available("scan")
+
+
+def min_rnn(x_proj: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """minGRU (x_proj (T, B, 2H) = [k_z | k_h]) or minLSTM ((T, B, 3H) = [k_f | k_i | k_h]) from h0 (B, H) on the
+    fused C++ kernel: outputs (T, B, H), zero at padded steps, and the final state (B, H) at each sequence's end."""
+    lengths = checked_lengths(lengths, *x_proj.shape[:2])
+    return _MinRNN.apply(x_proj, h0, lengths, extension.load("scan"))

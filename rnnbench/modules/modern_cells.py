@@ -120,7 +120,8 @@ class MinGRUCell(ModernCell):
         h̃_t = Linear_h(x_t)                            candidate (log_space: h̃_t = g(Linear_h(x_t)))
         h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
 
-    a diagonal linear recurrence a_t = 1 - z_t, b_t = z_t ⊙ h̃_t, so `sequence` runs `scan.linear_scan`.
+    a diagonal linear recurrence a_t = 1 - z_t, b_t = z_t ⊙ h̃_t: `sequence` runs the gates and the scan fused
+    in C++ (`scan.min_rnn`, CPU float32/float64), elsewhere `scan.linear_scan` on the same a_t, b_t.
     `log_space=True` is the paper's log-space version (its appendix, "parallel_scan_log"): h̃ through the
     positive g(x) = x + ½ (x ≥ 0), σ(x) (x < 0), and the sequence computed as log h_t by Heinsen's scan with
     log z = -softplus(-k), log(1 - z) = -softplus(k); its `step` is the same equations with g. Measured: at
@@ -150,6 +151,9 @@ class MinGRUCell(ModernCell):
 
     def sequence(self, x_proj: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         (h0,) = state
+        if not self.log_space and scan.min_rnn_fits(x_proj):
+            out, h = scan.min_rnn(x_proj, h0, lengths)                          # gates and scan fused, C++
+            return out, (h,)
         k_z, k_h = x_proj.chunk(2, dim=-1)                                      # (T, B, H) each
         if self.log_space:
             out, h = scan.log_scan(-F.softplus(k_z), -F.softplus(-k_z) + _log_g(k_h), h0, lengths)
@@ -195,6 +199,9 @@ class MinLSTMCell(ModernCell):
 
     def sequence(self, x_proj, state, lengths=None):
         (h0,) = state
+        if not self.log_space and scan.min_rnn_fits(x_proj):
+            out, h = scan.min_rnn(x_proj, h0, lengths)                          # gates and scan fused, C++
+            return out, (h,)
         k_f, k_i, k_h = x_proj.chunk(3, dim=-1)
         if self.log_space:
             d = F.softplus(-k_f) - F.softplus(-k_i)

@@ -1,7 +1,8 @@
 // The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t over a whole sequence, forward and hand-written
 // backward, real (float32/float64) and complex (the same tensors viewed as (…, 2) real pairs). Serves the
-// diagonal modern cells (minGRU, minLSTM, LRU, RG-LRU, S6): rnnbench/scan.py holds the reference loop and
-// the PyTorch fallback it is proven against (tests/test_scan.py).
+// diagonal modern cells (LRU, RG-LRU, S6; minGRU and minLSTM through the fused form at the end of this file):
+// rnnbench/kernels/scan.py holds the reference loop and the PyTorch fallback it is proven against
+// (tests/test_scan.py).
 //
 // Layout: a, b, out (T, N) with N = batch × state columns, h0 (N); complex: (T, N, 2) and (N, 2). Column n
 // never meets column n' (the recurrence is diagonal), so each thread takes one block of columns and runs all
@@ -145,9 +146,132 @@ std::vector<Tensor> backward(const std::optional<Tensor>& grad_out, const std::o
   return {da, db, g};
 }
 
+// -- minGRU and minLSTM fused: their gates, computed from the input projection alone, and the scan in one pass --
+// (Feng et al. 2024; rnnbench/modules/modern_cells.py). x_proj (T, B, G·H): minGRU G = 2, [k_z | k_h],
+//     z = σ(k_z),  h_t = (1 - z) h_{t-1} + z k_h
+// minLSTM G = 3, [k_f | k_i | k_h],
+//     f = σ(k_f), i = σ(k_i), a = f/(f + i), c = i/(f + i),  h_t = a h_{t-1} + c k_h
+// and their backward, with g = ∂L/∂h_t and h = h_{t-1}:
+//     minGRU:  ∂k_h = g z,  ∂k_z = g (k_h - h) z(1 - z),  ∂h_{t-1} = g (1 - z)
+//     minLSTM: ∂k_h = g c,  with δa = g h, δc = g k_h:  ∂k_f = i (δa - δc)/(f + i)² · f(1 - f),
+//              ∂k_i = f (δc - δa)/(f + i)² · i(1 - i),  ∂h_{t-1} = g a
+// Padded steps (t >= lengths[b]) carry the state, output zero and take no gradient. Rows of the batch are
+// independent: each thread takes a block of them and runs all T steps.
+
+template <typename scalar_t, int kGates>
+void min_rnn_forward_rows(const scalar_t* x, const scalar_t* h0, scalar_t* out, scalar_t* h_last, const int64_t* len,
+                          int64_t T, int64_t B, int64_t H, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    std::copy(h0 + b * H, h0 + (b + 1) * H, h_last + b * H);
+    scalar_t* h = h_last + b * H;
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* o = out + (t * B + b) * H;
+      if (!rnnbench::valid(len, b, t)) {
+        std::fill(o, o + H, scalar_t(0));
+        continue;
+      }
+      const scalar_t* xr = x + (t * B + b) * kGates * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        if constexpr (kGates == 2) {
+          const scalar_t z = rnnbench::sigmoid(xr[j]);
+          h[j] = (scalar_t(1) - z) * h[j] + z * xr[H + j];
+        } else {
+          const scalar_t f = rnnbench::sigmoid(xr[j]), i = rnnbench::sigmoid(xr[H + j]);
+          h[j] = f / (f + i) * h[j] + i / (f + i) * xr[2 * H + j];
+        }
+        o[j] = h[j];
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int kGates>
+void min_rnn_backward_rows(const scalar_t* grad_out, const scalar_t* x, const scalar_t* out, const scalar_t* h0,
+                           const int64_t* len, scalar_t* dx, scalar_t* g_all, int64_t T, int64_t B, int64_t H,
+                           int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* g = g_all + b * H;  // enters as ∂L/∂h_T, leaves as ∂L/∂h0
+    for (int64_t t = T - 1; t >= 0; --t) {
+      scalar_t* d = dx + (t * B + b) * kGates * H;
+      if (!rnnbench::valid(len, b, t)) {  // the carried state: g passes through, no gradient here
+        std::fill(d, d + kGates * H, scalar_t(0));
+        continue;
+      }
+      const scalar_t* xr = x + (t * B + b) * kGates * H;
+      const scalar_t* hp = t == 0 ? h0 + b * H : out + ((t - 1) * B + b) * H;
+      const scalar_t* go = grad_out ? grad_out + (t * B + b) * H : nullptr;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const scalar_t gj = go ? g[j] + go[j] : g[j];
+        if constexpr (kGates == 2) {
+          const scalar_t z = rnnbench::sigmoid(xr[j]), k_h = xr[H + j];
+          d[j] = gj * (k_h - hp[j]) * z * (scalar_t(1) - z);
+          d[H + j] = gj * z;
+          g[j] = gj * (scalar_t(1) - z);
+        } else {
+          const scalar_t f = rnnbench::sigmoid(xr[j]), i = rnnbench::sigmoid(xr[H + j]), k_h = xr[2 * H + j];
+          const scalar_t s = f + i, a = f / s, c = i / s;
+          const scalar_t da = gj * hp[j], dc = gj * k_h, inv_s2 = scalar_t(1) / (s * s);
+          d[j] = i * (da - dc) * inv_s2 * f * (scalar_t(1) - f);
+          d[H + j] = f * (dc - da) * inv_s2 * i * (scalar_t(1) - i);
+          d[2 * H + j] = gj * c;
+          g[j] = gj * a;
+        }
+      }
+    }
+  }
+}
+
+// x_proj (T, B, G·H), h0 (B, H), lengths (B,) or none -> [outputs (T, B, H), h_T (B, H)]
+std::vector<Tensor> min_rnn_forward(const Tensor& x_proj, const Tensor& h0, const std::optional<Tensor>& lengths) {
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = h0.size(1), G = x_proj.size(2) / H;
+  rnnbench::check_cpu_one_dtype("min_rnn", {&x_proj, &h0}, lengths, B);
+  TORCH_CHECK((G == 2 || G == 3) && x_proj.size(2) == G * H, "min_rnn: x_proj must be (T, B, 2H) or (T, B, 3H)");
+  const Tensor x = x_proj.contiguous(), h0c = h0.contiguous(), len = rnnbench::contiguous_or_undefined(lengths);
+  Tensor out = at::empty({T, B, H}, x.options()), h_T = at::empty({B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "min_rnn_forward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      if (G == 2) min_rnn_forward_rows<scalar_t, 2>(x.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                                   h_T.data_ptr<scalar_t>(), len_p, T, B, H, b0, b1);
+      else min_rnn_forward_rows<scalar_t, 3>(x.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                            h_T.data_ptr<scalar_t>(), len_p, T, B, H, b0, b1);
+    });
+  });
+  return {out, h_T};
+}
+
+// -> [∂L/∂x_proj (T, B, G·H), ∂L/∂h0 (B, H)]
+std::vector<Tensor> min_rnn_backward(const std::optional<Tensor>& grad_out, const std::optional<Tensor>& grad_h_T,
+                                     const Tensor& x_proj, const Tensor& out, const Tensor& h0,
+                                     const std::optional<Tensor>& lengths) {
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = h0.size(1), G = x_proj.size(2) / H;
+  rnnbench::check_cpu_one_dtype("min_rnn", {&x_proj, &out, &h0}, lengths, B);
+  const Tensor x = x_proj.contiguous(), h0c = h0.contiguous(), len = rnnbench::contiguous_or_undefined(lengths);
+  const Tensor go = rnnbench::contiguous_or_undefined(grad_out);
+  Tensor g = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, x.options());
+  Tensor dx = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "min_rnn_backward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    const scalar_t* go_p = go.defined() ? go.data_ptr<scalar_t>() : nullptr;
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      if (G == 2) min_rnn_backward_rows<scalar_t, 2>(go_p, x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                                    h0c.data_ptr<scalar_t>(), len_p, dx.data_ptr<scalar_t>(),
+                                                    g.data_ptr<scalar_t>(), T, B, H, b0, b1);
+      else min_rnn_backward_rows<scalar_t, 3>(go_p, x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                             h0c.data_ptr<scalar_t>(), len_p, dx.data_ptr<scalar_t>(),
+                                             g.data_ptr<scalar_t>(), T, B, H, b0, b1);
+    });
+  });
+  return {dx, g};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("min_rnn_forward", &min_rnn_forward, "minGRU / minLSTM forward", py::call_guard<py::gil_scoped_release>());
+  m.def("min_rnn_backward", &min_rnn_backward, "minGRU / minLSTM backward", py::call_guard<py::gil_scoped_release>());
   m.def("forward", &forward, "diagonal linear scan forward", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "diagonal linear scan backward", py::call_guard<py::gil_scoped_release>());
 }
