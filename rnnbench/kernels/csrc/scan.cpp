@@ -200,10 +200,10 @@ void min_rnn_backward_rows(const scalar_t* grad_out, const scalar_t* x, const sc
       }
       const scalar_t* xr = x + (t * B + b) * kGates * H;
       const scalar_t* hp = t == 0 ? h0 + b * H : out + ((t - 1) * B + b) * H;
-      const scalar_t* go = grad_out ? grad_out + (t * B + b) * H : nullptr;
+      const scalar_t* go = grad_out + (t * B + b) * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const scalar_t gj = go ? g[j] + go[j] : g[j];
+        const scalar_t gj = g[j] + go[j];
         if constexpr (kGates == 2) {
           const scalar_t z = rnnbench::sigmoid(xr[j]), k_h = xr[H + j];
           d[j] = gj * (k_h - hp[j]) * z * (scalar_t(1) - z);
@@ -249,12 +249,13 @@ std::vector<Tensor> min_rnn_backward(const std::optional<Tensor>& grad_out, cons
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = h0.size(1), G = x_proj.size(2) / H;
   rnnbench::check_cpu_one_dtype("min_rnn", {&x_proj, &out, &h0}, lengths, B);
   const Tensor x = x_proj.contiguous(), h0c = h0.contiguous(), len = rnnbench::contiguous_or_undefined(lengths);
-  const Tensor go = rnnbench::contiguous_or_undefined(grad_out);
+  // without an output gradient (only h_T used) zeros stand in: one branch-free inner loop
+  const Tensor go = grad_out ? grad_out->contiguous() : at::zeros({T, B, H}, x.options());
   Tensor g = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, x.options());
   Tensor dx = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "min_rnn_backward", [&] {
     const int64_t* len_p = rnnbench::lengths_ptr(len);
-    const scalar_t* go_p = go.defined() ? go.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* go_p = go.data_ptr<scalar_t>();
     rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       if (G == 2) min_rnn_backward_rows<scalar_t, 2>(go_p, x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                                     h0c.data_ptr<scalar_t>(), len_p, dx.data_ptr<scalar_t>(),
