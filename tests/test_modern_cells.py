@@ -527,3 +527,37 @@ def test_cell_learns_the_adding_problem(name):
     settings = TrainSettings(max_steps=300, eval_every=100, log_every=100, profile_every=0, progress=False)
     result = Trainer(model, task, torch.optim.Adam(model.parameters(), lr=3e-3), None, settings, [_Rows()]).fit()
     assert result.final["val/loss"] < 0.25 * task.memoryless_baseline
+
+
+def test_slstm_kernel_stays_finite_where_exp_gating_would_overflow():
+    """Pre-activations of ±1e3 (e^1000 overflows float64): the stabiliser keeps the C++ kernel's values and
+    gradients finite and equal to the step loop's; a NaN input stays inside its own sequence, from its step on."""
+    torch.manual_seed(0)
+    cell = mc.SLSTMCell(3, 8, num_heads=2).double()
+    with torch.no_grad():
+        cell.weight_in.mul_(400.0)                                           # |pre-activations| up to ~1e3
+    x = torch.randn(9, 3, 3, dtype=torch.float64)
+    state = cell.default_state(3, dtype=torch.float64)
+    lengths = torch.tensor([9, 4, 6])
+    expected = outputs_and_grads(run_explicit, cell, x, state, lengths)
+    got = outputs_and_grads(run_sequence, cell, x, state, lengths)
+    assert all(g is None or g.isfinite().all() for g in got)
+    assert_all_close(got, expected, 1e-9)
+    x_proj = cell.input_projection(x).detach()
+    x_proj[2, 0, 5] = float("nan")                                            # z̃ of unit 5, sequence 0
+    out, _ = run_sequence(_Projected(cell), x_proj, state, None)
+    assert out[2:, 0, 5].isnan().all() and out[:2].isfinite().all() and out[:, 1:].isfinite().all()
+
+
+class _Projected(torch.nn.Module):
+    """A cell whose input is already its input projection."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+
+    def input_projection(self, x):
+        return x
+
+    def sequence(self, x_proj, state, lengths=None):
+        return self.cell.sequence(x_proj, state, lengths)

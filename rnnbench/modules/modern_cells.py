@@ -18,13 +18,15 @@ number as two), for summary.json and the state budget.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnbench.kernels import scan
+from rnnbench.kernels import scan, slstm
 from rnnbench.kernels.lengths import valid_steps
 
 State = tuple[Tensor, ...]
@@ -38,6 +40,12 @@ def state_size(cell: nn.Module) -> int:
         state = cell.default_state(1, torch.device("meta"), torch.float32)
     return sum(s.numel() * (2 if s.is_complex() else 1)
                for i, s in enumerate(state) if not (i < len(names) and names[i] == "y"))
+
+
+@functools.cache
+def _warn_once_step_loop(cell: str, dtype: str, device: str) -> None:
+    warnings.warn(f"model.backend=auto: the C++ kernel of {cell} runs float32/float64 on CPU only; {dtype} on "
+                  f"{device} runs its step loop", RuntimeWarning, stacklevel=4)
 
 
 def _complex_dtype(dtype: torch.dtype | None) -> torch.dtype:
@@ -79,6 +87,23 @@ class ModernCell(nn.Module):
     def step(self, x_proj_t: Tensor, state: State, gates: dict[str, Tensor] | None = None
              ) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+    def _step_loop(self, x_proj: Tensor, state: State, lengths: Tensor | None) -> tuple[Tensor, State]:
+        """`step` over x_proj (T, B, P), each entry frozen and the output zero at padded steps (as
+        `recurrent.run_explicit`): where a cell's fast sequence form cannot run."""
+        _warn_once_step_loop(type(self).__name__, str(x_proj.dtype), x_proj.device.type)
+        T = x_proj.shape[0]
+        masks = None if lengths is None else valid_steps(lengths, T, x_proj.device).unbind(0)
+        outputs = []
+        for t, x_proj_t in enumerate(x_proj.unbind(0)):
+            h, new_state = self.step(x_proj_t, state)
+            if masks is not None:
+                new_state = tuple(torch.where(masks[t].view(-1, *([1] * (n.dim() - 1))), n, s)
+                                  for n, s in zip(new_state, state))
+                h = h * masks[t]
+            state = new_state
+            outputs.append(h)
+        return torch.stack(outputs), state
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """A whole sequence (T, B, I) step by step: outputs (T, B, H) and the final state."""
@@ -898,7 +923,8 @@ class SLSTMCell(ModernCell):
     The forget gate is σ (the paper allows σ or exp; the code's default is σ through logsigmoid).
     Deviations: init is this codebase's, not the xLSTM code's ("powerlaw_blockdependent" forget biases, zero
     R): W, R, b ~ nn.Linear's U(±1/√fan_in), forget-gate bias linspace(3, 6) over units (the code's mLSTM forget
-    init); the xLSTM block's convolution and group norm are the block's. Nonlinear in h: the step loop.
+    init); the xLSTM block's convolution and group norm are the block's. Nonlinear in h: `sequence` runs the
+    step loop in C++ (`kernels/slstm.py`).
     Parameters: W 4H·I, R 4H²/heads, b 4H. State h, c, n, m (B, H) each: 4H floats.
     """
 
@@ -940,6 +966,13 @@ class SLSTMCell(ModernCell):
         if gates is not None:
             gates.update(forget=torch.sigmoid(f_pre), output=o)
         return h, (h, c, n, m_new)
+
+    def sequence(self, x_proj, state, lengths=None):
+        """The C++ sequence kernel (`kernels/slstm.py`: one GEMM for all heads and one fused pass per step,
+        hand-written backward) on CPU float32/float64; elsewhere the step loop."""
+        if slstm.fits(x_proj):
+            return slstm.slstm_sequence(x_proj, state, self.weight_hh, lengths)
+        return self._step_loop(x_proj, state, lengths)
 
     def extra_repr(self):
         return super().extra_repr() + f", num_heads={self.num_heads}"
