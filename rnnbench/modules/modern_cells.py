@@ -44,8 +44,8 @@ def state_size(cell: nn.Module) -> int:
 
 @functools.cache
 def _warn_once_step_loop(cell: str, dtype: str, device: str) -> None:
-    warnings.warn(f"model.backend=auto: the C++ kernel of {cell} runs float32/float64 on CPU only; {dtype} on "
-                  f"{device} runs its step loop", RuntimeWarning, stacklevel=4)
+    warnings.warn(f"model.backend=auto: the C++ kernel of {cell} runs float32/float64 on CPU where it is built; "
+                  f"{dtype} on {device} runs its step loop", RuntimeWarning, stacklevel=4)
 
 
 def _complex_dtype(dtype: torch.dtype | None) -> torch.dtype:

@@ -1,6 +1,6 @@
 // sLSTM over a whole sequence (Beck et al. 2024, xLSTM §2.2, eqs. 8-17; rnnbench/modules/modern_cells.py
-// SLSTMCell), forward and hand-written backward, float32/float64. Per step one batched GEMM (the head-wise
-// block-diagonal recurrence, all heads at once) and one element-wise pass over the batch rows:
+// SLSTMCell), forward and hand-written backward, float32/float64. Per step one GEMM per head (the head-wise
+// block-diagonal recurrence) and one element-wise pass over the batch rows:
 //
 //     pre = x_proj_t + R h_{t-1}                      (z̃, ĩ, f̃, õ), R block-diagonal per head
 //     m_t = max(log σ(f̃) + m_{t-1}, ĩ)   i' = exp(ĩ - m_t)   f' = exp(log σ(f̃) + m_{t-1} - m_t)
@@ -45,18 +45,24 @@ std::vector<Tensor> forward(const Tensor& x_proj, const Tensor& h0, const Tensor
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone(), n = n0.contiguous().clone(),
          m = m0.contiguous().clone();
   Tensor h_heads = h.view({B, NH, d}).permute({1, 0, 2}).contiguous();        // (NH, B, d)
-  Tensor rec = at::empty({NH, B, 4 * d}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "slstm_forward", [&] {
     const int64_t* len_p = rnnbench::lengths_ptr(len);
     scalar_t *h_p = h.data_ptr<scalar_t>(), *c_p = c.data_ptr<scalar_t>(), *n_p = n.data_ptr<scalar_t>(),
              *m_p = m.data_ptr<scalar_t>(), *hh_p = h_heads.data_ptr<scalar_t>(), *s_p = saved.data_ptr<scalar_t>();
     const scalar_t* x_p = x.data_ptr<scalar_t>();
-    const scalar_t* rec_p = rec.data_ptr<scalar_t>();
     scalar_t* out_p = out.data_ptr<scalar_t>();
     const int64_t plane = T * B * H;
-    for (int64_t t = 0; t < T; ++t) {
-      at::bmm_out(rec, h_heads, R);                                           // (NH, B, 4d)
-      rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+    // rows never meet: each thread runs all T steps on its own block of rows (one parallel region, as the
+    // LSTM kernel: a region per step measured 5-10x slower on a loaded machine)
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      const int64_t nb = b1 - b0;
+      Tensor rec = at::empty({NH, nb, 4 * d}, x.options());
+      const scalar_t* rec_p = rec.data_ptr<scalar_t>();
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t k = 0; k < NH; ++k) {  // (nb, 4d) per head
+          Tensor rec_k = rec[k];
+          at::mm_out(rec_k, h_heads[k].narrow(0, b0, nb), R[k]);
+        }
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
           scalar_t* o_row = out_p + row * H;
@@ -66,7 +72,7 @@ std::vector<Tensor> forward(const Tensor& x_proj, const Tensor& h0, const Tensor
           }
           const scalar_t* xr = x_p + row * 4 * H;
           for (int64_t k = 0; k < NH; ++k) {
-            const scalar_t* rk = rec_p + (k * B + b) * 4 * d;
+            const scalar_t* rk = rec_p + (k * nb + b - b0) * 4 * d;
             _Pragma("omp simd")  // inside AT_DISPATCH's macro argument: the operator form
             for (int64_t jj = 0; jj < d; ++jj) {
               const int64_t j = k * d + jj;
@@ -96,8 +102,8 @@ std::vector<Tensor> forward(const Tensor& x_proj, const Tensor& h0, const Tensor
             }
           }
         }
-      });
-    }
+      }
+    });
   });
   return {out, h, c, n, m, saved};
 }
@@ -113,8 +119,6 @@ std::vector<Tensor> backward(const Tensor& grad_out, const Tensor& grad_h, const
   const Tensor len = rnnbench::contiguous_or_undefined(lengths), go = grad_out.contiguous();
   const Tensor Rt = weight_hh.permute({1, 0, 3, 2}).reshape({NH, 4 * d, d}).contiguous();  // (NH, 4d, d): Rᵀ
   Tensor dx = at::empty({T, B, 4 * H}, saved.options());
-  Tensor dpre_heads = at::empty({NH, B, 4 * d}, saved.options());
-  Tensor dh_heads = at::empty({NH, B, d}, saved.options());
   Tensor dh = grad_h.contiguous().clone(), dc = grad_c.contiguous().clone(), dn = grad_n.contiguous().clone();
   // the final state's explicit dependence on m_T: G = δm_T - c_T δc_T - n_T δn_T (c_T, n_T: the returned state)
   Tensor G = grad_m.contiguous().clone();
@@ -122,32 +126,38 @@ std::vector<Tensor> backward(const Tensor& grad_out, const Tensor& grad_h, const
     const int64_t* len_p = rnnbench::lengths_ptr(len);
     const scalar_t* s_p = saved.data_ptr<scalar_t>();
     const scalar_t *go_p = go.data_ptr<scalar_t>(), *c0_p = c0.data_ptr<scalar_t>(), *n0_p = n0.data_ptr<scalar_t>();
-    scalar_t *dx_p = dx.data_ptr<scalar_t>(), *dp_p = dpre_heads.data_ptr<scalar_t>();
+    scalar_t* dx_p = dx.data_ptr<scalar_t>();
     scalar_t *dh_p = dh.data_ptr<scalar_t>(), *dc_p = dc.data_ptr<scalar_t>(), *dn_p = dn.data_ptr<scalar_t>(),
              *G_p = G.data_ptr<scalar_t>();
-    const scalar_t* dhh_p = dh_heads.data_ptr<scalar_t>();
     const int64_t plane = T * B * H;
-    // the returned c_T, n_T: each row's state at its own last valid step (the initial state if none)
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t last = (len_p ? len_p[b] : T) - 1;
-      for (int64_t j = 0; j < H; ++j) {
-        const scalar_t cT = last >= 0 ? s_p[5 * plane + (last * B + b) * H + j] : c0_p[b * H + j];
-        const scalar_t nT = last >= 0 ? s_p[6 * plane + (last * B + b) * H + j] : n0_p[b * H + j];
-        G_p[b * H + j] -= cT * dc_p[b * H + j] + nT * dn_p[b * H + j];
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      const int64_t nb = b1 - b0;
+      Tensor dpre_heads = at::empty({NH, nb, 4 * d}, saved.options());
+      Tensor dh_heads = at::empty({NH, nb, d}, saved.options());
+      scalar_t* dp_p = dpre_heads.data_ptr<scalar_t>();
+      const scalar_t* dhh_p = dh_heads.data_ptr<scalar_t>();
+      // the returned c_T, n_T: each row's state at its own last valid step (the initial state if none)
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t last = (len_p ? len_p[b] : T) - 1;
+        for (int64_t j = 0; j < H; ++j) {
+          const scalar_t cT = last >= 0 ? s_p[5 * plane + (last * B + b) * H + j] : c0_p[b * H + j];
+          const scalar_t nT = last >= 0 ? s_p[6 * plane + (last * B + b) * H + j] : n0_p[b * H + j];
+          G_p[b * H + j] -= cT * dc_p[b * H + j] + nT * dn_p[b * H + j];
+        }
       }
-    }
-    for (int64_t t = T - 1; t >= 0; --t) {
-      rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      for (int64_t t = T - 1; t >= 0; --t) {
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
           scalar_t* dxr = dx_p + row * 4 * H;
           if (!rnnbench::valid(len_p, b, t)) {  // the carried state: every δ passes through unchanged
             std::fill(dxr, dxr + 4 * H, scalar_t(0));
-            for (int64_t k = 0; k < NH; ++k) std::fill(dp_p + (k * B + b) * 4 * d, dp_p + (k * B + b + 1) * 4 * d, scalar_t(0));
+            for (int64_t k = 0; k < NH; ++k) {
+              std::fill(dp_p + (k * nb + b - b0) * 4 * d, dp_p + (k * nb + b - b0 + 1) * 4 * d, scalar_t(0));
+            }
             continue;
           }
           for (int64_t k = 0; k < NH; ++k) {
-            scalar_t* dpk = dp_p + (k * B + b) * 4 * d;
+            scalar_t* dpk = dp_p + (k * nb + b - b0) * 4 * d;
             _Pragma("omp simd")  // inside AT_DISPATCH's macro argument: the operator form
             for (int64_t jj = 0; jj < d; ++jj) {
               const int64_t j = k * d + jj, idx = row * H + j, sj = b * H + j;
@@ -169,7 +179,7 @@ std::vector<Tensor> backward(const Tensor& grad_out, const Tensor& grad_h, const
               G_p[sj] = forget_branch ? Gj : scalar_t(0);
               dc_p[sj] = dct * fg;
               dn_p[sj] = dnt * fg;
-              dh_p[sj] = scalar_t(0);  // replaced by Rᵀ δpre after the pass
+              dh_p[sj] = scalar_t(0);  // replaced by Rᵀ δpre below
               dxr[j] = d_z;
               dxr[H + j] = d_i;
               dxr[2 * H + j] = d_f;
@@ -181,14 +191,17 @@ std::vector<Tensor> backward(const Tensor& grad_out, const Tensor& grad_h, const
             }
           }
         }
-      });
-      at::bmm_out(dh_heads, dpre_heads, Rt);                                  // (NH, B, d): Rᵀ δpre
-      for (int64_t b = 0; b < B; ++b) {  // valid rows: δh_{t-1} = Rᵀ δpre; padded rows keep their δh (+ 0)
-        for (int64_t k = 0; k < NH; ++k) {
-          for (int64_t jj = 0; jj < d; ++jj) dh_p[b * H + k * d + jj] += dhh_p[(k * B + b) * d + jj];
+        for (int64_t k = 0; k < NH; ++k) {  // (nb, d) per head: Rᵀ δpre
+          Tensor dh_k = dh_heads[k];
+          at::mm_out(dh_k, dpre_heads[k], Rt[k]);
+        }
+        for (int64_t b = b0; b < b1; ++b) {  // valid rows: δh_{t-1} = Rᵀ δpre; padded rows keep their δh (+ 0)
+          for (int64_t k = 0; k < NH; ++k) {
+            for (int64_t jj = 0; jj < d; ++jj) dh_p[b * H + k * d + jj] += dhh_p[(k * nb + b - b0) * d + jj];
+          }
         }
       }
-    }
+    });
   });
   // δm₀ = G + δc₀ c₀ + δn₀ n₀ (the initial state enters as c₀ e^{m₀}, n₀ e^{m₀})
   Tensor dm0 = G + dc * c0 + dn * n0;
