@@ -32,21 +32,20 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from rnnbench.errors import ConfigError, UserError, fail
 from rnnbench.kernels import flush
 from rnnbench.records import run_folder
 from rnnbench.run import checkpoint
 from rnnbench.run.build import build_model, build_task, check_pyramid_depth, resolve_device
 from rnnbench.run.checkpoint import CheckpointError
-from rnnbench.run.config import ConfigError, validate
+from rnnbench.run.config import validate
 from rnnbench.run.train import evaluate_model, length_key
 from rnnbench.tasks.base import IOSpec, Task
-from rnnbench.tasks.data import DataError
 
 EVALUATIONS_DIR = "evaluations"
 CHECKPOINTS = ("final", "best")
 # Besides the task's own keys, what may change without changing the model.
 RUNTIME_KEYS = ("train.device", "train.threads")
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
 
 
 @dataclass
@@ -280,9 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = ("val", "test") if args.split == "both" else (args.split,)
     try:
         result, path = evaluate_run(args.run_dir, args.overrides, splits, args.checkpoint, args.name)
-    except USER_ERRORS as error:
-        print(f"rnnbench.evaluate: error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return fail(error)
     changed = ", ".join(f"{k}: {v['run']} -> {v['evaluated']}" for k, v in result["changed"].items())
     print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, step {result['step']})"
           + (f", changed {changed}" if changed else ""))

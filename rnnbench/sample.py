@@ -24,13 +24,11 @@ from typing import Sequence
 
 import torch
 
+from rnnbench.errors import ConfigError, UserError, fail
 from rnnbench.evaluate import CHECKPOINTS, load_run, read_run_config
 from rnnbench.records import run_folder
 from rnnbench.run.build import build_task
-from rnnbench.run.checkpoint import CheckpointError
-from rnnbench.run.config import ConfigError
 from rnnbench.tasks.base import IOSpec
-from rnnbench.tasks.data import DataError
 from rnnbench.tasks.language_model import EOS
 
 LM_TARGET = "rnnbench.tasks.language_model.LanguageModelTask"
@@ -145,9 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         text = sample(args.run_dir, args.prime, args.length, args.temperature, args.seed, args.checkpoint)
-    except (ConfigError, DataError, CheckpointError) as error:
-        print(f"rnnbench.sample: error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return fail(error)
     print(text)
     return 0
 

@@ -46,6 +46,8 @@ class AddingTask(GeneratedTask):
     with |prediction - target| < 0.04). Solved when `loss < solve_mse` (default 0.01).
     """
 
+    ALLOWED = {"variant": VARIANTS}
+
     name = "adding"
     min_seq_len = 2  # two distinct marked steps
     main_metric = "loss"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -61,6 +61,9 @@ class Task(abc.ABC):
     # Length generalisation: the trainer also evaluates the model at each of these sequence lengths
     # (`at_length`) at the end of the run. Only tasks whose length is a parameter set it.
     eval_lengths: tuple[int, ...] = ()
+    # The allowed values of the constructor's choice arguments, checked before a run starts
+    # (run.config.validate reads them from the class `task._target_` names).
+    ALLOWED: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)

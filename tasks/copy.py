@@ -56,6 +56,8 @@ class CopyTask(GeneratedTask):
     every step) `accuracy_all_steps`. Solved when `recall_accuracy >= solve_threshold`.
     """
 
+    ALLOWED = {"variant": VARIANTS}
+
     name = "copy"
     main_metric = "recall_accuracy"
     main_metric_mode = "max"

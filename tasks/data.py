@@ -36,14 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnbench.errors import UserError, fail
+
 ENV_VAR = "RNNBENCH_DATA"
 DEFAULT_DATA_DIR = Path("~/.cache/rnnbench/data")
 SYSTEM_DATASETS = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
 DOWNLOAD_TIMEOUT_S = 60
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data file is missing, unreadable or malformed; the message says which file and what to do."""
+
+    kind = "data"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -403,7 +407,7 @@ def read_aclimdb_split(folder: Path) -> list[Example]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnnbench.tasks.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -424,11 +428,10 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         folder = fetch(args.name, args.data_dir, force=args.force)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(e)
     print(f"{args.name}: {folder}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main())

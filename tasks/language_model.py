@@ -1,6 +1,6 @@
 """Language modelling: next-token prediction on a corpus, words (PTB, WikiText-2) or characters.
 
-Reported the way the field reports it (REFERENCE.md): perplexity = exp(mean NLL) for words, bits per
+Reported the way the field reports it: perplexity = exp(mean NLL) for words, bits per
 character = mean NLL / ln 2 for characters, both over every token of a whole split, the state carried
 from window to window as in pytorch/examples' word_language_model.
 
@@ -49,6 +49,7 @@ SPLITS = ("train", "valid", "test")
 # File names accepted for each split inside a corpus folder, first match wins.
 SPLIT_FILES = {s: (f"{s}.txt", f"ptb.{s}.txt", f"wiki.{s}.tokens", f"wiki.{s}.raw") for s in SPLITS}
 SINGLE_FILES = ("input.txt",)
+LEVELS = ("char", "word")  # tokens: characters, or whitespace-separated words (also the text task's)
 
 
 def tokenize(text: str, level: Literal["char", "word"]) -> list[str]:
@@ -216,6 +217,8 @@ class LanguageModelTask(Task):
     Evaluation always uses non-overlapping windows of `bptt` steps over the whole split with the
     state carried through, `eval_batch_size` streams (the < B trailing tokens are dropped).
     """
+
+    ALLOWED = {"level": LEVELS}  # or None: word for a folder of splits, char for one file
 
     name = "lm"
 

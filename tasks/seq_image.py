@@ -38,6 +38,8 @@ class SequentialImageTask(ClassificationTask):
     training set / of each evaluation split, for fast runs.
     """
 
+    ALLOWED = {"mode": MODES}
+
     name = "seq_image"
 
     def __init__(self, data_dir: str | None = None, dataset: str = "fashion-mnist",

@@ -17,10 +17,10 @@ from torch.nn.utils.rnn import pad_sequence
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.classification import ClassificationTask, EpochOrder, split_generator
 from rnnbench.tasks.data import (DATASETS, DataError, Example, canonical_name, missing_file_error,
-                        read_aclimdb_split, read_examples, resolve_data_dir)
+                                 read_aclimdb_split, read_examples, resolve_data_dir)
+from rnnbench.tasks.language_model import LEVELS
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of every text vocabulary
-LEVELS = ("char", "word")  # tokens: characters, or whitespace-separated words (also the LM task's)
 EMPTY_TEXT = ("error", "skip")  # what an empty text is: a DataError, or dropped and counted
 
 
@@ -58,6 +58,8 @@ class TextClassificationTask(ClassificationTask):
     length (sorted within chunks of `bucket_chunk` batches, batches shuffled; see EpochOrder).
     Evaluation batches are taken in order of decreasing length (the metrics do not depend on order).
     """
+
+    ALLOWED = {"level": LEVELS, "empty_text": EMPTY_TEXT}
 
     name = "text"
 

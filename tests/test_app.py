@@ -162,6 +162,7 @@ def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
     assert summary["status"] == "completed" and summary["cell"] == "gru" and summary["seed"] == 0
     assert summary["num_params"] > 0 and summary["throughput_steps_per_s"] > 0
     assert summary["versions"]["torch"] and "git_commit" in summary
+    assert summary["machine"]["cpu"] and summary["machine"]["aten_capability"] in ("DEFAULT", "AVX2", "AVX512")
     assert summary["final"]["val/loss"] == pytest.approx(summary["final"]["val/loss_over_baseline"] / 6, rel=1e-6)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["task"]["seq_len"] == 10 and config["cell"]["_target_"].endswith("GRUCell")

@@ -87,7 +87,7 @@ CASES: dict[str, Case] = {
     "bad-optimizer-value": Case([*ADDING, "optim.betas=[2.0,0.9]"],
                                 ["optim: Invalid beta parameter at index 0: 2.0"]),
     "unknown-variant": Case([*ADDING[1:], "task=copy", "task.variant=graves"],
-                            ["task: variant='graves': unknown copy variant; allowed: 'arjovsky', 'tcn', 's4'"]),
+                            ["task.variant='graves' is not allowed: choose one of arjovsky, tcn, s4"]),
     "lm-level": Case([*LM, "task.corpus={corpus}", "task.level=bytes"],
                      ["task.level='bytes' is not allowed: choose one of char, word"]),
     "lstm-variant": Case([*ADDING, "cell=peephole", "cell.variant=cfig"],

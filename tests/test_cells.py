@@ -1,11 +1,11 @@
-"""The cells against their equations (REFERENCE.md), written out independently here."""
+"""The cells against their equations (the papers each cell class cites), written out independently here."""
 
 import functools
 
 import pytest
 import torch
 
-from rnnbench.modules.cells import CELLS, LSTM_VARIANTS, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.cells import CELLS, LSTM_VARIANTS, ArjovskyLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
 
 torch.manual_seed(0)
 B, I, H = 3, 4, 5
@@ -114,6 +114,7 @@ ALL_CELLS = [
     ("peephole", PeepholeLSTMCell),
     ("gru", GRUCell),
     ("gru_cho", functools.partial(GRUCell, reset_after=False)),
+    ("lstm_arjovsky", ArjovskyLSTMCell),
 ] + [(f"peephole_{v}", functools.partial(PeepholeLSTMCell, variant=v)) for v in LSTM_VARIANTS if v != "vanilla"]
 
 
@@ -345,3 +346,55 @@ def test_unknown_variant_is_named():
     with pytest.raises(ValueError, match=r"cell.variant='cfig' is not allowed: choose one of vanilla, nig, nfg, nog, "
                                          r"niaf, noaf, np, cifg, fgr"):
         PeepholeLSTMCell(I, H, variant="cfig")
+
+
+# ------------------------------------------------------------------------------------------------
+# Arjovsky et al. 2016's LSTM (their code's models.py `LSTM`)
+
+
+def test_arjovsky_lstm_step_is_their_equations_with_v_o_on_the_new_cell_state():
+    cell = randomise(ArjovskyLSTMCell(I, H))
+    x, h, c = torch.randn(B, I), torch.randn(B, H), torch.randn(B, H)
+    W, U = blocks(cell.weight_ih, 4), blocks(cell.weight_hh, 4)
+    b = blocks(cell.bias_ih + cell.bias_hh, 4)
+    pre = [x @ W[k].T + h @ U[k].T + b[k] for k in range(4)]
+    i, f, g = sig(pre[0]), sig(pre[1]), torch.tanh(pre[2])
+    c_new = f * c + i * g
+    o = sig(pre[3] + c_new @ cell.cell_output.T)
+    h_new, (_, c_out) = cell.step(cell.input_projection(x[None])[0], (h, c))
+    torch.testing.assert_close(c_out, c_new)
+    torch.testing.assert_close(h_new, o * torch.tanh(c_new))
+
+
+def test_arjovsky_lstm_init_is_glorot_per_gate_block_with_only_the_forget_bias_set():
+    cell = ArjovskyLSTMCell(I, 64, forget_bias=1.0)
+    for block, bound in [*((w, (6 / (I + 64)) ** 0.5) for w in blocks(cell.weight_ih, 4)),
+                         *((u, (6 / 128) ** 0.5) for u in blocks(cell.weight_hh, 4)), (cell.cell_output, (6 / 128) ** 0.5)]:
+        assert block.abs().max() <= bound and block.abs().max() > 0.9 * bound  # uniform on the whole range
+    bias = blocks((cell.bias_ih + cell.bias_hh).detach(), 4)
+    assert [float(b.abs().max()) for b in (bias[0], bias[2], bias[3])] == [0.0, 0.0, 0.0]
+    assert torch.equal(bias[1], torch.ones(64)) and torch.equal(cell.initial_state, torch.zeros(2, 64))
+
+
+def test_arjovsky_lstm_learns_its_initial_state_and_with_every_switch_off_is_the_lstm():
+    cell = ArjovskyLSTMCell(I, H)
+    h0, c0 = cell.default_state(B)
+    assert h0.shape == (B, H) and h0._base is not None  # the parameter itself, broadcast over the batch
+    out, _ = cell(torch.randn(6, B, I), cell.default_state(B))
+    out.sum().backward()
+    assert cell.initial_state.grad.abs().sum() > 0
+    torch.manual_seed(1)
+    plain = ArjovskyLSTMCell(I, H, glorot=False, cell_to_output=False, learned_initial_state=False)
+    torch.manual_seed(1)
+    lstm = LSTMCell(I, H)
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in lstm.named_parameters()]
+    x = torch.randn(6, B, I)
+    torch.testing.assert_close(plain(x, plain.default_state(B))[0], lstm(x, lstm.default_state(B))[0], rtol=0, atol=0)
+    assert plain.fused_mode == "lstm" and cell.fused_mode is None
+
+
+def test_arjovsky_lstm_parameter_count_is_the_lstms_plus_v_o_and_the_initial_state():
+    cell = ArjovskyLSTMCell(I, H)
+    assert sum(p.numel() for p in cell.parameters()) == 4 * H * (I + H) + 2 * 4 * H + H * H + 2 * H
+    with pytest.raises(ValueError, match="cell.recurrent_init='orthogonal' is not allowed with cell.glorot=true"):
+        ArjovskyLSTMCell(I, H, recurrent_init="orthogonal")

@@ -2,25 +2,47 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 
 import pytest
+import yaml
 from hydra.utils import get_class
+from omegaconf import OmegaConf
 
-from rnnbench.run import config
+from conftest import REPO
+from rnnbench.errors import ConfigError
+from rnnbench.modules.cells import Cell
+from rnnbench.run import config, reference
+from rnnbench.run.train import TrainSettings
 
 # The task keys the schema links to `train` on purpose: one batch size and one data seed per run.
 LINKED = {"batch_size": "${train.batch_size}", "seed": "${train.data_seed}"}
-SCHEMAS = [c for c in vars(config).values() if isinstance(c, type) and dataclasses.is_dataclass(c)
-           and getattr(c, "_target_", "").startswith(("rnnbench.", "tasks."))]
+# Each schema built from a class, and that class: the constructor holds the defaults.
+SOURCES = {**{schema: get_class(schema._target_) for options in config.SCHEMAS.values()
+              for schema in options.values() if schema._target_.startswith("rnnbench.")},
+           config.ModelConf: get_class(config.ModelConf._target_), config.TrainConf: TrainSettings}
 
 
-@pytest.mark.parametrize("schema", SCHEMAS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("schema", SOURCES, ids=lambda c: c.__name__)
+def test_no_schema_writes_a_default_its_class_has(schema):
+    """By construction, not by comparison: in config.py's source, a schema field whose class's
+    constructor has a default for it is declared without a value (the decorator fills it in)."""
+    tree = ast.parse((REPO / "rnnbench" / "run" / "config.py").read_text())
+    (node,) = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == schema.__name__]
+    parameters = inspect.signature(SOURCES[schema]).parameters
+    written = [f.target.id for f in node.body if isinstance(f, ast.AnnAssign) and f.value is not None
+               and f.target.id in parameters and not f.target.id.startswith("_")
+               and parameters[f.target.id].default is not inspect.Parameter.empty
+               and f.target.id not in LINKED]
+    assert written == [], f"{schema.__name__} writes the default of {written} again"
+
+
+@pytest.mark.parametrize("schema", SOURCES, ids=lambda c: c.__name__)
 def test_schema_defaults_are_the_constructors_own(schema):
-    """The app and a user of the class in Python get the same experiment: the task schemas take their
-    defaults from the constructors (config.defaults_from_constructor), the others must repeat them."""
-    signature = inspect.signature(get_class(schema._target_))
+    """What the decorator filled in: the app and a user of the class in Python get the same experiment."""
+    signature = inspect.signature(SOURCES[schema])
     for field in dataclasses.fields(schema):
         if field.name.startswith("_") or field.name not in signature.parameters:
             continue
@@ -34,14 +56,57 @@ def test_schema_defaults_are_the_constructors_own(schema):
         assert value == default, f"{schema.__name__}.{field.name}: {value!r} vs {default!r}"
 
 
-def test_every_allowed_tuple_is_the_modules_own():
+@pytest.mark.parametrize("option", [p for group in ("cell", "task") for p in sorted((REPO / "conf" / group).glob("*.yaml"))],
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_group_option_sets_only_what_differs_from_its_schema(option):
+    """conf/cell/lstm.yaml restating forget_bias=1.0 would be the default written a second time."""
+    text = yaml.safe_load(option.read_text())
+    schema = config.SCHEMAS[option.parent.name][text["defaults"][0].split("/")[-1].split("@")[0]]
+    defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+    restated = {k: v for k, v in text.items() if k != "defaults" and k in defaults and defaults[k] == v}
+    assert restated == {}
+
+
+def test_allowed_values_are_the_classes_own():
     from rnnbench.modules import cells, models, recurrent
     from rnnbench.records import wandb_sink
-    from rnnbench.tasks import seq_image, text
+    from rnnbench.tasks import copy, language_model, seq_image
 
-    assert config.ALLOWED["model.backend"] is recurrent.BACKENDS
-    assert config.ALLOWED["model.pooling"] is models.POOLINGS
-    assert config.ALLOWED["logger.wandb.mode"] is wandb_sink.MODES
-    assert config.ALLOWED["cell.recurrent_init"] is cells.RECURRENT_INITS
-    assert config.ALLOWED["task.mode"] is seq_image.MODES
-    assert config.ALLOWED["task.level"] is text.LEVELS and config.ALLOWED["task.empty_text"] is text.EMPTY_TEXT
+    cfg = config.compose(["cell=peephole", "task=seq_image"])
+    allowed = config.allowed_values(cfg)
+    assert allowed["model.backend"] is recurrent.BACKENDS and allowed["model.pooling"] is models.POOLINGS
+    assert allowed["logger.wandb.mode"] is wandb_sink.MODES
+    assert allowed["cell.recurrent_init"] is cells.RECURRENT_INITS
+    assert allowed["cell.variant"] is cells.PeepholeLSTMCell.ALLOWED["variant"]
+    assert allowed["task.mode"] is seq_image.MODES
+    assert allowed["train.clip_mode"] is TrainSettings.ALLOWED["clip_mode"]
+    assert config.allowed_values(config.compose(["task=text"]))["task.level"] is language_model.LEVELS
+    assert config.allowed_values(config.compose(["task=lm"]))["task.level"] is language_model.LEVELS
+    assert config.allowed_values(config.compose(["task=copy"]))["task.variant"] is copy.VARIANTS
+    assert "cell.variant" not in config.allowed_values(config.compose(["cell=gru"]))
+
+
+class MyCell(Cell):
+    """A user's own cell with a `variant` key that is not Greff et al.'s."""
+
+    def __init__(self, input_size, hidden_size, variant="diagonal"):
+        self.variant = variant
+        super().__init__(input_size, hidden_size)
+
+
+def test_a_users_own_keys_are_not_held_to_our_classes_values():
+    cfg = config.compose(["cell=vanilla"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.cell = {"_target_": f"{__name__}.MyCell", "_partial_": True, "variant": "diagonal"}
+    cfg.task = {**cfg.task, "mode": "my-own-mode"}  # the copy task has no `mode`: nothing of ours checks it
+    config.validate(cfg)
+    cfg.cell = {"_target_": "rnnbench.modules.cells.PeepholeLSTMCell", "_partial_": True, "variant": "diagonal"}
+    with pytest.raises(ConfigError, match=r"cell.variant='diagonal' is not allowed: choose one of vanilla, nig"):
+        config.validate(cfg)
+
+
+def test_the_configuration_page_is_generated_from_the_code():
+    page = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    start, end = page.index(reference.BEGIN), page.index(reference.END) + len(reference.END)
+    assert page[start:end] == reference.reference(), \
+        "docs/configuration.md is stale: python -m rnnbench.run.reference docs/configuration.md"

@@ -82,7 +82,7 @@ def test_a_setting_the_model_cannot_take_is_one_clear_error(copy_run, capsys, ar
     before = snapshot(copy_run)
     assert evaluate.main([str(copy_run), *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnbench.evaluate: error: ") and message in err, err
+    assert err.startswith(("Error in config:\n", "Error in checkpoint:\n")) and message in err, err
     assert snapshot(copy_run) == before
 
 
@@ -103,7 +103,7 @@ def test_a_run_without_a_checkpoint_is_one_clear_error(copy_run, tmp_path, capsy
 def test_a_text_classifier_is_refused_data_whose_vocabulary_differs(tmp_path):
     """Token ids are positions in the run's vocabulary: another training file gives other ids."""
     from datagen import sentiment_csv
-    from rnnbench.run.config import ConfigError
+    from rnnbench.errors import ConfigError
     from rnnbench.tasks.text import TextClassificationTask
 
     def task(seed):

@@ -257,11 +257,10 @@ def test_the_step_check_leaves_the_random_generators_alone(user_code):
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
-def test_the_readme_shows_the_example_as_it_is():
-    """README's "Compare your own cell" quotes the example's code and configs: every line of each block
-    is in the example's files, so the section cannot drift from what the tests run."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Compare your own cell", 1)[1].split("\n## ", 1)[0]
+def test_the_extending_page_shows_the_example_as_it_is():
+    """docs/extending.md quotes the example's code and configs: every line of each block is in the
+    example's files, so the page cannot drift from what the tests run."""
+    section = (REPO / "docs" / "extending.md").read_text()
     blocks = re.findall(r"```(python|yaml)\n(.*?)```", section, flags=re.S)
     sources = {"python": (EXAMPLE / "mycells.py").read_text() + (EXAMPLE / "mytasks.py").read_text(),
                "yaml": "".join(p.read_text() for p in (EXAMPLE / "conf").rglob("*.yaml"))}

@@ -6,6 +6,8 @@ off again.
 """
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -83,3 +85,19 @@ def test_app_flushes_by_default_records_it_and_learns_the_same(tmp_path):
     assert config["train"]["flush_denormal"] is False and unflushed["flush_denormal"] is False
     assert flushed["config_fingerprint"] != unflushed["config_fingerprint"]  # they may differ in the last bits
     assert flushed["final"]["val/loss"] == pytest.approx(unflushed["final"]["val/loss"], rel=1e-4)
+
+
+def test_a_gru_run_flushes_without_loading_the_peephole_kernel():
+    """The switch has its own small extension: a GRU (or tanh-RNN) run asks only for what it uses."""
+    code = ("import torch\n"
+            "from rnnbench.kernels import extension, flush\n"
+            "asked, load = set(), extension.load\n"
+            "extension.load = lambda kernel: asked.add(kernel) or load(kernel)\n"
+            "from rnnbench.modules.cells import GRUCell\n"
+            "from rnnbench.modules.recurrent import RecurrentLayer\n"
+            "flush.set_flush_denormal(True)\n"
+            "RecurrentLayer(GRUCell, 3, 4)(torch.randn(5, 2, 3))\n"
+            "print(sorted(asked))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ("[]" if extension.disabled() else "['flush', 'gru']")  # RNNBENCH_NO_CPP: none

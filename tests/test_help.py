@@ -19,7 +19,7 @@ def test_help_page_as_a_user_sees_it(tmp_path):
     text = proc.stdout
     assert text.startswith("rnnbench: config-driven experiments comparing recurrent cells")
     assert "powered by Hydra" not in text and "schema" not in text  # not Hydra's page, no internal groups
-    assert "  cell            gated_deltanet, gru, indrnn, irnn, lru, lstm*, mingru," in text  # lstm: the default
+    assert "  cell            gated_deltanet, gru, indrnn, irnn, lru, lstm*, lstm_arjovsky, mingru," in text  # lstm: the default
     assert "  copy_T100 " in text and "Copying memory at T=100, Arjovsky et al. 2016" in text
     assert "python -m rnnbench +experiment=quickstart" in text
     assert not list(tmp_path.iterdir())  # no run, no folder

@@ -17,13 +17,13 @@ from conftest import FAST, REPO, run_cli
 # Lowest first; a module may import from its own floor and the floors below it. `rnnbench` alone is the
 # package's face (its version), importable from every floor.
 FLOORS = (
-    ("rnnbench.kernels",),
+    ("rnnbench.kernels", "rnnbench.errors"),
     ("rnnbench.tasks",),
     ("rnnbench.modules",),
     ("rnnbench.records",),
     ("rnnbench.report",),
     ("rnnbench.run",),
-    ("rnnbench.evaluate", "rnnbench.sample", "rnnbench.bench", "rnnbench.__main__"),
+    ("rnnbench.evaluate", "rnnbench.sample", "rnnbench.fair", "rnnbench.bench", "rnnbench.__main__"),
 )
 SOURCES = {"rnnbench": REPO / "rnnbench", "rnnbench.tasks": REPO / "tasks"}
 

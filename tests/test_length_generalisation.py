@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rnnbench.errors import ConfigError
 from rnnbench.modules.cells import LSTMCell
 from rnnbench.modules.models import SequenceModel
-from rnnbench.run.config import ConfigError, compose, validate
+from rnnbench.run.config import compose, validate
 from rnnbench.run.train import TrainSettings, Trainer, evaluate_model
 from rnnbench.tasks.adding import AddingTask
 from rnnbench.tasks.copy import CopyTask
@@ -142,5 +143,5 @@ def test_a_length_table_of_runs_without_lengths_is_one_clear_error(tmp_path, cap
         recorder.write_summary({"status": "completed", "cell": "lstm", "main_metric": "val/loss",
                                 "final": {"val/loss": 0.1}})
     assert report.main([str(run), "--lengths"]) == 2
-    assert ("rnnbench.report: error: no length-generalisation metrics (val@T=<length>/<metric>) in these runs: "
+    assert ("Error in input:\nno length-generalisation metrics (val@T=<length>/<metric>) in these runs: "
             "train them with task.eval_lengths=[...]") in capsys.readouterr().err

@@ -109,7 +109,7 @@ def test_fetch_writes_files_to_the_data_dir(monkeypatch, tmp_path):
     assert requested == []
 
     # The command line, with the data set name and --data-dir.
-    assert data_module._main(["fetch", "fashion-mnist", "--data-dir", str(tmp_path / "cli")]) == 0
+    assert data_module.main(["fetch", "fashion-mnist", "--data-dir", str(tmp_path / "cli")]) == 0
     names = sorted(p.name for p in (tmp_path / "cli" / "fashion-mnist").iterdir())
     assert names == sorted(["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
@@ -130,8 +130,9 @@ def test_fetch_unpacks_wikitext_raw_zip(monkeypatch, tmp_path):
 def test_fetch_cli_reports_failure(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(urllib.request, "urlopen",
                         lambda url, timeout=None: (_ for _ in ()).throw(urllib.error.URLError("offline")))
-    assert data_module._main(["fetch", "mnist", "--data-dir", str(tmp_path)]) == 1
-    assert "could not download" in capsys.readouterr().err
+    assert data_module.main(["fetch", "mnist", "--data-dir", str(tmp_path)]) == 2  # a data error, as everywhere
+    err = capsys.readouterr().err
+    assert err.startswith("Error in data:\n") and "could not download" in err
 
 
 # ---- strict reading -----------------------------------------------------------------------------

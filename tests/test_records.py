@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import rnnbench
 from rnnbench.records import run_folder
@@ -238,3 +239,15 @@ def test_metric_direction_is_read_from_the_name_for_trainer_and_report_alike():
     names = ("val/accuracy", "acc_class/3", "val/fraction_within_0.04", "f1", "val/loss", "ppl", "train/bpc",
              "val/error_rate", "grad/global_norm")
     assert [run_folder.metric_mode(n) for n in names] == ["max"] * 4 + ["min"] * 4 + [None]
+
+
+def test_run_metadata_names_the_cpu_its_vector_dispatch_and_the_blas(monkeypatch):
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    machine = run_folder.run_metadata()["machine"]
+    with open("/proc/cpuinfo") as f:
+        model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    assert machine["cpu"] == model
+    assert machine["aten_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert ("avx2" in machine["flags"]) == ("avx2" in open("/proc/cpuinfo").read().split())
+    assert "Math Kernel Library" in machine["blas"] and machine["onednn"]  # torch's x86 wheels: MKL and oneDNN
+    assert machine["env"] == {"MKL_CBWR": "COMPATIBLE"}

@@ -297,10 +297,11 @@ def test_cli_writes_the_table(sweep, tmp_path, capsys):
     assert "3 (1 failed)" in capsys.readouterr().out
 
 
-def test_cli_unknown_metric_is_one_line_and_exit_code_2(sweep, capsys):
+def test_cli_unknown_metric_is_one_message_and_exit_code_2(sweep, capsys):
     assert report.main([str(sweep[0]), "--metrics", "val/f1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "available:" in err and "val/accuracy" in err
+    assert err.startswith("Error in input:\n") and err.count("\n") == 2  # the format's line, the message
+    assert "available:" in err and "val/accuracy" in err
 
 
 def test_cli_missing_path_is_one_line_without_traceback(tmp_path):
@@ -309,7 +310,7 @@ def test_cli_missing_path_is_one_line_without_traceback(tmp_path):
         [sys.executable, "-m", "rnnbench.report", "/nonexistent"], capture_output=True, text=True, env=env, cwd=tmp_path
     )
     assert result.returncode == 2
-    assert result.stderr == "rnnbench.report: error: path does not exist: /nonexistent\n"
+    assert result.stderr == "Error in input:\npath does not exist: /nonexistent\n"
     assert result.stdout == ""
 
 
@@ -351,3 +352,56 @@ def test_param_importance_finds_the_hyperparameter_that_matters():
         "hyperparameter importance for val/loss (23 trials, MeanDecreaseImpurityImportanceEvaluator): optim.lr ")
     with pytest.raises(report.ReportError, match="at least 2 completed runs"):
         report.param_importance(df.iloc[:1], space)
+
+
+# ------------------------------------------------------------------------------------------------
+# the tests claims are judged by (rnnbench/report/stats.py: compare_samples, noninferiority, holm)
+
+
+def test_paired_test_is_students_t_on_the_differences_by_hand():
+    from rnnbench.report.stats import compare_samples
+
+    a, b = [2.0, 3.0, 5.0, 4.0], [1.0, 2.5, 4.0, 4.0]
+    d = np.subtract(a, b)  # 1, .5, 1, 0
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    from scipy.stats import t as student
+
+    result = compare_samples(a, b, paired=True)
+    assert result["test"] == "paired t" and result["diff"] == pytest.approx(0.625)
+    assert result["p"] == pytest.approx(2 * student.sf(abs(t), df=3))
+    half = student.ppf(0.975, df=3) * d.std(ddof=1) / 2
+    assert result["ci"] == pytest.approx((0.625 - half, 0.625 + half))
+
+
+def test_pairing_finds_a_shift_that_welch_cannot_see_under_the_seed_to_seed_spread():
+    from rnnbench.report.stats import compare_samples
+
+    base = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    better = base - 0.1 + np.array([0.01, -0.01, 0.0, 0.01, -0.01])  # every draw 0.1 lower
+    assert compare_samples(better, base, paired=True)["p"] < 1e-4
+    assert compare_samples(better, base, paired=False)["p"] > 0.5
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    from rnnbench.report.stats import holm
+
+    # sorted p: .01 (x3), .03 (x2), .04 (x1 -> raised to .06 by monotonicity); NaN is not a test
+    assert holm([0.04, 0.01, math.nan, 0.03]) == pytest.approx([0.06, 0.03, math.nan, 0.06], nan_ok=True)
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_noninferiority_needs_the_interval_inside_the_margin_not_a_large_p():
+    from rnnbench.report.stats import compare_samples, noninferiority
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(2.0, 0.05, size=6)
+    same = base + rng.normal(0.0, 0.005, size=6)  # paired draws, no real difference
+    assert noninferiority(same, base, margin=0.02, mode="min", paired=True)["noninferior"]
+    noisy_a, noisy_b = rng.normal(2.0, 0.5, size=3), rng.normal(2.0, 0.5, size=3)
+    result = noninferiority(noisy_a, noisy_b, margin=0.02, mode="min", paired=False)
+    assert compare_samples(noisy_a, noisy_b, paired=False)["p"] > 0.05  # "no significant difference" ...
+    assert not result["noninferior"]  # ... is not evidence that it does not hurt
+    worse = base + 0.05
+    assert not noninferiority(worse, base, margin=0.02, mode="min", paired=True)["noninferior"]
+    assert noninferiority(base - 0.05, base, margin=0.02, mode="max", paired=True)["noninferior"] is False
+    assert noninferiority(base + 0.05, base, margin=0.02, mode="max", paired=True)["noninferior"]

@@ -73,7 +73,7 @@ def test_the_same_seed_gives_the_same_text(lm_run):
 def test_bad_options_are_one_clear_error(lm_run, capsys, args, message):
     assert sample.main([str(lm_run), *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("rnnbench.sample: error: ") and message in err, err
+    assert err.startswith("Error in config:\n") and message in err, err
 
 
 def test_a_run_that_is_not_a_language_model_is_refused(tmp_path, capsys):

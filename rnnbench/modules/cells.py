@@ -1,4 +1,4 @@
-"""The four recurrent cells, each written from its equations (../shared/REFERENCE.md).
+"""The four recurrent cells, each written from the equations of the paper its class docstring cites.
 
 Every cell shares one small interface, so the layers and stacks in `recurrent.py` never ask which
 cell they hold:
@@ -18,6 +18,8 @@ model trained fused runs through the explicit path unchanged.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,6 +39,10 @@ class Cell(nn.Module):
     # The sigmoid gates `step(..., gates=dict)` reports (their saturation is what Karpathy et al. 2015
     # plot); a cell without gates reports none.
     gate_activations: tuple[str, ...] = ()
+    # The allowed values of the constructor's choice arguments, checked before a run starts
+    # (run.config.validate reads them from the class `cell._target_` names: a cell of a user's own
+    # with a key of the same name follows its own rules).
+    ALLOWED: ClassVar[dict[str, tuple[str, ...]]] = {"recurrent_init": RECURRENT_INITS}
 
     def __init__(self, input_size: int, hidden_size: int, recurrent_init: str = "default",
                  recurrent_gain: float = 1.0):
@@ -123,6 +129,7 @@ class VanillaCell(Cell):
     gates = 1
     state_names = ("h",)
     NONLINEARITIES = ("tanh", "relu")
+    ALLOWED = {**Cell.ALLOWED, "nonlinearity": NONLINEARITIES}
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh",
                  recurrent_init: str = "default", recurrent_gain: float = 1.0):
@@ -196,6 +203,80 @@ class LSTMCell(Cell):
         return super().extra_repr() + f", forget_bias={self.forget_bias}"
 
 
+class ArjovskyLSTMCell(LSTMCell):
+    """The LSTM of Arjovsky, Shah & Bengio 2016's code (github.com/amarshah/complex_RNN, models.py `LSTM`,
+    the baseline of their adding and copy figures), as three switches over `LSTMCell`:
+
+        o_t = σ(W_o x_t + U_o h_{t-1} + V_o c_t + b_o)   `cell_to_output`: a full H x H matrix V_o
+                                                          (`cell_output`) from the new cell state c_t
+        W, U, V ~ U(±sqrt(6 / (fan_in + fan_out))) per gate block, biases 0 but b_f = forget_bias
+                                                          `glorot` (their `initialize_matrix`, b_f = 1)
+        (h_0, c_0) learned, zero at the start            `learned_initial_state` (`initial_state`, (2, H))
+
+    The other gates and c_t, h_t are `LSTMCell`'s. Deviations: the output layer keeps the model's head
+    init (theirs is Glorot too), and the biases stay torch's two vectors (theirs: one per gate).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, glorot: bool = True,
+                 cell_to_output: bool = True, learned_initial_state: bool = True,
+                 recurrent_init: str = "default", recurrent_gain: float = 1.0):
+        if glorot and recurrent_init != "default":
+            raise ValueError(f"cell.recurrent_init={recurrent_init!r} is not allowed with cell.glorot=true "
+                             f"(Glorot initialises U too): choose default, or cell.glorot=false")
+        self.glorot, self.cell_to_output, self.learned_initial_state = glorot, cell_to_output, learned_initial_state
+        super().__init__(input_size, hidden_size, forget_bias, recurrent_init, recurrent_gain)
+
+    def reset_parameters(self) -> None:
+        H = self.hidden_size
+        if self.cell_to_output and not hasattr(self, "cell_output"):
+            self.cell_output = nn.Parameter(torch.empty(H, H))                  # V_o
+        if self.learned_initial_state and not hasattr(self, "initial_state"):
+            self.initial_state = nn.Parameter(torch.empty(2, H))                # rows h_0, c_0
+        super().reset_parameters()
+        with torch.no_grad():
+            if self.learned_initial_state:
+                self.initial_state.zero_()
+            if self.glorot:
+                for block in (*self.weight_ih.split(H), *self.weight_hh.split(H),
+                              *((self.cell_output,) if self.cell_to_output else ())):
+                    fan_out, fan_in = block.shape
+                    bound = math.sqrt(6.0 / (fan_in + fan_out))
+                    nn.init.uniform_(block, -bound, bound)
+                self.bias_ih.zero_()
+                self.bias_hh.zero_()
+                k = self.gate_names.index("f")
+                self.bias_ih[k * H:(k + 1) * H].fill_(self.forget_bias)
+
+    def default_state(self, batch: int, device=None, dtype=None) -> State:
+        if not self.learned_initial_state:
+            return super().default_state(batch, device, dtype)
+        h0, c0 = self.initial_state.to(device=device, dtype=dtype)            # (H,) each
+        return h0.expand(batch, -1), c0.expand(batch, -1)                       # (B, H) each
+
+    def step(self, x_proj_t: Tensor, state: State, gates: dict[str, Tensor] | None = None
+             ) -> tuple[Tensor, State]:
+        if not self.cell_to_output:
+            return super().step(x_proj_t, state, gates)
+        h, c = state                                                            # (B, H) each
+        a = torch.addmm(x_proj_t + self.bias_hh, h, self.weight_hh.t())        # (B, 4H)
+        a_i, a_f, a_g, a_o = a.chunk(4, dim=1)                                  # (B, H) each
+        i, f = torch.sigmoid(a_i), torch.sigmoid(a_f)
+        c = f * c + i * torch.tanh(a_g)
+        o = torch.sigmoid(torch.addmm(a_o, c, self.cell_output.t()))          # V_o c_t: after c_t
+        h = o * torch.tanh(c)
+        if gates is not None:
+            gates.update(input=i, forget=f, output=o)
+        return h, (h, c)
+
+    @property
+    def fused_mode(self) -> str | None:
+        return None if self.cell_to_output else "lstm"
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", glorot={self.glorot}, cell_to_output={self.cell_to_output}, "
+                                       f"learned_initial_state={self.learned_initial_state}")
+
+
 class PeepholeLSTMCell(LSTMCell):
     """LSTM with diagonal peephole connections (Gers & Schmidhuber 2000, "Recurrent nets that time and
     count"), the "vanilla" LSTM of Greff et al. 2016, and its eight variants (`variant`, LSTM_VARIANTS).
@@ -230,6 +311,8 @@ class PeepholeLSTMCell(LSTMCell):
     Every variant but fgr runs on `fast_peephole`'s sequence kernel under `model.backend=auto`; fgr on
     these explicit equations.
     """
+
+    ALLOWED = {**Cell.ALLOWED, "variant": tuple(LSTM_VARIANTS)}
 
     def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
                  recurrent_init: str = "default", variant: str = "vanilla", recurrent_gain: float = 1.0):
@@ -366,4 +449,5 @@ class GRUCell(Cell):
         return super().extra_repr() + f", reset_after={self.reset_after}"
 
 
-CELLS = {"vanilla": VanillaCell, "lstm": LSTMCell, "peephole": PeepholeLSTMCell, "gru": GRUCell}
+CELLS = {"vanilla": VanillaCell, "lstm": LSTMCell, "lstm_arjovsky": ArjovskyLSTMCell, "peephole": PeepholeLSTMCell,
+         "gru": GRUCell}

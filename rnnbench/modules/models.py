@@ -11,15 +11,16 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnbench.kernels.lengths import valid_steps
+from rnnbench.modules.blocks import BLOCKS
 from rnnbench.modules.cells import Cell
-from rnnbench.modules.recurrent import Probes, RecurrentStack, StackState
+from rnnbench.modules.recurrent import BACKENDS, Probes, RecurrentStack, StackState
 from rnnbench.tasks.base import IOSpec
 
 POOLINGS = ("last", "mean", "max")
@@ -28,6 +29,9 @@ PARAM_COUNTS = ("total", "effective")
 
 
 class SequenceModel(nn.Module):
+    ALLOWED: ClassVar[dict[str, tuple[str, ...]]] = {"backend": BACKENDS, "pooling": POOLINGS, "block": BLOCKS,
+                                                     "param_count": PARAM_COUNTS}
+
     def __init__(self, spec: IOSpec, cell: Callable[[int, int], Cell], hidden_size: int = 128,
                  num_layers: int = 1, bidirectional: bool = False, pyramid: bool = False,
                  dropout: float = 0.0, residual: bool = False, backend: str = "auto",

@@ -17,8 +17,8 @@ Backends (one per layer, the same parameter tensors for all):
     fgr: explicit (its gate recurrence does not fit the kernel's loop);
   - the plain LSTM (`cell=lstm`) stays on torch's fused kernel, by decision, although our kernel computes
     the same function as variant np and measured faster (np on it: 0.72x / 0.70x torch's fused LSTM at
-    H=128, T=100 / H=256, T=500 with 1 thread, 0.91x / 0.75x with 2; training step, B=64, README
-    "Performance"): switching would change the last bits of every LSTM run, including the committed study
+    H=128, T=100 / H=256, T=500 with 1 thread, 0.91x / 0.75x with 2; training step, B=64,
+    docs/performance.md): switching would change the last bits of every LSTM run, including the committed study
     records. `python -m rnnbench.bench cells` measures both (rows `np auto`, `fused LSTM`);
   - a cell with a whole-sequence form (`cell.sequence`: the modern diagonal cells of `modern_cells.py` on
     `scan.py`'s kernel): that form;

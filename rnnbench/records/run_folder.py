@@ -42,6 +42,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rnnbench.errors import UserError
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 PROFILE_FILE = "profile.json"
@@ -184,8 +186,11 @@ def _fsync_dir(folder: Path) -> None:
 # Writing a run folder
 
 
-class FolderInUse(Exception):
-    """Another live process writes this run folder; the message names it and what to do."""
+class FolderInUse(UserError):
+    """Another live process writes this run folder; the message names it and what to do. Refused like
+    any other bad hydra.run.dir / hydra.sweep.dir value."""
+
+    kind = "config"
 
 
 @contextlib.contextmanager
@@ -409,10 +414,11 @@ _DISTRIBUTIONS = {
 
 
 def run_metadata() -> dict[str, Any]:
-    """Versions of Python and the libraries that shape a result, and the git state of the code.
+    """Versions of Python and the libraries that shape a result, the git state of the code, and the
+    machine (`machine`).
 
     ``{"versions": {"python", "torch", "rnnbench", "hydra", "omegaconf", "wandb", "numpy"},
-    "git_commit": sha or None, "git_dirty": bool or None}``. Versions come from the installed
+    "git_commit": sha or None, "git_dirty": bool or None, "machine": {...}}``. Versions come from the installed
     package metadata, so nothing heavy is imported (a missing package gives None). The commit is
     that of the repository holding the rnnbench package (None when it is not in a git checkout);
     ``git_dirty`` ignores untracked files (run outputs, caches) and counts modified tracked ones.
@@ -431,7 +437,42 @@ def run_metadata() -> dict[str, Any]:
     if commit is not None:
         status = _git(package_dir, "status", "--porcelain", "--untracked-files=no")
         dirty = None if status is None else bool(status)
-    return {"versions": versions, "git_commit": commit, "git_dirty": dirty}
+    return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "machine": machine()}
+
+
+# Environment variables that change which floating-point code paths run (hence the last digits).
+NUMERICS_ENV = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE", "DNNL_MAX_CPU_ISA")
+# CPU flags that decide the vector code the kernels and the BLAS take (-march=native, ATen's dispatch).
+NUMERICS_FLAGS = ("fma", "avx", "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def machine() -> dict[str, Any]:
+    """What a run's numbers were computed on: the same config and code agree to the last digit only
+    on the same CPU type and libraries (docs/reliability.md says how far elsewhere).
+
+    ``{"cpu": model name, "vendor", "flags": the subset of `NUMERICS_FLAGS` the CPU has, "aten_capability":
+    ATen's vector dispatch (DEFAULT, AVX2, AVX512), "blas": the BLAS torch was built with and its version,
+    "onednn": oneDNN's version, "env": the `NUMERICS_ENV` variables set}``."""
+    import torch
+
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+                if key.strip() == "flags":
+                    break
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    config = torch.__config__.show()
+    blas = next((line.strip(" -") for line in config.splitlines() if "Math Kernel Library" in line or "OpenBLAS" in line), None)
+    onednn = next((line.strip(" -") for line in config.splitlines() if "MKL-DNN" in line or "oneDNN" in line), None)
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+            "vendor": info.get("vendor_id"), "flags": [f for f in NUMERICS_FLAGS if f in flags],
+            "aten_capability": torch.backends.cpu.get_cpu_capability(), "blas": blas, "onednn": onednn,
+            "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
 
 
 def git_root() -> Path | None:

@@ -1,6 +1,6 @@
 """Weights & Biases mirror of a run folder.
 
-The run folder (``records.py``) is the source of truth; this sink copies the same rows to W&B so
+The run folder (``run_folder.py``) is the source of truth; this sink copies the same rows to W&B so
 runs can be browsed there. Facts this code relies on, measured with wandb 0.31:
 
 - Offline must be chosen for the whole process (``WANDB_MODE`` and ``wandb.setup``), not only in

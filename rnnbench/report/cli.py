@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from rnnbench.errors import UserError, fail
 from rnnbench.report.figures import write_figures
 from rnnbench.report.importance import find_search, importance_text, param_importance
 from rnnbench.report.lengths import length_columns
@@ -90,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            curve=args.curve, layer=args.layer, length_metric=args.lengths)
             for line in [f"wrote {p}" for p in written] + [f"note: {n}" for n in notes]:
                 print(line, file=sys.stderr)
-    except (ReportError, OSError) as error:
-        print(f"rnnbench.report: error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return fail(error)
+    except OSError as error:  # a path the user gave that cannot be read or written
+        return fail(ReportError(str(error)))
     return 0
 

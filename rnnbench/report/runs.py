@@ -18,10 +18,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from rnnbench.errors import UserError
 from rnnbench.records import run_folder
 from rnnbench.records.run_folder import read_config, read_summary
 
 RUNS_FILE = "runs.jsonl"  # a study's committed records (rnnbench.report.studies)
+FAIR_PLAN = "fair.json"  # the plan of a fair comparison (rnnbench.fair), in the folder above its sweeps
 BUDGET_KEY = "train.max_steps"  # a record's step budget, a column even where no override set it: one
 # study may hold runs at two budgets (a reduced sweep and the published one), which claims tell apart
 
@@ -31,8 +33,8 @@ SUMMARY_FIELDS = (
 )
 
 
-class ReportError(Exception):
-    """A problem of the user's input (path, key, metric): reported as one line, exit code 2."""
+class ReportError(UserError):
+    """A problem of the user's input (path, key, metric): one message, exit code 2 (rnnbench.errors)."""
 
 
 def is_run_dir(path: Path) -> bool:
@@ -84,6 +86,15 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def fair_stage(run_dir: Path) -> str | None:
+    """"screen" or "final" for a run of a fair comparison (`rnnbench.fair`: DIR/screen/<job>,
+    DIR/extend-*/<job>, DIR/final-<value>/<job> beside DIR/fair.json), else None."""
+    sweep = run_dir.parent
+    if not (sweep.parent / FAIR_PLAN).is_file():
+        return None
+    return "final" if sweep.name.startswith("final-") else "screen"
+
+
 def is_seed_key(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == "seed"
 
@@ -93,7 +104,7 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
         summary = read_summary(run_dir)
     except FileNotFoundError:  # Hydra made the folder; the run never wrote its first summary
         summary = {"status": "incomplete"}
-    except ValueError as error:  # not JSON: written by hand or by something else than records.py
+    except ValueError as error:  # not JSON: written by hand or by something else than run_folder.py
         summary = {"status": "incomplete", "error": f"unreadable summary.json: {error}"}
     config = _read_config(run_dir)
     cfg = pd.json_normalize(config, sep=".").add_prefix("cfg.").to_dict("records")[0] if config else {}

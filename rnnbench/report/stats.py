@@ -196,3 +196,80 @@ def summarize(
 
 def _reference_text(reference: dict[str, Any]) -> str:
     return ",".join(f"{k}={label(v)}" for k, v in reference.items())
+
+
+# ------------------------------------------------------------------------------------------------
+# the tests a claim is judged by: paired where the runs were drawn in pairs, Welch otherwise
+
+
+def compare_samples(a: Sequence[float], b: Sequence[float], paired: bool, confidence: float = 0.95) -> dict[str, Any]:
+    """Mean difference a − b with its confidence interval and two-sided p-value.
+
+    paired: a[i] and b[i] share a draw (a seed, hence the data order; a hyperparameter draw): Student's
+    t on the differences (``scipy.stats.ttest_rel``); else Welch's t (``ttest_ind(equal_var=False)``).
+    NaN values drop their pair (paired) or themselves (Welch). With fewer than 2 values a side the
+    p-value and the interval are NaN; with no spread at all the difference is exact (p 0, or 1 if none)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if paired:
+        if len(a) != len(b):
+            raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+        keep = ~(np.isnan(a) | np.isnan(b))
+        a, b = a[keep], b[keep]
+        diff = float((a - b).mean()) if len(a) else math.nan
+        spread = np.ptp(a - b) if len(a) else 0.0
+        result = None if len(a) < 2 or _constant(spread, diff) else scipy_stats.ttest_rel(a, b)
+    else:
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        diff = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+        spread = max(np.ptp(a), np.ptp(b)) if len(a) and len(b) else 0.0
+        result = None if len(a) < 2 or len(b) < 2 or _constant(spread, diff) else scipy_stats.ttest_ind(a, b, equal_var=False)
+    out = {"test": "paired t" if paired else "Welch t", "n": (len(a), len(b)), "diff": diff}
+    if result is not None:
+        return {**out, "ci": tuple(float(x) for x in result.confidence_interval(confidence)), "p": float(result.pvalue)}
+    if len(a) >= 2 and len(b) >= 2:  # no spread at all (to the last digits): the difference is exact
+        return {**out, "ci": (diff, diff), "p": 1.0 if diff == 0 else 0.0}
+    return {**out, "ci": (math.nan, math.nan), "p": math.nan}
+
+
+def _constant(spread: float, diff: float) -> bool:
+    """No variance to estimate: values (or differences) equal to float precision, where scipy's t
+    statistic is 0/0 or rounding noise."""
+    return spread <= 1e-12 * max(1.0, abs(diff))
+
+
+def noninferiority(a: Sequence[float], b: Sequence[float], margin: float, mode: str, paired: bool,
+                   alpha: float = 0.05) -> dict[str, Any]:
+    """"a does not hurt against b": the one-sided test that a is worse than b by less than `margin`
+    (metric units, > 0), i.e. the (1 − 2α) interval of the difference lies on the good side of the
+    margin (one half of TOST). `mode` is the metric's direction ("min": lower is better). A large
+    p-value of a difference test is not this: it is absence of evidence, not evidence of absence."""
+    if not margin > 0:
+        raise ValueError(f"an equivalence margin must be positive, got {margin}")
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    sign = 1.0 if mode == "min" else -1.0  # sign·(a − b) > 0: a is worse
+    x, y = sign * a - margin, sign * b  # H0: sign·(a − b) ≥ margin; H1: sign·(a − b) < margin
+    if paired:
+        keep = ~(np.isnan(x) | np.isnan(y))
+        degenerate = keep.sum() < 2 or np.ptp((x - y)[keep]) == 0
+        test = None if degenerate else scipy_stats.ttest_rel(x[keep], y[keep], alternative="less")
+    else:
+        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+        degenerate = len(x) < 2 or len(y) < 2 or x.var() + y.var() == 0
+        test = None if degenerate else scipy_stats.ttest_ind(x, y, equal_var=False, alternative="less")
+    spread = compare_samples(a, b, paired, confidence=1 - 2 * alpha)
+    p = math.nan if test is None else float(test.pvalue)
+    return {**spread, "margin": margin, "p_noninferior": p, "noninferior": bool(p < alpha)}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN and does not
+    count among the tests. Rejecting where the adjusted p < α controls the family-wise error at α."""
+    p = np.asarray(p_values, float)
+    order = [i for i in np.argsort(p) if not np.isnan(p[i])]
+    m = len(order)
+    adjusted = np.full(len(p), math.nan)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

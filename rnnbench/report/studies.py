@@ -1,12 +1,12 @@
 """Studies: the literature's comparisons rerun with rnnbench, their committed records, and the
-published values set beside them (README "Results"; docs/results/<study>/).
+published values set beside them (docs/results.md; docs/results/<study>/).
 (Over 400 lines on purpose: a study's records, its rules and its figure are one concept, read together when a claim is checked.)
 
-    python -m rnnbench.report.studies export adding /work/sweeps/adding      # sweep folder(s) -> runs.jsonl
+    python -m rnnbench.report.studies export adding outputs/sweeps/DATE/TIME  # sweep folder(s) -> runs.jsonl
     python -m rnnbench.report.studies export adding --add NEW_SWEEP          # ... beside the committed ones
     python -m rnnbench.report.studies table adding [--format latex]          # published beside measured
     python -m rnnbench.report.studies figure adding                          # docs/results/adding/adding.png
-    python -m rnnbench.report.studies readme                                 # README's tables from the records
+    python -m rnnbench.report.studies render                                 # docs/results.md's tables from the records
     python -m rnnbench.report.studies wikitext2-sample DIR                   # the folder of study 5
 
 A study's folder holds three files, all small enough for git:
@@ -19,17 +19,12 @@ A study's folder holds three files, all small enough for git:
   number was checked against the paper or its code here, and the claim in kind (`CLAIM_KINDS`).
 - ``<study>.png``: the figure, drawn from ``runs.jsonl`` alone.
 
-Whether a claim holds is decided by a stated rule, never by eye (`judge`):
-
-- ``beats_baseline``: the mean final ``val/loss_over_baseline`` over seeds is below `BEATS_BASELINE`
-  (the loss is at least 10% under the memoryless baseline: 1/6 for adding, 10 ln 8/(T+20) for copy).
-- ``better_than``: the cell's mean of the study's metric is better (by its direction) than that of
-  every cell listed, and Welch's t-test against each gives p < 0.05; a better mean that the seeds do not
-  separate is reported as `MEAN_ONLY` ("mean only (n.s.)"), not as a claim that holds.
-- ``bound``: every run's profile at initialisation satisfies Pascanu et al. 2013's bound,
-  log10(‖∂L/∂h_t‖ / ‖∂L/∂h_T‖) ≤ (T - t) · log10 γ for every t (+1e-4 for float rounding).
-- ``hurts``: Welch's t-test of the variant's runs against the base variant's gives p < 0.05 and the
-  variant's mean is worse (Greff et al. 2016's "significantly hurts").
+Whether a claim holds is decided by a stated rule, never by eye: `rnnbench.report.verdicts` (beats the
+baseline on k of n seeds; better than / hurts by a paired or Welch test with its interval, Holm-adjusted
+across the study; does not hurt by non-inferiority within a stated margin; fewer divergences by Fisher's
+test; Pascanu et al.'s bound), and a negative verdict where the study's positive control did not learn
+reads "no power at this budget". Below each table, every significant difference between the compared
+values is listed, claimed or not.
 
 Every rule reads completed runs; the table says how many runs of a point diverged, and a point whose
 every run diverged reads "diverged" (not "not run", and not a value).
@@ -48,20 +43,17 @@ import pandas as pd
 import yaml
 from tabulate import tabulate
 
-from rnnbench.modules.diagnostics import summarise_profile
+from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
-from rnnbench.report.runs import (BUDGET_KEY, RUNS_FILE, ReportError, find_run_dirs, groups, key_value, label,
+from rnnbench.report import verdicts
+from rnnbench.report.runs import (BUDGET_KEY, RUNS_FILE, ReportError, fair_stage, find_run_dirs, groups, label,
                                   read_records, records_frame)
-from rnnbench.report.stats import metric_mode, welch_p_value
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 PUBLISHED_FILE = "published.yaml"
-BEATS_BASELINE = 0.9  # mean loss / memoryless baseline below this: the baseline is beaten
-SIGNIFICANCE = 0.05
-MEAN_ONLY = "mean only"  # better by the mean, not significantly (Welch p ≥ SIGNIFICANCE, or one seed)
-ALL_DIVERGED = "diverged"  # every run of the point ended diverged (NaN/Inf): no value to judge
-BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
-CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts")
+CLAIM_KINDS = verdicts.CLAIM_KINDS
+MEAN_ONLY, ALL_DIVERGED, NO_POWER, INCONCLUSIVE = verdicts.MEAN_ONLY, verdicts.ALL_DIVERGED, verdicts.NO_POWER, verdicts.INCONCLUSIVE
+judge, bound_margin = verdicts.judge, verdicts.bound_margin
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +79,8 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
                                        "git_commit", "config_fingerprint")},
         **{section: summary.get(section) or {} for section in ("final", "best", "test")},
         "max_steps": _config_value(run_dir, BUDGET_KEY),
+        "machine": {k: (summary.get("machine") or {}).get(k) for k in ("cpu", "aten_capability", "blas")},
+        "fair": fair_stage(run_dir),  # the stage of a fair comparison: claims can name the tuned runs
     }
     if detail:
         initial = next((p for p in run_folder.read_profiles(run_dir) if p.get("step") == 0), None)
@@ -149,91 +143,61 @@ def read_published(study: str | Path) -> dict[str, Any]:
     return published
 
 
-def _matching(df: pd.DataFrame, where: dict[str, Any], status: str | None = "completed") -> pd.DataFrame:
-    mask = pd.Series(True, index=df.index)
-    for key, value in where.items():
-        if key not in df.columns:
-            return df.iloc[0:0]
-        mask &= df[key].map(lambda v: label(key_value(v)) == label(value))
-    return df[mask & (df["status"] == status)] if status else df[mask]
-
-
-def _values(runs: pd.DataFrame, metric: str) -> np.ndarray:
-    if metric not in runs.columns:
-        return np.array([])
-    x = pd.to_numeric(runs[metric], errors="coerce").to_numpy(float)
-    return x[~np.isnan(x)]
-
-
-def bound_margin(profile: Sequence[float], gamma: float) -> float:
-    """max over t < T of log10(‖∂L/∂h_t‖/‖∂L/∂h_T‖) - (T - t)·log10 γ: ≤ 0 where the bound holds
-    (t = T is left out: there both sides are 0 by definition)."""
-    norms = np.asarray(profile, float)
-    back = np.arange(len(norms))[::-1]  # T - t for t = 1..T
-    with np.errstate(divide="ignore"):
-        measured = np.log10(norms / norms[-1])  # a gradient flushed to 0 gives -inf: far below
-    return float(np.nanmax((measured - back * math.log10(gamma))[:-1]))
-
-
-def judge(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any]) -> dict[str, Any]:
-    """The measured side of one claim: the number shown, n, and whether the claim holds (None: no runs)."""
-    where = claim.get("where", {})
-    runs = _matching(df, where)
-    metric = published["metric"]
-    x = _values(runs, metric)
-    out: dict[str, Any] = {"n": len(x), "mean": x.mean() if len(x) else math.nan,
-                           "std": x.std(ddof=1) if len(x) > 1 else math.nan, "holds": None,
-                           "diverged": len(_matching(df, where, status="diverged"))}
-    if out["diverged"] and not len(runs):  # a point whose every run diverged is a result, not "not run"
-        out["holds"] = ALL_DIVERGED
-        return out
-    if "beats_baseline" in claim:
-        ratio = _values(runs, "final/val/loss_over_baseline")
-        if len(ratio):
-            out["ratio"] = ratio.mean()
-            out["holds"] = bool(ratio.mean() < BEATS_BASELINE) == bool(claim["beats_baseline"])
-    elif "better_than" in claim:
-        mode = published.get("mode") or metric_mode(metric, df)
-        others = [_values(_matching(df, {**where, **other}), metric) for other in claim["better_than"]]
-        if len(x) and all(len(o) for o in others):
-            better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
-            if not all(better(x.mean(), o.mean()) for o in others):
-                out["holds"] = False
-            elif len(x) > 1 and all(len(o) > 1 for o in others):
-                # a better mean is a claim only when the seeds separate it: Welch against each other
-                out["p"] = max(welch_p_value(x, o) for o in others)
-                out["holds"] = True if out["p"] < SIGNIFICANCE else MEAN_ONLY
-            else:
-                out["holds"] = MEAN_ONLY
-    elif "bound" in claim:
-        layer = published.get("layer", "layer0")
-        profiles = [p[layer] for p in runs.get("profile_init", pd.Series(dtype=object)) if isinstance(p, dict)]
-        if profiles:
-            # the number shown: the fitted factor per step back in time (diagnostics.summarise_profile)
-            factors = np.array([summarise_profile(p)["backward_factor"] for p in profiles])
-            out.update(n=len(factors), mean=factors.mean(), std=factors.std(ddof=1) if len(factors) > 1 else math.nan)
-            out["margin"] = max(bound_margin(p, float(claim["bound"])) for p in profiles)
-            out["holds"] = out["margin"] <= BOUND_TOLERANCE
-    elif "hurts" in claim:
-        base = _values(_matching(df, {**where, **published["base"]}), metric)
-        if len(x) > 1 and len(base) > 1:
-            p = welch_p_value(x, base)
-            mode = published.get("mode") or metric_mode(metric, df)
-            worse = x.mean() < base.mean() if mode == "max" else x.mean() > base.mean()
-            out["p"] = p
-            out["holds"] = bool(p < SIGNIFICANCE and worse) == bool(claim["hurts"])
-    return out
-
-
 def claim_text(claim: dict[str, Any], published: dict[str, Any]) -> str:
     if "beats_baseline" in claim:
         return "beats the baseline" if claim["beats_baseline"] else "at the baseline"
     if "better_than" in claim:
         return "better than " + ", ".join(_other_text(other) for other in claim["better_than"])
+    if "fewer_divergences" in claim:
+        return "diverges less than " + ", ".join(_other_text(other) for other in claim["fewer_divergences"])
     if "bound" in claim:
         return f"‖∂L/∂h_t‖ ≤ {label(float(claim['bound']))}^(T−t)·‖∂L/∂h_T‖"
     return ("hurts" if claim["hurts"] else "does not hurt") + " (vs " + ", ".join(
         f"{label(v)}" for v in published["base"].values()) + ")"
+
+
+def _test_text(test: dict[str, Any], precision: int) -> str:
+    """"paired t: Δ −0.25 [−0.31, −0.19], p = 0.001" (the difference claimed − compared, 95% interval)."""
+    low, high = test["ci"]
+    interval = "" if math.isnan(low) else f" [{low:+.2g}, {high:+.2g}]"
+    p = "p = –" if math.isnan(test["p"]) else f"p = {test['p']:.2g}"
+    return f"{test['test']}: Δ {test['diff']:+.{precision - 1}g}{interval}, {p}"
+
+
+def measured_text(result: dict[str, Any], precision: int = 4) -> str:
+    """The measured column: mean ± std over seeds, then what the rule read (k of n, the test, the
+    interval, the Holm-adjusted p) and, for a verdict without power, why."""
+    text = "–" if result["n"] == 0 else (
+        f"{result['mean']:.{precision}g} ± " + ("–" if math.isnan(result["std"]) else f"{result['std']:.2g}"))
+    details = []
+    if "margin" in result and "tests" not in result:  # a bound claim shows the profile's fitted factor
+        text = f"factor {text} per step; excess over bound {result['margin']:+.2g} (log10)"
+    if "k" in result:
+        details.append(f"{result['ratio']:.2f}× baseline; {result['k']} of {result['n_ratio']} seeds below "
+                       f"{verdicts.BEATS_BASELINE}×")
+    for test in result.get("tests", []):
+        details.append(_test_text(test, precision))
+    if "equivalence" in result:
+        eq = result["equivalence"]
+        worst = eq["ci"][1] if published_mode_is_min(result) else -eq["ci"][0]
+        details.append(f"harm ≤ {worst:+.2g} (one-sided 95%) vs margin {eq['margin']:.2g}")
+    if "rates" in result:
+        details.append("diverged " + " vs ".join(f"{d} of {t}" for d, t in result["rates"])
+                       + ("" if "p" not in result else f", Fisher p = {result['p']:.2g}"))
+    if "p_holm" in result and "tests" in result and len(result.get("tests", [])) > 0:
+        details.append(f"Holm p = {result['p_holm']:.2g}")
+    if result.get("why"):
+        details.append(result["why"])
+    if details:
+        text += " (" + "; ".join(details) + ")"
+    if result["diverged"] and "rates" not in result:  # the rules read completed runs: say what they left out
+        total = result["n"] + result["diverged"]
+        text = ("" if result["n"] == 0 else text + "; ") + f"{result['diverged']} of {total} diverged"
+    return text
+
+
+def published_mode_is_min(result: dict[str, Any]) -> bool:
+    return result.get("mode", "min") == "min"
 
 
 def _other_text(other: dict[str, Any]) -> str:
@@ -256,25 +220,12 @@ def comparison(study: str | Path, records_path: str | Path | None = None, precis
     metric = published["metric"]
     header = [*keys, "published", "source", "claim", f"rnnbench ({metric.removeprefix('final/')})", "n", "holds"]
     body = []
-    for claim in published["claims"]:
-        result = judge(claim, df, published)
+    for claim, result in zip(published["claims"], verdicts.judge_all(published["claims"], df, published)):
         value = claim.get("value")
-        measured = "–" if result["n"] == 0 else (
-            f"{result['mean']:.{precision}g} ± " + ("–" if math.isnan(result["std"]) else f"{result['std']:.2g}"))
-        if "margin" in result:  # a bound claim shows the profile's fitted factor, not the metric
-            measured = f"factor {measured} per step; excess over bound {result['margin']:+.2g} (log10)"
-        for extra, fmt in (("ratio", "{:.2f}× baseline"), ("p", "p = {:.3f}")):
-            if extra in result:
-                measured += f" ({fmt.format(result[extra])})"
-        if result["diverged"]:  # the rules read completed runs: say what they left out
-            total = result["n"] + result["diverged"]
-            measured = ("" if result["n"] == 0 else measured + "; ") + f"{result['diverged']} of {total} diverged"
         source = published["sources"][claim["source"]]
-        holds = {True: "yes", False: "**no**", None: "not run", MEAN_ONLY: "mean only (n.s.)",
-                 ALL_DIVERGED: "**diverged**"}[result["holds"]]
         body.append([*(label(claim.get("where", {}).get(k)) for k in keys),
                      "–" if value is None else label(value), source["cite"], claim_text(claim, published),
-                     measured, str(result["n"]), holds])
+                     measured_text(result, precision), str(result["n"]), verdicts.VERDICT_TEXT[result["holds"]]])
     return header, body
 
 
@@ -294,7 +245,34 @@ def table(study: str | Path, fmt: str = "md", records_path: str | Path | None = 
         return pd.DataFrame(body, columns=header).to_csv(index=False)
     if fmt == "latex":
         return tabulate(body, headers=header, tablefmt="latex_booktabs", disable_numparse=True) + "\n"
-    return tabulate(body, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
+    text = tabulate(body, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
+    return text + findings_text(study, records_path, runs)
+
+
+def findings_text(study: str | Path, records_path: str | Path | None = None, runs: pd.DataFrame | None = None) -> str:
+    """Every significant difference between the study's compared values (``compared`` in
+    published.yaml, else the cell), claimed or not, within each group of ``findings_within`` (default:
+    the budget and the claims' other keys): a study reports what it found, not only what it looked for."""
+    published = read_published(study)
+    folder = Path(study).parent if Path(study).suffix == ".yaml" else RESULTS_DIR / str(study)
+    df = with_budget(runs) if runs is not None else records_frame(read_records(records_path or folder))
+    key = next(iter(published.get("compared", {"cell": None})))
+    within = published.get("findings_within") or [
+        k for k in dict.fromkeys([BUDGET_KEY, *(k for c in published["claims"] for k in c.get("where", {}))])
+        if k != key and k in df.columns]
+    found = verdicts.findings(df, published, key, within)
+    significant = [f for f in found if f["p_holm"] < verdicts.ALPHA]
+    if not found:
+        return ""
+    lines = [f"\nSignificant differences between {key} values, claimed or not ({len(significant)} of {len(found)} "
+             f"pairs; paired where the runs pair, Holm across all {len(found)}):\n"]
+    for f in significant:
+        where = ", ".join(f"{k}={label(v)}" for k, v in f["group"].items() if v is not None and not pd.isna(v))
+        lines.append(f"- {(where + ': ') if where else ''}{f['better']} better than {f['worse']} "
+                     f"({_test_text(f, 3)}, Holm p = {f['p_holm']:.2g})\n")
+    if not significant:
+        lines.append("- none\n")
+    return "".join(lines)
 
 
 def importance(study: str | Path, records_path: str | Path | None = None) -> str | None:
@@ -308,6 +286,8 @@ def importance(study: str | Path, records_path: str | Path | None = None) -> str
         return None
     folder = Path(study).parent if Path(study).suffix == ".yaml" else RESULTS_DIR / str(study)
     df = records_frame(read_records(records_path or folder))
+    if published.get("importance_where"):  # the search's own trials, not a check run beside them
+        df = verdicts.matching(df, published["importance_where"], status=None)
     if (df.get("status") == "completed").sum() < 2:
         return None
     space = search_space(published["search"])
@@ -351,7 +331,7 @@ def figure(study: str, out: Path | None = None) -> Path:
         metric = published["metric"]
         x_keys = _keys(spec["x"])
         groups = _groups(df[df["status"] == "completed"], x_keys)
-        values = [_values(runs, metric) for _, runs in groups]
+        values = [verdicts.values(runs, metric) for _, runs in groups]
         ax.bar([_group_label(x_keys, x) for x, _ in groups], [v.mean() for v in values],
                yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values], capsize=4, color="tab:blue")
         for i, v in enumerate(values):  # every seed, so the spread is visible
@@ -372,7 +352,7 @@ def figure(study: str, out: Path | None = None) -> Path:
         x_key, metric = spec["x"], published["metric"]
         line_keys = _keys(spec["lines"])
         for line, runs in _groups(df[df["status"] == "completed"], line_keys):
-            points = [(float(x), _values(r, metric)) for (x,), r in _groups(runs, [x_key])]
+            points = [(float(x), verdicts.values(r, metric)) for (x,), r in _groups(runs, [x_key])]
             xs = [p[0] for p in points]
             ax.errorbar(xs, [v.mean() for _, v in points], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for _, v in points],
                         marker="o", capsize=3, label=_group_label(line_keys, line))
@@ -468,7 +448,7 @@ def _clipping_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
 def training_curves(df: pd.DataFrame, where: dict[str, Any]) -> list[tuple[Any, np.ndarray]]:
     """(seed, rows of step, train/loss, grad norm) of each completed run at `where` that kept its
     training curve (`export --detail`), by seed."""
-    runs = _matching(df, where)
+    runs = verdicts.matching(df, where)
     out = [(seed, np.asarray(c, float)) for seed, c in zip(runs["seed"], runs["train_curve"])
            if isinstance(c, list) and c]
     return sorted(out, key=lambda pair: pair[0])
@@ -486,7 +466,7 @@ def _curves_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
     if not curves:
         ax.text(0.5, 0.5, "no training curves in the records\n(export with --detail)", ha="center",
                 transform=ax.transAxes)
-    baselines = set(_values(_matching(df, spec["where"]), "memoryless_baseline"))
+    baselines = set(verdicts.values(verdicts.matching(df, spec["where"]), "memoryless_baseline"))
     if len(baselines) == 1:  # the task's own value, as each run's summary recorded it
         ax.axhline(baselines.pop(), color="k", linestyle="--", label="memoryless baseline")
     ax.set_xlabel("step")
@@ -501,12 +481,12 @@ def plt_colours() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# the README's tables
+# the tables of docs/results.md
 
 
-def render_readme(path: Path) -> list[str]:
+def render_tables(path: Path) -> list[str]:
     """Rewrite each ``<!-- study:NAME -->`` … ``<!-- /study:NAME -->`` block of `path` with
-    `table(NAME)`, so the README's tables are the committed records' (a test checks they are)."""
+    `table(NAME)`, so the page's tables are the committed records' (a test checks docs/results.md's are)."""
     import re
 
     text = path.read_text(encoding="utf-8")
@@ -566,11 +546,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--records", help="a runs.jsonl or sweep records other than the committed ones")
     p = sub.add_parser("figure", help="the study's figure from its records")
     p.add_argument("study")
-    p = sub.add_parser("readme", help="re-render every <!-- study:NAME --> table of a Markdown file")
-    p.add_argument("file", type=Path, nargs="?", default=RESULTS_DIR.parent.parent / "README.md")
+    p = sub.add_parser("render", help="re-render every <!-- study:NAME --> table of a Markdown page")
+    p.add_argument("file", type=Path, nargs="?", default=RESULTS_DIR.parent / "results.md")
     p = sub.add_parser("wikitext2-sample", help="study 5's folder from the WikiText-2 sample")
     p.add_argument("out", type=Path)
-    p.add_argument("--source", type=Path, default=Path("/work/shared/data/wikitext-2-sample"))
+    p.add_argument("--source", type=Path, required=True,
+                   help="the WikiText-2 sample folder (valid.txt and test.txt of WikiText-2)")
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
@@ -584,13 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout.write("\n" + line + "\n")
         elif args.command == "figure":
             print(figure(args.study))
-        elif args.command == "readme":
-            print(", ".join(render_readme(args.file)) or "no study tables found")
+        elif args.command == "render":
+            print(", ".join(render_tables(args.file)) or "no study tables found")
         else:
             print(wikitext2_sample(args.source, args.out))
-    except ReportError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 2
+    except UserError as error:
+        return fail(error)
     return 0
 
 

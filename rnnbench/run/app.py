@@ -37,14 +37,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
 from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
 from rnnbench.run import checkpoint, help
 from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
-from rnnbench.run.checkpoint import CheckpointError
-from rnnbench.run.config import CONF_DIR, ConfigError, register_schemas, validate
+from rnnbench.run.config import CONF_DIR, register_schemas, validate
 from rnnbench.run.train import RecorderSink, Trainer
-from rnnbench.tasks.data import DataError
 
 log = logging.getLogger("rnnbench")
 
@@ -285,23 +284,16 @@ def _report(summary: dict, run_dir: Path) -> None:
         log.info("W&B (%s): %s", summary["wandb"]["mode"], summary["wandb"]["dir"])
 
 
-# A folder in use is refused like any other bad hydra.run.dir / hydra.sweep.dir value.
-USER_ERRORS = {ConfigError: "config", run_folder.FolderInUse: "config", DataError: "data",
-               CheckpointError: "checkpoint"}
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         return run_experiment(cfg)
-    except tuple(USER_ERRORS) as e:
-        # A bad value, data file or checkpoint: one clear message, no traceback. In a sweep the job
-        # fails and the others go on.
+    except UserError as e:
+        # A bad value, data file, checkpoint or a run folder in use: one clear message, no traceback
+        # (rnnbench.errors). In a sweep the job fails and the others go on.
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        kind = next(name for cls, name in USER_ERRORS.items() if isinstance(e, cls))
-        print(f"Error in {kind}:\n{e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(fail(e))
 
 
 def cli() -> None:

@@ -18,10 +18,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from rnnbench.errors import ConfigError
 from rnnbench.kernels import flush
 from rnnbench.modules.budget import hidden_size_for_budget
 from rnnbench.run import interface
-from rnnbench.run.config import ConfigError
 from rnnbench.run.train import TrainSettings
 from rnnbench.tasks.base import IOSpec, Task
 from rnnbench.tasks.data import DataError

@@ -48,8 +48,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from rnnbench.errors import ConfigError, fail
 from rnnbench.records.run_folder import FolderInUse, hold_folder
-from rnnbench.run.config import ConfigError
 
 log = logging.getLogger("rnnbench")
 
@@ -109,7 +109,7 @@ def basic_sweep_configs(config: DictConfig):
 
 def _errors(configs) -> list[str]:
     """validate's lines for these configs, each line once, in order."""
-    from rnnbench.run.config import ConfigError, validate
+    from rnnbench.run.config import validate  # the schemas import torch and every module: when needed
 
     lines: dict[str, None] = {}
     for cfg in configs:
@@ -122,8 +122,7 @@ def _errors(configs) -> list[str]:
 
 def _refuse(errors: list[str]) -> None:
     if errors:
-        print("Error in config:\n" + "\n".join(errors), file=sys.stderr)
-        sys.exit(2)
+        sys.exit(fail(ConfigError("\n".join(errors))))
 
 
 class CheckOutputFolder(Callback):
@@ -144,10 +143,8 @@ def _check_writable(folder: str, key: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        print(f"Error in config:\ncannot write the output folder {key}={folder}: {e.strerror} "
-              f"({e.filename}). Run from a folder you can write to, or set {key}=<a writable folder>.",
-              file=sys.stderr)
-        sys.exit(2)
+        sys.exit(fail(ConfigError(f"cannot write the output folder {key}={folder}: {e.strerror} ({e.filename}). "
+                                  f"Run from a folder you can write to, or set {key}=<a writable folder>.")))
 
 
 class SweepSummary(Callback):
@@ -170,8 +167,7 @@ class SweepSummary(Callback):
             self._hold.enter_context(hold_folder(sweep_dir, "hydra.sweep.dir", "sweep"))
             check_same_sweep(sweep_dir, config)
         except (FolderInUse, ConfigError) as error:
-            print(f"Error in config:\n{error}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(fail(error))
         # The basic sweeper saves the sweep's config; the Optuna sweeper does not, and the report
         # reads the search space from it (the basic sweeper overwrites this with the same config).
         OmegaConf.save(config, sweep_dir / "multirun.yaml")

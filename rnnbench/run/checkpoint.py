@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnbench.errors import ConfigError, UserError
 from rnnbench.records import run_folder
-from rnnbench.run.config import ConfigError
 
 log = logging.getLogger("rnnbench")
 
@@ -53,8 +53,10 @@ BEST_FILE = "best.pt"  # the model at the best main validation metric (rnnbench.
 FINISHED = (run_folder.COMPLETED, run_folder.DIVERGED)  # results: a resume has nothing left to do
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint file that cannot be used; the message names the file, says why and what to do."""
+
+    kind = "checkpoint"
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -25,13 +25,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnnbench.modules.cells import LSTM_VARIANTS, RECURRENT_INITS, VanillaCell
-from rnnbench.modules.blocks import BLOCKS
-from rnnbench.modules.models import PARAM_COUNTS, POOLINGS
-from rnnbench.modules.recurrent import BACKENDS
+from rnnbench.errors import ConfigError
 from rnnbench.records.wandb_sink import MODES as WANDB_MODES
-from rnnbench.tasks.seq_image import MODES
-from rnnbench.tasks.text import EMPTY_TEXT, LEVELS
+from rnnbench.run.train import TrainSettings
 
 
 # The configs: an installed package reads the copy of conf/ its wheel ships (rnnbench/conf, setup.py);
@@ -40,119 +36,168 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 CONF_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf")
 
 
-class ConfigError(ValueError):
-    """A config value that is well-typed but not allowed."""
+def defaults_from(source: Any) -> Callable[[type], type]:
+    """Schema decorator (under @dataclass): each field declared without a value takes the default of the
+    same-named argument of `source` (a class: its constructor), the one place that default is written
+    (a user of the class in Python and the app get the same experiment). A tuple default becomes a
+    list, what a YAML list composes to."""
+    parameters = inspect.signature(source).parameters
+
+    def decorate(cls: type) -> type:
+        for name in cls.__dict__.get("__annotations__", {}):
+            if name in cls.__dict__ or name.startswith("_"):
+                continue
+            default = parameters[name].default if name in parameters else inspect.Parameter.empty
+            if default is inspect.Parameter.empty:
+                raise TypeError(f"{cls.__name__}.{name}: {getattr(source, '__name__', source)} has no default "
+                                f"for {name!r}")
+            setattr(cls, name, field(default_factory=lambda d=default: list(d)) if isinstance(default, tuple)
+                    else default)
+        return cls
+    return decorate
+
+
+def defaults_from_constructor(cls: type) -> type:
+    """`defaults_from` the class the schema's `_target_` names."""
+    return defaults_from(get_class(cls._target_))(cls)
 
 
 # ---------------------------------------------------------------------------------------------
 # cells (group `cell`)
+# Every cell schema lists its keys; their defaults come from the cell's constructor.
 @dataclass
 class CellConf:
     _target_: str = MISSING
     _partial_: bool = True
-    recurrent_init: str = "default"
-    recurrent_gain: float = 1.0  # U times this after its init (orthogonal: ‖U‖₂ = gain)
 
 
 @dataclass
+@defaults_from_constructor
 class VanillaConf(CellConf):
     _target_: str = "rnnbench.modules.cells.VanillaCell"
-    nonlinearity: str = "tanh"
+    recurrent_init: str
+    recurrent_gain: float  # U times this after its init (orthogonal: ‖U‖₂ = gain)
+    nonlinearity: str
 
 
 @dataclass
+@defaults_from_constructor
 class LSTMConf(CellConf):
     _target_: str = "rnnbench.modules.cells.LSTMCell"
-    forget_bias: float = 1.0
+    recurrent_init: str
+    recurrent_gain: float
+    forget_bias: float
 
 
 @dataclass
-class PeepholeConf(LSTMConf):
+@defaults_from_constructor
+class ArjovskyLSTMConf(CellConf):
+    _target_: str = "rnnbench.modules.cells.ArjovskyLSTMCell"
+    recurrent_init: str
+    recurrent_gain: float
+    forget_bias: float
+    glorot: bool  # Arjovsky et al. 2016's code: Glorot-uniform W, U, V_o
+    cell_to_output: bool  # the cell -> output gate matrix V_o
+    learned_initial_state: bool
+
+
+@dataclass
+@defaults_from_constructor
+class PeepholeConf(CellConf):
     _target_: str = "rnnbench.modules.cells.PeepholeLSTMCell"
-    variant: str = "vanilla"  # Greff et al. 2016: one of rnnbench.modules.cells.LSTM_VARIANTS
+    recurrent_init: str
+    recurrent_gain: float
+    forget_bias: float
+    variant: str  # Greff et al. 2016: one of PeepholeLSTMCell.ALLOWED["variant"]
 
 
 @dataclass
+@defaults_from_constructor
 class GRUConf(CellConf):
     _target_: str = "rnnbench.modules.cells.GRUCell"
-    reset_after: bool = True
+    recurrent_init: str
+    recurrent_gain: float
+    reset_after: bool
 
 
+# The modern cells (`modules/modern_cells.py`): no torch-layout recurrent matrix, so no recurrent_init / gain;
+# each constructor checks its own ranges (its ValueError names the key, reported as a ConfigError).
 @dataclass
-class ModernCellConf:
-    """The cells of `modern_cells.py`: no torch-layout recurrent matrix, so no recurrent_init / gain; each
-    constructor checks its own ranges (its ValueError names the key, reported as a ConfigError)."""
-    _target_: str = MISSING
-    _partial_: bool = True
-
-
-@dataclass
-class MinGRUConf(ModernCellConf):
+@defaults_from_constructor
+class MinGRUConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.MinGRUCell"
-    log_space: bool = False
+    log_space: bool
 
 
 @dataclass
-class MinLSTMConf(ModernCellConf):
+@defaults_from_constructor
+class MinLSTMConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.MinLSTMCell"
-    log_space: bool = False
+    log_space: bool
 
 
 @dataclass
-class LRUConf(ModernCellConf):
+@defaults_from_constructor
+class LRUConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.LRUCell"
-    state_dim: Optional[int] = None  # complex state size N; None: hidden_size
-    r_min: float = 0.0
-    r_max: float = 1.0
-    max_phase: float = 6.283185307179586
+    state_dim: Optional[int]  # complex state size N; None: hidden_size
+    r_min: float
+    r_max: float
+    max_phase: float
 
 
 @dataclass
-class RGLRUConf(ModernCellConf):
+@defaults_from_constructor
+class RGLRUConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.RGLRUCell"
-    num_heads: int = 1
-    temporal_block: bool = False  # Hawk's block: conv + GeLU gate branch + output projection
-    conv_width: int = 4
-    min_rad: float = 0.9
-    max_rad: float = 0.999
+    num_heads: int
+    temporal_block: bool  # Hawk's block: conv + GeLU gate branch + output projection
+    conv_width: int
+    min_rad: float
+    max_rad: float
 
 
 @dataclass
-class IndRNNConf(ModernCellConf):
+@defaults_from_constructor
+class IndRNNConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.IndRNNCell"
-    gamma: float = 2.0  # |u| <= gamma^(1/time_steps)
-    time_steps: int = 100
+    gamma: float  # |u| <= gamma^(1/time_steps)
+    time_steps: int
 
 
 @dataclass
-class S6Conf(ModernCellConf):
+@defaults_from_constructor
+class S6Conf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.S6Cell"
-    state_dim: int = 16
-    expand: int = 2
-    conv_width: int = 4
-    dt_min: float = 0.001
-    dt_max: float = 0.1
+    state_dim: int
+    expand: int
+    conv_width: int
+    dt_min: float
+    dt_max: float
 
 
 @dataclass
-class MLSTMConf(ModernCellConf):
+@defaults_from_constructor
+class MLSTMConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.MLSTMCell"
-    num_heads: int = 4
-    chunk_size: int = 64  # the chunkwise-parallel form's chunk length (model.backend=auto)
+    num_heads: int
+    chunk_size: int  # the chunkwise-parallel form's chunk length (model.backend=auto)
 
 
 @dataclass
-class SLSTMConf(ModernCellConf):
+@defaults_from_constructor
+class SLSTMConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.SLSTMCell"
-    num_heads: int = 4
+    num_heads: int
 
 
 @dataclass
-class GatedDeltaNetConf(ModernCellConf):
+@defaults_from_constructor
+class GatedDeltaNetConf(CellConf):
     _target_: str = "rnnbench.modules.modern_cells.GatedDeltaNetCell"
-    num_heads: int = 4
-    allow_neg_eigval: bool = False  # beta in (0, 2): negative eigenvalues (Grazzi et al. 2024)
-    chunk_size: int = 64  # the chunkwise-parallel form's chunk length (model.backend=auto)
+    num_heads: int
+    allow_neg_eigval: bool  # beta in (0, 2): negative eigenvalues (Grazzi et al. 2024)
+    chunk_size: int  # the chunkwise-parallel form's chunk length (model.backend=auto)
 
 
 MODERN_CELL_SCHEMAS = {"mingru": MinGRUConf, "minlstm": MinLSTMConf, "lru": LRUConf, "rglru": RGLRUConf,
@@ -163,50 +208,34 @@ MODERN_CELL_SCHEMAS = {"mingru": MinGRUConf, "minlstm": MinLSTMConf, "lru": LRUC
 # ---------------------------------------------------------------------------------------------
 # model (architecture keys; the `arch` group sets some of them)
 @dataclass
+@defaults_from_constructor
 class ModelConf:
     _target_: str = "rnnbench.modules.models.SequenceModel"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = False
-    pyramid: bool = False
-    pyramid_input: bool = False  # with pyramid: pair the input frames before the first layer too
-    dropout: float = 0.0
-    residual: bool = False
-    backend: str = "auto"
-    embedding_size: Optional[int] = None
-    embedding_dropout: float = 0.0
-    output_dropout: float = 0.0
-    tie_weights: bool = False
-    pooling: str = "last"
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    pyramid: bool
+    pyramid_input: bool  # with pyramid: pair the input frames before the first layer too
+    dropout: float
+    residual: bool
+    backend: str
+    embedding_size: Optional[int]
+    embedding_dropout: float
+    output_dropout: float
+    tie_weights: bool
+    pooling: str
     # When set, hidden_size is replaced by the size whose model comes closest to this many parameters.
-    param_budget: Optional[int] = None
-    param_count: str = "total"  # total | effective: how param_budget (and the report) count parameters
+    param_budget: Optional[int]
+    param_count: str  # total | effective: how param_budget (and the report) count parameters
     # When set, hidden_size is replaced by the size whose model carries closest to this many floats per
     # sequence between steps (all layers and directions): iso-state comparisons (Poli et al. 2024, MAD).
-    state_budget: Optional[int] = None
-    block: str = "none"  # none | residual_mlp: each layer in a pre-norm residual block with a gated MLP
-    block_mlp_ratio: int = 3  # the gated MLP's width / the block's width (Griffin: 3)
+    state_budget: Optional[int]
+    block: str  # none | residual_mlp: each layer in a pre-norm residual block with a gated MLP
+    block_mlp_ratio: int  # the gated MLP's width / the block's width (Griffin: 3)
 
 
 # ---------------------------------------------------------------------------------------------
 # tasks (group `task`)
-def defaults_from_constructor(cls: type) -> type:
-    """Schema decorator (under @dataclass): each field declared without a value takes the default of the
-    same-named argument of its `_target_` class's constructor, the one place that default is written
-    (a user of the class in Python and the app get the same experiment). A tuple default becomes a
-    list, what a YAML list composes to."""
-    parameters = inspect.signature(get_class(cls._target_)).parameters
-    for name in cls.__dict__.get("__annotations__", {}):
-        if name in cls.__dict__:
-            continue
-        default = parameters[name].default
-        if default is inspect.Parameter.empty:
-            raise TypeError(f"{cls.__name__}.{name}: {cls._target_} has no default for {name!r}")
-        setattr(cls, name, field(default_factory=lambda d=default: list(d)) if isinstance(default, tuple)
-                else default)
-    return cls
-
-
 @dataclass
 class TaskConf:
     _target_: str = MISSING
@@ -315,11 +344,13 @@ class SGDConf(OptimConf):
 
 
 @dataclass
+@defaults_from_constructor
 class RMSpropConf(OptimConf):
-    _target_: str = "torch.optim.RMSprop"
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
+    _target_: str = "rnnbench.run.optim.RMSprop"
+    alpha: float
+    eps: float
+    momentum: float
+    initial_square_avg: float  # Arjovsky et al. 2016's code: 1e-3 (with eps 0, alpha 0.9)
 
 
 @dataclass
@@ -372,36 +403,38 @@ class StepScheduleConf(ScheduleConf):
 
 
 # ---------------------------------------------------------------------------------------------
+# The trainer's keys take their defaults from `TrainSettings`; the rest are the app's own.
 @dataclass
+@defaults_from(TrainSettings)
 class TrainConf:
-    max_steps: int = 2000
+    max_steps: int
     batch_size: int = 64
     seed: int = 0
     data_seed: int = "${train.seed}"  # type: ignore[assignment]
-    clip: float = 1.0
-    clip_mode: str = "norm"  # norm | value | off
-    log_every: int = 50
-    eval_every: int = 250
-    profile_every: int = 500
+    clip: float
+    clip_mode: str  # TrainSettings.ALLOWED
+    log_every: int
+    eval_every: int
+    profile_every: int
     device: str = "auto"
     threads: Optional[int] = None
     # Flush subnormal floats to zero on CPU (x86 FTZ/DAZ, every thread): |x| < 1.18e-38 computes as 0.
     # Vanishing gradients sink into that range, where arithmetic is 10-100x slower (docs/performance.md).
     flush_denormal: bool = True
-    early_stop: bool = False
-    length_eval: str = "end"  # end | eval: when to evaluate at task.eval_lengths (eval: every eval too)
-    gate_stats: bool = True  # with each temporal profile: gate saturation statistics (gated cells only)
+    early_stop: bool
+    length_eval: str  # end | eval: when to evaluate at task.eval_lengths (eval: every eval too)
+    gate_stats: bool  # with each temporal profile: gate saturation statistics (gated cells only)
     # Wall-clock budget in minutes (comparisons at equal time); the run ends at whichever of
     # max_steps and max_minutes comes first. Where a time budget stops a run is not reproducible.
-    max_minutes: Optional[float] = None
+    max_minutes: Optional[float]
     test_at_end: bool = True  # evaluate the test split once at the end (summary.json "test")
-    checkpoint_every: int = 0  # every N steps (0: none); a final one and one on SIGUSR2/SIGTERM always
+    checkpoint_every: int  # every N steps (0: none); a final one and one on SIGUSR2/SIGTERM always
     resume: bool = False  # continue the run folder's last checkpoint (multirun jobs always do)
     # Guard rails, off by default, recorded in summary.json when on: skip a step whose loss or
     # gradient is not finite (at most this many times, then the run diverges), multiplying lr by
     # lr_backoff at each skipped step.
-    skip_nonfinite: int = 0
-    lr_backoff: float = 1.0
+    skip_nonfinite: int
+    lr_backoff: float
 
 
 @dataclass
@@ -423,7 +456,7 @@ class LoggerConf:
 @dataclass
 class TestingConf:
     """Hooks for the test suite, not experiment settings: outside `train` and outside the config
-    fingerprint (records.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
+    fingerprint (run_folder.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
 
     fail_at_step: Optional[int] = None  # raise right after this step, as a crash would
 
@@ -440,18 +473,21 @@ class Config:
     testing: TestingConf = field(default_factory=TestingConf)
 
 
+# Each config group's options backed by a schema (conf/<group>/<option>.yaml names one as its default).
+SCHEMAS: dict[str, dict[str, type]] = {
+    "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
+             "gru": GRUConf, **MODERN_CELL_SCHEMAS},
+    "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
+    "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
+    "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
+                 "step": StepScheduleConf},
+}
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    for group, schemas in {
-        "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "peephole": PeepholeConf, "gru": GRUConf,
-                 **MODERN_CELL_SCHEMAS},
-        "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf,
-                 "text": TextConf},
-        "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
-        "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf,
-                     "plateau": PlateauScheduleConf, "step": StepScheduleConf},
-    }.items():
+    for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
 
@@ -466,29 +502,39 @@ def compose(overrides: Sequence[str] = (), hydra_config: bool = False) -> DictCo
 
 # ---------------------------------------------------------------------------------------------
 # ranges and cross-key rules
-# Each allowed tuple is defined once, beside the code that gives its values a meaning.
-ALLOWED = {
-    "model.backend": BACKENDS,
-    "model.pooling": POOLINGS,
-    "model.block": BLOCKS,
-    "model.param_count": PARAM_COUNTS,
-    "train.clip_mode": ("norm", "value", "off"),
-    "train.length_eval": ("end", "eval"),
-    "logger.wandb.mode": WANDB_MODES,
-    "cell.recurrent_init": RECURRENT_INITS,
-    "cell.nonlinearity": VanillaCell.NONLINEARITIES,
-    "cell.variant": tuple(LSTM_VARIANTS),
-    "task.level": LEVELS,
-    "task.mode": MODES,
-    "task.empty_text": EMPTY_TEXT,
-}
+# Allowed values are defined once, beside the code that gives them a meaning, on the class that uses
+# them (its ALLOWED): a group's rules are those of the class its `_target_` names, so a user's own cell
+# or task with a key of the same name (`variant`, `mode`) is held to its own rules, not to ours.
+GROUPS_BY_TARGET = ("cell", "model", "task")
+
+
+def target_class(node: Any) -> type | None:
+    """The class `node._target_` names, or None where it does not import (`interface.check_class`
+    reports that, with the reason)."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    try:
+        found = get_class(target) if target else None
+    except Exception:  # a user's module failing to import: reported, with its reason, when built
+        return None
+    return found if isinstance(found, type) else None
+
+
+def allowed_values(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
+    """`<group>.<key>` -> its allowed values, for this config's classes."""
+    allowed = {f"train.{key}": values for key, values in TrainSettings.ALLOWED.items()}
+    allowed["logger.wandb.mode"] = WANDB_MODES
+    for group in GROUPS_BY_TARGET:
+        cls = target_class(cfg.get(group)) if isinstance(cfg, DictConfig) else None
+        allowed.update({f"{group}.{key}": values for key, values in getattr(cls, "ALLOWED", {}).items()})
+    return allowed
+
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.state_budget",
             "model.block_mlp_ratio", "model.embedding_size",
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step")
-NON_NEGATIVE = ("cell.recurrent_gain", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
+NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
                 "train.skip_nonfinite", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 
@@ -505,7 +551,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError listing every value out of range (one line each)."""
     errors = []
-    for key, allowed in ALLOWED.items():
+    for key, allowed in allowed_values(cfg).items():
         value = _get(cfg, key)
         if value is not None and value not in allowed:
             errors.append(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")

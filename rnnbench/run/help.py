@@ -46,11 +46,11 @@ More:
   python -m rnnbench.report SWEEP_FOLDER            the table of a sweep (--format latex, --reference cell=...)
   python -m rnnbench.evaluate RUN_FOLDER [KEY=V]    a trained run evaluated again (e.g. task.seq_len=1000)
   python -m rnnbench.sample RUN_FOLDER --prime TEXT text from a trained language model
-  python -m rnnbench.report.studies table STUDY            the literature's comparisons, rerun (README, Results)
+  python -m rnnbench.report.studies table STUDY     the literature's comparisons, rerun (docs/results.md)
   python -m rnnbench.bench SUITE                    speed benchmarks
-  python -m rnnbench.tasks.data fetch NAME                   download a data set for the real-data tasks
+  python -m rnnbench.tasks.data fetch NAME          download a data set for the real-data tasks
   python -m rnnbench --hydra-help                   Hydra's own options
-  README.md: every key; "Compare your own cell": your own cell, task or experiment.
+  docs/configuration.md: every key; docs/extending.md: your own cell, task or experiment.
 """
 
 

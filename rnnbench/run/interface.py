@@ -1,7 +1,7 @@
 """The boundary with a user's own code: what a cell and a task must provide, checked before training.
 
 A cell or task named by `cell._target_` / `task._target_` may live in the user's own package
-(README, "Compare your own cell"). What can go wrong there is reported as a config error naming the
+(docs/extending.md). What can go wrong there is reported as a config error naming the
 key, what was found and what is expected, instead of a traceback from deep inside training:
 
 - the target cannot be imported (`check_class`);
@@ -22,7 +22,7 @@ import torch
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig
 
-from rnnbench.run.config import ConfigError
+from rnnbench.errors import ConfigError
 from rnnbench.tasks.base import IOSpec
 
 # What the recurrent stacks, the diagnostics and the budget search use of a cell (rnnbench/modules/cells.py).

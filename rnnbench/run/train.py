@@ -18,7 +18,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -48,8 +48,17 @@ class RecorderSink:
         self.recorder.write_profile(profile)
 
 
+CLIP_MODES = ("norm", "value", "off")  # clip the global norm, each gradient entry, or nothing
+LENGTH_EVALS = ("end", "eval")  # evaluate at the task's eval_lengths at the end, or at every evaluation
+
+
 @dataclass
 class TrainSettings:
+    """The trainer's settings; their defaults are the config's (`run.config.TrainConf` is generated
+    from them)."""
+
+    ALLOWED: ClassVar[dict[str, tuple[str, ...]]] = {"clip_mode": CLIP_MODES, "length_eval": LENGTH_EVALS}
+
     max_steps: int = 2000
     clip: float = 1.0
     clip_mode: str = "norm"  # norm | value | off

@@ -1,0 +1,165 @@
+"""`python -m rnnbench.fair` end to end on a tiny task (screen, choice on validation, seeds at each
+value's best, the table), and the choice rules on constructed screens (rnnbench/fair.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from rnnbench import fair
+
+TINY = ["task=adding", "task.seq_len=10", "task.val_size=32", "train.batch_size=8", "train.max_steps=40",
+        "train.log_every=10", "train.eval_every=20", "train.profile_every=0", "model.hidden_size=8",
+        "train.threads=1", "logger.wandb.mode=disabled", "hydra/launcher=basic"]
+
+
+def run_fair(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "rnnbench.fair", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def summaries(folder: Path) -> dict[str, dict]:
+    return {d.name: json.loads((d / "summary.json").read_text()) for d in sorted(folder.iterdir())
+            if (d / "summary.json").is_file()}
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fair")
+    args = ["--dir", "cmp", "--compare", "cell=vanilla,gru", "--grid", "optim.lr=0.001,0.03",
+            "--screen", "train.max_steps=20", "--seeds", "2", "--concurrent", "2", *TINY]
+    proc = run_fair(root, *args)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return root / "cmp", proc, args
+
+
+def test_the_screen_runs_every_value_at_every_grid_point_at_the_screen_budget(comparison):
+    folder, _, _ = comparison
+    runs = summaries(folder / "screen")
+    assert len(runs) == 4
+    points = {(s["cell"], next(o for o in s["overrides"] if o.startswith("optim.lr="))) for s in runs.values()}
+    assert points == {(c, f"optim.lr={lr}") for c in ("vanilla", "gru") for lr in ("0.001", "0.03")}
+    assert {s["steps"] for s in runs.values()} == {20}  # --screen applies to the screen only
+
+
+def test_each_value_gets_its_best_validation_setting_and_seeds_at_the_full_budget(comparison):
+    folder, _, _ = comparison
+    screen = summaries(folder / "screen")
+    state = json.loads((folder / fair.PLAN_FILE).read_text())
+    for cell in ("vanilla", "gru"):
+        # the choice recomputed from the summaries: the lower best validation MSE, never the test split
+        by_lr = {next(o for o in s["overrides"] if o.startswith("optim.lr=")).split("=")[1]: s["best"]["val/loss"]
+                 for s in screen.values() if s["cell"] == cell}
+        best_lr = float(min(by_lr, key=by_lr.get))
+        assert state["chosen"][cell]["point"] == {"optim.lr": best_lr}
+        final = summaries(folder / f"final-{cell}")
+        assert sorted(s["seed"] for s in final.values()) == [0, 1]
+        assert {s["steps"] for s in final.values()} == {40}
+        assert all(f"optim.lr={best_lr}" in s["overrides"] and s["status"] == "completed" for s in final.values())
+
+
+def test_the_table_reports_n_of_n_and_a_paired_test_by_seed(comparison):
+    folder, proc, _ = comparison
+    table = (folder / "fair.md").read_text()
+    assert table in proc.stdout
+    assert "2 of 2" in table and "paired t" in table and "p (Holm)" in table
+    assert (folder / "screen.png").is_file() and (folder / "screen.pdf").is_file()
+
+
+def test_running_the_same_command_again_keeps_every_finished_run(comparison):
+    folder, _, args = comparison
+    before = {p: p.stat().st_mtime_ns for p in folder.glob("*/*/metrics.jsonl")}
+    proc = run_fair(folder.parent, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*/metrics.jsonl")} == before
+
+
+def test_another_plan_in_the_same_folder_is_refused_before_anything_runs(comparison):
+    folder, _, args = comparison
+    changed = [a if a != "2" else "3" for a in args]  # --seeds 3
+    proc = run_fair(folder.parent, *changed)
+    assert proc.returncode == 2
+    assert "holds another fair comparison" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--compare", "train.seed=0,1", "--grid", "optim.lr=1"], "seeds are drawn by --seeds"),
+    (["--compare", "cell=lstm,gru", "--grid", "optim.lr=1", "--select", "test/loss"], "never the test split"),
+    (["--compare", "cell=lstm,gru", "--grid", "cell=gru"], "cannot be tuned"),
+    (["--compare", "cell=lstm,gru", "--grid", "optim.lr=1", "optim.lr=2"], "set by the command"),
+    (["--compare", "cell=lstm,gru", "--grid", "optim.lr=1", "--match", "width=big"], "--match"),
+])
+def test_a_bad_plan_is_one_line_naming_what_is_wrong(tmp_path, args, message):
+    assert fair.main(["--dir", str(tmp_path / "x"), *args]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_match_makes_equal_parameters_or_equal_width_one_switch():
+    assert fair.match_overrides("params=240000") == ["model.param_budget=240000"]
+    assert fair.match_overrides("width=128") == ["model.param_budget=null", "model.hidden_size=128"]
+
+
+def screen_frame(rows):
+    return pd.DataFrame([{"cell": c, "optim.lr": lr, "status": st, "best/val/loss": v} for c, lr, st, v in rows])
+
+
+def test_a_point_whose_runs_all_diverged_is_not_chosen_however_good_its_other_numbers():
+    runs = screen_frame([("lstm", 0.1, "diverged", 0.01), ("lstm", 0.01, "completed", 0.5),
+                         ("lstm", 0.001, "completed", 0.7)])
+    chosen = fair.select(runs, "cell", ["optim.lr"], "best/val/loss", "min")
+    assert chosen["lstm"]["point"] == {"optim.lr": 0.01}
+
+
+def test_the_choice_follows_the_metrics_direction_and_averages_the_screen_seeds():
+    runs = screen_frame([("gru", 0.1, "completed", 0.9), ("gru", 0.1, "completed", 0.1),
+                         ("gru", 0.01, "completed", 0.6), ("gru", 0.01, "completed", 0.6)])
+    assert fair.select(runs, "cell", ["optim.lr"], "best/val/loss", "min")["gru"]["point"] == {"optim.lr": 0.1}
+    assert fair.select(runs, "cell", ["optim.lr"], "best/val/loss", "max")["gru"]["point"] == {"optim.lr": 0.01}
+
+
+def test_a_best_setting_at_the_edge_of_the_grid_is_flagged_and_the_next_point_is_one_step_past_it():
+    tried = screen_frame([("lstm", lr, "completed", 0.0) for lr in (0.001, 0.004, 0.016)])
+    assert fair.edges({"optim.lr": 0.016}, {"optim.lr": [0.001, 0.004, 0.016]}, tried) == {"optim.lr": "high"}
+    assert fair.edges({"optim.lr": 0.001}, {"optim.lr": [0.001, 0.004, 0.016]}, tried) == {"optim.lr": "low"}
+    assert fair.edges({"optim.lr": 0.004}, {"optim.lr": [0.001, 0.004, 0.016]}, tried) == {}
+    assert math.isclose(fair.next_value("optim.lr", "high", [0.001, 0.004, 0.016]), 0.064)
+    assert math.isclose(fair.next_value("optim.lr", "low", [0.001, 0.004, 0.016]), 0.00025)
+    assert fair.next_value("train.clip", "low", [0.0, 1.0, 2.0]) == -1.0  # arithmetic where 0 is in the grid
+
+
+def test_a_screen_started_by_hand_is_continued_in_its_own_order_and_another_sweep_refused(tmp_path, capsys):
+    import yaml
+
+    by_hand = ["+experiment=study_char_lm", "train.max_steps=1000", "train.seed=0", "cell=vanilla,lstm",
+               "optim.lr=1e-3,1.6e-2", "logger.wandb.mode=disabled"]
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": by_hand}}}))
+    ours = ["+experiment=study_char_lm", "logger.wandb.mode=disabled", "hydra/launcher=basic",
+            "train.max_steps=1000", "train.seed=0", "cell=vanilla,lstm", "optim.lr=0.001,0.016"]
+    fair.run_sweep(ours, tmp_path, dry_run=True)
+    printed = capsys.readouterr().out
+    assert " ".join(by_hand) + " hydra/launcher=basic" in printed  # their order: job numbers keep their meaning
+    with pytest.raises(fair.FairError, match="holds another sweep"):
+        fair.run_sweep([o.replace("0.016", "0.008") for o in ours], tmp_path, dry_run=True)
+
+
+def test_exported_records_name_the_stage_so_a_claim_can_read_the_tuned_runs_alone(comparison, tmp_path):
+    from rnnbench.report import studies
+
+    folder, _, _ = comparison
+    path = studies.export("toy", [folder / "screen", folder / "final-vanilla", folder / "final-gru"], tmp_path)
+    rows = studies.read_records(path)
+    assert sorted({(r["sweep"], r["fair"]) for r in rows}) == [("final-gru", "final"), ("final-vanilla", "final"),
+                                                                ("screen", "screen")]
+    df = studies.records_frame(rows)
+    published = {"metric": "final/val/loss", "mode": "min", "claims": []}
+    tuned = studies.judge({"where": {"cell": "gru", "fair": "final"}, "better_than": [{"cell": "vanilla"}]}, df, published)
+    assert tuned["n"] == 2 and tuned["tests"][0]["test"] == "paired t"  # the two seeds, not the screen's run
