@@ -115,6 +115,20 @@ def test_diagnostics_quick_writes_json(tmp_path):
         assert result["gate_statistics_fraction"] < result["temporal_profile_fraction"]
 
 
+def test_modern_quick_writes_json(tmp_path):
+    from rnnbench.bench.modern import ROWS
+
+    out = tmp_path / "modern.json"
+    proc = run_bench("modern", "--quick", "--repeats", "1", "--json", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    configs = json.loads(out.read_text())["suites"]["modern"]["configs"]
+    training, scan = configs[0], configs[-1]["scan"]
+    assert not training["failures"] and set(training["stats"]) == {r.name for r in ROWS}
+    assert training["paths"]["minGRU"] == "sequence" and training["paths"]["mLSTM recurrent"] == "explicit"
+    assert not scan["failures"] and all(_positive(s["median_s"]) for s in scan["stats"].values())
+    assert "log-space / kernel" in proc.stdout and "recurrent's speed" in proc.stdout
+
+
 def test_unknown_suite_is_a_usage_error(tmp_path):
     proc = run_bench("nonsense", cwd=tmp_path)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr

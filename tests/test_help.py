@@ -19,7 +19,7 @@ def test_help_page_as_a_user_sees_it(tmp_path):
     text = proc.stdout
     assert text.startswith("rnnbench: config-driven experiments comparing recurrent cells")
     assert "powered by Hydra" not in text and "schema" not in text  # not Hydra's page, no internal groups
-    assert "  cell            gru, irnn, lstm*, lstm_arjovsky, peephole, vanilla" in text  # lstm: conf/config.yaml's default
+    assert "  cell            gated_deltanet, gru, indrnn, irnn, lru, lstm*, lstm_arjovsky, mingru," in text  # lstm: the default
     assert "  copy_T100 " in text and "Copying memory at T=100, Arjovsky et al. 2016" in text
     assert "python -m rnnbench +experiment=quickstart" in text
     assert not list(tmp_path.iterdir())  # no run, no folder
@@ -28,9 +28,12 @@ def test_help_page_as_a_user_sees_it(tmp_path):
 def test_every_group_and_experiment_is_listed_with_its_first_sentence():
     text = page(CONF, width=100)
     for group in ("cell", "arch", "task", "optim", "schedule", "hydra/launcher"):
+        lines = text.splitlines()
+        first = next(i for i, l in enumerate(lines) if l.startswith(f"  {group} "))
+        listed = lines[first] + "".join(  # a long list continues on indented lines
+            l for l in lines[first + 1:first + 4] if l.startswith(" " * 18))
         for path in (CONF / group).glob("*.yaml"):
-            line = next(l for l in text.splitlines() if l.startswith(f"  {group} "))
-            assert path.stem in line
+            assert path.stem in listed
     lines = text.splitlines()
     for path in (CONF / "experiment").glob("*.yaml"):
         (line,) = [l for l in lines if l.startswith(f"  {path.stem} ")]

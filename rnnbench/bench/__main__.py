@@ -14,7 +14,7 @@ import torch
 from rnnbench.bench.measure import eprint, machine, machine_line, render
 from rnnbench.records import run_folder
 
-SUITES = ("cells", "pyramid", "overhead", "diagnostics", "denormals", "sweep")
+SUITES = ("cells", "pyramid", "overhead", "diagnostics", "denormals", "sweep", "modern")
 
 
 @dataclass

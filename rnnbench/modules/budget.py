@@ -1,5 +1,6 @@
 """Comparisons at equal size: the hidden size whose model comes closest to a parameter budget
-(as in Arjovsky et al. 2016 and Bai et al. 2018, which compare cells at matched parameter counts)."""
+(as in Arjovsky et al. 2016 and Bai et al. 2018, which compare cells at matched parameter counts) or to a
+state budget (Poli et al. 2024, "Mechanistic Design and Scaling of Hybrid Architectures": iso-state)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,23 @@ if TYPE_CHECKING:
     from rnnbench.modules.models import SequenceModel
 
 
-def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceModel], max_hidden: int = 1 << 16) -> int:
-    """The hidden size H whose `make_model(H)` has the parameter count closest to `budget`.
+def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceModel], max_hidden: int = 1 << 16,
+                           measure: str = "parameters") -> int:
+    """The hidden size H whose `make_model(H)` has the parameter count (`measure="parameters"`: the count
+    `model.param_count` names, total or effective) or the state size (`measure="state"`: floats carried per
+    sequence, Poli et al. 2024's iso-state comparison) closest to `budget`.
 
     The count grows monotonically with H, so a binary search finds the first H at or above the budget
     and the closer of it and H - 1 wins. Models are built on the meta device: nothing is allocated.
     """
+    key = "model.param_budget" if measure == "parameters" else "model.state_budget"
     if budget < 1:
-        raise ValueError(f"model.param_budget={budget}: must be a positive integer")
+        raise ValueError(f"{key}={budget}: must be a positive integer")
 
     def size(h: int) -> int:
         with torch.device("meta"):
-            return make_model(h).num_parameters()  # the count summary.json records
+            model = make_model(h)
+            return model.counted_parameters() if measure == "parameters" else model.state_size()
 
     if size(1) >= budget:
         return 1
@@ -30,7 +36,7 @@ def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceMode
     while size(high) < budget:
         low, high = high, high * 2
         if high > max_hidden:
-            raise ValueError(f"model.param_budget={budget}: needs hidden_size > {max_hidden}")
+            raise ValueError(f"{key}={budget}: needs hidden_size > {max_hidden}")
     while high - low > 1:  # invariant: size(low) < budget <= size(high)
         mid = (low + high) // 2
         low, high = (mid, high) if size(mid) < budget else (low, mid)

@@ -20,6 +20,8 @@ Backends (one per layer, the same parameter tensors for all):
     H=128, T=100 / H=256, T=500 with 1 thread, 0.91x / 0.75x with 2; training step, B=64,
     docs/performance.md): switching would change the last bits of every LSTM run, including the committed study
     records. `python -m rnnbench.bench cells` measures both (rows `np auto`, `fused LSTM`);
+  - a cell with a whole-sequence form (`cell.sequence`: the modern diagonal cells of `modern_cells.py` on
+    `scan.py`'s kernel): that form;
   - the other cells with a torch kernel: that kernel; else explicit.
 Temporal gradient probes (‖∂L/∂h_t‖ for every t, `diagnostics.py`) always run the explicit path.
 """
@@ -37,6 +39,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnbench.kernels import extension, fast_gru, fast_peephole
 from rnnbench.kernels.lengths import valid_steps
+from rnnbench.modules.blocks import BLOCKS, ResidualMLPBlock
 from rnnbench.modules.cells import Cell, GRUCell, PeepholeLSTMCell, State
 
 BACKENDS = ("auto", "explicit", "fused")
@@ -100,11 +103,23 @@ def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = N
             h = h + probes[t]
             new_state = (h,) + tuple(new_state[1:])
         if masks is not None:  # freeze finished sequences; zero their outputs
-            new_state = tuple(torch.where(masks[t], n, s) for n, s in zip(new_state, state))
+            new_state = tuple(torch.where(_batch_mask(masks[t], s), n, s) for n, s in zip(new_state, state))
             h = h * masks[t]
         state = new_state
         outputs.append(h)
     return torch.stack(outputs), state
+
+
+def _batch_mask(mask: Tensor, state: Tensor) -> Tensor:
+    """The (B, 1) step mask shaped to broadcast over a state entry (B, ...): (B, H) entries take it as it is,
+    a modern cell's (B, E, N) or (B, heads, d, d) entries as (B, 1, 1[, 1])."""
+    return mask if state.dim() <= 2 else mask.view(-1, *([1] * (state.dim() - 1)))
+
+
+def run_sequence(cell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    """A cell computed over the whole sequence at once (`cell.sequence`, e.g. the scan of the diagonal modern
+    cells, `modern_cells.py`): the same function as its `step` loop, proven in tests/test_modern_cells.py."""
+    return cell.sequence(cell.input_projection(x), state, lengths if _needs_mask(lengths, x.shape[0]) else None)
 
 
 def run_fused(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
@@ -181,11 +196,13 @@ def _warn_once_gru_elsewhere(dtype: str, device: str, fused: bool) -> None:
 
 
 def resolve_backend(cell: Cell, backend: str) -> str:
-    """The path a cell runs on for a requested backend: 'fused', 'fast' or 'explicit'."""
+    """The path a cell runs on for a requested backend: 'fused', 'fast', 'sequence' or 'explicit'."""
     if backend not in BACKENDS:
         raise ValueError(f"model.backend={backend!r}: allowed {', '.join(BACKENDS)}")
     if backend == "explicit":
         return "explicit"
+    if backend == "auto" and hasattr(cell, "sequence"):
+        return "sequence"  # run_sequence: a modern cell's whole-sequence form
     if backend == "auto" and isinstance(cell, GRUCell):
         return "fast"  # run_fast_gru: the C++ kernel, or where it cannot run the next exact path
     if backend == "auto" and isinstance(cell, PeepholeLSTMCell) and cell.variant in fast_peephole.KERNEL_VARIANTS:
@@ -233,6 +250,8 @@ class RecurrentLayer(nn.Module):
                 out, final = run_explicit(cell, x_d, state[d], lengths, probe, gates)
             elif path == "fused":
                 out, final = run_fused(cell, x_d, state[d], lengths)
+            elif path == "sequence":
+                out, final = run_sequence(cell, x_d, state[d], lengths)
             elif path == "fast":
                 run_fast = run_fast_gru if isinstance(cell, GRUCell) else run_fast_peephole
                 out, final = run_fast(cell, x_d, state[d], lengths)
@@ -267,13 +286,17 @@ class RecurrentStack(nn.Module):
       layer above the first runs on half the steps of the one below: time reduction 2^(num_layers-1).
       `pyramid_input=True` also pairs the input frames before the first layer, so every layer reads a
       halved sequence (T/2 + T/4 + ... steps in all): time reduction 2^num_layers.
+    - block="residual_mlp": every layer inside a pre-norm residual block with a gated MLP (`blocks.py`), the
+      input projected once to the block width (hidden_size × directions); "none" (default): the plain stack.
     """
 
     def __init__(self, cell: Callable[[int, int], Cell], input_size: int, hidden_size: int,
                  num_layers: int = 1, bidirectional: bool = False, pyramid: bool = False,
                  dropout: float = 0.0, residual: bool = False, backend: str = "auto",
-                 pyramid_input: bool = False):
+                 pyramid_input: bool = False, block: str = "none", block_mlp_ratio: int = 3):
         super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"model.block={block!r} is not allowed: choose one of {', '.join(BLOCKS)}")
         if num_layers < 1:
             raise ValueError(f"model.num_layers={num_layers}: must be >= 1")
         if not 0.0 <= dropout < 1.0:
@@ -287,10 +310,17 @@ class RecurrentStack(nn.Module):
         self.pyramid_input = pyramid and pyramid_input
         self.residual = residual
         self.dropout = dropout
-        sizes = ([input_size * (2 if self.pyramid_input else 1)]
-                 + [self.output_size * (2 if pyramid else 1)] * (num_layers - 1))
+        stack_input = input_size * (2 if self.pyramid_input else 1)
+        self.block = block
+        self.input_proj = None
+        if block != "none" and stack_input != self.output_size:
+            self.input_proj = nn.Linear(stack_input, self.output_size)
+            stack_input = self.output_size
+        sizes = [stack_input] + [self.output_size * (2 if pyramid else 1)] * (num_layers - 1)
         self.layers = nn.ModuleList(
             [RecurrentLayer(cell, size, hidden_size, bidirectional, backend) for size in sizes])
+        self.blocks = None if block == "none" else nn.ModuleList(
+            [ResidualMLPBlock(size, self.output_size, block_mlp_ratio) for size in sizes])
 
     @property
     def reductions(self) -> int:
@@ -317,19 +347,28 @@ class RecurrentStack(nn.Module):
             if lengths is not None:  # the pairs must not read the padding (outputs are zero there, inputs not)
                 x = x * valid_steps(lengths, x.shape[0], x.device)
             x, lengths = pyramid_reduce(x, lengths)                           # (T/2, B, 2·I)
+        if self.input_proj is not None:
+            x = self.input_proj(x)                                            # (T, B, D·H)
+        residual = self.residual or self.blocks is not None
         for l, layer in enumerate(self.layers):
-            shortcut = None
+            shortcut = x if self.blocks is not None else None
             if l > 0:
                 if self.pyramid:
                     x, lengths = pyramid_reduce(x, lengths)                   # (T/2, B, 2·D·H)
-                    if self.residual:
+                    if residual:
                         shortcut = 0.5 * (x[..., :self.output_size] + x[..., self.output_size:])
-                elif self.residual:
+                elif residual:
                     shortcut = x
                 if self.dropout > 0:
                     x = F.dropout(x, self.dropout, self.training)
-            out, final = layer(x, lengths, None if state is None else state[l], probes, name=f"layer{l}")
-            x = out if shortcut is None else out + shortcut
+            if self.blocks is None:
+                out, final = layer(x, lengths, None if state is None else state[l], probes, name=f"layer{l}")
+                x = out if shortcut is None else out + shortcut
+            else:
+                out, final = layer(self.blocks[l].norm(x), lengths, None if state is None else state[l], probes,
+                                   name=f"layer{l}")
+                mask = valid_steps(lengths, out.shape[0], out.device) if _needs_mask(lengths, out.shape[0]) else None
+                x = self.blocks[l].finish(out, shortcut, mask)
             finals.append(final)
         return x, lengths, finals
 

@@ -139,6 +139,9 @@ def first_summary(cfg: DictConfig, job: Job, built: Built, plan: checkpoint.Resu
         "status": run_folder.RUNNING, "error": None, "diverged_at": None,
         "task": task.name, "cell": job.choices.get("cell"), "arch": job.choices.get("arch"),
         "seed": cfg.train.seed, "hidden_size": built.experiment.hidden_size, "num_params": model.num_parameters(),
+        # like with like: effective parameters drop the classic cells' redundant second bias (modules/models.py)
+        "num_params_effective": model.effective_parameters(), "param_count": model.param_count,
+        "state_size": model.state_size(),  # floats carried per sequence between steps, all layers
         "time_reduction": model.time_reduction,
         "main_metric": f"val/{task.main_metric}", "main_metric_mode": task.main_metric_mode,
         "memoryless_baseline": task.memoryless_baseline, "task_info": task.describe(),

@@ -92,8 +92,8 @@ def build_task(cfg: DictConfig, device: torch.device | None = None) -> Task:
 
 
 def build_model(cfg: DictConfig, spec: IOSpec, device: torch.device) -> tuple[torch.nn.Module, int]:
-    """The model of `cfg.model` around the cell of `cfg.cell`, and its width (model.param_budget, when
-    set, chooses it)."""
+    """The model of `cfg.model` around the cell of `cfg.cell`, and its width (model.param_budget or
+    model.state_budget, when set, chooses it)."""
     interface.check_class(cfg.cell, "cell")
     cell = instantiate_group(cfg.cell, "cell")
     hidden_size = cfg.model.hidden_size
@@ -101,6 +101,10 @@ def build_model(cfg: DictConfig, spec: IOSpec, device: torch.device) -> tuple[to
         hidden_size = hidden_size_for_budget(
             cfg.model.param_budget,
             lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h))
+    elif cfg.model.get("state_budget"):
+        hidden_size = hidden_size_for_budget(
+            cfg.model.state_budget,
+            lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h), measure="state")
     model = instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
     interface.check_cell_step(model.stack.layers[0].directions[0], cfg.cell._target_)
     return model.to(device), hidden_size

@@ -120,6 +120,91 @@ class GRUConf(CellConf):
     reset_after: bool
 
 
+# The modern cells (`modules/modern_cells.py`): no torch-layout recurrent matrix, so no recurrent_init / gain;
+# each constructor checks its own ranges (its ValueError names the key, reported as a ConfigError).
+@dataclass
+@defaults_from_constructor
+class MinGRUConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.MinGRUCell"
+    log_space: bool
+
+
+@dataclass
+@defaults_from_constructor
+class MinLSTMConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.MinLSTMCell"
+    log_space: bool
+
+
+@dataclass
+@defaults_from_constructor
+class LRUConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.LRUCell"
+    state_dim: Optional[int]  # complex state size N; None: hidden_size
+    r_min: float
+    r_max: float
+    max_phase: float
+
+
+@dataclass
+@defaults_from_constructor
+class RGLRUConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.RGLRUCell"
+    num_heads: int
+    temporal_block: bool  # Hawk's block: conv + GeLU gate branch + output projection
+    conv_width: int
+    min_rad: float
+    max_rad: float
+
+
+@dataclass
+@defaults_from_constructor
+class IndRNNConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.IndRNNCell"
+    gamma: float  # |u| <= gamma^(1/time_steps)
+    time_steps: int
+
+
+@dataclass
+@defaults_from_constructor
+class S6Conf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.S6Cell"
+    state_dim: int
+    expand: int
+    conv_width: int
+    dt_min: float
+    dt_max: float
+
+
+@dataclass
+@defaults_from_constructor
+class MLSTMConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.MLSTMCell"
+    num_heads: int
+    chunk_size: int  # the chunkwise-parallel form's chunk length (model.backend=auto)
+
+
+@dataclass
+@defaults_from_constructor
+class SLSTMConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.SLSTMCell"
+    num_heads: int
+
+
+@dataclass
+@defaults_from_constructor
+class GatedDeltaNetConf(CellConf):
+    _target_: str = "rnnbench.modules.modern_cells.GatedDeltaNetCell"
+    num_heads: int
+    allow_neg_eigval: bool  # beta in (0, 2): negative eigenvalues (Grazzi et al. 2024)
+    chunk_size: int  # the chunkwise-parallel form's chunk length (model.backend=auto)
+
+
+MODERN_CELL_SCHEMAS = {"mingru": MinGRUConf, "minlstm": MinLSTMConf, "lru": LRUConf, "rglru": RGLRUConf,
+                       "indrnn": IndRNNConf, "s6": S6Conf, "mlstm": MLSTMConf, "slstm": SLSTMConf,
+                       "gated_deltanet": GatedDeltaNetConf}
+
+
 # ---------------------------------------------------------------------------------------------
 # model (architecture keys; the `arch` group sets some of them)
 @dataclass
@@ -141,6 +226,12 @@ class ModelConf:
     pooling: str
     # When set, hidden_size is replaced by the size whose model comes closest to this many parameters.
     param_budget: Optional[int]
+    param_count: str  # total | effective: how param_budget (and the report) count parameters
+    # When set, hidden_size is replaced by the size whose model carries closest to this many floats per
+    # sequence between steps (all layers and directions): iso-state comparisons (Poli et al. 2024, MAD).
+    state_budget: Optional[int]
+    block: str  # none | residual_mlp: each layer in a pre-norm residual block with a gated MLP
+    block_mlp_ratio: int  # the gated MLP's width / the block's width (Griffin: 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +476,7 @@ class Config:
 # Each config group's options backed by a schema (conf/<group>/<option>.yaml names one as its default).
 SCHEMAS: dict[str, dict[str, type]] = {
     "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
-             "gru": GRUConf},
+             "gru": GRUConf, **MODERN_CELL_SCHEMAS},
     "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
     "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
     "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
@@ -437,7 +528,8 @@ def allowed_values(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
         allowed.update({f"{group}.{key}": values for key, values in getattr(cls, "ALLOWED", {}).items()})
     return allowed
 
-POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.embedding_size",
+POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.state_budget",
+            "model.block_mlp_ratio", "model.embedding_size",
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
@@ -475,6 +567,9 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not None and not 0 <= value < 1:
             errors.append(f"{key}={value} is not allowed: must be in [0, 1)")
+    if _get(cfg, "model.param_budget") is not None and _get(cfg, "model.state_budget") is not None:
+        errors.append(f"model.state_budget={_get(cfg, 'model.state_budget')} is not allowed with model.param_budget="
+                      f"{_get(cfg, 'model.param_budget')}: each one chooses hidden_size; set one of them")
     lr = _get(cfg, "optim.lr")
     if lr is not None and not lr > 0:
         errors.append(f"optim.lr={lr} is not allowed: must be > 0")

@@ -24,9 +24,10 @@ HELP_FLAGS = ("--help", "-h")
 
 INTRO = """\
 rnnbench: config-driven experiments comparing recurrent cells (Elman RNN, IRNN, LSTM, peephole LSTM,
-GRU, or a cell of your own) across architectures and classic sequence tasks. Every run logs its
-metrics and the temporal gradient profile ||dL/dh_t|| to its own folder (and W&B); sweeps run
-locally or on SLURM; paper tables come from the run folders.
+GRU; minGRU, minLSTM, LRU, RG-LRU, IndRNN, S6, sLSTM, mLSTM, Gated DeltaNet; or a cell of your own)
+across architectures and classic sequence tasks. Every run logs its metrics and the temporal
+gradient profile ||dL/dh_t|| to its own folder (and W&B); sweeps run locally or on SLURM; paper
+tables come from the run folders.
 
 Usage:
   python -m rnnbench [+experiment=NAME] [GROUP=OPTION ...] [KEY=VALUE ...]    one run

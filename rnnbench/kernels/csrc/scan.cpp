@@ -1,0 +1,278 @@
+// The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t over a whole sequence, forward and hand-written
+// backward, real (float32/float64) and complex (the same tensors viewed as (…, 2) real pairs). Serves the
+// diagonal modern cells (LRU, RG-LRU, S6; minGRU and minLSTM through the fused form at the end of this file):
+// rnnbench/kernels/scan.py holds the reference loop and the PyTorch fallback it is proven against
+// (tests/test_scan.py).
+//
+// Layout: a, b, out (T, N) with N = batch × state columns, h0 (N); complex: (T, N, 2) and (N, 2). Column n
+// never meets column n' (the recurrence is diagonal), so each thread takes one block of columns and runs all
+// T steps on it; the inner loop over the block's columns is contiguous and vectorises. Padded batches are the
+// caller's: a = 1, b = 0 at padded steps carries the state unchanged (scan.py).
+//
+// Backward, with g_t = ∂L/∂h_t (output gradient + what step t+1 sends back), for real tensors:
+//     g_t = δout_t + a_{t+1} g_{t+1}        ∂L/∂b_t = g_t        ∂L/∂a_t = g_t h_{t-1}        ∂L/∂h0 = a_0 g_0
+// and for complex tensors torch's convention (the gradient is the conjugate Wirtinger derivative, so a
+// product y = a h sends δy·conj(a) to h and δy·conj(h) to a):
+//     g_t = δout_t + conj(a_{t+1}) g_{t+1}   ∂L/∂b_t = g_t     ∂L/∂a_t = g_t conj(h_{t-1})   ∂L/∂h0 = conj(a_0) g_0
+#include "common.h"
+
+namespace {
+
+using rnnbench::Tensor;
+
+// Columns per thread: at least ~4k of them, the grain of every kernel here (common.h).
+template <class F>
+void for_column_blocks(int64_t N, F&& fn) {
+  rnnbench::for_row_blocks(N, 1, std::forward<F>(fn));
+}
+
+template <typename scalar_t>
+void forward_real(const scalar_t* a, const scalar_t* b, const scalar_t* h0, scalar_t* out, int64_t T, int64_t N,
+                  int64_t n0, int64_t n1) {
+  for (int64_t t = 0; t < T; ++t) {
+    const scalar_t* hp = t == 0 ? h0 : out + (t - 1) * N;
+    const scalar_t* at = a + t * N;
+    const scalar_t* bt = b + t * N;
+    scalar_t* ot = out + t * N;
+#pragma omp simd
+    for (int64_t n = n0; n < n1; ++n) ot[n] = at[n] * hp[n] + bt[n];
+  }
+}
+
+template <typename scalar_t>
+void forward_complex(const scalar_t* a, const scalar_t* b, const scalar_t* h0, scalar_t* out, int64_t T,
+                     int64_t N, int64_t n0, int64_t n1) {
+  for (int64_t t = 0; t < T; ++t) {
+    const scalar_t* hp = t == 0 ? h0 : out + (t - 1) * 2 * N;
+    const scalar_t* at = a + t * 2 * N;
+    const scalar_t* bt = b + t * 2 * N;
+    scalar_t* ot = out + t * 2 * N;
+#pragma omp simd
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t ar = at[2 * n], ai = at[2 * n + 1], hr = hp[2 * n], hi = hp[2 * n + 1];
+      ot[2 * n] = ar * hr - ai * hi + bt[2 * n];
+      ot[2 * n + 1] = ar * hi + ai * hr + bt[2 * n + 1];
+    }
+  }
+}
+
+// g (N) enters holding ∂L/∂h_T (or zeros) and leaves holding ∂L/∂h0.
+template <typename scalar_t>
+void backward_real(const scalar_t* grad_out, const scalar_t* a, const scalar_t* out, const scalar_t* h0,
+                   scalar_t* da, scalar_t* db, scalar_t* g, int64_t T, int64_t N, int64_t n0, int64_t n1) {
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const scalar_t* hp = t == 0 ? h0 : out + (t - 1) * N;
+    const scalar_t* at = a + t * N;
+    const scalar_t* go = grad_out ? grad_out + t * N : nullptr;
+    scalar_t* dat = da + t * N;
+    scalar_t* dbt = db + t * N;
+#pragma omp simd
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t gn = go ? g[n] + go[n] : g[n];
+      dbt[n] = gn;
+      dat[n] = gn * hp[n];
+      g[n] = gn * at[n];
+    }
+  }
+}
+
+template <typename scalar_t>
+void backward_complex(const scalar_t* grad_out, const scalar_t* a, const scalar_t* out, const scalar_t* h0,
+                      scalar_t* da, scalar_t* db, scalar_t* g, int64_t T, int64_t N, int64_t n0, int64_t n1) {
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const scalar_t* hp = t == 0 ? h0 : out + (t - 1) * 2 * N;
+    const scalar_t* at = a + t * 2 * N;
+    const scalar_t* go = grad_out ? grad_out + t * 2 * N : nullptr;
+    scalar_t* dat = da + t * 2 * N;
+    scalar_t* dbt = db + t * 2 * N;
+#pragma omp simd
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t gr = go ? g[2 * n] + go[2 * n] : g[2 * n];
+      const scalar_t gi = go ? g[2 * n + 1] + go[2 * n + 1] : g[2 * n + 1];
+      const scalar_t hr = hp[2 * n], hi = hp[2 * n + 1], ar = at[2 * n], ai = at[2 * n + 1];
+      dbt[2 * n] = gr;
+      dbt[2 * n + 1] = gi;
+      dat[2 * n] = gr * hr + gi * hi;        // g · conj(h)
+      dat[2 * n + 1] = gi * hr - gr * hi;
+      g[2 * n] = gr * ar + gi * ai;          // g · conj(a)
+      g[2 * n + 1] = gi * ar - gr * ai;
+    }
+  }
+}
+
+void check(const std::vector<const Tensor*>& tensors, bool complex_pairs) {
+  rnnbench::check_cpu_one_dtype("scan", tensors, std::nullopt, 0);
+  for (const Tensor* t : tensors) {
+    TORCH_CHECK(t->is_contiguous(), "scan extension: contiguous tensors only");
+    TORCH_CHECK(!complex_pairs || t->size(-1) == 2, "scan extension: complex tensors as (..., 2) real pairs");
+  }
+}
+
+// a, b (T, N[, 2]), h0 (N[, 2]) -> out (T, N[, 2]): out_t = a_t ⊙ out_{t-1} + b_t, out_{-1} = h0.
+Tensor forward(const Tensor& a, const Tensor& b, const Tensor& h0, bool complex_pairs) {
+  check({&a, &b, &h0}, complex_pairs);
+  const int64_t T = a.size(0), N = a.size(1);
+  TORCH_CHECK(b.sizes() == a.sizes() && h0.numel() == a.numel() / std::max<int64_t>(T, 1),
+              "scan extension: a, b (T, N) and h0 (N) must agree");
+  Tensor out = at::empty_like(a);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "scan_forward", [&] {
+    const scalar_t *a_p = a.data_ptr<scalar_t>(), *b_p = b.data_ptr<scalar_t>(), *h_p = h0.data_ptr<scalar_t>();
+    scalar_t* o_p = out.data_ptr<scalar_t>();
+    for_column_blocks(N, [&](int64_t n0, int64_t n1) {
+      if (complex_pairs) forward_complex<scalar_t>(a_p, b_p, h_p, o_p, T, N, n0, n1);
+      else forward_real<scalar_t>(a_p, b_p, h_p, o_p, T, N, n0, n1);
+    });
+  });
+  return out;
+}
+
+// -> [∂L/∂a, ∂L/∂b, ∂L/∂h0]; grad_out may be absent (only h_T used), grad_h_T too.
+std::vector<Tensor> backward(const std::optional<Tensor>& grad_out, const std::optional<Tensor>& grad_h_T,
+                             const Tensor& a, const Tensor& out, const Tensor& h0, bool complex_pairs) {
+  check({&a, &out, &h0}, complex_pairs);
+  const int64_t T = a.size(0), N = a.size(1);
+  const Tensor go = rnnbench::contiguous_or_undefined(grad_out);
+  Tensor g = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros_like(h0);
+  Tensor da = at::empty_like(a), db = at::empty_like(a);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "scan_backward", [&] {
+    const scalar_t* go_p = go.defined() ? go.data_ptr<scalar_t>() : nullptr;
+    const scalar_t *a_p = a.data_ptr<scalar_t>(), *o_p = out.data_ptr<scalar_t>(), *h_p = h0.data_ptr<scalar_t>();
+    scalar_t *da_p = da.data_ptr<scalar_t>(), *db_p = db.data_ptr<scalar_t>(), *g_p = g.data_ptr<scalar_t>();
+    for_column_blocks(N, [&](int64_t n0, int64_t n1) {
+      if (complex_pairs) backward_complex<scalar_t>(go_p, a_p, o_p, h_p, da_p, db_p, g_p, T, N, n0, n1);
+      else backward_real<scalar_t>(go_p, a_p, o_p, h_p, da_p, db_p, g_p, T, N, n0, n1);
+    });
+  });
+  return {da, db, g};
+}
+
+// -- minGRU and minLSTM fused: their gates, computed from the input projection alone, and the scan in one pass --
+// (Feng et al. 2024; rnnbench/modules/modern_cells.py). x_proj (T, B, G·H): minGRU G = 2, [k_z | k_h],
+//     z = σ(k_z),  h_t = (1 - z) h_{t-1} + z k_h
+// minLSTM G = 3, [k_f | k_i | k_h],
+//     f = σ(k_f), i = σ(k_i), a = f/(f + i), c = i/(f + i),  h_t = a h_{t-1} + c k_h
+// and their backward, with g = ∂L/∂h_t and h = h_{t-1}:
+//     minGRU:  ∂k_h = g z,  ∂k_z = g (k_h - h) z(1 - z),  ∂h_{t-1} = g (1 - z)
+//     minLSTM: ∂k_h = g c,  with δa = g h, δc = g k_h:  ∂k_f = i (δa - δc)/(f + i)² · f(1 - f),
+//              ∂k_i = f (δc - δa)/(f + i)² · i(1 - i),  ∂h_{t-1} = g a
+// Padded steps (t >= lengths[b]) carry the state, output zero and take no gradient. Rows of the batch are
+// independent: each thread takes a block of them and runs all T steps.
+
+template <typename scalar_t, int kGates>
+void min_rnn_forward_rows(const scalar_t* x, const scalar_t* h0, scalar_t* out, scalar_t* h_last, const int64_t* len,
+                          int64_t T, int64_t B, int64_t H, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    std::copy(h0 + b * H, h0 + (b + 1) * H, h_last + b * H);
+    scalar_t* h = h_last + b * H;
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* o = out + (t * B + b) * H;
+      if (!rnnbench::valid(len, b, t)) {
+        std::fill(o, o + H, scalar_t(0));
+        continue;
+      }
+      const scalar_t* xr = x + (t * B + b) * kGates * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        if constexpr (kGates == 2) {
+          const scalar_t z = rnnbench::sigmoid(xr[j]);
+          h[j] = (scalar_t(1) - z) * h[j] + z * xr[H + j];
+        } else {
+          const scalar_t f = rnnbench::sigmoid(xr[j]), i = rnnbench::sigmoid(xr[H + j]);
+          h[j] = f / (f + i) * h[j] + i / (f + i) * xr[2 * H + j];
+        }
+        o[j] = h[j];
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int kGates>
+void min_rnn_backward_rows(const scalar_t* grad_out, const scalar_t* x, const scalar_t* out, const scalar_t* h0,
+                           const int64_t* len, scalar_t* dx, scalar_t* g_all, int64_t T, int64_t B, int64_t H,
+                           int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* g = g_all + b * H;  // enters as ∂L/∂h_T, leaves as ∂L/∂h0
+    for (int64_t t = T - 1; t >= 0; --t) {
+      scalar_t* d = dx + (t * B + b) * kGates * H;
+      if (!rnnbench::valid(len, b, t)) {  // the carried state: g passes through, no gradient here
+        std::fill(d, d + kGates * H, scalar_t(0));
+        continue;
+      }
+      const scalar_t* xr = x + (t * B + b) * kGates * H;
+      const scalar_t* hp = t == 0 ? h0 + b * H : out + ((t - 1) * B + b) * H;
+      const scalar_t* go = grad_out + (t * B + b) * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const scalar_t gj = g[j] + go[j];
+        if constexpr (kGates == 2) {
+          const scalar_t z = rnnbench::sigmoid(xr[j]), k_h = xr[H + j];
+          d[j] = gj * (k_h - hp[j]) * z * (scalar_t(1) - z);
+          d[H + j] = gj * z;
+          g[j] = gj * (scalar_t(1) - z);
+        } else {
+          const scalar_t f = rnnbench::sigmoid(xr[j]), i = rnnbench::sigmoid(xr[H + j]), k_h = xr[2 * H + j];
+          const scalar_t s = f + i, a = f / s, c = i / s;
+          const scalar_t da = gj * hp[j], dc = gj * k_h, inv_s2 = scalar_t(1) / (s * s);
+          d[j] = i * (da - dc) * inv_s2 * f * (scalar_t(1) - f);
+          d[H + j] = f * (dc - da) * inv_s2 * i * (scalar_t(1) - i);
+          d[2 * H + j] = gj * c;
+          g[j] = gj * a;
+        }
+      }
+    }
+  }
+}
+
+// x_proj (T, B, G·H), h0 (B, H), lengths (B,) or none -> [outputs (T, B, H), h_T (B, H)]
+std::vector<Tensor> min_rnn_forward(const Tensor& x_proj, const Tensor& h0, const std::optional<Tensor>& lengths) {
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = h0.size(1), G = x_proj.size(2) / H;
+  rnnbench::check_cpu_one_dtype("min_rnn", {&x_proj, &h0}, lengths, B);
+  TORCH_CHECK((G == 2 || G == 3) && x_proj.size(2) == G * H, "min_rnn: x_proj must be (T, B, 2H) or (T, B, 3H)");
+  const Tensor x = x_proj.contiguous(), h0c = h0.contiguous(), len = rnnbench::contiguous_or_undefined(lengths);
+  Tensor out = at::empty({T, B, H}, x.options()), h_T = at::empty({B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "min_rnn_forward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      if (G == 2) min_rnn_forward_rows<scalar_t, 2>(x.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                                   h_T.data_ptr<scalar_t>(), len_p, T, B, H, b0, b1);
+      else min_rnn_forward_rows<scalar_t, 3>(x.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                            h_T.data_ptr<scalar_t>(), len_p, T, B, H, b0, b1);
+    });
+  });
+  return {out, h_T};
+}
+
+// -> [∂L/∂x_proj (T, B, G·H), ∂L/∂h0 (B, H)]
+std::vector<Tensor> min_rnn_backward(const std::optional<Tensor>& grad_out, const std::optional<Tensor>& grad_h_T,
+                                     const Tensor& x_proj, const Tensor& out, const Tensor& h0,
+                                     const std::optional<Tensor>& lengths) {
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = h0.size(1), G = x_proj.size(2) / H;
+  rnnbench::check_cpu_one_dtype("min_rnn", {&x_proj, &out, &h0}, lengths, B);
+  const Tensor x = x_proj.contiguous(), h0c = h0.contiguous(), len = rnnbench::contiguous_or_undefined(lengths);
+  // without an output gradient (only h_T used) zeros stand in: one branch-free inner loop
+  const Tensor go = grad_out ? grad_out->contiguous() : at::zeros({T, B, H}, x.options());
+  Tensor g = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, x.options());
+  Tensor dx = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "min_rnn_backward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    const scalar_t* go_p = go.data_ptr<scalar_t>();
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      if (G == 2) min_rnn_backward_rows<scalar_t, 2>(go_p, x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                                    h0c.data_ptr<scalar_t>(), len_p, dx.data_ptr<scalar_t>(),
+                                                    g.data_ptr<scalar_t>(), T, B, H, b0, b1);
+      else min_rnn_backward_rows<scalar_t, 3>(go_p, x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                             h0c.data_ptr<scalar_t>(), len_p, dx.data_ptr<scalar_t>(),
+                                             g.data_ptr<scalar_t>(), T, B, H, b0, b1);
+    });
+  });
+  return {dx, g};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("min_rnn_forward", &min_rnn_forward, "minGRU / minLSTM forward", py::call_guard<py::gil_scoped_release>());
+  m.def("min_rnn_backward", &min_rnn_backward, "minGRU / minLSTM backward", py::call_guard<py::gil_scoped_release>());
+  m.def("forward", &forward, "diagonal linear scan forward", py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "diagonal linear scan backward", py::call_guard<py::gil_scoped_release>());
+}
