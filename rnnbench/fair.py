@@ -144,7 +144,7 @@ def run_sweep(overrides: list[str], sweep_dir: Path, dry_run: bool = False) -> N
         from omegaconf import OmegaConf
 
         theirs = [str(o) for o in OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[]) or []]
-        ours = [o for o in overrides if not o.lstrip("+~").startswith(("hydra/", "hydra."))]  # Hydra keeps those apart
+        ours = [o for o in overrides if not _is_hydra(o)]  # Hydra keeps those apart
         if sorted(map(_canonical, theirs)) != sorted(map(_canonical, ours)):
             raise FairError(f"{sweep_dir} holds another sweep (its overrides: {' '.join(theirs)}); "
                             f"choose another --dir or remove that folder")
@@ -156,6 +156,18 @@ def run_sweep(overrides: list[str], sweep_dir: Path, dry_run: bool = False) -> N
     done = subprocess.run(command)
     if done.returncode not in (0, 1):  # 1: some job failed; its summary says so and the table counts it
         raise FairError(f"the sweep into {sweep_dir} stopped with exit code {done.returncode}")
+
+
+def _identity(plan: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A plan without its Hydra overrides: the launcher (local, SLURM) and its settings say where the
+    runs go, not what they are, so a comparison may be continued on another launcher."""
+    if not plan:
+        return plan
+    return {**plan, "overrides": [o for o in plan.get("overrides", []) if not _is_hydra(o)]}
+
+
+def _is_hydra(override: str) -> bool:
+    return override.lstrip("+~").startswith(("hydra/", "hydra."))
 
 
 def _canonical(override: str) -> str:
@@ -353,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
     state: dict[str, Any] = {"plan": plan.as_dict()}
     if plan_file.is_file():
         saved = run_folder.loads(plan_file.read_text(encoding="utf-8"))
-        if saved.get("plan") != run_folder.loads(run_folder.dumps(plan.as_dict())):
+        if _identity(saved.get("plan")) != _identity(run_folder.loads(run_folder.dumps(plan.as_dict()))):
             raise FairError(f"{plan.dir} holds another fair comparison ({plan_file}: {run_folder.dumps(saved.get('plan'))}); "
                             f"run that one again to continue it, or choose another --dir")
         state = saved

@@ -91,6 +91,14 @@ def test_another_plan_in_the_same_folder_is_refused_before_anything_runs(compari
     assert "holds another fair comparison" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_the_same_plan_on_another_launcher_is_the_same_comparison(comparison):
+    folder, _, args = comparison
+    other = [a if a != "hydra/launcher=basic" else "hydra/launcher=parallel" for a in args]
+    proc = run_fair(folder.parent, *other, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "hydra/launcher=parallel" in proc.stdout  # where the runs go changed, what they are did not
+
+
 @pytest.mark.parametrize("args, message", [
     (["--compare", "train.seed=0,1", "--grid", "optim.lr=1"], "seeds are drawn by --seeds"),
     (["--compare", "cell=lstm,gru", "--grid", "optim.lr=1", "--select", "test/loss"], "never the test split"),
