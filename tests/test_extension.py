@@ -126,18 +126,18 @@ def test_a_user_cell_learns_what_its_equations_allow(user_code):
 
 # -- from the user's folder, as the README runs it ---------------------------------------------------
 def test_sweep_the_user_cell_against_lstm_on_the_user_task(user_folder):
-    proc = run_cli("--config-dir", "conf", "-m", "cell=mingru,lstm", "task=parity", "task.seq_len=6",
+    proc = run_cli("--config-dir", "conf", "-m", "cell=my_mingru,lstm", "task=parity", "task.seq_len=6",
                    "task.val_size=16", *TINY, cwd=user_folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (user_folder / "outputs" / "sweeps").glob("*/*")
     summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
-    assert sorted(s["cell"] for s in summaries) == ["lstm", "mingru"]
+    assert sorted(s["cell"] for s in summaries) == ["lstm", "my_mingru"]
     assert all(s["status"] == "completed" and s["task"] == "parity" for s in summaries)
     assert all(s["main_metric"] == "val/accuracy" for s in summaries)
     table = (sweep / "sweep_summary.md").read_text()
-    assert "| mingru" in table and "| lstm" in table
+    assert "| my_mingru" in table and "| lstm" in table
     # the temporal gradient profile of the user's cell, as for a built-in one
-    mingru = next(p.parent for p in sweep.glob("*/summary.json") if json.loads(p.read_text())["cell"] == "mingru")
+    mingru = next(p.parent for p in sweep.glob("*/summary.json") if json.loads(p.read_text())["cell"] == "my_mingru")
     profile = json.loads((mingru / "profile.json").read_text())
     assert len(profile["layers"]["layer0"]) == 6
 
@@ -146,13 +146,13 @@ def test_sweep_the_user_cell_against_lstm_on_the_user_task(user_folder):
 def test_an_experiment_preset_in_the_user_folder(user_folder, tmp_path, launcher):
     """The preset's own launcher (parallel: joblib workers import the user's modules too) is the slow
     variant; the basic launcher runs the same preset in this process."""
-    proc = run_cli("--config-dir", str(user_folder / "conf"), "+experiment=parity_cells", "cell=mingru",
+    proc = run_cli("--config-dir", str(user_folder / "conf"), "+experiment=parity_cells", "cell=my_mingru",
                    "train.seed=0", "task.val_size=16", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}",
                    f"hydra/launcher={launcher}", cwd=user_folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (summary,) = (tmp_path / "sweep").glob("*/summary.json")
     summary = json.loads(summary.read_text())
-    assert (summary["cell"], summary["task"], summary["task_info"]["task"]) == ("mingru", "parity", "parity")
+    assert (summary["cell"], summary["task"], summary["task_info"]["task"]) == ("my_mingru", "parity", "parity")
     assert summary["threads"] == 1  # the preset's own setting
 
 
@@ -187,9 +187,9 @@ BOUNDARY = {
     "target-not-importable": (["cell._target_=mypkg.cells.MinGRU"],
                               ["cell._target_=mypkg.cells.MinGRU cannot be imported: no module named 'mypkg'",
                                "a module in the current folder, on PYTHONPATH, or in an installed package"]),
-    "target-name-not-in-module": (["cell=mingru", "cell._target_=mycells.MinGRU"],
+    "target-name-not-in-module": (["cell=my_mingru", "cell._target_=mycells.MinGRU"],
                                   ["cell._target_=mycells.MinGRU cannot be imported: module 'mycells' has no 'MinGRU'"]),
-    "target-module-fails-to-import": (["cell=mingru", "cell._target_=badcode.WideCell"],
+    "target-module-fails-to-import": (["cell=my_mingru", "cell._target_=badcode.WideCell"],
                                       ["cell._target_=badcode.WideCell cannot be imported: importing it raised "
                                        "ModuleNotFoundError: No module named 'not_installed_anywhere' (",
                                        "badcode.py:24)"]),
@@ -207,7 +207,7 @@ BOUNDARY = {
     "unknown-cell-argument": (["cell._target_=mycells.MinGRUCell"],
                               ["cell._target_=mycells.MinGRUCell cannot be built from the config: got an "
                                "unexpected keyword argument 'recurrent_init'"]),
-    "cell-not-partial": (["cell=mingru", "cell._partial_=false"],
+    "cell-not-partial": (["cell=my_mingru", "cell._partial_=false"],
                          ["cell._partial_ must be true (found False)"]),
 }
 
