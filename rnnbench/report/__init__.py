@@ -16,6 +16,8 @@ from the folders, so a table can always be rebuilt. One module per concern:
 - `lengths`: length generalisation, a table's columns and a figure (`length_columns`, `length_figure`);
 - `gates`: the gate saturation plane (`saturation_figure`);
 - `importance`: hyperparameter importance after an Optuna search (`param_importance`);
+- `verdicts`: the rules that judge a published claim (k of n seeds, paired or Welch tests with
+  intervals, Holm, non-inferiority, Fisher's test, "no power" where the positive control did not learn);
 - `studies`: the literature studies: committed records, published claims judged, their tables and
   figures (``python -m rnnbench.report.studies``);
 - `cli`: ``python -m rnnbench.report`` (`main`).

@@ -1,5 +1,6 @@
 """Groups of runs -> mean ± sample std per metric, the best group, and Welch's t-test against a
-reference group.
+reference group; and the tests claims are judged by (`compare_samples`: paired or Welch with the
+interval of the difference; `noninferiority`; `holm`).
 
 Seeds are aggregated as mean ± sample std (ddof=1) over *completed* runs; failed, diverged,
 incomplete and still-running runs are counted in the row they belong to ("3 (1 failed)"), never
