@@ -256,12 +256,18 @@ def test_welch_p_value_leaves_out_missing_values_and_is_nan_when_undefined():
     assert math.isnan(report.welch_p_value([1.0, math.nan], [2.0, 3.0]))  # one value left on a side
 
 
-def test_reference_row_gets_p_values_of_the_others(runs, sweep):
+def test_reference_row_gets_p_values_of_the_others_paired_by_seed(runs, sweep):
+    from scipy.stats import ttest_rel
+
     stats = report.summarize(runs, reference="cell=lstm").set_index("cell")
     written = sweep[1]
     gru = [written["gru", s]["val/accuracy"] for s in SEEDS]
     lstm = [written["lstm", s]["val/accuracy"] for s in SEEDS]
-    assert stats.at["gru", "final/val/accuracy p"] == pytest.approx(report.welch_p_value(gru, lstm))
+    # both cells ran the same seeds (the same data order): the runs come in pairs
+    assert stats.at["gru", "final/val/accuracy p"] == pytest.approx(ttest_rel(gru, lstm).pvalue)
+    one_less = report.summarize(runs[~((runs["cell"] == "gru") & (runs["seed"] == SEEDS[0]))],
+                                reference="cell=lstm").set_index("cell")
+    assert one_less.at["gru", "final/val/accuracy p"] == pytest.approx(report.welch_p_value(gru[1:], lstm))
     assert math.isnan(stats.at["lstm", "final/val/accuracy p"])
     with pytest.raises(report.ReportError, match="no row matches"):
         report.summarize(runs, reference="cell=rnn")

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("md", "latex", "csv"), default="md")
     parser.add_argument("--output", "-o", metavar="FILE", help="write the table here instead of stdout")
     parser.add_argument("--reference", metavar="KEY=VALUE,...",
-                        help="row that every row is compared with (Welch's t-test, p-value columns)")
+                        help="row that every row is compared with (paired t-test on the seeds both ran, else Welch's; p-value columns)")
     parser.add_argument("--max", metavar="METRICS", help="comma-separated metrics where higher is better")
     parser.add_argument("--min", metavar="METRICS", help="comma-separated metrics where lower is better")
     parser.add_argument("--figures", metavar="DIR", help="write learning curves and gradient profiles (PNG, PDF) here")

@@ -127,7 +127,8 @@ def summarize(
     by: group keys (default: the swept keys except seeds and `cols`); cols: keys that the
     rendered table pivots into columns (the groups are by + cols); metrics: names as in
     `resolve_metric` (default: `default_metrics`); reference: a row, e.g. "cell=lstm", that every
-    row of the same column group is compared with by Welch's t-test; modes: {metric: "max"|"min"}
+    row of the same column group is compared with (`reference_p_value`: paired t where both ran the
+    same seeds, Welch's t otherwise); modes: {metric: "max"|"min"}
     overriding `metric_mode`.
 
     Columns: the keys, ``n`` (completed runs), ``n_failed``, ``n_diverged``, ``n_incomplete``,
@@ -142,15 +143,19 @@ def summarize(
     metrics = default_metrics(df) if metrics is None else [resolve_metric(df, m) for m in as_list(metrics)]
     directions = {m: metric_mode(m, df, modes) for m in metrics}
 
-    rows, values = [], []  # values[i][m]: the completed runs' values of row i
+    rows, values, by_seed = [], [], []  # values[i][m]: the completed runs' values of row i
     for key, runs in groups(df, by + cols):
         done = runs[runs["status"] == "completed"]
         row = dict(zip(by + cols, key))
         row["n"] = len(done)
         row.update({f"n_{status}": int((runs["status"] == status).sum()) for status in COUNTED})
         values.append({})
+        by_seed.append({})
         for m in metrics:
             x = pd.to_numeric(done[m], errors="coerce").to_numpy(float)  # "nan" strings -> NaN
+            seeds = list(done["seed"]) if "seed" in done.columns else []
+            if len(set(seeds)) == len(seeds) == len(x) and not np.isnan(x).any():
+                by_seed[-1][m] = dict(zip(seeds, x))  # one run per seed: pairable with another row's
             x = x[~np.isnan(x)]
             values[-1][m] = x
             row[f"{m} mean"] = x.mean() if len(x) else math.nan
@@ -187,12 +192,22 @@ def summarize(
             for i in block if in_block else []:
                 for m in metrics:
                     if i != in_block[0]:
-                        stats.at[i, f"{m} p"] = welch_p_value(values[i][m], values[in_block[0]][m])
+                        stats.at[i, f"{m} p"] = reference_p_value(by_seed[i].get(m), by_seed[in_block[0]].get(m),
+                                                                  values[i][m], values[in_block[0]][m])
 
     per_metric = [f"{m} {s}" for m in metrics for s in ("mean", "std", "best", "p") if f"{m} {s}" in stats]
     stats = stats[[*by, *cols, "n", *(f"n_{s}" for s in COUNTED), *per_metric]]
     stats.attrs = {"rows": by, "cols": cols, "metrics": metrics, "modes": directions, "reference": reference}
     return stats
+
+
+def reference_p_value(a_by_seed: dict | None, b_by_seed: dict | None, a: np.ndarray, b: np.ndarray) -> float:
+    """A row against the reference row: paired t on the seeds both ran (the seed fixes the data order,
+    so the runs come in pairs) where each ran the same seeds once, Welch's t otherwise."""
+    if a_by_seed and b_by_seed and set(a_by_seed) == set(b_by_seed) and len(a_by_seed) >= 2:
+        seeds = sorted(a_by_seed)
+        return compare_samples([a_by_seed[s] for s in seeds], [b_by_seed[s] for s in seeds], paired=True)["p"]
+    return welch_p_value(a, b)
 
 
 def _reference_text(reference: dict[str, Any]) -> str:
