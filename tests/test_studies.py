@@ -17,6 +17,7 @@ import yaml
 from scipy import stats as scipy_stats
 
 from rnnbench.records.run_folder import RunRecorder
+from rnnbench.records.summary import Summary
 from rnnbench.report import load_runs, studies, verdicts
 from rnnbench.report.stats import summarize
 from rnnbench.run.config import compose
@@ -59,9 +60,9 @@ def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None
             rec.write_profile({"step": 0, "seq_len": len(profile), "layers": {"layer0": profile}})
             rec.write_profile({"step": 10, "seq_len": len(profile), "layers": {"layer0": [1.0] * len(profile)}})
         seed = next(int(o.split("=")[1]) for o in overrides if o.startswith("train.seed="))
-        rec.write_summary({"status": status, "cell": cell, "seed": seed, "steps": 10, "wall_time_s": 1.5,
-                           "num_params": 100, "final": final, "best": final, "test": test or {},
-                           "main_metric": "val/loss", "main_metric_mode": "min", "git_commit": "abc"})
+        rec.write_summary(Summary(
+            status=status, cell=cell, seed=seed, steps=10, wall_time_s=1.5, num_params=100, final=final,
+            best=final, test=test or {}, main_metric="val/loss", main_metric_mode="min", git_commit="abc"))
 
 
 def adding_sweep(root, ratios: dict[tuple[str, int], list[float]]):

@@ -67,19 +67,19 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
     try:
         summary = run_folder.read_summary(run_dir)
     except FileNotFoundError:
-        summary = {"status": run_folder.INCOMPLETE}
+        summary = run_folder.Summary(status=run_folder.INCOMPLETE)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else summary.get("overrides", [])
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else summary.overrides
     row = {
         "job": run_dir.name,
         "overrides": [str(o) for o in overrides or []],
-        **{k: summary.get(k) for k in ("status", "error", "diverged_at", "task", "cell", "seed", "steps",
+        **{k: getattr(summary, k) for k in ("status", "error", "diverged_at", "task", "cell", "seed", "steps",
                                        "hidden_size", "num_params", "memoryless_baseline", "main_metric",
                                        "main_metric_mode", "wall_time_s", "train_time_s", "threads",
                                        "git_commit", "config_fingerprint")},
-        **{section: summary.get(section) or {} for section in ("final", "best", "test")},
+        **{section: getattr(summary, section) for section in ("final", "best", "test")},
         "max_steps": _config_value(run_dir, BUDGET_KEY),
-        "machine": {k: (summary.get("machine") or {}).get(k) for k in ("cpu", "aten_capability", "blas")},
+        "machine": {k: (summary.machine or {}).get(k) for k in ("cpu", "aten_capability", "blas")},
         "fair": fair_stage(run_dir),  # the stage of a fair comparison: claims can name the tuned runs
     }
     if detail:
