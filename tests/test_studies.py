@@ -50,7 +50,8 @@ def test_study_presets_are_reproducible_sweeps_of_three_seeds(name):
 
 
 def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None, profile=None,
-             cell: str = "vanilla", status: str = "completed", max_steps: int | None = None):
+             cell: str = "vanilla", status: str = "completed", max_steps: int | None = None,
+             memoryless_baseline: float = 1 / 6):  # the adding problem's, as its runs record it
     with RunRecorder(folder) as rec:
         if max_steps is not None:
             rec.write_config({"train": {"max_steps": max_steps}})
@@ -62,7 +63,8 @@ def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None
         seed = next(int(o.split("=")[1]) for o in overrides if o.startswith("train.seed="))
         rec.write_summary(Summary(
             status=status, cell=cell, seed=seed, steps=10, wall_time_s=1.5, num_params=100, final=final,
-            best=final, test=test or {}, main_metric="val/loss", main_metric_mode="min", git_commit="abc"))
+            best=final, test=test or {}, main_metric="val/loss", main_metric_mode="min", git_commit="abc",
+            memoryless_baseline=memoryless_baseline))
 
 
 def adding_sweep(root, ratios: dict[tuple[str, int], list[float]]):
@@ -495,3 +497,21 @@ def test_figure_draws_the_training_curves_of_one_point_seed_by_seed(tmp_path, mo
     narrow = studies.figure("copy", tmp_path / "narrow.png")
     width = lambda png: int.from_bytes(png.read_bytes()[16:20], "big")  # the PNG header's width
     assert width(wide) == 2 * width(narrow)
+
+
+def test_the_figures_baseline_is_the_tasks_own_as_the_runs_recorded_it():
+    """One definition of the memoryless baseline (tasks/copy.py, tasks/adding.py): the figure draws what
+    the runs recorded, which is what the task computes for their settings."""
+    from rnnbench.report.runs import read_records, records_frame
+    from rnnbench.tasks.adding import AddingTask
+    from rnnbench.tasks.copy import CopyTask
+
+    copy = records_frame(read_records(studies.RESULTS_DIR / "copy"))
+    xs, ys = studies.baseline_curve(copy, "task.seq_len")
+    assert xs == [100.0, 200.0, 300.0, 500.0]
+    assert ys == pytest.approx([CopyTask(seq_len=int(T)).memoryless_baseline for T in xs], rel=1e-12)
+    adding = records_frame(read_records(studies.RESULTS_DIR / "adding"))
+    _, ys = studies.baseline_curve(adding, "task.seq_len")
+    assert set(ys) == {AddingTask(seq_len=100).memoryless_baseline}
+    with pytest.raises(studies.ReportError, match="different memoryless baselines"):
+        studies.baseline_curve(copy.assign(**{"task.seq_len": 100}), "task.seq_len")

@@ -357,7 +357,7 @@ def figure(study: str, out: Path | None = None) -> Path:
             ax.errorbar(xs, [v.mean() for _, v in points], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for _, v in points],
                         marker="o", capsize=3, label=_group_label(line_keys, line))
         if spec.get("baseline"):
-            ax.plot(*_baseline_curve(df, x_key, spec["baseline"]), "k--", label="memoryless baseline")
+            ax.plot(*baseline_curve(df, x_key), "k--", label="memoryless baseline")
         ax.set_xlabel(x_key)
         ax.set_ylabel(metric.removeprefix("final/"))
         ax.set_yscale(spec.get("yscale", "linear"))
@@ -391,11 +391,22 @@ def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataF
     return groups(df.assign(**{k: None for k in keys if k not in df.columns}), list(keys))
 
 
-def _baseline_curve(df: pd.DataFrame, x_key: str, kind: str) -> tuple[list[float], list[float]]:
-    xs = sorted({float(x) for x in df[x_key]})
-    if kind == "copy":
-        return xs, [10 * math.log(8) / (x + 20) for x in xs]
-    return xs, [1 / 6 for _ in xs]
+def baseline_curve(df: pd.DataFrame, x_key: str) -> tuple[list[float], list[float]]:
+    """The memoryless baseline at each x, as the runs recorded it (summary.json's `memoryless_baseline`,
+    the task's own definition: tasks/copy.py, tasks/adding.py), so the figure never restates a formula.
+    Runs at one x that recorded different baselines (another copy length, say) have no one curve: an error."""
+    recorded = df[[x_key, "memoryless_baseline"]].dropna() if "memoryless_baseline" in df else df.iloc[:0]
+    xs, ys = [], []
+    for x, runs in recorded.groupby(x_key, sort=True):
+        values = sorted(set(runs["memoryless_baseline"]))
+        if len(values) > 1:
+            raise ReportError(f"runs at {x_key}={x} recorded different memoryless baselines {values}: "
+                              "one baseline curve cannot stand for them")
+        xs.append(float(x))
+        ys.append(values[0])
+    if not xs:
+        raise ReportError("the figure asks for the memoryless baseline, but no run recorded one")
+    return xs, ys
 
 
 def _profile_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
