@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnbench.kernels.lengths import valid_steps
-from rnnbench.modules.cells import Cell
+from rnnbench.modules.cells import Cell, require_size
 from rnnbench.modules.recurrent import BACKENDS, Probes, RecurrentStack, StackState
 from rnnbench.tasks.base import IOSpec
 
@@ -36,8 +36,7 @@ class SequenceModel(nn.Module):
                  param_budget: int | None = None, pyramid_input: bool = False):
         super().__init__()
         del param_budget  # resolved to hidden_size by the caller (budget.py); recorded in the config
-        if hidden_size < 1:
-            raise ValueError(f"model.hidden_size={hidden_size}: must be a positive integer")
+        require_size("model.hidden_size", hidden_size)  # before any layer is sized by it
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling={pooling!r}: allowed {', '.join(POOLINGS)}")
         if bidirectional and spec.stateful and spec.output_kind == "per_step":

@@ -37,7 +37,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnbench.kernels import extension, fast_gru, fast_peephole
 from rnnbench.kernels.lengths import valid_steps
-from rnnbench.modules.cells import Cell, GRUCell, PeepholeLSTMCell, State
+from rnnbench.modules.cells import Cell, GRUCell, PeepholeLSTMCell, State, require_size
 
 BACKENDS = ("auto", "explicit", "fused")
 
@@ -274,8 +274,7 @@ class RecurrentStack(nn.Module):
                  dropout: float = 0.0, residual: bool = False, backend: str = "auto",
                  pyramid_input: bool = False):
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"model.num_layers={num_layers}: must be >= 1")
+        require_size("model.num_layers", num_layers)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout={dropout}: must be in [0, 1)")
         directions = 2 if bidirectional else 1
