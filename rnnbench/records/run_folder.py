@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnbench.errors import UserError
+# The statuses and the schema, re-exported: a run folder's readers and writers name them as run_folder.X.
 from rnnbench.records.summary import COMPLETED, DIVERGED, FAILED, INCOMPLETE, RUNNING, Summary  # noqa: F401
 
 CONFIG_FILE = "config.yaml"
