@@ -168,10 +168,10 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 def build_trained_model(run_dir: Path, cfg: DictConfig, spec: IOSpec, which: str,
                         device: torch.device) -> tuple[torch.nn.Module, Path, int]:
     """The run's model (its config, its recorded hidden size) with the weights of checkpoint `which`."""
-    summary = run_folder.read_summary(run_dir) if (run_dir / run_folder.SUMMARY_FILE).is_file() else {}
+    summary = run_folder.read_summary(run_dir) if (run_dir / run_folder.SUMMARY_FILE).is_file() else None
     model_cfg = cfg.copy()
-    if summary.get("hidden_size"):  # model.param_budget / state_budget was resolved to this by the run
-        model_cfg.model.hidden_size = summary["hidden_size"]
+    if summary is not None and summary.hidden_size:  # model.param_budget / state_budget was resolved to this by the run
+        model_cfg.model.hidden_size = summary.hidden_size
         model_cfg.model.param_budget = None
         if "state_budget" in model_cfg.model:
             model_cfg.model.state_budget = None

@@ -44,8 +44,8 @@ def run_vocabulary(run_dir: Path) -> tuple[list[str], str]:
         raise ConfigError(f"{run_dir} is a run of {name}, not a language model: sampling needs a run of "
                           "task=lm (a char- or word-level language model)")
     vocab = run_folder.read_vocabulary(run_dir)
-    summary = run_folder.read_summary(run_dir) if (run_dir / run_folder.SUMMARY_FILE).is_file() else {}
-    level = (summary.get("task_info") or {}).get("level") or cfg.task.get("level")
+    summary = run_folder.read_summary(run_dir) if (run_dir / run_folder.SUMMARY_FILE).is_file() else None
+    level = ((summary.task_info if summary else None) or {}).get("level") or cfg.task.get("level")
     if vocab is None or level is None:  # a run from before vocab.json: the corpus gives it again
         task = build_task(cfg)
         vocab, level = task.vocabulary(), task.level

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from conftest import REPO, run_cli
 from datagen import char_corpus, sentiment_csv, separable_images
 from rnnbench.records import run_folder
+from rnnbench.records.summary import SUMMARY_VERSION
 from rnnbench.run.build import build_experiment
 from rnnbench.run.config import compose, validate
 
@@ -142,8 +143,8 @@ def test_every_experiment_runs(experiment, tmp_path):
     assert dirs, "no run folder written"
     for d in dirs:
         summary = run_folder.read_summary(d)
-        assert summary["status"] == "completed", summary.get("error")
-        assert summary["steps"] == 4 and summary["final"]
+        assert summary.status == "completed", summary.error
+        assert summary.steps == 4 and summary.final
 
 
 def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
@@ -173,6 +174,10 @@ def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
     profile = json.loads((run_dir / "profile.json").read_text())
     assert profile["step"] == 12 and len(profile["layers"]["layer0"]) == 10
     assert summary["wandb"]["mode"] == "offline"
+    typed = run_folder.read_summary(run_dir)  # the schema holds every field the app writes
+    assert typed.version == summary["version"] == SUMMARY_VERSION and typed.extra == {}
+    assert (typed.cell, typed.seed, typed.steps, typed.final) == ("gru", 0, 12, summary["final"])
+    assert typed.to_dict() == summary
     (offline_run,) = find_offline_runs(run_dir)
     history = read_history(offline_run)
     for row in rows:
@@ -238,7 +243,7 @@ def test_two_writers_started_at_once_into_one_folder_one_runs_the_other_is_refus
         or "already holds a run" in refusal, refusal
     assert "Traceback" not in refusal
     summary = run_folder.read_summary(run_dir)
-    assert summary["status"] == "completed" and summary["seed"] == winner
+    assert summary.status == "completed" and summary.seed == winner
     assert [r["step"] for r in run_folder.read_metrics(run_dir) if "train/loss" in r] == list(range(1, 151))
 
 

@@ -41,10 +41,10 @@ def test_the_runs_own_splits_give_the_numbers_the_run_recorded(copy_run, capsys)
     before = snapshot(copy_run)
     assert evaluate.main([str(copy_run)]) == 0
     result = json.loads((copy_run / "evaluations" / "default.json").read_text())
-    assert result["step"] == summary["steps"] == 30 and result["checkpoint"] == "final"
+    assert result["step"] == summary.steps == 30 and result["checkpoint"] == "final"
     for key in ("val/loss", "val/recall_accuracy", "val@T=10/loss"):
-        assert result["metrics"][key] == summary["final"][key]
-    for key, value in summary["test"].items():
+        assert result["metrics"][key] == summary.final[key]
+    for key, value in summary.test.items():
         assert result["metrics"][key] == value
     assert snapshot(copy_run) == before  # the run's records, checkpoints included, are untouched
     out = capsys.readouterr().out
@@ -57,17 +57,17 @@ def test_another_length_gives_what_the_run_measured_there(copy_run):
     summary = run_folder.read_summary(copy_run)
     result, path = evaluate.evaluate_run(copy_run, ["task.seq_len=10"], splits=("val",))
     assert result["changed"] == {"task.seq_len": {"run": 5, "evaluated": 10}}
-    assert result["metrics"]["val/loss"] == summary["final"]["val@T=10/loss"]
-    assert result["metrics"]["val/loss"] != summary["final"]["val/loss"]
+    assert result["metrics"]["val/loss"] == summary.final["val@T=10/loss"]
+    assert result["metrics"]["val/loss"] != summary.final["val/loss"]
     assert path.name == "task.seq_len=10.json" and path.parent == copy_run / "evaluations"
 
 
 def test_best_checkpoint_holds_the_model_of_the_best_evaluation(copy_run):
     summary = run_folder.read_summary(copy_run)
-    main = summary["main_metric"]
+    main = summary.main_metric
     result, _ = evaluate.evaluate_run(copy_run, [], splits=("val",), which="best")
-    assert result["step"] == summary["best_step"][main]
-    assert result["metrics"][main] == summary["best"][main]
+    assert result["step"] == summary.best_step[main]
+    assert result["metrics"][main] == summary.best[main]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -160,14 +160,14 @@ def test_a_screen_started_by_hand_is_continued_in_its_own_order_and_another_swee
 
 
 def test_exported_records_name_the_stage_so_a_claim_can_read_the_tuned_runs_alone(comparison, tmp_path):
-    from rnnbench.report import studies
+    from rnnbench.report import runs, study_records, verdicts
 
     folder, _, _ = comparison
-    path = studies.export("toy", [folder / "screen", folder / "final-vanilla", folder / "final-gru"], tmp_path)
-    rows = studies.read_records(path)
+    path = study_records.export("toy", [folder / "screen", folder / "final-vanilla", folder / "final-gru"], tmp_path)
+    rows = runs.read_records(path)
     assert sorted({(r["sweep"], r["fair"]) for r in rows}) == [("final-gru", "final"), ("final-vanilla", "final"),
                                                                 ("screen", "screen")]
-    df = studies.records_frame(rows)
+    df = runs.records_frame(rows)
     published = {"metric": "final/val/loss", "mode": "min", "claims": []}
-    tuned = studies.judge({"where": {"cell": "gru", "fair": "final"}, "better_than": [{"cell": "vanilla"}]}, df, published)
+    tuned = verdicts.judge({"where": {"cell": "gru", "fair": "final"}, "better_than": [{"cell": "vanilla"}]}, df, published)
     assert tuned["n"] == 2 and tuned["tests"][0]["test"] == "paired t"  # the two seeds, not the screen's run

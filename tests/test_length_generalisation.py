@@ -114,7 +114,7 @@ def test_report_tables_the_metric_against_length_per_cell(sweep, capsys):
     runs = {d.name: run_folder.read_summary(d) for d in sweep.iterdir() if (d / "summary.json").is_file()}
     for row in table[2:]:
         cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
-        values = [s["final"] for s in runs.values() if s["cell"] == cells[0]]
+        values = [s.final for s in runs.values() if s.cell == cells[0]]
         for text, T in zip(cells[1:4], (6, 12, 24)):
             losses = torch.tensor([v[f"val@T={T}/loss"] for v in values], dtype=torch.float64)
             assert text == f"{losses.mean():.6f} ± {losses.std():.6f}", (text, T)
@@ -140,8 +140,8 @@ def test_a_length_table_of_runs_without_lengths_is_one_clear_error(tmp_path, cap
 
     run = tmp_path / "run"
     with run_folder.RunRecorder(run) as recorder:
-        recorder.write_summary({"status": "completed", "cell": "lstm", "main_metric": "val/loss",
-                                "final": {"val/loss": 0.1}})
+        recorder.write_summary(run_folder.Summary(status="completed", cell="lstm", main_metric="val/loss",
+                                                  final={"val/loss": 0.1}))
     assert report.main([str(run), "--lengths"]) == 2
     assert ("Error in input:\nno length-generalisation metrics (val@T=<length>/<metric>) in these runs: "
             "train them with task.eval_lengths=[...]") in capsys.readouterr().err

@@ -96,6 +96,25 @@ def test_bad_model_options_name_the_key():
         SequenceModel(SEQUENCE, LSTMCell, 8, tie_weights=True)
 
 
+def test_a_size_is_checked_by_one_rule_in_the_constructors_and_the_config_check_alike():
+    """`cells.size_error` is the rule: the model, its stack, the budget search, a cell and
+    `run.config.validate` (before anything is written) all give its one message."""
+    from rnnbench.run.config import ConfigError, compose, validate
+
+    expected = "model.hidden_size=-3 is not allowed: must be a positive integer (>= 1)"
+    with pytest.raises(ValueError) as built:
+        SequenceModel(SEQUENCE, LSTMCell, -3)
+    with pytest.raises(ConfigError) as checked:
+        validate(compose(["task=adding", "model.hidden_size=-3"]))
+    assert str(built.value) == str(checked.value) == expected
+    with pytest.raises(ValueError, match=r"^hidden_size=0 is not allowed: must be a positive integer \(>= 1\)$"):
+        GRUCell(4, 0)
+    with pytest.raises(ValueError, match=r"^model.num_layers=0 is not allowed"):
+        SequenceModel(SEQUENCE, LSTMCell, 8, num_layers=0)
+    with pytest.raises(ValueError, match=r"^model.param_budget=0 is not allowed"):
+        hidden_size_for_budget(0, lambda h: SequenceModel(SEQUENCE, LSTMCell, h))
+
+
 def test_pyramid_input_pairs_the_frames_before_the_first_layer():
     """LAS-style listener reading pairs of frames: every layer runs on a halved sequence."""
     model = SequenceModel(SEQUENCE, LSTMCell, 8, num_layers=3, pyramid=True, pyramid_input=True)

@@ -13,6 +13,7 @@ import torch
 import rnnbench
 from rnnbench.records import run_folder
 from rnnbench.records.run_folder import RunRecorder, config_fingerprint, read_metrics, read_summary, run_metadata
+from rnnbench.records.summary import SUMMARY_VERSION, Summary
 
 
 def test_each_logged_row_is_on_disk_as_one_json_line_at_once(tmp_path):
@@ -38,7 +39,7 @@ def test_non_finite_floats_are_valid_json_and_read_back_as_floats(tmp_path):
     row = {"step": 1, "train/loss": math.nan, "grad/global_norm": math.inf, "x": -math.inf, "lr": 0.1}
     with RunRecorder(tmp_path) as rec:
         rec.log(row)
-        rec.write_summary({"status": "diverged", "final": {"val/loss": math.nan}})
+        rec.write_summary(Summary(status="diverged", final={"val/loss": math.nan}))
         rec.write_profile({"step": 1, "layers": {"layer0": [1.0, math.inf, math.nan]}})
     line = (tmp_path / "metrics.jsonl").read_text()
     json.loads(line, parse_constant=lambda name: pytest.fail(f"bare {name} is not JSON"))
@@ -47,7 +48,7 @@ def test_non_finite_floats_are_valid_json_and_read_back_as_floats(tmp_path):
     back = read_metrics(tmp_path)[0]
     assert math.isnan(back["train/loss"])
     assert back["grad/global_norm"] == math.inf and back["x"] == -math.inf and back["lr"] == 0.1
-    assert math.isnan(read_summary(tmp_path)["final"]["val/loss"])
+    assert math.isnan(read_summary(tmp_path).final["val/loss"])
     layer = run_folder.read_profile(tmp_path)["layers"]["layer0"]
     assert layer[:2] == [1.0, math.inf] and math.isnan(layer[2])
 
@@ -75,14 +76,14 @@ def test_profiles_replace_profile_json_and_append_to_profiles_jsonl(tmp_path):
 
 def test_summary_survives_a_crash_between_temp_write_and_rename(tmp_path, monkeypatch):
     rec = RunRecorder(tmp_path)
-    rec.write_summary({"status": "running", "steps": 0})
+    rec.write_summary(Summary(status="running", steps=0))
 
     def crash(src, dst):
         raise OSError("simulated crash before the rename")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
-        rec.write_summary({"status": "completed", "steps": 100})
+        rec.write_summary(Summary(status="completed", steps=100))
     monkeypatch.undo()
 
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -92,10 +93,10 @@ def test_summary_survives_a_crash_between_temp_write_and_rename(tmp_path, monkey
 
 def test_summary_records_host_and_pid_and_a_live_run_reads_as_running(tmp_path):
     with RunRecorder(tmp_path) as rec:
-        rec.write_summary({"status": "running"})
+        rec.write_summary(Summary(status="running"))
     summary = read_summary(tmp_path)
-    assert summary["hostname"] == socket.gethostname() and summary["pid"] == os.getpid()
-    assert summary["status"] == "running"  # this very process is alive
+    assert summary.hostname == socket.gethostname() and summary.pid == os.getpid()
+    assert summary.status == "running"  # this very process is alive
 
 
 def _dead_pid():
@@ -106,31 +107,31 @@ def _dead_pid():
 
 def test_running_summary_of_a_dead_process_reads_as_incomplete(tmp_path):
     with RunRecorder(tmp_path) as rec:
-        rec.write_summary({"status": "running", "pid": _dead_pid()})
-    assert read_summary(tmp_path)["status"] == "incomplete"
+        rec.write_summary(Summary(status="running", pid=_dead_pid()))
+    assert read_summary(tmp_path).status == "incomplete"
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "running"  # file untouched
 
 
 def test_running_summary_from_another_host_reads_as_incomplete(tmp_path):
     with RunRecorder(tmp_path) as rec:
-        rec.write_summary({"status": "running", "hostname": "elsewhere-" + socket.gethostname()})
-    assert read_summary(tmp_path)["status"] == "incomplete"
+        rec.write_summary(Summary(status="running", hostname="elsewhere-" + socket.gethostname()))
+    assert read_summary(tmp_path).status == "incomplete"
 
 
 def test_finished_statuses_are_reported_as_written(tmp_path):
     with RunRecorder(tmp_path) as rec:
-        rec.write_summary({"status": "completed", "pid": _dead_pid()})
-    assert read_summary(tmp_path)["status"] == "completed"
+        rec.write_summary(Summary(status="completed", pid=_dead_pid()))
+    assert read_summary(tmp_path).status == "completed"
 
 
 def test_an_exception_inside_the_recorder_marks_a_running_summary_failed(tmp_path):
     with pytest.raises(RuntimeError):
         with RunRecorder(tmp_path) as rec:
-            rec.write_summary({"status": "running", "task": "copy"})
+            rec.write_summary(Summary(status="running", task="copy"))
             raise RuntimeError("boom")
     summary = read_summary(tmp_path)
-    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: boom"
-    assert summary["task"] == "copy"
+    assert summary.status == "failed" and summary.error == "RuntimeError: boom"
+    assert summary.task == "copy"
 
 
 def test_config_yaml_is_the_resolved_config(tmp_path):
@@ -251,3 +252,59 @@ def test_run_metadata_names_the_cpu_its_vector_dispatch_and_the_blas(monkeypatch
     assert ("avx2" in machine["flags"]) == ("avx2" in open("/proc/cpuinfo").read().split())
     assert "Math Kernel Library" in machine["blas"] and machine["onednn"]  # torch's x86 wheels: MKL and oneDNN
     assert machine["env"] == {"MKL_CBWR": "COMPATIBLE"}
+
+
+# summary.json's schema (records/summary.py): written with its version, read back field by field; files
+# of earlier versions (no "version" key; committed study records were exported from them) still read.
+
+# A run folder of rnnbench before the schema, as written at 3219b78 (greff/cifg_forget_bias0/3, shortened),
+# plus a field no version of the schema knows.
+OLD_SUMMARY = {
+    "status": "completed", "error": None, "diverged_at": None, "task": "copy", "cell": "lstm_cifg",
+    "arch": None, "seed": 3, "hidden_size": 128, "num_params": 50954, "time_reduction": 1,
+    "main_metric": "val/loss", "main_metric_mode": "min", "memoryless_baseline": 0.0735,
+    "task_info": {"task": "copy"}, "overrides": ["cell=lstm_cifg", "train.seed=3"],
+    "config_fingerprint": "ab12", "device": "cpu", "threads": 1, "flush_denormal": True,
+    "versions": {"python": "3.11.7", "torch": "2.3.0"}, "git_commit": "abc", "git_dirty": False,
+    "wandb": {"mode": "disabled", "id": None, "dir": None}, "test": {"test/loss": 0.01}, "steps": 2000,
+    "final": {"val/loss": "nan"}, "best": {"val/loss": 0.009}, "best_step": {"val/loss": 1900},
+    "solved_at": None, "wall_time_s": 81.2, "train_time_s": 80.0, "throughput_steps_per_s": 52000.0,
+    "hostname": "elsewhere", "pid": 1, "from_a_later_version": 256,
+}
+
+
+def test_a_summary_without_a_version_reads_as_version_1_with_its_fields(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps(OLD_SUMMARY))
+    summary = read_summary(tmp_path)
+    assert summary.version == 1
+    assert (summary.status, summary.cell, summary.seed, summary.steps) == ("completed", "lstm_cifg", 3, 2000)
+    assert summary.best_step == {"val/loss": 1900} and summary.test == {"test/loss": 0.01}
+    assert math.isnan(summary.final["val/loss"]) and summary.final_main_metric != summary.final_main_metric
+    assert summary.machine is None and summary.resumed == []  # fields it did not have yet
+    assert summary.extra == {"from_a_later_version": 256}  # unknown to this schema, kept
+
+
+def test_rewriting_an_old_summary_writes_the_version_and_keeps_unknown_fields(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps(OLD_SUMMARY))
+    RunRecorder(tmp_path).write_summary(read_summary(tmp_path))  # what a resumed run does
+    raw = json.loads((tmp_path / "summary.json").read_text())
+    assert raw["version"] == SUMMARY_VERSION and raw["from_a_later_version"] == 256
+    assert {k: raw[k] for k in OLD_SUMMARY} == OLD_SUMMARY  # nothing changed, nothing dropped
+
+
+def test_every_field_of_a_summary_reads_back_as_written(tmp_path):
+    written = Summary(status="diverged", error="x", diverged_at=7, task="adding", cell="gru", seed=2, steps=7,
+                      hidden_size=8, num_params=99, final={"val/loss": math.inf}, best={"val/loss": 0.5},
+                      best_step={"val/loss": 4}, resumed=[{"from_step": 4, "checkpoint": "step-00000004.pt"}],
+                      machine={"cpu": "x"}, hostname="h", pid=12, extra={"later": [1, 2]})
+    run_folder.write_summary(tmp_path, written)
+    assert read_summary(tmp_path) == written
+    assert json.loads((tmp_path / "summary.json").read_text())["version"] == SUMMARY_VERSION
+
+
+def test_a_summary_is_written_only_through_the_schema(tmp_path):
+    with pytest.raises(TypeError, match="Summary"):
+        run_folder.write_summary(tmp_path, {"status": "completed"})
+    (tmp_path / "summary.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not an object"):
+        read_summary(tmp_path)

@@ -118,9 +118,9 @@ def final_trainer_state(run_dir: Path) -> dict:
 
 def assert_same_run(reference: Path, resumed: Path) -> None:
     a, b = run_folder.read_summary(reference), run_folder.read_summary(resumed)
-    assert a["status"] == b["status"] == "completed", (a.get("error"), b.get("error"))
+    assert a.status == b.status == "completed", (a.error, b.error)
     for key in ("steps", "final", "best", "best_step", "test", "solved_at", "config_fingerprint"):
-        assert a.get(key) == b.get(key), key  # exact: floats compared with ==
+        assert getattr(a, key) == getattr(b, key), key  # exact: floats compared with ==
     assert rows_without_clock(reference) == rows_without_clock(resumed)
     assert run_folder.read_profiles(reference) == run_folder.read_profiles(resumed)
     assert_same_state(final_trainer_state(reference), final_trainer_state(resumed), "trainer")
@@ -171,7 +171,7 @@ def synthetic(tmp_path_factory):
 def test_a_run_killed_without_warning_reads_as_incomplete(synthetic):
     killed = synthetic["after_stop"]["killed"]
     assert killed["returncode"] == -signal.SIGKILL
-    assert killed["summary"]["status"] == "incomplete"  # written `running`, its process is gone
+    assert killed["summary"].status == "incomplete"  # written `running`, its process is gone
     assert killed["checkpoints"][-1] == "step-00000050.pt"
     assert killed["steps"][-1] >= killed["seen"] > KILL_AFTER  # rows past the checkpoint were logged
 
@@ -181,11 +181,11 @@ def test_sigkill_at_any_step_then_resume_is_bit_identical(synthetic):
     assert_same_run(runs["reference"], runs["killed"])
     assert steps_of(runs["killed"]) == list(range(1, 301))  # every step once: no duplicate, none missing
     summary = run_folder.read_summary(runs["killed"])
-    assert summary["resumed"] == [{"from_step": 50, "checkpoint": "step-00000050.pt"}]
+    assert summary.resumed == [{"from_step": 50, "checkpoint": "step-00000050.pt"}]
     assert "rows after step 50 dropped" in synthetic["resumes"]["killed"].stdout  # Hydra logs to stdout
     # the same W&B run goes on: same id, a second offline segment
-    killed_id = synthetic["after_stop"]["killed"]["summary"]["wandb"]["id"]
-    assert summary["wandb"]["id"] == killed_id
+    killed_id = synthetic["after_stop"]["killed"]["summary"].wandb["id"]
+    assert summary.wandb["id"] == killed_id
     segments = find_offline_runs(runs["killed"])
     assert len(segments) == 2 and all(s.name.endswith(killed_id) for s in segments)
     assert read_wandb_summary(segments[-1])["status"] == "completed"
@@ -199,14 +199,14 @@ def test_sigterm_checkpoints_the_current_step_then_resume_is_bit_identical(synth
     step = stopped["steps"][-1]
     assert stopped["returncode"] == -signal.SIGTERM  # the signal's own effect, after the checkpoint
     assert stopped["checkpoints"][-1] == f"step-{step:08d}.pt"  # nothing lost: the step it was on
-    assert stopped["summary"]["status"] == "incomplete"
-    assert stopped["summary"]["interrupted"] == {"signal": "SIGTERM", "step": step}
+    assert stopped["summary"].status == "incomplete"
+    assert stopped["summary"].interrupted == {"signal": "SIGTERM", "step": step}
     assert "stopped by SIGTERM after step" in stopped["output"]
     assert f"hydra.run.dir={synthetic['runs']['terminated']} train.resume=true" in stopped["output"]
     run = synthetic["runs"]["terminated"]
     assert_same_run(synthetic["runs"]["reference"], run)
     assert steps_of(run) == list(range(1, 301))
-    assert run_folder.read_summary(run)["resumed"][0]["from_step"] == step
+    assert run_folder.read_summary(run).resumed[0]["from_step"] == step
 
 
 @pytest.mark.slow
@@ -224,12 +224,12 @@ def test_submitit_preemption_requeues_and_resumes_into_the_same_folder_and_wandb
     stderr = proc.communicate(timeout=300)[1]
     assert proc.returncode == 0, stderr[-3000:]
     summary = run_folder.read_summary(job)
-    (resumed,) = summary["resumed"]
+    (resumed,) = summary.resumed
     assert resumed["from_step"] >= seen  # the step it was on when the signal came
     assert_same_run(synthetic["runs"]["reference"], job)
     assert steps_of(job) == list(range(1, 301))
     segments = find_offline_runs(job)
-    assert len(segments) == 2 and {s.name.rsplit("-", 1)[1] for s in segments} == {summary["wandb"]["id"]}
+    assert len(segments) == 2 and {s.name.rsplit("-", 1)[1] for s in segments} == {summary.wandb["id"]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_language_model_sigkill_then_resume_is_bit_identical(language_model):
     assert_same_run(language_model["reference"], language_model["killed"])
     assert steps_of(language_model["killed"]) == list(range(1, 241))
     summary = run_folder.read_summary(language_model["killed"])
-    assert summary["resumed"] == [{"from_step": 40, "checkpoint": "step-00000040.pt"}]
+    assert summary.resumed == [{"from_step": 40, "checkpoint": "step-00000040.pt"}]
     state = final_trainer_state(language_model["killed"])
     assert state["carried_state"] is not None and state["task"]["epoch"] >= 1  # streams wrapped around
 
@@ -342,19 +342,19 @@ def test_divergence_is_recorded_and_exits_cleanly_and_guard_rails_are_recorded(t
              "train.lr_backoff=0.5"]])
     assert plain.returncode == 0, plain.stderr[-3000:]  # a result, not a crash
     summary = run_folder.read_summary(tmp_path / "plain")
-    assert summary["status"] == "diverged" and isinstance(summary["diverged_at"], int)
-    assert "guard_rails" not in summary  # off by default
+    assert summary.status == "diverged" and isinstance(summary.diverged_at, int)
+    assert summary.guard_rails is None  # off by default
     last = run_folder.read_metrics(tmp_path / "plain")[-1]
-    assert last["step"] == summary["diverged_at"] and last["diverged"] is True
+    assert last["step"] == summary.diverged_at and last["diverged"] is True
     (wandb_run,) = find_offline_runs(tmp_path / "plain")
     mirrored = read_wandb_summary(wandb_run)
-    assert mirrored["status"] == "diverged" and mirrored["diverged_at"] == summary["diverged_at"]
+    assert mirrored["status"] == "diverged" and mirrored["diverged_at"] == summary.diverged_at
     assert guarded.returncode == 0, guarded.stderr[-3000:]
     summary = run_folder.read_summary(tmp_path / "guarded")
-    rails = summary["guard_rails"]
+    rails = summary.guard_rails
     assert rails["skip_nonfinite"] == 2 and rails["lr_backoff"] == 0.5 and len(rails["skipped_steps"]) == 2
     # lr 1e6 has wrecked the weights before the first non-finite step: skipping cannot save it
-    assert summary["status"] == "diverged" and summary["diverged_at"] > rails["skipped_steps"][-1]
+    assert summary.status == "diverged" and summary.diverged_at > rails["skipped_steps"][-1]
     skipped = [r for r in run_folder.read_metrics(tmp_path / "guarded") if r.get("skipped_nonfinite")]
     assert [r["step"] for r in skipped] == rails["skipped_steps"] and skipped[1]["lr"] == 1e6 * 0.25
 
@@ -395,9 +395,9 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_failed_one(tmp_pa
             f"hydra.sweep.dir={sweep}"]
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode != 0  # one job failed
-    assert run_folder.read_summary(sweep / "0")["status"] == "completed"
+    assert run_folder.read_summary(sweep / "0").status == "completed"
     failed = run_folder.read_summary(sweep / "1")
-    assert failed["status"] == "failed" and "fail_at_step=8" in failed["error"]
+    assert failed.status == "failed" and "fail_at_step=8" in failed.error
     results = ("summary.json", "metrics.jsonl", "config.yaml", "profiles.jsonl", "checkpoints/step-00000006.pt")
     finished_before = {name: (sweep / "0" / name).read_bytes() for name in results}
 
@@ -406,7 +406,7 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_failed_one(tmp_pa
     assert "already completed with this config (step 6): not run again" in again.stdout  # Hydra logs a sweep there
     assert {name: (sweep / "0" / name).read_bytes() for name in results} == finished_before  # not rewritten
     resumed = run_folder.read_summary(sweep / "1")
-    assert resumed["status"] == "completed" and resumed["steps"] == 12
-    assert resumed["resumed"] == [{"from_step": 8, "checkpoint": "step-00000008.pt"}]
+    assert resumed.status == "completed" and resumed.steps == 12
+    assert resumed.resumed == [{"from_step": 8, "checkpoint": "step-00000008.pt"}]
     assert steps_of(sweep / "1") == [2, 4, 6, 8, 10, 12]
     assert "Sweep summary (2 runs" in again.stdout  # the report shows the whole sweep

@@ -142,10 +142,10 @@ def test_sweep_runs_every_job_under_slurm(slurm_cluster, tmp_path):
     seen = set()
     for run_dir in run_dirs:
         summary = run_folder.read_summary(run_dir)
-        assert summary["status"] == "completed", summary.get("error")
-        assert summary["steps"] == 20 and summary["final"]["val/loss"] > 0
-        assert summary["threads"] == 1, "torch must use cpus_per_task threads (OMP_NUM_THREADS in setup)"
-        seen.add((summary["cell"], summary["seed"]))
+        assert summary.status == "completed", summary.error
+        assert summary.steps == 20 and summary.final["val/loss"] > 0
+        assert summary.threads == 1, "torch must use cpus_per_task threads (OMP_NUM_THREADS in setup)"
+        seen.add((summary.cell, summary.seed))
         rows = run_folder.read_metrics(run_dir)
         assert [r["step"] for r in rows if "train/loss" in r] == [5, 10, 15, 20]
         assert [r["step"] for r in rows if "val/loss" in r] == [10, 20]
@@ -231,17 +231,17 @@ def test_preempted_job_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_
 
     # The requeued job resumed from the checkpoint the first one wrote on USR2, in the same folder ...
     summary = run_folder.read_summary(run_dir)
-    assert summary["status"] == "completed" and summary["steps"] == 1000, summary.get("error")
-    (resumed,) = summary["resumed"]
+    assert summary.status == "completed" and summary.steps == 1000, summary.error
+    (resumed,) = summary.resumed
     assert 0 < resumed["from_step"] < 1000
 
     # ... and ended exactly where the uninterrupted run did.
     (reference_dir,) = (tmp_path / "reference" / "outputs" / "runs").glob("*/*")
     expected = run_folder.read_summary(reference_dir)
-    assert summary["config_fingerprint"] == expected["config_fingerprint"]
-    assert summary["threads"] == expected["threads"] == 1
+    assert summary.config_fingerprint == expected.config_fingerprint
+    assert summary.threads == expected.threads == 1
     for key in ("final", "best", "best_step", "test"):
-        assert summary[key] == expected[key], key
+        assert getattr(summary, key) == getattr(expected, key), key
 
     def rows(folder):
         return [{k: v for k, v in row.items() if k not in VARYING} for row in run_folder.read_metrics(folder)]

@@ -1,4 +1,4 @@
-"""Studies (rnnbench/report/studies.py, conf/experiment/study_*.yaml, docs/results/): presets reproducible,
+"""Studies (rnnbench/report/: study_records, claims, study_figures, results_page, wikitext, studies; conf/experiment/study_*.yaml, docs/results/): presets reproducible,
 sweep folders exported to records, the rules that say whether a published claim holds, and the
 README's tables re-rendered from the committed records.
 
@@ -17,7 +17,8 @@ import yaml
 from scipy import stats as scipy_stats
 
 from rnnbench.records.run_folder import RunRecorder
-from rnnbench.report import load_runs, studies, verdicts
+from rnnbench.records.summary import Summary
+from rnnbench.report import claim_tables, load_runs, results_page, runs, study_figures, study_records, verdicts, wikitext
 from rnnbench.report.stats import summarize
 from rnnbench.run.config import compose
 
@@ -49,7 +50,8 @@ def test_study_presets_are_reproducible_sweeps_of_three_seeds(name):
 
 
 def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None, profile=None,
-             cell: str = "vanilla", status: str = "completed", max_steps: int | None = None):
+             cell: str = "vanilla", status: str = "completed", max_steps: int | None = None,
+             memoryless_baseline: float = 1 / 6):  # the adding problem's, as its runs record it
     with RunRecorder(folder) as rec:
         if max_steps is not None:
             rec.write_config({"train": {"max_steps": max_steps}})
@@ -59,9 +61,10 @@ def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None
             rec.write_profile({"step": 0, "seq_len": len(profile), "layers": {"layer0": profile}})
             rec.write_profile({"step": 10, "seq_len": len(profile), "layers": {"layer0": [1.0] * len(profile)}})
         seed = next(int(o.split("=")[1]) for o in overrides if o.startswith("train.seed="))
-        rec.write_summary({"status": status, "cell": cell, "seed": seed, "steps": 10, "wall_time_s": 1.5,
-                           "num_params": 100, "final": final, "best": final, "test": test or {},
-                           "main_metric": "val/loss", "main_metric_mode": "min", "git_commit": "abc"})
+        rec.write_summary(Summary(
+            status=status, cell=cell, seed=seed, steps=10, wall_time_s=1.5, num_params=100, final=final,
+            best=final, test=test or {}, main_metric="val/loss", main_metric_mode="min", git_commit="abc",
+            memoryless_baseline=memoryless_baseline))
 
 
 def adding_sweep(root, ratios: dict[tuple[str, int], list[float]]):
@@ -75,8 +78,8 @@ def adding_sweep(root, ratios: dict[tuple[str, int], list[float]]):
 
 def test_export_writes_one_record_per_run_that_the_report_reads_like_the_sweep(tmp_path):
     adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3], ("vanilla", 100): [1.0, 1.01, 0.99]})
-    path = studies.export("adding", [tmp_path / "sweep"], tmp_path / "out")
-    rows = studies.read_records(path)
+    path = study_records.export("adding", [tmp_path / "sweep"], tmp_path / "out")
+    rows = runs.read_records(path)
     assert len(rows) == 6 and rows[0]["job"] == "0" and rows[0]["git_commit"] == "abc"
     assert "profile_init" not in rows[0]
     from_records = summarize(load_runs(tmp_path / "out"), metrics="val/loss")
@@ -89,21 +92,21 @@ def test_export_add_keeps_the_records_of_sweeps_whose_folders_are_gone(tmp_path)
     adding_sweep(tmp_path / "old", {("lstm", 100): [0.1, 0.2, 0.3]})
     adding_sweep(tmp_path / "new", {("gru", 100): [0.5, 0.6, 0.7]})
     out = tmp_path / "out"
-    studies.export("adding", [tmp_path / "old"], out)
+    study_records.export("adding", [tmp_path / "old"], out)
     old_lines = (out / "runs.jsonl").read_text().splitlines()
     shutil.rmtree(tmp_path / "old")  # the committed records are all that is left of that sweep
-    studies.export("adding", [tmp_path / "new"], out, add=True)
+    study_records.export("adding", [tmp_path / "new"], out, add=True)
     lines = (out / "runs.jsonl").read_text().splitlines()
     assert lines[3:] == old_lines  # byte for byte, after the new sweep's rows ("new" < "old")
-    assert [(r["sweep"], r["cell"]) for r in studies.read_records(out)] == [("new", "gru")] * 3 + [("old", "lstm")] * 3
+    assert [(r["sweep"], r["cell"]) for r in runs.read_records(out)] == [("new", "gru")] * 3 + [("old", "lstm")] * 3
     # the same sweep exported again replaces its own rows, not duplicates them
     shutil.rmtree(tmp_path / "new")
     adding_sweep(tmp_path / "new", {("gru", 100): [0.5, 0.6]})
-    studies.export("adding", [tmp_path / "new"], out, add=True)
-    assert [r["sweep"] for r in studies.read_records(out)] == ["new"] * 2 + ["old"] * 3
+    study_records.export("adding", [tmp_path / "new"], out, add=True)
+    assert [r["sweep"] for r in runs.read_records(out)] == ["new"] * 2 + ["old"] * 3
     # without add the file holds the given sweeps only
-    studies.export("adding", [tmp_path / "new"], out)
-    assert [r["sweep"] for r in studies.read_records(out)] == ["new"] * 2
+    study_records.export("adding", [tmp_path / "new"], out)
+    assert [r["sweep"] for r in runs.read_records(out)] == ["new"] * 2
 
 
 def published(claims, **extra):
@@ -116,14 +119,14 @@ def test_beats_baseline_needs_every_seed_under_0_9_unless_a_k_of_n_rule_is_state
     df = load_runs(tmp_path)
     pub = published([])
     # the mean ratio 0.43 is well under 0.9, but one seed of three did not learn: not "beats"
-    lstm = studies.judge({"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}, df, pub)
+    lstm = verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}, df, pub)
     assert lstm["holds"] is False and (lstm["k"], lstm["n_ratio"]) == (2, 3) and lstm["ratio"] == pytest.approx(1.3 / 3)
-    stated = studies.judge({"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}, df, {**pub, "k_of_n": 2})
+    stated = verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}, df, {**pub, "k_of_n": 2})
     assert stated["holds"] is True
     # one seed of vanilla's is under 0.9: it is not "at the baseline" either
-    assert studies.judge({"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": True}, df, pub)["holds"] is False
-    assert studies.judge({"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": False}, df, pub)["holds"] is False
-    missing = studies.judge({"source": "p", "where": {"cell": "gru"}, "beats_baseline": True}, df, pub)
+    assert verdicts.judge({"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": True}, df, pub)["holds"] is False
+    assert verdicts.judge({"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": False}, df, pub)["holds"] is False
+    missing = verdicts.judge({"source": "p", "where": {"cell": "gru"}, "beats_baseline": True}, df, pub)
     assert missing["holds"] is None and missing["n"] == 0
 
 
@@ -132,28 +135,28 @@ def test_a_negative_verdict_where_the_positive_control_did_not_learn_is_no_power
                             ("lstm", 200): [1.0, 0.99, 1.0], ("vanilla", 200): [1.0, 1.0, 1.01]})
     df = load_runs(tmp_path)
     pub = published([], control={"cell": "lstm"})
-    at_100 = studies.judge({"source": "p", "where": {"cell": "vanilla", "task.seq_len": 100}, "beats_baseline": False}, df, pub)
+    at_100 = verdicts.judge({"source": "p", "where": {"cell": "vanilla", "task.seq_len": 100}, "beats_baseline": False}, df, pub)
     assert at_100["holds"] is True  # the LSTM learned T=100: the tanh RNN's failure there means something
-    at_200 = studies.judge({"source": "p", "where": {"cell": "vanilla", "task.seq_len": 200}, "beats_baseline": False}, df, pub)
-    assert at_200["holds"] == studies.NO_POWER and "0 of 3" in at_200["why"]
+    at_200 = verdicts.judge({"source": "p", "where": {"cell": "vanilla", "task.seq_len": 200}, "beats_baseline": False}, df, pub)
+    assert at_200["holds"] == verdicts.NO_POWER and "0 of 3" in at_200["why"]
     # a point is no control of itself: the LSTM's own failure at T=200 is a "no"; its success needs no control
-    assert studies.judge({"source": "p", "where": {"cell": "lstm", "task.seq_len": 200}, "beats_baseline": True},
+    assert verdicts.judge({"source": "p", "where": {"cell": "lstm", "task.seq_len": 200}, "beats_baseline": True},
                          df, pub)["holds"] is False
-    assert studies.judge({"source": "p", "where": {"cell": "lstm", "task.seq_len": 100}, "beats_baseline": True},
+    assert verdicts.judge({"source": "p", "where": {"cell": "lstm", "task.seq_len": 100}, "beats_baseline": True},
                          df, pub)["holds"] is True
-    unrun = studies.judge({"source": "p", "where": {"cell": "vanilla", "task.seq_len": 100}, "beats_baseline": False},
+    unrun = verdicts.judge({"source": "p", "where": {"cell": "vanilla", "task.seq_len": 100}, "beats_baseline": False},
                           df, {**pub, "control": {"cell": "gru"}})
-    assert unrun["holds"] == studies.NO_POWER and "not run" in unrun["why"]
+    assert unrun["holds"] == verdicts.NO_POWER and "not run" in unrun["why"]
 
 
 def test_a_failure_before_the_papers_budget_times_the_measured_slowdown_is_no_power(tmp_path):
     adding_sweep(tmp_path, {("irnn", 150): [1.0, 0.98, 1.02]})
     df = load_runs(tmp_path).assign(**{"train.max_steps": 20000})
     claim = {"source": "p", "where": {"cell": "irnn"}, "beats_baseline": True, "paper_steps": 1000000}
-    result = studies.judge(claim, df, published([]))
-    assert result["holds"] == studies.NO_POWER and "20,000 steps < 1,000,000" in result["why"]
-    assert studies.judge({**claim, "paper_steps": 5000}, df, published([]))["holds"] is False
-    assert studies.judge({**claim, "paper_steps": 5000}, df, published([], slowdown=6.5))["holds"] == studies.NO_POWER
+    result = verdicts.judge(claim, df, published([]))
+    assert result["holds"] == verdicts.NO_POWER and "20,000 steps < 1,000,000" in result["why"]
+    assert verdicts.judge({**claim, "paper_steps": 5000}, df, published([]))["holds"] is False
+    assert verdicts.judge({**claim, "paper_steps": 5000}, df, published([], slowdown=6.5))["holds"] == verdicts.NO_POWER
 
 
 def test_diverged_runs_are_counted_and_a_point_that_only_diverged_says_so(tmp_path):
@@ -162,10 +165,10 @@ def test_diverged_runs_are_counted_and_a_point_that_only_diverged_says_so(tmp_pa
         fake_run(tmp_path / "sweep" / str(2 + job), [f"cell={cell}", "task.seq_len=100", f"train.seed={9 + job}"],
                  {}, cell=cell, status=status)
     out = tmp_path / "out"
-    studies.export("adding", [tmp_path / "sweep"], out)
+    study_records.export("adding", [tmp_path / "sweep"], out)
     claims = [{"source": "p", "where": {"cell": c}, "beats_baseline": True} for c in ("lstm", "irnn")]
     (out / "published.yaml").write_text(yaml.safe_dump(published(claims)))
-    text = studies.table(out / "published.yaml")
+    text = claim_tables.table(out / "published.yaml")
     lstm_row, irnn_row = (line for line in text.splitlines() if line.startswith(("| lstm", "| irnn")))
     assert "1 of 3 diverged" in lstm_row and "| yes" in lstm_row  # the rule reads the two completed runs
     assert "2 of 2 diverged" in irnn_row and "**diverged**" in irnn_row and "not run" not in irnn_row
@@ -180,11 +183,11 @@ def test_a_compared_point_can_name_a_key_the_other_runs_did_not_set(tmp_path):
                                               + [("vanilla", ["model.hidden_size=127"], v) for v in (0.30, 0.31, 0.32)]):
         fake_run(sweep / str(job), [f"cell={cell}", *extra, f"train.seed={job % 3}"], {"val/loss": loss}, cell=cell)
     out = tmp_path / "out"
-    studies.export("s", [sweep], out)
+    study_records.export("s", [sweep], out)
     claims = [{"source": "p", "where": {"cell": "lstm"}, "better_than": [{"cell": "vanilla", "model.hidden_size": None}]},
               {"source": "p", "where": {"cell": "lstm"}, "better_than": [{"cell": "vanilla", "model.hidden_size": 127}]}]
     (out / "published.yaml").write_text(yaml.safe_dump(published(claims)))
-    header, (at_budget, at_width) = studies.comparison(out / "published.yaml")
+    header, (at_budget, at_width) = claim_tables.comparison(out / "published.yaml")
     assert at_budget[3] == "better than vanilla" and at_budget[-1] == "**no**"  # 0.11 against 0.055
     assert at_width[3] == "better than vanilla (model.hidden_size=127)" and at_width[-1] == "yes"  # against 0.31
     assert "paired t" in at_width[4] and "Holm p = " in at_width[4]
@@ -200,12 +203,12 @@ def test_runs_at_two_step_budgets_are_told_apart_by_the_budget_from_the_config(t
                                                  f"train.seed={seed}"],
                  {"val/loss": ratio / 60, "val/loss_over_baseline": ratio / 10}, cell="lstm", max_steps=10000)
     out = tmp_path / "out"
-    studies.export("adding", [tmp_path / "reduced", tmp_path / "full"], out)
-    assert {r["max_steps"] for r in studies.read_records(out)} == {2000, 10000}
+    study_records.export("adding", [tmp_path / "reduced", tmp_path / "full"], out)
+    assert {r["max_steps"] for r in runs.read_records(out)} == {2000, 10000}
     claims = [{"source": "p", "where": {"cell": "lstm", "train.max_steps": n}, "beats_baseline": True}
               for n in (2000, 10000)]
     (out / "published.yaml").write_text(yaml.safe_dump(published(claims)))
-    header, rows = studies.comparison(out / "published.yaml")
+    header, rows = claim_tables.comparison(out / "published.yaml")
     assert header[:2] == ["cell", "train.max_steps"]
     assert [(r[1], r[-2], r[-1]) for r in rows] == [("2000", "3", "**no**"), ("10000", "3", "yes")]
 
@@ -214,7 +217,7 @@ def test_report_puts_published_values_beside_sweep_folders_as_beside_records(tmp
     from rnnbench.report.cli import main as report_main
 
     adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3], ("vanilla", 100): [1.0, 1.01, 0.99]})
-    studies.export("adding", [tmp_path / "sweep"], tmp_path / "out")
+    study_records.export("adding", [tmp_path / "sweep"], tmp_path / "out")
     claims = [{"source": "p", "where": {"cell": "lstm"}, "value": 0.05, "beats_baseline": True},
               {"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": True}]
     (tmp_path / "out" / "published.yaml").write_text(yaml.safe_dump(published(claims)))
@@ -222,7 +225,7 @@ def test_report_puts_published_values_beside_sweep_folders_as_beside_records(tmp
     for path in (tmp_path / "sweep", tmp_path / "out"):
         assert report_main([str(path), "--published", str(tmp_path / "out" / "published.yaml")]) == 0
         tables.append(capsys.readouterr().out)
-    assert tables[0] == tables[1] == studies.table(tmp_path / "out" / "published.yaml")
+    assert tables[0] == tables[1] == claim_tables.table(tmp_path / "out" / "published.yaml")
     lstm_row, vanilla_row = tables[0].splitlines()[2:4]
     assert "| 0.05 " in lstm_row and "(0.20× baseline;" in lstm_row and lstm_row.endswith("| yes     |")
     assert vanilla_row.endswith("| **no**  |")
@@ -248,7 +251,7 @@ def test_report_tables_the_test_split_from_sweep_folders_and_records_alike(tmp_p
     for seed, acc in enumerate([0.8, 0.9]):
         fake_run(tmp_path / "sweep" / str(seed), ["cell=gru", f"train.seed={seed}"], {"val/loss": 1.0},
                  test={"test/accuracy": acc}, cell="gru")
-    studies.export("s", [tmp_path / "sweep"], tmp_path / "out")
+    study_records.export("s", [tmp_path / "sweep"], tmp_path / "out")
     for path in (tmp_path / "sweep", tmp_path / "out"):
         assert report_main([str(path), "--metrics", "test/accuracy", "--rows", "cell"]) == 0
         assert "0.850 ± 0.071" in capsys.readouterr().out
@@ -256,16 +259,16 @@ def test_report_tables_the_test_split_from_sweep_folders_and_records_alike(tmp_p
 
 def test_page_tables_are_rewritten_from_the_records(tmp_path, monkeypatch):
     adding_sweep(tmp_path / "sweep", {("lstm", 100): [0.1, 0.2, 0.3]})
-    monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")
-    studies.export("toy", [tmp_path / "sweep"])
+    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
+    study_records.export("toy", [tmp_path / "sweep"])
     (tmp_path / "results" / "toy" / "published.yaml").write_text(yaml.safe_dump(published(
         [{"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}])))
     page = tmp_path / "results.md"
     page.write_text("# Results\n<!-- study:toy -->\nstale table\n<!-- /study:toy -->\nafter\n")
-    assert studies.render_tables(page) == ["toy"]
+    assert results_page.render_tables(page) == ["toy"]
     text = page.read_text()
     assert "stale table" not in text and text.endswith("<!-- /study:toy -->\nafter\n")
-    assert studies.table("toy") in text and "| yes" in text
+    assert claim_tables.table("toy") in text and "| yes" in text
 
 
 def test_better_than_rule_follows_the_metric_direction(tmp_path):
@@ -273,14 +276,14 @@ def test_better_than_rule_follows_the_metric_direction(tmp_path):
         fake_run(tmp_path / str(job), [f"cell={cell}", f"train.seed={job}"], {"val/accuracy": acc},
                  test={"test/accuracy": acc}, cell=cell)
     df = load_runs(tmp_path)
-    rows = studies.records_frame(studies.read_records(studies.export("s", [tmp_path], tmp_path / "out")))
+    rows = runs.records_frame(runs.read_records(study_records.export("s", [tmp_path], tmp_path / "out")))
     pub = published([], metric="test/accuracy", mode="max")
     claim = {"source": "p", "where": {"cell": "gru"}, "better_than": [{"cell": "lstm"}, {"cell": "vanilla"}]}
     # a better mean than both, but vanilla has one seed: no test possible, so not a claim that holds
-    weak = studies.judge(claim, rows, pub)
-    assert weak["holds"] == studies.MEAN_ONLY and "p" not in weak
-    assert studies.judge({**claim, "where": {"cell": "vanilla"}}, rows, pub)["holds"] is False
-    assert studies.judge(claim, rows, {**pub, "mode": "min"})["holds"] is False
+    weak = verdicts.judge(claim, rows, pub)
+    assert weak["holds"] == verdicts.MEAN_ONLY and "p" not in weak
+    assert verdicts.judge({**claim, "where": {"cell": "vanilla"}}, rows, pub)["holds"] is False
+    assert verdicts.judge(claim, rows, {**pub, "mode": "min"})["holds"] is False
     assert len(df) == 5
 
 
@@ -292,15 +295,15 @@ def test_better_than_holds_only_when_the_seeds_separate_the_cells(tmp_path):
             fake_run(tmp_path / str(job), [f"cell={cell}", f"train.seed={seed}"], {"val/accuracy": acc},
                      test={"test/accuracy": acc}, cell=cell)
             job += 1
-    rows = studies.records_frame(studies.read_records(studies.export("s", [tmp_path], tmp_path / "out")))
+    rows = runs.records_frame(runs.read_records(study_records.export("s", [tmp_path], tmp_path / "out")))
     pub = published([], metric="test/accuracy", mode="max")
-    clear = studies.judge({"source": "p", "where": {"cell": "gru"}, "better_than": [{"cell": "lstm"}]}, rows, pub)
+    clear = verdicts.judge({"source": "p", "where": {"cell": "gru"}, "better_than": [{"cell": "lstm"}]}, rows, pub)
     assert clear["holds"] is True and clear["p"] < 0.05
-    noisy = studies.judge({"source": "p", "where": {"cell": "irnn"}, "better_than": [{"cell": "lstm"}]}, rows, pub)
-    assert noisy["holds"] == studies.MEAN_ONLY and noisy["p"] > 0.05
+    noisy = verdicts.judge({"source": "p", "where": {"cell": "irnn"}, "better_than": [{"cell": "lstm"}]}, rows, pub)
+    assert noisy["holds"] == verdicts.MEAN_ONLY and noisy["p"] > 0.05
     (tmp_path / "out" / "published.yaml").write_text(yaml.safe_dump(
         {**pub, "claims": [{"source": "p", "where": {"cell": "irnn"}, "better_than": [{"cell": "lstm"}]}]}))
-    assert "| mean only (n.s.) |" in studies.table(tmp_path / "out" / "published.yaml")
+    assert "| mean only (n.s.) |" in claim_tables.table(tmp_path / "out" / "published.yaml")
 
 
 def test_bound_rule_checks_every_step_of_the_profile_at_initialisation(tmp_path):
@@ -309,15 +312,15 @@ def test_bound_rule_checks_every_step_of_the_profile_at_initialisation(tmp_path)
     slower = [0.8 ** (T - t) for t in range(1, T + 1)]             # decays less than 0.5^(T-t)
     fake_run(tmp_path / "0", ["cell.recurrent_gain=0.5", "train.seed=0"], {"val/loss": 0.2}, profile=decaying)
     fake_run(tmp_path / "1", ["cell.recurrent_gain=0.6", "train.seed=0"], {"val/loss": 0.2}, profile=slower)
-    rows = studies.records_frame(studies.read_records(
-        studies.export("gradients", [tmp_path], tmp_path / "out", detail=True)))
+    rows = runs.records_frame(runs.read_records(
+        study_records.export("gradients", [tmp_path], tmp_path / "out", detail=True)))
     pub = published([], layer="layer0")
-    on_the_bound = studies.judge({"source": "p", "where": {"cell.recurrent_gain": 0.5}, "bound": 0.5}, rows, pub)
+    on_the_bound = verdicts.judge({"source": "p", "where": {"cell.recurrent_gain": 0.5}, "bound": 0.5}, rows, pub)
     assert on_the_bound["holds"] is True and abs(on_the_bound["margin"]) < 1e-9
-    above = studies.judge({"source": "p", "where": {"cell.recurrent_gain": 0.6}, "bound": 0.6}, rows, pub)
+    above = verdicts.judge({"source": "p", "where": {"cell.recurrent_gain": 0.6}, "bound": 0.6}, rows, pub)
     assert above["holds"] is False and above["margin"] == pytest.approx((T - 1) * math.log10(0.8 / 0.6))
     # t = 1: log10(1e-3) - 2 = -5; t = 2: log10(1e-2) - 1 = -3; t = T is 0 - 0 by definition, left out
-    assert studies.bound_margin([1e-3, 1e-2, 1.0], 10.0) == pytest.approx(-3.0)
+    assert verdicts.bound_margin([1e-3, 1e-2, 1.0], 10.0) == pytest.approx(-3.0)
 
 
 def test_hurts_is_a_significant_harm_and_does_not_hurt_is_non_inferiority_within_the_margin(tmp_path):
@@ -330,16 +333,16 @@ def test_hurts_is_a_significant_harm_and_does_not_hurt_is_non_inferiority_within
             job += 1
     df = load_runs(tmp_path)
     pub = published([], base={"cell.variant": "vanilla"}, margin="20%")
-    nfg = studies.judge({"source": "p", "where": {"cell.variant": "nfg"}, "hurts": True}, df, pub)
+    nfg = verdicts.judge({"source": "p", "where": {"cell.variant": "nfg"}, "hurts": True}, df, pub)
     assert nfg["holds"] is True and nfg["p"] < 1e-4 and nfg["tests"][0]["test"] == "paired t"
-    np_ = studies.judge({"source": "p", "where": {"cell.variant": "np"}, "hurts": False}, df, pub)
+    np_ = verdicts.judge({"source": "p", "where": {"cell.variant": "np"}, "hurts": False}, df, pub)
     assert np_["holds"] is True and np_["equivalence"]["noninferior"]
-    assert studies.judge({"source": "p", "where": {"cell.variant": "np"}, "hurts": True}, df, pub)["holds"] is False
+    assert verdicts.judge({"source": "p", "where": {"cell.variant": "np"}, "hurts": True}, df, pub)["holds"] is False
     # p = 0.9 against the base, but the seeds spread far wider than the margin: not evidence of no harm
-    noisy = studies.judge({"source": "p", "where": {"cell.variant": "noisy"}, "hurts": False}, df, pub)
-    assert noisy["p"] > 0.5 and noisy["holds"] == studies.INCONCLUSIVE
-    with pytest.raises(studies.ReportError, match="needs a margin"):
-        studies.judge({"source": "p", "where": {"cell.variant": "np"}, "hurts": False}, df,
+    noisy = verdicts.judge({"source": "p", "where": {"cell.variant": "noisy"}, "hurts": False}, df, pub)
+    assert noisy["p"] > 0.5 and noisy["holds"] == verdicts.INCONCLUSIVE
+    with pytest.raises(runs.ReportError, match="needs a margin"):
+        verdicts.judge({"source": "p", "where": {"cell.variant": "np"}, "hurts": False}, df,
                       published([], base={"cell.variant": "vanilla"}))
 
 
@@ -354,10 +357,10 @@ def test_runs_that_share_their_draws_are_compared_paired(tmp_path):
             job += 1
     df = load_runs(tmp_path)
     claim = {"source": "p", "where": {"cell.variant": "niaf"}, "better_than": [{"cell.variant": "vanilla"}]}
-    paired = studies.judge(claim, df, published([], pair_by=["optim.lr", "model.hidden_size"]))
+    paired = verdicts.judge(claim, df, published([], pair_by=["optim.lr", "model.hidden_size"]))
     assert paired["holds"] is True and paired["tests"][0]["test"] == "paired t"
-    unpaired = studies.judge(claim, df, published([]))  # by seed: all share seed 0, no pairs -> Welch
-    assert unpaired["holds"] == studies.MEAN_ONLY and unpaired["tests"][0]["test"] == "Welch t"
+    unpaired = verdicts.judge(claim, df, published([]))  # by seed: all share seed 0, no pairs -> Welch
+    assert unpaired["holds"] == verdicts.MEAN_ONLY and unpaired["tests"][0]["test"] == "Welch t"
     found = verdicts.findings(df, published([], pair_by=["optim.lr", "model.hidden_size"]), "cell.variant")
     assert [(f["better"], f["worse"]) for f in found] == [("niaf", "vanilla")] and found[0]["p_holm"] < 0.05
 
@@ -374,12 +377,12 @@ def test_a_studys_claims_are_adjusted_together_by_holm(tmp_path):
     pub = published([], metric="test/accuracy", mode="max")
     claims = [{"source": "p", "where": {"cell": "a"}, "better_than": [{"cell": "b"}]},
               {"source": "p", "where": {"cell": "b"}, "better_than": [{"cell": "c"}]}]
-    alone = [studies.judge(c, df, pub) for c in claims]
+    alone = [verdicts.judge(c, df, pub) for c in claims]
     together = verdicts.judge_all(claims, df, pub)
     assert all(r["p"] < 0.05 and r["holds"] is True for r in alone)
     assert [r["p_holm"] for r in together] == pytest.approx(verdicts.holm([r["p"] for r in alone]))
-    assert [r["holds"] for r in together] == [True if r["p_holm"] < 0.05 else studies.MEAN_ONLY for r in together]
-    assert any(r["holds"] == studies.MEAN_ONLY for r in together)
+    assert [r["holds"] for r in together] == [True if r["p_holm"] < 0.05 else verdicts.MEAN_ONLY for r in together]
+    assert any(r["holds"] == verdicts.MEAN_ONLY for r in together)
 
 
 def test_fewer_divergences_is_fishers_test_and_three_seeds_a_side_cannot_show_it(tmp_path):
@@ -390,10 +393,10 @@ def test_fewer_divergences_is_fishers_test_and_three_seeds_a_side_cannot_show_it
             fake_run(root / f"o{seed}", ["train.clip_mode=off", f"train.seed={seed}"], {"val/loss": 0.3}, status=status)
     claim = {"source": "p", "where": {"train.clip_mode": "norm"}, "fewer_divergences": [{"train.clip_mode": "off"}]}
     sweep(tmp_path / "small", 3, 3)
-    small = studies.judge(claim, load_runs(tmp_path / "small"), published([]))
-    assert small["holds"] == studies.NO_POWER and small["reachable"] == pytest.approx(0.05)
+    small = verdicts.judge(claim, load_runs(tmp_path / "small"), published([]))
+    assert small["holds"] == verdicts.NO_POWER and small["reachable"] == pytest.approx(0.05)
     sweep(tmp_path / "large", 10, 6)
-    large = studies.judge(claim, load_runs(tmp_path / "large"), published([]))
+    large = verdicts.judge(claim, load_runs(tmp_path / "large"), published([]))
     assert large["holds"] is True and large["rates"] == [(0, 10), (6, 10)]
     assert large["p"] == pytest.approx(scipy_stats.fisher_exact([[0, 10], [6, 4]], alternative="less").pvalue)
 
@@ -401,8 +404,8 @@ def test_fewer_divergences_is_fishers_test_and_three_seeds_a_side_cannot_show_it
 def test_a_published_claim_must_state_one_kind(tmp_path):
     path = tmp_path / "published.yaml"
     path.write_text(yaml.safe_dump(published([{"source": "p", "where": {}, "value": 3}])))
-    with pytest.raises(studies.ReportError, match="exactly one of beats_baseline, better_than, bound, hurts"):
-        studies.read_published(path)
+    with pytest.raises(runs.ReportError, match="exactly one of beats_baseline, better_than, bound, hurts"):
+        study_records.read_published(path)
 
 
 def test_wikitext2_sample_folder_maps_words_missing_from_train_to_unk(tmp_path):
@@ -410,7 +413,7 @@ def test_wikitext2_sample_folder_maps_words_missing_from_train_to_unk(tmp_path):
     source.mkdir()
     (source / "valid.txt").write_text(" = A = \n the cat sat \n")
     (source / "test.txt").write_text(" the dog sat \n\n the cat ran \n")
-    out = studies.wikitext2_sample(source, tmp_path / "out")
+    out = wikitext.wikitext2_sample(source, tmp_path / "out")
     assert (out / "train.txt").read_text() == " = A = \n the cat sat \n"
     assert (out / "test.txt").read_text() == " the <unk> sat \n\n the cat <unk> \n"
     assert (out / "valid.txt").read_text() == (out / "test.txt").read_text()
@@ -428,7 +431,7 @@ def test_results_page_table_is_rendered_from_the_committed_records(study):
     page = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
     block = re.search(rf"<!-- study:{study} -->\n(.*?)<!-- /study:{study} -->", page, re.S)
     assert block, f"docs/results.md has no table of study {study} between <!-- study:{study} --> markers"
-    assert block.group(1) == studies.table(study)
+    assert block.group(1) == claim_tables.table(study)
 
 
 def test_importance_of_the_search_comes_from_the_records(tmp_path):
@@ -440,12 +443,12 @@ def test_importance_of_the_search_comes_from_the_records(tmp_path):
                                                      f"model.hidden_size={width}", "train.seed=0"],
                      {"val/loss": abs(math.log10(lr) + 2.5)})
             job += 1
-    studies.export("greff", [tmp_path / "runs"], tmp_path / "greff")
+    study_records.export("greff", [tmp_path / "runs"], tmp_path / "greff")
     (tmp_path / "greff" / "published.yaml").write_text(yaml.safe_dump(published(
         [{"source": "p", "where": {"cell.variant": "nfg"}, "hurts": True}], base={"cell.variant": "vanilla"},
         search={"optim.lr": "tag(log, interval(1e-4, 3e-2))", "model.hidden_size": "choice(32, 64, 128)"},
         compared={"cell.variant": ["vanilla", "nfg"]})))
-    line = studies.importance(tmp_path / "greff" / "published.yaml")
+    line = claim_tables.importance(tmp_path / "greff" / "published.yaml")
     shares = dict(re.findall(r"([\w.]+) (\d\.\d\d)", line.split("):", 1)[1]))
     assert line.startswith("hyperparameter importance for val/loss (12 trials")
     assert set(shares) == {"optim.lr", "model.hidden_size", "cell.variant"}
@@ -461,10 +464,10 @@ def test_figure_is_drawn_from_the_records_and_published_file_alone(study, tmp_pa
                 fake_run(tmp_path / "sweep" / str(job), [f"cell={cell}", f"task.seq_len={T}", f"train.seed={seed}"],
                          {"val/loss": 0.1 + seed, "val/loss_over_baseline": 0.6}, test={"test/accuracy": 0.5}, cell=cell)
                 job += 1
-    studies.export(study, [tmp_path / "sweep"], tmp_path / "results" / study)
+    study_records.export(study, [tmp_path / "sweep"], tmp_path / "results" / study)
     (tmp_path / "results" / study / "published.yaml").write_bytes((REPO / "docs" / "results" / study / "published.yaml").read_bytes())
-    monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")
-    path = studies.figure(study)
+    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
+    path = study_figures.figure(study)
     assert path == tmp_path / "results" / study / f"{study}.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -479,18 +482,36 @@ def test_figure_draws_the_training_curves_of_one_point_seed_by_seed(tmp_path, mo
                 for step in (50, 100, 150):
                     rec.log({"step": step, "train/loss": 10 * job + step / 100, "grad/global_norm": 1.0})
             job += 1
-    studies.export("copy", [tmp_path / "sweep"], tmp_path / "results" / "copy", detail=True)
+    study_records.export("copy", [tmp_path / "sweep"], tmp_path / "results" / "copy", detail=True)
     spec = {"kind": "curve", "x": "task.seq_len", "lines": "cell", "baseline": "copy", "title": "t",
             "curves": {"where": {"cell": "lstm", "task.seq_len": 100}, "title": "LSTM, T=100", "smooth": 2}}
     (tmp_path / "results" / "copy" / "published.yaml").write_text(yaml.safe_dump(published([], figure=spec)))
-    df = studies.records_frame(studies.read_records(tmp_path / "results" / "copy"))
-    curves = studies.training_curves(df, spec["curves"]["where"])
+    df = runs.records_frame(runs.read_records(tmp_path / "results" / "copy"))
+    curves = study_figures.training_curves(df, spec["curves"]["where"])
     assert [seed for seed, _ in curves] == [0, 1]
     assert [c[:, 1].tolist() for _, c in curves] == [[0.5, 1.0, 1.5], [10.5, 11.0, 11.5]]  # the lstm runs only
-    monkeypatch.setattr(studies, "RESULTS_DIR", tmp_path / "results")
-    wide = studies.figure("copy")
+    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
+    wide = study_figures.figure("copy")
     spec.pop("curves")
     (tmp_path / "results" / "copy" / "published.yaml").write_text(yaml.safe_dump(published([], figure=spec)))
-    narrow = studies.figure("copy", tmp_path / "narrow.png")
+    narrow = study_figures.figure("copy", tmp_path / "narrow.png")
     width = lambda png: int.from_bytes(png.read_bytes()[16:20], "big")  # the PNG header's width
     assert width(wide) == 2 * width(narrow)
+
+
+def test_the_figures_baseline_is_the_tasks_own_as_the_runs_recorded_it():
+    """One definition of the memoryless baseline (tasks/copy.py, tasks/adding.py): the figure draws what
+    the runs recorded, which is what the task computes for their settings."""
+    from rnnbench.report.runs import read_records, records_frame
+    from rnnbench.tasks.adding import AddingTask
+    from rnnbench.tasks.copy import CopyTask
+
+    copy = records_frame(read_records(study_records.RESULTS_DIR / "copy"))
+    xs, ys = study_figures.baseline_curve(copy, "task.seq_len")
+    assert xs == [100.0, 200.0, 300.0, 500.0]
+    assert ys == pytest.approx([CopyTask(seq_len=int(T)).memoryless_baseline for T in xs], rel=1e-12)
+    adding = records_frame(read_records(study_records.RESULTS_DIR / "adding"))
+    _, ys = study_figures.baseline_curve(adding, "task.seq_len")
+    assert set(ys) == {AddingTask(seq_len=100).memoryless_baseline}
+    with pytest.raises(runs.ReportError, match="different memoryless baselines"):
+        study_figures.baseline_curve(copy.assign(**{"task.seq_len": 100}), "task.seq_len")

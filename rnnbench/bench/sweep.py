@@ -16,7 +16,6 @@ variant wall time at the same size (target >= 1.7 for `parallel`).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 from rnnbench.bench.measure import matmul_case, pct, quartiles, recurrent_flops, table
+from rnnbench.records import run_folder
 
 SIZES = {  # two seeds of one fixed-step adding run (LSTM): ~15-30 s per job here
     "quickstart size (T=50 H=64)": dict(seq_len=50, hidden=64, batch=64, steps=2500, val_size=1000),
@@ -53,9 +53,9 @@ def run_sweep(size: dict, sweep_dir: Path, extra: list[str], cwd: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"sweep {extra} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     jobs = []
-    for summary in sorted(sweep_dir.rglob("summary.json")):
-        s = json.loads(summary.read_text())
-        jobs.append({k: s.get(k) for k in ("status", "steps", "threads", "wall_time_s", "train_time_s",
+    for summary in sorted(sweep_dir.rglob(run_folder.SUMMARY_FILE)):
+        s = run_folder.read_summary(summary.parent)
+        jobs.append({k: getattr(s, k) for k in ("status", "steps", "threads", "wall_time_s", "train_time_s",
                                            "throughput_steps_per_s")})
     if len(jobs) != 2 or any(j["status"] != "completed" for j in jobs):
         raise RuntimeError(f"sweep {extra}: expected 2 completed jobs, got {jobs}")

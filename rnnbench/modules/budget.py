@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from rnnbench.modules.cells import require_size
+
 if TYPE_CHECKING:
     from rnnbench.modules.models import SequenceModel
 
@@ -21,9 +23,7 @@ def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceMode
     The count grows monotonically with H, so a binary search finds the first H at or above the budget
     and the closer of it and H - 1 wins. Models are built on the meta device: nothing is allocated.
     """
-    key = "model.param_budget" if measure == "parameters" else "model.state_budget"
-    if budget < 1:
-        raise ValueError(f"{key}={budget}: must be a positive integer")
+    require_size("model.param_budget" if measure == "parameters" else "model.state_budget", budget)
 
     def size(h: int) -> int:
         with torch.device("meta"):

@@ -31,6 +31,23 @@ State = tuple[Tensor, ...]
 RECURRENT_INITS = ("default", "orthogonal", "identity")
 
 
+def size_error(key: str, value: int) -> str | None:
+    """The one rule for a size (hidden size, layer count, parameter budget; a task's lengths and counts):
+    a positive integer. Returns the message naming the key, the value and what is allowed, or None.
+    `run.config.validate` reports it for every size key of a config before anything runs; the
+    constructors raise it (`require_size`) for a model built in Python."""
+    if isinstance(value, bool) or not value >= 1:
+        return f"{key}={value} is not allowed: must be a positive integer (>= 1)"
+    return None
+
+
+def require_size(key: str, value: int) -> None:
+    """ValueError with `size_error`'s message if `value` is not a positive integer."""
+    error = size_error(key, value)
+    if error is not None:
+        raise ValueError(error)
+
+
 class Cell(nn.Module):
     """Base of every cell: torch's parameter layout and the shared interface."""
 
@@ -47,8 +64,8 @@ class Cell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, recurrent_init: str = "default",
                  recurrent_gain: float = 1.0):
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
+        require_size("input_size", input_size)
+        require_size("hidden_size", hidden_size)
         if recurrent_init not in RECURRENT_INITS:
             raise ValueError(f"recurrent_init={recurrent_init!r}: allowed {', '.join(RECURRENT_INITS)}")
         self.input_size = input_size

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rnnbench.kernels.lengths import valid_steps
 from rnnbench.modules.blocks import BLOCKS
-from rnnbench.modules.cells import Cell
+from rnnbench.modules.cells import Cell, require_size
 from rnnbench.modules.recurrent import BACKENDS, Probes, RecurrentStack, StackState
 from rnnbench.tasks.base import IOSpec
 
@@ -44,8 +44,7 @@ class SequenceModel(nn.Module):
         if param_count not in PARAM_COUNTS:
             raise ValueError(f"model.param_count={param_count!r} is not allowed: choose one of {', '.join(PARAM_COUNTS)}")
         self.param_count = param_count
-        if hidden_size < 1:
-            raise ValueError(f"model.hidden_size={hidden_size}: must be a positive integer")
+        require_size("model.hidden_size", hidden_size)  # before any layer is sized by it
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling={pooling!r}: allowed {', '.join(POOLINGS)}")
         if bidirectional and spec.stateful and spec.output_kind == "per_step":

@@ -40,7 +40,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnbench.kernels import extension, fast_gru, fast_peephole
 from rnnbench.kernels.lengths import valid_steps
 from rnnbench.modules.blocks import BLOCKS, ResidualMLPBlock
-from rnnbench.modules.cells import Cell, GRUCell, PeepholeLSTMCell, State
+from rnnbench.modules.cells import Cell, GRUCell, PeepholeLSTMCell, State, require_size
 
 BACKENDS = ("auto", "explicit", "fused")
 
@@ -297,8 +297,7 @@ class RecurrentStack(nn.Module):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"model.block={block!r} is not allowed: choose one of {', '.join(BLOCKS)}")
-        if num_layers < 1:
-            raise ValueError(f"model.num_layers={num_layers}: must be >= 1")
+        require_size("model.num_layers", num_layers)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout={dropout}: must be in [0, 1)")
         directions = 2 if bidirectional else 1

@@ -26,6 +26,7 @@ W&B (``wandb_sink.py``) mirrors these files; tables and figures are computed fro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import fnmatch
 import hashlib
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnbench.errors import UserError
+# The statuses and the schema, re-exported: a run folder's readers and writers name them as run_folder.X.
+from rnnbench.records.summary import COMPLETED, DIVERGED, FAILED, INCOMPLETE, RUNNING, Summary  # noqa: F401
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -51,10 +54,6 @@ PROFILES_FILE = "profiles.jsonl"
 SUMMARY_FILE = "summary.json"
 VOCAB_FILE = "vocab.json"  # token i's string, for runs whose inputs are token ids
 LOCK_FILE = ".lock"
-
-# Statuses written by the trainer, plus the one only readers produce.
-RUNNING, COMPLETED, FAILED, DIVERGED = "running", "completed", "failed", "diverged"
-INCOMPLETE = "incomplete"
 
 # Config keys that say where or how a run is recorded, not what is computed: two runs that differ
 # only there are the same experiment. Dotted paths matched with fnmatch; a match drops the whole
@@ -239,7 +238,7 @@ class RunRecorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = None
         self._profiles = None
-        self._summary: dict[str, Any] | None = None
+        self._summary: Summary | None = None
 
     # -- files -------------------------------------------------------------------------------
 
@@ -272,17 +271,9 @@ class RunRecorder:
         self._profiles.flush()
         atomic_write_text(self.run_dir / PROFILE_FILE, text)
 
-    def write_summary(self, summary: Mapping[str, Any]) -> None:
-        """Replace ``summary.json`` atomically by `summary`.
-
-        Adds ``hostname`` and ``pid`` of this process (unless given), which is how a reader tells a
-        run that is still going from one whose process died (`read_summary`).
-        """
-        summary = dict(summary)
-        summary.setdefault("hostname", socket.gethostname())
-        summary.setdefault("pid", os.getpid())
-        atomic_write_text(self.run_dir / SUMMARY_FILE, dumps(summary, indent=2) + "\n")
-        self._summary = summary
+    def write_summary(self, summary: Summary) -> None:
+        """Replace ``summary.json`` atomically by `summary` (`write_summary`)."""
+        self._summary = write_summary(self.run_dir, summary)
 
     def close(self) -> None:
         for f in (self._metrics, self._profiles):
@@ -295,8 +286,9 @@ class RunRecorder:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            if exc is not None and self._summary is not None and self._summary.get("status") == RUNNING:
-                self.write_summary({**self._summary, "status": FAILED, "error": f"{exc_type.__name__}: {exc}"})
+            if exc is not None and self._summary is not None and self._summary.status == RUNNING:
+                self.write_summary(dataclasses.replace(self._summary, status=FAILED,
+                                                       error=f"{exc_type.__name__}: {exc}"))
         finally:
             self.close()
 
@@ -324,16 +316,29 @@ def read_profile(run_dir: str | os.PathLike) -> dict[str, Any]:
     return loads((Path(run_dir) / PROFILE_FILE).read_text(encoding="utf-8"))
 
 
-def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``summary.json``, with status ``incomplete`` for a run that says ``running`` but is not.
+def write_summary(run_dir: str | os.PathLike, summary: Summary) -> Summary:
+    """Replace ``summary.json`` atomically by `summary` (its schema: `records.summary`), naming this
+    process (hostname, pid) unless it names one: how a reader tells a run that is still going from one
+    whose process died (`read_summary`). Returns the summary as written."""
+    if not isinstance(summary, Summary):  # a dict would bypass the schema (and its version)
+        raise TypeError(f"write_summary takes a records.summary.Summary, not {type(summary).__name__}")
+    summary = summary.with_process()
+    atomic_write_text(Path(run_dir) / SUMMARY_FILE, dumps(summary.to_dict(), indent=2) + "\n")
+    return summary
+
+
+def read_summary(run_dir: str | os.PathLike) -> Summary:
+    """``summary.json`` of any version as a `Summary`, with status ``incomplete`` for a run that says
+    ``running`` but is not.
 
     A run is taken as alive only if it was started on this host and its pid still exists; a run
     started on another host is reported ``incomplete`` (this reader cannot see that host's processes,
-    and reports are made after the runs). Raises FileNotFoundError if there is no summary.
+    and reports are made after the runs). Raises FileNotFoundError if there is no summary, ValueError
+    if it is not a JSON object.
     """
-    summary = loads((Path(run_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
-    if summary.get("status") == RUNNING and not _is_alive(summary.get("hostname"), summary.get("pid")):
-        summary["status"] = INCOMPLETE
+    summary = Summary.from_dict(loads((Path(run_dir) / SUMMARY_FILE).read_text(encoding="utf-8")))
+    if summary.status == RUNNING and not _is_alive(summary.hostname, summary.pid):
+        summary.status = INCOMPLETE
     return summary
 
 

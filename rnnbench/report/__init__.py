@@ -16,10 +16,12 @@ from the folders, so a table can always be rebuilt. One module per concern:
 - `lengths`: length generalisation, a table's columns and a figure (`length_columns`, `length_figure`);
 - `gates`: the gate saturation plane (`saturation_figure`);
 - `importance`: hyperparameter importance after an Optuna search (`param_importance`);
-- `verdicts`: the rules that judge a published claim (k of n seeds, paired or Welch tests with
-  intervals, Holm, non-inferiority, Fisher's test, "no power" where the positive control did not learn);
-- `studies`: the literature studies: committed records, published claims judged, their tables and
-  figures (``python -m rnnbench.report.studies``);
+- the literature studies (docs/results/<study>/): `study_records` (records exported from sweep folders,
+  published claims read), `verdicts` (the rules that judge a claim: k of n seeds, paired or Welch tests
+  with intervals, Holm, non-inferiority, Fisher's test, "no power" where the positive control did not
+  learn), `claim_tables` (published beside measured: the tables), `study_figures`, `results_page`
+  (docs/results.md's tables), `wikitext` (study 5's data); `studies` is their command
+  (``python -m rnnbench.report.studies``);
 - `cli`: ``python -m rnnbench.report`` (`main`).
 
 The names below are the report's API (``from rnnbench import report; report.load_runs(...)``).

@@ -68,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stats = summarize(df, by=by, metrics=metrics, cols=args.cols,
                               reference=args.reference, modes=modes)
         if args.published:
-            from rnnbench.report import studies
+            from rnnbench.report import claim_tables
 
-            text = studies.table(args.published, args.format, runs=df)
+            text = claim_tables.table(args.published, args.format, runs=df)
         else:
             text = render(stats, args.format, args.precision)
         if args.output:

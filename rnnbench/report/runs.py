@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from rnnbench.errors import UserError
 from rnnbench.records import run_folder
 from rnnbench.records.run_folder import read_config, read_summary
+from rnnbench.records.summary import INCOMPLETE, Summary
 
 RUNS_FILE = "runs.jsonl"  # a study's committed records (rnnbench.report.studies)
 FAIR_PLAN = "fair.json"  # the plan of a fair comparison (rnnbench.fair), in the folder above its sweeps
@@ -103,23 +104,23 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
     try:
         summary = read_summary(run_dir)
     except FileNotFoundError:  # Hydra made the folder; the run never wrote its first summary
-        summary = {"status": "incomplete"}
+        summary = Summary(status=INCOMPLETE)
     except ValueError as error:  # not JSON: written by hand or by something else than run_folder.py
-        summary = {"status": "incomplete", "error": f"unreadable summary.json: {error}"}
+        summary = Summary(status=INCOMPLETE, error=f"unreadable summary.json: {error}")
     config = _read_config(run_dir)
     cfg = pd.json_normalize(config, sep=".").add_prefix("cfg.").to_dict("records")[0] if config else {}
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if overrides_file.is_file():
         overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides_file)) or []]
     else:
-        overrides = [str(o) for o in summary.get("overrides") or []]
+        overrides = [str(o) for o in summary.overrides]
     override_values = dict(_recorded_override(o) for o in overrides)
 
     row: dict[str, Any] = {"run_dir": str(run_dir)}
-    row.update({field: summary.get(field) for field in SUMMARY_FIELDS})
+    row.update({field: getattr(summary, field) for field in SUMMARY_FIELDS})
     for section in ("final", "best", "best_step"):
-        row.update({f"{section}/{k}": v for k, v in (summary.get(section) or {}).items()})
-    row.update(summary.get("test") or {})  # the test split's metrics, named test/<metric> already
+        row.update({f"{section}/{k}": v for k, v in getattr(summary, section).items()})
+    row.update(summary.test)  # the test split's metrics, named test/<metric> already
     if row["seed"] is None:  # no summary yet: the seed is in the config
         row["seed"] = next((v for k, v in {**cfg, **override_values}.items() if is_seed_key(k)), None)
     row["overrides"] = overrides

@@ -39,6 +39,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
+from rnnbench.records import summary as summary_schema
+from rnnbench.records.summary import Summary
 from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
 from rnnbench.run import checkpoint, help
 from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
@@ -124,7 +126,7 @@ def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoin
                                   resume=cfg.train.resume or job.multirun, folder_key=job.folder_key)
     if plan.finished is not None:
         log.info("already %s with this config (step %s): not run again. Run folder: %s",
-                 plan.finished["status"], plan.finished.get("steps"), job.run_dir)
+                 plan.finished.status, plan.finished.steps, job.run_dir)
     elif cfg.train.resume and plan.previous is None and not job.multirun:
         log.warning("train.resume=true, but %s holds no run: starting from step 0 (to resume a run, "
                     "set hydra.run.dir to its folder)", job.run_dir)
@@ -132,37 +134,25 @@ def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoin
 
 
 def first_summary(cfg: DictConfig, job: Job, built: Built, plan: checkpoint.ResumePlan,
-                  fingerprint: str) -> dict[str, Any]:
-    """summary.json as the run starts (status running): what runs, where, and what it resumes."""
-    task, model = built.experiment.task, built.experiment.model
-    summary: dict[str, Any] = {
-        "status": run_folder.RUNNING, "error": None, "diverged_at": None,
-        "task": task.name, "cell": job.choices.get("cell"), "arch": job.choices.get("arch"),
-        "seed": cfg.train.seed, "hidden_size": built.experiment.hidden_size, "num_params": model.num_parameters(),
-        # like with like: effective parameters drop the classic cells' redundant second bias (modules/models.py)
-        "num_params_effective": model.effective_parameters(), "param_count": model.param_count,
-        "state_size": model.state_size(),  # floats carried per sequence between steps, all layers
-        "time_reduction": model.time_reduction,
-        "main_metric": f"val/{task.main_metric}", "main_metric_mode": task.main_metric_mode,
-        "memoryless_baseline": task.memoryless_baseline, "task_info": task.describe(),
-        "overrides": job.overrides, "config_fingerprint": fingerprint,
-        "device": str(built.device), "threads": torch.get_num_threads(), "flush_denormal": built.flush_denormal,
-        **run_folder.run_metadata(),
-    }
-    if cfg.train.skip_nonfinite:
-        summary["guard_rails"] = {"skip_nonfinite": cfg.train.skip_nonfinite, "lr_backoff": cfg.train.lr_backoff}
+                  fingerprint: str) -> Summary:
+    """summary.json as the run starts (status running; its fields: `records.summary`)."""
     resumed = plan.checkpoint
-    if resumed:
-        summary["resumed"] = [*(plan.previous or {}).get("resumed", []),
-                              {"from_step": plan.step, "checkpoint": plan.checkpoint_path.name}]
-        if resumed.get("threads", torch.get_num_threads()) != torch.get_num_threads():
-            log.warning("resuming with %d torch threads, the checkpoint was written with %d: results may "
-                        "differ in the last bits", torch.get_num_threads(), resumed["threads"])
-    return summary
+    if resumed and resumed.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+        log.warning("resuming with %d torch threads, the checkpoint was written with %d: results may "
+                    "differ in the last bits", torch.get_num_threads(), resumed["threads"])
+    return summary_schema.starting(
+        task=built.experiment.task, model=built.experiment.model, cell=job.choices.get("cell"),
+        arch=job.choices.get("arch"), seed=cfg.train.seed, hidden_size=built.experiment.hidden_size,
+        overrides=job.overrides, fingerprint=fingerprint, device=str(built.device),
+        threads=torch.get_num_threads(), flush_denormal=built.flush_denormal, provenance=run_folder.run_metadata(),
+        guard_rails=({"skip_nonfinite": cfg.train.skip_nonfinite, "lr_backoff": cfg.train.lr_backoff}
+                     if cfg.train.skip_nonfinite else None),
+        resumed=([*(plan.previous.resumed if plan.previous else []),
+                  {"from_step": plan.step, "checkpoint": plan.checkpoint_path.name}] if resumed else None))
 
 
 def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: checkpoint.ResumePlan,
-                     built: Built) -> dict[str, Any]:
+                     built: Built) -> Summary:
     """Train, writing the run folder as it goes (config, summary, rows, profiles, checkpoints; W&B
     mirrors it); a failure is recorded in summary.json, then raised. Returns the final summary."""
     run_dir, overrides, choices = job.run_dir, job.overrides, job.choices
@@ -187,8 +177,7 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                          name=_run_name(overrides), group=group, job_type=choices.get("cell"),
                          config=resolved, tags=list(wandb_cfg.tags), entity=wandb_cfg.entity,
                          run_id=wandb_id, resume=wandb_id is not None)
-        summary["wandb"] = {"mode": sink.mode, "id": sink.run_id,
-                            "dir": str(sink.run_dir) if sink.run_dir else None}
+        summary.wandb = {"mode": sink.mode, "id": sink.run_id, "dir": str(sink.run_dir) if sink.run_dir else None}
         recorder.write_summary(summary)  # a run killed from here on still names its W&B run
 
         def save_checkpoint(trainer_state: dict[str, Any]) -> None:
@@ -218,24 +207,16 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                 test = {f"test/{k}": v for k, v in trainer.evaluate("test").items()}
                 recorder.log({"step": result.steps, **test})
                 sink.log(test, step=result.steps)  # W&B mirrors every row of metrics.jsonl
-                summary["test"] = test
-            summary.update(
-                status=run_folder.RUNNING if result.status == "interrupted" else result.status,
-                diverged_at=result.diverged_at, steps=result.steps,
-                final=result.final, best=result.best, best_step=result.best_step,
-                solved_at=result.solved_at, wall_time_s=wall_before + time.time() - started,
-                train_time_s=result.train_time_s, throughput_steps_per_s=result.throughput)
-            if cfg.train.skip_nonfinite:
-                summary["guard_rails"]["skipped_steps"] = result.skipped_steps
+                summary.test = test
+            summary.record_result(result, wall_time_s=wall_before + time.time() - started)
             if result.status == "interrupted":  # stays `running`: reads as incomplete once the process ends
-                summary["interrupted"] = {"signal": stop.received.name, "step": result.steps}
+                summary.interrupted = {"signal": stop.received.name, "step": result.steps}
             recorder.write_summary(summary)
-            sink.summary({k: v for k, v in summary.items()
-                          if k in ("status", "steps", "final", "best", "diverged_at", "guard_rails")})
+            sink.summary(summary.mirrored())
             exit_code = 0 if result.status != "interrupted" else 1
         except BaseException as e:
-            summary.update(status=run_folder.FAILED, error=f"{type(e).__name__}: {e}",
-                           wall_time_s=wall_before + time.time() - started)
+            summary.status, summary.error = run_folder.FAILED, f"{type(e).__name__}: {e}"
+            summary.wall_time_s = wall_before + time.time() - started
             recorder.write_summary(summary)
             raise
         finally:
@@ -250,15 +231,13 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
     return summary
 
 
-def main_metric(summary: dict[str, Any]) -> float | None:
+def main_metric(summary: Summary) -> float | None:
     """The value a sweeper optimises: the final main validation metric; None for a diverged run, so
     Optuna records the trial as failed instead of ranking an earlier evaluation. Not NaN:
     hydra-optuna-sweeper 1.3 tells Optuna a NaN, Optuna (2.10) refuses it, and the sweeper then tells
     "failed" with the NaN again, which Optuna refuses too, ending the whole search; None fails the
     float() before any value is told."""
-    if summary.get("status") == run_folder.DIVERGED:
-        return None
-    return (summary.get("final") or {}).get(summary["main_metric"])
+    return None if summary.status == run_folder.DIVERGED else summary.final_main_metric
 
 
 def _fail_at(step: int | None):
@@ -274,14 +253,13 @@ def _fail_at(step: int | None):
 
 
 
-def _report(summary: dict, run_dir: Path) -> None:
-    final = summary.get("final", {})
-    metrics = ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, (int, float)))
-    log.info("%s %s (%s steps, %.1fs): %s", summary["cell"], summary["status"], summary.get("steps"),
-             summary.get("wall_time_s", 0), metrics)
+def _report(summary: Summary, run_dir: Path) -> None:
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in summary.final.items() if isinstance(v, (int, float)))
+    log.info("%s %s (%s steps, %.1fs): %s", summary.cell, summary.status, summary.steps,
+             summary.wall_time_s or 0, metrics)
     log.info("run folder: %s", run_dir)
-    if summary.get("wandb", {}).get("dir"):
-        log.info("W&B (%s): %s", summary["wandb"]["mode"], summary["wandb"]["dir"])
+    if (summary.wandb or {}).get("dir"):
+        log.info("W&B (%s): %s", summary.wandb["mode"], summary.wandb["dir"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -293,15 +293,12 @@ def record_setup_failure(run_dir: Path, config: DictConfig, error: BaseException
     from rnnbench.records import run_folder
 
     choices = config.hydra.runtime.choices
-    summary = {
-        "status": run_folder.FAILED, "error": error_text(error),
-        "traceback": "".join(traceback.format_exception(error)), "diverged_at": None,
-        "task": choices.get("task"), "cell": choices.get("cell"), "arch": choices.get("arch"),
-        "seed": OmegaConf.select(config, "train.seed", default=None),
-        "overrides": list(config.hydra.overrides.task),
-    }
+    summary = run_folder.Summary(
+        status=run_folder.FAILED, error=error_text(error), traceback="".join(traceback.format_exception(error)),
+        task=choices.get("task"), cell=choices.get("cell"), arch=choices.get("arch"),
+        seed=OmegaConf.select(config, "train.seed", default=None), overrides=list(config.hydra.overrides.task))
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_folder.atomic_write_text(run_dir / run_folder.SUMMARY_FILE, run_folder.dumps(summary, indent=2) + "\n")
+    run_folder.write_summary(run_dir, summary)
 
 
 def direction_warnings(runs, direction: str) -> list[str]:

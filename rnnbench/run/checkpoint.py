@@ -201,8 +201,8 @@ class ResumePlan:
 
     checkpoint: dict[str, Any] | None = None  # the checkpoint to continue from
     checkpoint_path: Path | None = None
-    finished: dict[str, Any] | None = None  # summary.json of the same experiment, already finished
-    previous: dict[str, Any] | None = None  # summary.json found in the folder (any status)
+    finished: run_folder.Summary | None = None  # summary.json of the same experiment, already finished
+    previous: run_folder.Summary | None = None  # summary.json found in the folder (any status)
 
     @property
     def step(self) -> int:
@@ -228,12 +228,12 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
     if not holds_a_run(run_dir):
         return ResumePlan()
     previous = _read_previous_summary(run_dir)
-    status = previous.get("status", "unknown") if previous else "unknown"
+    status = previous.status if previous else "unknown"
     if not resume:
         raise ConfigError(
             f"{folder_key}={run_dir} already holds a run (status {status}). To continue it, add "
             f"train.resume=true (same config); to start another run, choose a new {folder_key}.")
-    if previous and previous.get("config_fingerprint") not in (None, fingerprint):
+    if previous and previous.config_fingerprint not in (None, fingerprint):
         old_config = _read_previous_config(run_dir)
         raise ConfigError(_mismatch_message(run_dir / run_folder.SUMMARY_FILE, old_config, config))
     if previous and status in FINISHED:
@@ -247,7 +247,7 @@ def plan_resume(run_dir: Path, fingerprint: str, config: Mapping[str, Any], resu
     return ResumePlan(checkpoint=payload, checkpoint_path=path, previous=previous)
 
 
-def _read_previous_summary(run_dir: Path) -> dict[str, Any] | None:
+def _read_previous_summary(run_dir: Path) -> run_folder.Summary | None:
     try:
         return run_folder.read_summary(run_dir)
     except FileNotFoundError:

@@ -26,6 +26,7 @@ from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from rnnbench.errors import ConfigError
+from rnnbench.modules.cells import size_error
 from rnnbench.records.wandb_sink import MODES as WANDB_MODES
 from rnnbench.run.train import TrainSettings
 
@@ -557,8 +558,8 @@ def validate(cfg: DictConfig) -> None:
             errors.append(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
     for key in POSITIVE:
         value = _get(cfg, key)
-        if value is not None and (isinstance(value, bool) or not value >= 1):
-            errors.append(f"{key}={value} is not allowed: must be a positive integer (>= 1)")
+        if value is not None and size_error(key, value) is not None:  # the constructors' own rule
+            errors.append(size_error(key, value))
     for key in NON_NEGATIVE:
         value = _get(cfg, key)
         if value is not None and not value >= 0:
