@@ -113,3 +113,45 @@ def test_logged_gradient_norms_are_before_and_after_clipping():
             settings(clip_mode="value", clip=3.5), [rows]).fit()
     assert rows[0]["grad/global_norm"] == pytest.approx(5.0)
     assert rows[0]["grad/global_norm_clipped"] == pytest.approx(math.hypot(3.0, 3.5))
+
+
+
+# ---- the learning-rate schedule -------------------------------------------------------------------
+def logged_lrs(make_scheduler, task=None, **kw) -> dict[int, float]:
+    """The learning rate logged at each logged step (SGD from lr 1): the rate after that step's update."""
+    model, rows = Linear(), Rows()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    Trainer(model, task or Scripted(), optimizer, make_scheduler(optimizer), settings(clip_mode="off", **kw),
+            [rows]).fit()
+    return {row["step"]: row["lr"] for row in rows if "lr" in row}
+
+
+def test_cosine_schedule_advances_once_per_optimiser_step():
+    """Logged every 3rd step of 10: after k steps the rate is (1 + cos(πk/10)) / 2, whatever the cadence."""
+    lrs = logged_lrs(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10),
+                     max_steps=10, log_every=3)
+    assert list(lrs) == [3, 6, 9, 10]
+    assert lrs == pytest.approx({k: (1 + math.cos(math.pi * k / 10)) / 2 for k in lrs})
+
+
+def test_step_schedule_advances_once_per_optimiser_step():
+    """StepLR(step_size=2, gamma=0.5), logged every 3rd step: after k steps the rate is 0.5^(k // 2)."""
+    lrs = logged_lrs(lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5),
+                     max_steps=10, log_every=3)
+    assert lrs == pytest.approx({3: 0.5, 6: 0.125, 9: 0.5**4, 10: 0.5**5})
+
+
+def test_plateau_schedule_steps_once_per_evaluation_on_the_validation_loss():
+    """ReduceLROnPlateau(patience 0, factor 0.5), evaluating every 2nd step of 8. The validation loss
+    improves at the 2nd evaluation and not after (while accuracy, the main metric, improves at each): the rate halves
+    after the 3rd and the 4th evaluations, so the rate logged at step 8 (before that step's evaluation) is
+    0.5 and the final rate 0.25. Stepped on every optimiser step, or on accuracy, it would differ."""
+    evals = [{"loss": 2.0, "accuracy": 0.1}, {"loss": 1.0, "accuracy": 0.2},
+             {"loss": 1.5, "accuracy": 0.3}, {"loss": 1.2, "accuracy": 0.4}]
+    model, rows = Linear(), Rows()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=0)
+    Trainer(model, Scripted(evals=evals), optimizer, plateau,
+            settings(max_steps=8, log_every=1, eval_every=2, clip_mode="off"), [rows]).fit()
+    assert [row["lr"] for row in rows] == [1.0] * 6 + [0.5] * 2
+    assert optimizer.param_groups[0]["lr"] == 0.25
