@@ -155,3 +155,24 @@ def test_plateau_schedule_steps_once_per_evaluation_on_the_validation_loss():
             settings(max_steps=8, log_every=1, eval_every=2, clip_mode="off"), [rows]).fit()
     assert [row["lr"] for row in rows] == [1.0] * 6 + [0.5] * 2
     assert optimizer.param_groups[0]["lr"] == 0.25
+
+
+# ---- the best evaluation so far -------------------------------------------------------------------
+def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric_model():
+    """Five evaluations (every 2nd step of 10), neither monotone. val/loss (min) is best at step 6,
+    val/accuracy (max, the main metric) at step 4; the model kept is the one of step 4 (SGD from 0 at lr 1:
+    w = -4 · GRAD), saved each time accuracy improved and not after."""
+    evals = [{"loss": 3.0, "accuracy": 0.3}, {"loss": 2.0, "accuracy": 0.9}, {"loss": 1.0, "accuracy": 0.5},
+             {"loss": 4.0, "accuracy": 0.1}, {"loss": 1.5, "accuracy": 0.7}]
+    model, rows, kept = Linear(), Rows(), {}
+    trainer = Trainer(model, Scripted(evals=evals), torch.optim.SGD(model.parameters(), lr=1.0), None,
+                      settings(max_steps=10, eval_every=2, clip_mode="off"), [rows],
+                      save_best=lambda step: kept.update({step: model.w.detach().tolist()}))
+    result = trainer.fit()
+    logged = {row["step"]: row for row in rows if "val/loss" in row}
+    assert list(logged) == [2, 4, 6, 8, 10]
+    assert result.best == {"val/loss": 1.0, "val/accuracy": 0.9}
+    assert result.best_step == {"val/loss": 6, "val/accuracy": 4}
+    assert {k: logged[step][k] for k, step in result.best_step.items()} == result.best
+    assert list(kept) == [2, 4]
+    assert kept[4] == pytest.approx([-4 * g for g in GRAD])
