@@ -176,3 +176,21 @@ def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric
     assert {k: logged[step][k] for k, step in result.best_step.items()} == result.best
     assert list(kept) == [2, 4]
     assert kept[4] == pytest.approx([-4 * g for g in GRAD])
+
+
+# ---- carried state (stateful tasks, truncated BPTT) ------------------------------------------------
+def test_carried_state_resets_exactly_where_the_stream_says():
+    """The model's state counts the windows since the last reset: a window flagged `reset_state` starts
+    from no state (None), every other one from the state the previous window left."""
+    resets = [True, False, False, True, False, True, True, False]
+    model = Linear()
+    Trainer(model, Scripted(resets=resets, stateful=True), torch.optim.SGD(model.parameters(), lr=1.0), None,
+            settings(max_steps=len(resets)), [Rows()]).fit()
+    assert model.received == [None, 1, 2, None, 1, None, None, 1]
+
+
+def test_a_stateless_task_never_carries_state():
+    model = Linear()
+    Trainer(model, Scripted(resets=[False] * 3), torch.optim.SGD(model.parameters(), lr=1.0), None,
+            settings(max_steps=3), [Rows()]).fit()
+    assert model.received == [None] * 3
