@@ -194,3 +194,52 @@ def test_a_stateless_task_never_carries_state():
     Trainer(model, Scripted(resets=[False] * 3), torch.optim.SGD(model.parameters(), lr=1.0), None,
             settings(max_steps=3), [Rows()]).fit()
     assert model.received == [None] * 3
+
+
+# ---- early stopping, divergence and the guard rail -------------------------------------------------
+def test_early_stopping_ends_the_run_at_the_first_solved_evaluation():
+    """Solved at accuracy ≥ 0.9, reached at the 2nd evaluation (step 4 of 10)."""
+    evals = [{"loss": 1.0, "accuracy": 0.5}, {"loss": 1.0, "accuracy": 0.95}, {"loss": 1.0, "accuracy": 0.99}]
+    model = Linear()
+    result = Trainer(model, Scripted(evals=evals, solved_at_accuracy=0.9), torch.optim.SGD(model.parameters()),
+                     None, settings(max_steps=10, eval_every=2, early_stop=True), [Rows()]).fit()
+    assert (result.status, result.steps, result.solved_at) == ("completed", 4, 4)
+
+
+def test_without_early_stopping_a_solved_run_goes_on():
+    evals = [{"loss": 1.0, "accuracy": 0.95}]
+    model = Linear()
+    result = Trainer(model, Scripted(evals=evals, solved_at_accuracy=0.9), torch.optim.SGD(model.parameters()),
+                     None, settings(max_steps=6, eval_every=2), [Rows()]).fit()
+    assert (result.status, result.steps, result.solved_at) == ("completed", 6, 2)
+
+
+def test_a_non_finite_loss_ends_the_run_as_diverged_without_applying_that_step():
+    """Loss NaN at step 3: two updates applied (w = -2 · GRAD), the run ends there, a `diverged` row."""
+    model, rows = Linear(), Rows()
+    result = Trainer(model, Scripted(nonfinite_at={3}), torch.optim.SGD(model.parameters(), lr=1.0), None,
+                     settings(max_steps=10, clip_mode="off"), [rows]).fit()
+    assert (result.status, result.diverged_at, result.steps) == ("diverged", 3, 2)
+    assert model.w.detach().tolist() == pytest.approx([-2 * g for g in GRAD])
+    assert rows[-1]["step"] == 3 and rows[-1]["diverged"] is True and math.isnan(rows[-1]["train/loss"])
+
+
+def test_the_guard_rail_skips_non_finite_steps_resets_state_and_backs_off_the_learning_rate():
+    """skip_nonfinite=2, lr_backoff=0.5, NaN at steps 3 and 5 of 6: both skipped (no update, carried state
+    restarted, rate halved each time), so 4 updates at rates 1, 1, 0.5, 0.25 and the run completes."""
+    model = Linear()
+    task = Scripted(nonfinite_at={3, 5}, resets=[False] * 6, stateful=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    result = Trainer(model, task, optimizer, None,
+                     settings(max_steps=6, clip_mode="off", skip_nonfinite=2, lr_backoff=0.5), [Rows()]).fit()
+    assert (result.status, result.skipped_steps, result.steps) == ("completed", [3, 5], 6)
+    assert optimizer.param_groups[0]["lr"] == 0.25
+    assert model.w.detach().tolist() == pytest.approx([-2.75 * g for g in GRAD])
+    assert model.received == [None, 1, 2, None, 1, None]  # the window after a skipped one starts afresh
+
+
+def test_the_guard_rail_diverges_once_its_skips_are_spent():
+    model = Linear()
+    result = Trainer(model, Scripted(nonfinite_at={2, 4}), torch.optim.SGD(model.parameters(), lr=1.0), None,
+                     settings(max_steps=6, skip_nonfinite=1), [Rows()]).fit()
+    assert (result.status, result.skipped_steps, result.diverged_at) == ("diverged", [2], 4)
