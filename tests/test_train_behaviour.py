@@ -5,12 +5,17 @@ tracking, carried state resets, early stopping, divergence and the non-finite gu
 Each test here was shown to fail with the bug it names planted in `rnnbench/run/train.py`
 (docs/testing.md lists them)."""
 
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import run_cli
+from rnnbench import evaluate
+from rnnbench.records import run_folder
+from rnnbench.run import checkpoint
 from rnnbench.run.train import TrainSettings, Trainer
 from rnnbench.tasks.base import Batch, IOSpec, Task
 
@@ -176,6 +181,37 @@ def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric
     assert {k: logged[step][k] for k, step in result.best_step.items()} == result.best
     assert list(kept) == [2, 4]
     assert kept[4] == pytest.approx([-4 * g for g in GRAD])
+
+
+
+COPY_RUN = ["task=copy", "task.seq_len=5", "task.copy_len=3", "task.val_size=32", "train.batch_size=8",
+            "model.hidden_size=16", "train.max_steps=30", "train.eval_every=5", "train.log_every=10",
+            "train.profile_every=0", "train.threads=1", "logger.wandb.mode=disabled", "optim.lr=0.03"]
+COPY_MAX = {"val/recall_accuracy", "val/sequence_accuracy", "val/accuracy_all_steps"}  # the rest: min
+
+
+def test_a_runs_best_metrics_and_best_pt_are_the_best_evaluation_in_metrics_jsonl(tmp_path):
+    """A real run, read back from its files: for each val metric the summary's best and best_step are the
+    first best evaluation in metrics.jsonl in the metric's own direction (loss: min; recall accuracy, the
+    main metric: max), and best.pt holds the model of the main metric's best step."""
+    folder = tmp_path / "run"
+    proc = run_cli(*COPY_RUN, f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "val/loss" in row]
+    summary = run_folder.read_summary(folder)
+    assert [row["step"] for row in evals] == [5, 10, 15, 20, 25, 30]
+    for key in ("val/loss", "val/recall_accuracy"):  # else min and max would agree and prove nothing
+        assert len({row[key] for row in evals}) > 1, [row[key] for row in evals]
+    for key in summary["best"]:
+        pick = max if key in COPY_MAX else min
+        best = pick(row[key] for row in evals)
+        assert summary["best"][key] == best, key
+        assert summary["best_step"][key] == next(row["step"] for row in evals if row[key] == best), key
+    main = summary["main_metric"]
+    assert torch.load(checkpoint.best(folder), weights_only=False)["step"] == summary["best_step"][main]
+    result, _ = evaluate.evaluate_run(folder, [], splits=("val",), which="best")
+    assert result["metrics"][main] == summary["best"][main]
 
 
 # ---- carried state (stateful tasks, truncated BPTT) ------------------------------------------------
