@@ -162,6 +162,32 @@ def test_plateau_schedule_steps_once_per_evaluation_on_the_validation_loss():
     assert optimizer.param_groups[0]["lr"] == 0.25
 
 
+
+COPY_RUN = ["task=copy", "task.seq_len=5", "task.copy_len=3", "task.val_size=32", "train.batch_size=8",
+            "model.hidden_size=16", "train.profile_every=0", "train.threads=1", "logger.wandb.mode=disabled"]
+COPY_MAX = {"val/recall_accuracy", "val/sequence_accuracy", "val/accuracy_all_steps"}  # the rest: min
+
+
+def copy_run(tmp_path, *overrides) -> tuple:
+    """`python -m rnnbench` on a tiny copy task: the run folder and the rows of its metrics.jsonl."""
+    folder = tmp_path / "run"
+    proc = run_cli(*COPY_RUN, *overrides, f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder, [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("schedule, closed_form", [
+    (["schedule=cosine"], lambda k: 0.01 * (1 + math.cos(math.pi * k / 12)) / 2),
+    (["schedule=step", "schedule.step_size=3", "schedule.gamma=0.5"], lambda k: 0.01 * 0.5 ** (k // 3)),
+], ids=["cosine", "step"])
+def test_a_runs_logged_learning_rates_follow_the_schedules_closed_form(tmp_path, schedule, closed_form):
+    """`python -m rnnbench ... schedule=...`, 12 steps logged every 5th: metrics.jsonl's lr after k steps."""
+    _, rows = copy_run(tmp_path, "train.max_steps=12", "train.eval_every=100", "train.log_every=5",
+                       "optim.lr=0.01", *schedule)
+    lrs = {row["step"]: row["lr"] for row in rows if "lr" in row}
+    assert lrs == pytest.approx({k: closed_form(k) for k in (5, 10, 12)}, abs=1e-12)
+
+
 # ---- the best evaluation so far -------------------------------------------------------------------
 def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric_model():
     """Five evaluations (every 2nd step of 10), neither monotone. val/loss (min) is best at step 6,
@@ -184,20 +210,12 @@ def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric
 
 
 
-COPY_RUN = ["task=copy", "task.seq_len=5", "task.copy_len=3", "task.val_size=32", "train.batch_size=8",
-            "model.hidden_size=16", "train.max_steps=30", "train.eval_every=5", "train.log_every=10",
-            "train.profile_every=0", "train.threads=1", "logger.wandb.mode=disabled", "optim.lr=0.03"]
-COPY_MAX = {"val/recall_accuracy", "val/sequence_accuracy", "val/accuracy_all_steps"}  # the rest: min
-
-
 def test_a_runs_best_metrics_and_best_pt_are_the_best_evaluation_in_metrics_jsonl(tmp_path):
     """A real run, read back from its files: for each val metric the summary's best and best_step are the
     first best evaluation in metrics.jsonl in the metric's own direction (loss: min; recall accuracy, the
     main metric: max), and best.pt holds the model of the main metric's best step."""
-    folder = tmp_path / "run"
-    proc = run_cli(*COPY_RUN, f"hydra.run.dir={folder}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    folder, rows = copy_run(tmp_path, "train.max_steps=30", "train.eval_every=5", "train.log_every=10",
+                            "optim.lr=0.03")
     evals = [row for row in rows if "val/loss" in row]
     summary = run_folder.read_summary(folder)
     assert [row["step"] for row in evals] == [5, 10, 15, 20, 25, 30]
