@@ -15,9 +15,12 @@ from torch import nn
 from conftest import run_cli
 from rnnbench import evaluate
 from rnnbench.records import run_folder
+from rnnbench.modules.cells import LSTMCell
+from rnnbench.modules.models import SequenceModel
 from rnnbench.run import checkpoint
 from rnnbench.run.train import TrainSettings, Trainer
 from rnnbench.tasks.base import Batch, IOSpec, Task
+from test_lm_data import char_task
 
 GRAD = (3.0, -4.0)  # the loss is GRAD · w, so ∂L/∂w = GRAD at every step: global norm 5
 
@@ -241,6 +244,23 @@ def test_carried_state_resets_exactly_where_the_stream_says():
     Trainer(model, Scripted(resets=resets, stateful=True), torch.optim.SGD(model.parameters(), lr=1.0), None,
             settings(max_steps=len(resets)), [Rows()]).fit()
     assert model.received == [None, 1, 2, None, 1, None, None, 1]
+
+
+
+def test_a_language_models_state_resets_at_each_epoch_of_its_stream_and_nowhere_else(tmp_path):
+    """The real char-level LM task and an LSTM over two and a bit epochs of windows: a training window
+    starts from no state exactly where the task's batches say `reset_state` (each epoch's first window)."""
+    task = char_task(tmp_path, bptt=50, batch_size=2)
+    model = SequenceModel(task.spec, LSTMCell, 8)
+    resets, fresh = [], []
+    draw, forward = task.train_batch, model.forward
+    task.train_batch = lambda: resets.append((batch := draw()).reset_state) or batch
+    model.forward = lambda inputs, lengths=None, state=None: fresh.append(state is None) or forward(
+        inputs, lengths, state)
+    steps = 2 * task.windows_per_epoch + 3
+    Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None, settings(max_steps=steps), [Rows()]).fit()
+    assert resets.count(True) == 3 and resets[0] and resets[task.windows_per_epoch]
+    assert fresh[:steps] == resets  # after these, the final evaluation's own calls
 
 
 def test_a_stateless_task_never_carries_state():
