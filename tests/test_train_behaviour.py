@@ -26,7 +26,7 @@ GRAD = (3.0, -4.0)  # the loss is GRAD · w, so ∂L/∂w = GRAD at every step: 
 
 
 class Linear(nn.Module):
-    """outputs = w (the same at every step), so a task's loss GRAD · outputs has gradient GRAD. The carried
+    """outputs = w at each step, so a one-step task's loss GRAD · outputs has gradient GRAD. The carried
     state counts the windows since it was last reset; `received` keeps the state each window started from."""
 
     def __init__(self):
@@ -36,7 +36,7 @@ class Linear(nn.Module):
 
     def forward(self, inputs, lengths=None, state=None):
         self.received.append(None if state is None else int(state))
-        return self.w, (torch.zeros(()) if state is None else state) + 1
+        return self.w.expand(inputs.shape[0], -1), (torch.zeros(()) if state is None else state) + 1  # (T, 2)
 
 
 class Scripted(Task):
@@ -47,17 +47,23 @@ class Scripted(Task):
     main_metric = "accuracy"
     main_metric_mode = "max"
 
-    def __init__(self, evals=(), resets=(), stateful=False, nonfinite_at=(), solved_at_accuracy=None):
+    def __init__(self, evals=(), resets=(), stateful=False, nonfinite_at=(), solved_at_accuracy=None,
+                 carry=None):
         super().__init__()
         self.spec = IOSpec("continuous", 1, len(GRAD), "sequence", "regression", stateful=stateful)
         self.evals, self.resets, self.nonfinite_at = list(evals), list(resets), set(nonfinite_at)
         self.solved_at_accuracy = solved_at_accuracy
+        self.carry = carry  # (window length, steps the next window starts on): truncated BPTT with k1 < k2
         self.drawn = 0
 
     def train_batch(self):
         self.drawn += 1
         reset = self.resets[self.drawn - 1] if self.resets else False
-        return Batch(torch.zeros(1, 1, 1), torch.zeros(1), reset_state=reset)
+        if self.carry is None:
+            return Batch(torch.zeros(1, 1, 1), torch.zeros(1), reset_state=reset)
+        batch = Batch(torch.zeros(self.carry[0], 1, 1), torch.zeros(1), reset_state=reset)
+        batch.state_carry_steps = self.carry[1]
+        return batch
 
     def loss(self, outputs, batch):
         loss = (torch.tensor(GRAD) * outputs).sum()
@@ -246,6 +252,15 @@ def test_carried_state_resets_exactly_where_the_stream_says():
     assert model.received == [None, 1, 2, None, 1, None, None, 1]
 
 
+
+
+def test_overlapping_windows_carry_the_state_from_k1_steps_in():
+    """Windows of 4 steps starting 1 step apart (`state_carry_steps=1`): the model runs the first step,
+    then the other 3; the next window starts from the state after that first step, not after all 4."""
+    model = Linear()
+    Trainer(model, Scripted(resets=[True, False, True, False], stateful=True, carry=(4, 1)),
+            torch.optim.SGD(model.parameters(), lr=1.0), None, settings(max_steps=4), [Rows()]).fit()
+    assert model.received == [None, 1, 1, 2, None, 1, 1, 2]  # (head, tail) per window
 
 def test_a_language_models_state_resets_at_each_epoch_of_its_stream_and_nowhere_else(tmp_path):
     """The real char-level LM task and an LSTM over two and a bit epochs of windows: a training window
