@@ -1,0 +1,334 @@
+"""The training loop's behaviour, each against a hand computation on a model and task small enough to
+know every number: clipping (norm and value), the learning-rate schedule's cadence, the best-so-far
+tracking, carried state resets, early stopping, divergence and the non-finite guard rail.
+
+Each test here was shown to fail with the bug it names planted in `rnnbench/run/train.py`
+(docs/testing.md lists them)."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_cli
+from rnnbench import evaluate
+from rnnbench.records import run_folder
+from rnnbench.modules.cells import LSTMCell
+from rnnbench.modules.models import SequenceModel
+from rnnbench.run import checkpoint
+from rnnbench.run.train import TrainSettings, Trainer
+from rnnbench.tasks.base import Batch, IOSpec, Task
+from test_lm_data import char_task
+
+GRAD = (3.0, -4.0)  # the loss is GRAD · w, so ∂L/∂w = GRAD at every step: global norm 5
+
+
+class Linear(nn.Module):
+    """outputs = w at each step, so a one-step task's loss GRAD · outputs has gradient GRAD. The carried
+    state counts the windows since it was last reset; `received` keeps the state each window started from."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(len(GRAD)))
+        self.received = []
+
+    def forward(self, inputs, lengths=None, state=None):
+        self.received.append(None if state is None else int(state))
+        return self.w.expand(inputs.shape[0], -1), (torch.zeros(()) if state is None else state) + 1  # (T, 2)
+
+
+class Scripted(Task):
+    """A task whose training loss is GRAD · w (or a scripted non-finite value), whose evaluations return
+    the scripted metrics in turn, and whose stream resets the carried state where `resets` says."""
+
+    name = "scripted"
+    main_metric = "accuracy"
+    main_metric_mode = "max"
+
+    def __init__(self, evals=(), resets=(), stateful=False, nonfinite_at=(), solved_at_accuracy=None,
+                 carry=None):
+        super().__init__()
+        self.spec = IOSpec("continuous", 1, len(GRAD), "sequence", "regression", stateful=stateful)
+        self.evals, self.resets, self.nonfinite_at = list(evals), list(resets), set(nonfinite_at)
+        self.solved_at_accuracy = solved_at_accuracy
+        self.carry = carry  # (window length, steps the next window starts on): truncated BPTT with k1 < k2
+        self.drawn = 0
+
+    def train_batch(self):
+        self.drawn += 1
+        reset = self.resets[self.drawn - 1] if self.resets else False
+        if self.carry is None:
+            return Batch(torch.zeros(1, 1, 1), torch.zeros(1), reset_state=reset)
+        batch = Batch(torch.zeros(self.carry[0], 1, 1), torch.zeros(1), reset_state=reset)
+        batch.state_carry_steps = self.carry[1]
+        return batch
+
+    def loss(self, outputs, batch):
+        loss = (torch.tensor(GRAD) * outputs).sum()
+        return loss * math.nan if self.drawn in self.nonfinite_at else loss
+
+    def batch_metrics(self, outputs, batch):
+        return {"loss": float(self.loss(outputs, batch))}
+
+    def evaluate(self, predict, split="val"):
+        return self.evals.pop(0) if self.evals else {"loss": 1.0, "accuracy": 0.0}
+
+    def solved(self, metrics):
+        return self.solved_at_accuracy is not None and metrics["accuracy"] >= self.solved_at_accuracy
+
+
+class Rows(list):
+    """A sink keeping the logged rows."""
+
+    log = list.append
+
+    def log_profile(self, step, profile):
+        pass
+
+
+def settings(**kw):
+    return TrainSettings(**{"max_steps": 1, "log_every": 1, "eval_every": 10**6, "profile_every": 0,
+                            "progress": False, **kw})
+
+
+def one_sgd_step(**kw) -> list[float]:
+    """w after one plain SGD step (lr 1) from 0: minus the gradient as clipped."""
+    model = Linear()
+    Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=1.0), None, settings(**kw), [Rows()]).fit()
+    return model.w.detach().tolist()
+
+
+# ---- clipping ------------------------------------------------------------------------------------
+def test_norm_clipping_scales_the_whole_gradient_to_the_threshold():
+    """‖(3, -4)‖ = 5 clipped to 2.5: the gradient halves, direction kept."""
+    assert one_sgd_step(clip_mode="norm", clip=2.5) == pytest.approx([-1.5, 2.0])
+
+
+def test_norm_clipping_leaves_a_gradient_under_the_threshold_alone():
+    assert one_sgd_step(clip_mode="norm", clip=10.0) == pytest.approx([-3.0, 4.0])
+
+
+def test_value_clipping_clamps_each_entry():
+    """(3, -4) clamped entry-wise to ±3.5: 3 passes untouched, -4 becomes -3.5 (by norm: (2.1, -2.8))."""
+    assert one_sgd_step(clip_mode="value", clip=3.5) == pytest.approx([-3.0, 3.5])
+
+
+@pytest.mark.parametrize("clip_mode, clip", [("off", 1.0), ("norm", 0.0), ("value", 0.0)])
+def test_no_clipping_applies_the_raw_gradient(clip_mode, clip):
+    assert one_sgd_step(clip_mode=clip_mode, clip=clip) == pytest.approx([-3.0, 4.0])
+
+
+def test_logged_gradient_norms_are_before_and_after_clipping():
+    rows = Rows()
+    model = Linear()
+    Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=1.0), None,
+            settings(clip_mode="value", clip=3.5), [rows]).fit()
+    assert rows[0]["grad/global_norm"] == pytest.approx(5.0)
+    assert rows[0]["grad/global_norm_clipped"] == pytest.approx(math.hypot(3.0, 3.5))
+
+
+
+# ---- the learning-rate schedule -------------------------------------------------------------------
+def logged_lrs(make_scheduler, task=None, **kw) -> dict[int, float]:
+    """The learning rate logged at each logged step (SGD from lr 1): the rate after that step's update."""
+    model, rows = Linear(), Rows()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    Trainer(model, task or Scripted(), optimizer, make_scheduler(optimizer), settings(clip_mode="off", **kw),
+            [rows]).fit()
+    return {row["step"]: row["lr"] for row in rows if "lr" in row}
+
+
+def test_cosine_schedule_advances_once_per_optimiser_step():
+    """Logged every 3rd step of 10: after k steps the rate is (1 + cos(πk/10)) / 2, whatever the cadence."""
+    lrs = logged_lrs(lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10),
+                     max_steps=10, log_every=3)
+    assert list(lrs) == [3, 6, 9, 10]
+    assert lrs == pytest.approx({k: (1 + math.cos(math.pi * k / 10)) / 2 for k in lrs})
+
+
+def test_step_schedule_advances_once_per_optimiser_step():
+    """StepLR(step_size=2, gamma=0.5), logged every 3rd step: after k steps the rate is 0.5^(k // 2)."""
+    lrs = logged_lrs(lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5),
+                     max_steps=10, log_every=3)
+    assert lrs == pytest.approx({3: 0.5, 6: 0.125, 9: 0.5**4, 10: 0.5**5})
+
+
+def test_plateau_schedule_steps_once_per_evaluation_on_the_validation_loss():
+    """ReduceLROnPlateau(patience 0, factor 0.5), evaluating every 2nd step of 8. The validation loss
+    improves at the 2nd evaluation and not after (while accuracy, the main metric, improves at each): the rate halves
+    after the 3rd and the 4th evaluations, so the rate logged at step 8 (before that step's evaluation) is
+    0.5 and the final rate 0.25. Stepped on every optimiser step, or on accuracy, it would differ."""
+    evals = [{"loss": 2.0, "accuracy": 0.1}, {"loss": 1.0, "accuracy": 0.2},
+             {"loss": 1.5, "accuracy": 0.3}, {"loss": 1.2, "accuracy": 0.4}]
+    model, rows = Linear(), Rows()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=0)
+    Trainer(model, Scripted(evals=evals), optimizer, plateau,
+            settings(max_steps=8, log_every=1, eval_every=2, clip_mode="off"), [rows]).fit()
+    assert [row["lr"] for row in rows] == [1.0] * 6 + [0.5] * 2
+    assert optimizer.param_groups[0]["lr"] == 0.25
+
+
+
+COPY_RUN = ["task=copy", "task.seq_len=5", "task.copy_len=3", "task.val_size=32", "train.batch_size=8",
+            "model.hidden_size=16", "train.profile_every=0", "train.threads=1", "logger.wandb.mode=disabled"]
+COPY_MAX = {"val/recall_accuracy", "val/sequence_accuracy", "val/accuracy_all_steps"}  # the rest: min
+
+
+def copy_run(tmp_path, *overrides) -> tuple:
+    """`python -m rnnbench` on a tiny copy task: the run folder and the rows of its metrics.jsonl."""
+    folder = tmp_path / "run"
+    proc = run_cli(*COPY_RUN, *overrides, f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder, [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("schedule, closed_form", [
+    (["schedule=cosine"], lambda k: 0.01 * (1 + math.cos(math.pi * k / 12)) / 2),
+    (["schedule=step", "schedule.step_size=3", "schedule.gamma=0.5"], lambda k: 0.01 * 0.5 ** (k // 3)),
+], ids=["cosine", "step"])
+def test_a_runs_logged_learning_rates_follow_the_schedules_closed_form(tmp_path, schedule, closed_form):
+    """`python -m rnnbench ... schedule=...`, 12 steps logged every 5th: metrics.jsonl's lr after k steps."""
+    _, rows = copy_run(tmp_path, "train.max_steps=12", "train.eval_every=100", "train.log_every=5",
+                       "optim.lr=0.01", *schedule)
+    lrs = {row["step"]: row["lr"] for row in rows if "lr" in row}
+    assert lrs == pytest.approx({k: closed_form(k) for k in (5, 10, 12)}, abs=1e-12)
+
+
+# ---- the best evaluation so far -------------------------------------------------------------------
+def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric_model():
+    """Five evaluations (every 2nd step of 10), neither monotone. val/loss (min) is best at step 6,
+    val/accuracy (max, the main metric) at step 4; the model kept is the one of step 4 (SGD from 0 at lr 1:
+    w = -4 · GRAD), saved each time accuracy improved and not after."""
+    evals = [{"loss": 3.0, "accuracy": 0.3}, {"loss": 2.0, "accuracy": 0.9}, {"loss": 1.0, "accuracy": 0.5},
+             {"loss": 4.0, "accuracy": 0.1}, {"loss": 1.5, "accuracy": 0.7}]
+    model, rows, kept = Linear(), Rows(), {}
+    trainer = Trainer(model, Scripted(evals=evals), torch.optim.SGD(model.parameters(), lr=1.0), None,
+                      settings(max_steps=10, eval_every=2, clip_mode="off"), [rows],
+                      save_best=lambda step: kept.update({step: model.w.detach().tolist()}))
+    result = trainer.fit()
+    logged = {row["step"]: row for row in rows if "val/loss" in row}
+    assert list(logged) == [2, 4, 6, 8, 10]
+    assert result.best == {"val/loss": 1.0, "val/accuracy": 0.9}
+    assert result.best_step == {"val/loss": 6, "val/accuracy": 4}
+    assert {k: logged[step][k] for k, step in result.best_step.items()} == result.best
+    assert list(kept) == [2, 4]
+    assert kept[4] == pytest.approx([-4 * g for g in GRAD])
+
+
+
+def test_a_runs_best_metrics_and_best_pt_are_the_best_evaluation_in_metrics_jsonl(tmp_path):
+    """A real run, read back from its files: for each val metric the summary's best and best_step are the
+    first best evaluation in metrics.jsonl in the metric's own direction (loss: min; recall accuracy, the
+    main metric: max), and best.pt holds the model of the main metric's best step."""
+    folder, rows = copy_run(tmp_path, "train.max_steps=30", "train.eval_every=5", "train.log_every=10",
+                            "optim.lr=0.03")
+    evals = [row for row in rows if "val/loss" in row]
+    summary = run_folder.read_summary(folder)
+    assert [row["step"] for row in evals] == [5, 10, 15, 20, 25, 30]
+    for key in ("val/loss", "val/recall_accuracy"):  # else min and max would agree and prove nothing
+        assert len({row[key] for row in evals}) > 1, [row[key] for row in evals]
+    for key in summary["best"]:
+        pick = max if key in COPY_MAX else min
+        best = pick(row[key] for row in evals)
+        assert summary["best"][key] == best, key
+        assert summary["best_step"][key] == next(row["step"] for row in evals if row[key] == best), key
+    main = summary["main_metric"]
+    assert torch.load(checkpoint.best(folder), weights_only=False)["step"] == summary["best_step"][main]
+    result, _ = evaluate.evaluate_run(folder, [], splits=("val",), which="best")
+    assert result["metrics"][main] == summary["best"][main]
+
+
+# ---- carried state (stateful tasks, truncated BPTT) ------------------------------------------------
+def test_carried_state_resets_exactly_where_the_stream_says():
+    """The model's state counts the windows since the last reset: a window flagged `reset_state` starts
+    from no state (None), every other one from the state the previous window left."""
+    resets = [True, False, False, True, False, True, True, False]
+    model = Linear()
+    Trainer(model, Scripted(resets=resets, stateful=True), torch.optim.SGD(model.parameters(), lr=1.0), None,
+            settings(max_steps=len(resets)), [Rows()]).fit()
+    assert model.received == [None, 1, 2, None, 1, None, None, 1]
+
+
+
+
+def test_overlapping_windows_carry_the_state_from_k1_steps_in():
+    """Windows of 4 steps starting 1 step apart (`state_carry_steps=1`): the model runs the first step,
+    then the other 3; the next window starts from the state after that first step, not after all 4."""
+    model = Linear()
+    Trainer(model, Scripted(resets=[True, False, True, False], stateful=True, carry=(4, 1)),
+            torch.optim.SGD(model.parameters(), lr=1.0), None, settings(max_steps=4), [Rows()]).fit()
+    assert model.received == [None, 1, 1, 2, None, 1, 1, 2]  # (head, tail) per window
+
+def test_a_language_models_state_resets_at_each_epoch_of_its_stream_and_nowhere_else(tmp_path):
+    """The real char-level LM task and an LSTM over two and a bit epochs of windows: a training window
+    starts from no state exactly where the task's batches say `reset_state` (each epoch's first window)."""
+    task = char_task(tmp_path, bptt=50, batch_size=2)
+    model = SequenceModel(task.spec, LSTMCell, 8)
+    resets, fresh = [], []
+    draw, forward = task.train_batch, model.forward
+    task.train_batch = lambda: resets.append((batch := draw()).reset_state) or batch
+    model.forward = lambda inputs, lengths=None, state=None: fresh.append(state is None) or forward(
+        inputs, lengths, state)
+    steps = 2 * task.windows_per_epoch + 3
+    Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None, settings(max_steps=steps), [Rows()]).fit()
+    assert resets.count(True) == 3 and resets[0] and resets[task.windows_per_epoch]
+    assert fresh[:steps] == resets  # after these, the final evaluation's own calls
+
+
+def test_a_stateless_task_never_carries_state():
+    model = Linear()
+    Trainer(model, Scripted(resets=[False] * 3), torch.optim.SGD(model.parameters(), lr=1.0), None,
+            settings(max_steps=3), [Rows()]).fit()
+    assert model.received == [None] * 3
+
+
+# ---- early stopping, divergence and the guard rail -------------------------------------------------
+def test_early_stopping_ends_the_run_at_the_first_solved_evaluation():
+    """Solved at accuracy ≥ 0.9, reached at the 2nd evaluation (step 4 of 10)."""
+    evals = [{"loss": 1.0, "accuracy": 0.5}, {"loss": 1.0, "accuracy": 0.95}, {"loss": 1.0, "accuracy": 0.99}]
+    model = Linear()
+    result = Trainer(model, Scripted(evals=evals, solved_at_accuracy=0.9), torch.optim.SGD(model.parameters()),
+                     None, settings(max_steps=10, eval_every=2, early_stop=True), [Rows()]).fit()
+    assert (result.status, result.steps, result.solved_at) == ("completed", 4, 4)
+
+
+def test_without_early_stopping_a_solved_run_goes_on():
+    evals = [{"loss": 1.0, "accuracy": 0.95}]
+    model = Linear()
+    result = Trainer(model, Scripted(evals=evals, solved_at_accuracy=0.9), torch.optim.SGD(model.parameters()),
+                     None, settings(max_steps=6, eval_every=2), [Rows()]).fit()
+    assert (result.status, result.steps, result.solved_at) == ("completed", 6, 2)
+
+
+def test_a_non_finite_loss_ends_the_run_as_diverged_without_applying_that_step():
+    """Loss NaN at step 3: two updates applied (w = -2 · GRAD), the run ends there, a `diverged` row."""
+    model, rows = Linear(), Rows()
+    result = Trainer(model, Scripted(nonfinite_at={3}), torch.optim.SGD(model.parameters(), lr=1.0), None,
+                     settings(max_steps=10, clip_mode="off"), [rows]).fit()
+    assert (result.status, result.diverged_at, result.steps) == ("diverged", 3, 2)
+    assert model.w.detach().tolist() == pytest.approx([-2 * g for g in GRAD])
+    assert rows[-1]["step"] == 3 and rows[-1]["diverged"] is True and math.isnan(rows[-1]["train/loss"])
+
+
+def test_the_guard_rail_skips_non_finite_steps_resets_state_and_backs_off_the_learning_rate():
+    """skip_nonfinite=2, lr_backoff=0.5, NaN at steps 3 and 5 of 6: both skipped (no update, carried state
+    restarted, rate halved each time), so 4 updates at rates 1, 1, 0.5, 0.25 and the run completes."""
+    model = Linear()
+    task = Scripted(nonfinite_at={3, 5}, resets=[False] * 6, stateful=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    result = Trainer(model, task, optimizer, None,
+                     settings(max_steps=6, clip_mode="off", skip_nonfinite=2, lr_backoff=0.5), [Rows()]).fit()
+    assert (result.status, result.skipped_steps, result.steps) == ("completed", [3, 5], 6)
+    assert optimizer.param_groups[0]["lr"] == 0.25
+    assert model.w.detach().tolist() == pytest.approx([-2.75 * g for g in GRAD])
+    assert model.received == [None, 1, 2, None, 1, None]  # the window after a skipped one starts afresh
+
+
+def test_the_guard_rail_diverges_once_its_skips_are_spent():
+    model = Linear()
+    result = Trainer(model, Scripted(nonfinite_at={2, 4}), torch.optim.SGD(model.parameters(), lr=1.0), None,
+                     settings(max_steps=6, skip_nonfinite=1), [Rows()]).fit()
+    assert (result.status, result.skipped_steps, result.diverged_at) == ("diverged", [2], 4)
