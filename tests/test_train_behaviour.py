@@ -230,15 +230,15 @@ def test_a_runs_best_metrics_and_best_pt_are_the_best_evaluation_in_metrics_json
     assert [row["step"] for row in evals] == [5, 10, 15, 20, 25, 30]
     for key in ("val/loss", "val/recall_accuracy"):  # else min and max would agree and prove nothing
         assert len({row[key] for row in evals}) > 1, [row[key] for row in evals]
-    for key in summary["best"]:
+    for key in summary.best:
         pick = max if key in COPY_MAX else min
         best = pick(row[key] for row in evals)
-        assert summary["best"][key] == best, key
-        assert summary["best_step"][key] == next(row["step"] for row in evals if row[key] == best), key
-    main = summary["main_metric"]
-    assert torch.load(checkpoint.best(folder), weights_only=False)["step"] == summary["best_step"][main]
+        assert summary.best[key] == best, key
+        assert summary.best_step[key] == next(row["step"] for row in evals if row[key] == best), key
+    main = summary.main_metric
+    assert torch.load(checkpoint.best(folder), weights_only=False)["step"] == summary.best_step[main]
     result, _ = evaluate.evaluate_run(folder, [], splits=("val",), which="best")
-    assert result["metrics"][main] == summary["best"][main]
+    assert result["metrics"][main] == summary.best[main]
 
 
 # ---- carried state (stateful tasks, truncated BPTT) ------------------------------------------------
