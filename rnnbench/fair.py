@@ -274,7 +274,7 @@ def final_table(plan: Plan, state: dict[str, Any]) -> tuple[str, list[dict[str, 
     mode = state["mode"]
     rows, samples = [], {}
     for value in plan.compare:
-        choice = state["chosen"][label(value)]
+        choice = state["chosen"].get(label(value)) or {"point": None, "score": math.nan, "scores": []}
         at = runs[runs[plan.compare_key].map(label) == label(value)]
         done = at[at["status"] == "completed"]
         metric = test or f"final/{val.removeprefix('best/')}"
@@ -292,7 +292,7 @@ def final_table(plan: Plan, state: dict[str, Any]) -> tuple[str, list[dict[str, 
     pairs = []
     for a, b in combinations([label(v) for v in plan.compare], 2):
         seeds = sorted(set(samples[a]) & set(samples[b]))
-        paired = len(seeds) >= 2 and len(seeds) == len(samples[a]) == len(samples[b])
+        paired = len(seeds) >= 2  # on the seeds both ran, as the claims pair (report.verdicts.pair)
         xa = [samples[a][s] for s in seeds] if paired else list(samples[a].values())
         xb = [samples[b][s] for s in seeds] if paired else list(samples[b].values())
         if min(len(xa), len(xb)) < 2:
@@ -331,7 +331,7 @@ def screen_figure(plan: Plan, state: dict[str, Any], out: Path) -> list[Path]:
     key = next(iter(plan.grid))
     fig, ax = plt.subplots(figsize=(3.5, 2.8))
     for value in plan.compare:
-        choice = state["chosen"][label(value)]
+        choice = state["chosen"].get(label(value)) or {"point": None, "score": math.nan, "scores": []}
         points = sorted((s["point"][key], s["score"]) for s in choice["scores"] if _is_number(s["point"][key]))
         if not points:
             continue
