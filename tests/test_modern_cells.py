@@ -561,3 +561,26 @@ class _Projected(torch.nn.Module):
 
     def sequence(self, x_proj, state, lengths=None):
         return self.cell.sequence(x_proj, state, lengths)
+
+
+@pytest.mark.parametrize("name", ["mingru", "lru", "s6", "mlstm", "slstm"])
+def test_a_size_below_one_is_refused_by_the_one_size_rule(name):
+    """The modern cells refuse a size with the message every cell gives (cells.size_error)."""
+    with pytest.raises(ValueError, match=r"^hidden_size=0 is not allowed: must be a positive integer \(>= 1\)$"):
+        CELLS[name](3, 0)
+    with pytest.raises(ValueError, match=r"^input_size=-2 is not allowed: must be a positive integer \(>= 1\)$"):
+        CELLS[name](-2, 4)
+
+
+def test_a_modern_cells_whole_sequence_is_its_steps():
+    """`forward` (Cell's step loop, shared) gives what stepping by hand gives, from a given state."""
+    cell = make("lru")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    state = tuple(torch.randn_like(s) for s in cell.default_state(2, dtype=torch.float64))
+    outputs, final = cell(x, state)
+    by_hand = state
+    for t, x_proj_t in enumerate(cell.input_projection(x).unbind(0)):
+        h, by_hand = cell.step(x_proj_t, by_hand)
+        torch.testing.assert_close(outputs[t], h)
+    for a, b in zip(final, by_hand):
+        torch.testing.assert_close(a, b)

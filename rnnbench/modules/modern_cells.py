@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from rnnbench.kernels import scan, slstm
 from rnnbench.kernels.lengths import valid_steps
+from rnnbench.modules.cells import Cell, require_size
 
 State = tuple[Tensor, ...]
 
@@ -69,8 +70,8 @@ class ModernCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
+        require_size("input_size", input_size)  # the one size rule of every cell (cells.size_error)
+        require_size("hidden_size", hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
 
     def state_shapes(self) -> tuple[tuple[int, ...], ...]:
@@ -105,15 +106,7 @@ class ModernCell(nn.Module):
             outputs.append(h)
         return torch.stack(outputs), state
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """A whole sequence (T, B, I) step by step: outputs (T, B, H) and the final state."""
-        if state is None:
-            state = self.default_state(x.shape[1], x.device, x.dtype)
-        outputs = []
-        for x_proj_t in self.input_projection(x).unbind(0):
-            h, state = self.step(x_proj_t, state)
-            outputs.append(h)
-        return torch.stack(outputs), state
+    forward = Cell.forward  # a whole sequence step by step, as every classic cell runs one
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
