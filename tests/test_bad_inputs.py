@@ -181,6 +181,9 @@ CASES: dict[str, Case] = {
     "corpus-one-symbol": Case([*LM, "task.corpus={root}/one-symbol.txt"],
                               ["Error in data:\n{root}/one-symbol.txt: the training split holds 1 distinct "
                                "character(s) ['a']; a language model needs at least 2"]),
+    "dropout-one-layer": Case([*ADDING, "model.dropout=0.3"],
+                              ["Error in config:\nmodel.dropout=0.3 is not allowed with model.num_layers=1: it applies "
+                               "between stacked layers and one layer has none"]),
     "run-dir-empty": Case([*ADDING, "hydra.run.dir="],
                           ["Error in config:\nhydra.run.dir is empty (hydra.run.dir=''): the run would be written "
                            "into the current folder"]),
