@@ -311,3 +311,31 @@ def test_resuming_a_run_that_is_still_going_is_refused(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_cell_that_cannot_be_built_without_values_is_not_refused_by_the_memory_estimate(tmp_path):
+    """The memory estimate builds the model on the meta device; a user's cell whose __init__ reads a value
+    (.item()) cannot be built there: the run goes on unchecked instead of failing."""
+    from omegaconf import OmegaConf
+
+    from rnnbench.run.build import build_model
+    from rnnbench.run.config import compose
+    from rnnbench.tasks.adding import AddingTask
+
+    (tmp_path / "valuecell.py").write_text(
+        "import torch\nfrom rnnbench.modules.cells import VanillaCell\n\n"
+        "class ValueCell(VanillaCell):\n"
+        "    def __init__(self, input_size, hidden_size, **kwargs):\n"
+        "        super().__init__(input_size, hidden_size, **kwargs)\n"
+        "        self.scale = float(self.weight_hh.abs().max().item())  # a value: impossible on meta\n")
+    cfg = compose(["task=adding", "cell=vanilla", "model.hidden_size=4"])
+    OmegaConf.update(cfg, "cell._target_", "valuecell.ValueCell")
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        task = AddingTask(seq_len=5, batch_size=2, val_size=4)
+        model, width = build_model(cfg, task.spec, torch.device("cpu"), task.batch_shape())
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("valuecell", None)
+    assert width == 4 and model.stack.layers[0].directions[0].scale > 0

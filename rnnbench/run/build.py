@@ -115,9 +115,15 @@ def build_model(cfg: DictConfig, spec: IOSpec, device: torch.device,
         key = "model.param_budget" if budget[0] == "parameters" else "model.state_budget"
         log.info("%s=%d: hidden_size=%d chosen (model.hidden_size=%d is not used; summary.json records the "
                  "width as hidden_size)", key, budget[1], hidden_size, cfg.model.hidden_size)
-    with torch.device("meta"):
-        planned = instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
-    check_memory(cfg, planned, batch_shape, device)
+    try:  # the model's shapes without its memory; a user's cell whose __init__ needs values (e.g. .item())
+        with torch.device("meta"):  # cannot be built there and goes unchecked
+            planned = instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
+    except (ConfigError, DataError):
+        raise
+    except Exception:
+        planned = None
+    if planned is not None:
+        check_memory(cfg, planned, batch_shape, device)
     model = instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
     interface.check_cell_step(model.stack.layers[0].directions[0], cfg.cell._target_)
     return model.to(device), hidden_size
