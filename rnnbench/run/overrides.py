@@ -67,8 +67,8 @@ def check(argv: Sequence[str], conf_dir: str) -> None:
         args = _hydra_args(argv)
     except SystemExit:  # argparse's own error: Hydra reports it
         return
-    if args.help or args.hydra_help or args.shell_completion or args.info:
-        return
+    if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path:
+        return  # (another primary config folder, -cp: composed by Hydra alone)
     try:
         points = _first_points(list(args.overrides))
     except OverrideParseException:
