@@ -110,3 +110,37 @@ def test_the_configuration_page_is_generated_from_the_code():
     start, end = page.index(reference.BEGIN), page.index(reference.END) + len(reference.END)
     assert page[start:end] == reference.reference(), \
         "docs/configuration.md is stale: python -m rnnbench.run.reference docs/configuration.md"
+
+
+@pytest.mark.parametrize("key, accepted, refused", [
+    # sizes: >= 1 (cells.size_error)
+    ("model.hidden_size", [1, 2], [0, -1]),
+    ("train.max_steps", [1], [0]),
+    # >= 0
+    ("train.clip", [0.0, 1e-12], [-1e-12, -1.0]),
+    ("cell.recurrent_gain", [0.0, 1.5], [-0.5]),
+    ("train.checkpoint_every", [0, 7], [-1]),
+    # [0, 1)
+    ("model.dropout", [0.0, 0.999], [1.0, -0.001, 1.5]),
+    ("model.output_dropout", [0.0, 0.5], [1.0]),
+    # > 0
+    ("optim.lr", [1e-12, 20.0], [0.0, -1e-3]),
+])
+def test_every_range_rule_holds_at_its_boundaries(key, accepted, refused):
+    """Each range check accepts its boundary where the boundary is allowed and refuses the value just past
+    it: a check written with the wrong comparison (> for >=, <= for <) fails one side."""
+    base = ["task=adding", "model.num_layers=2"] if "dropout" in key else ["task=adding"]
+    for value in accepted:
+        config.validate(config.compose([*base, f"{key}={value}"]))
+    for value in refused:
+        with pytest.raises(ConfigError, match=rf"^{key}={value!s}"):
+            config.validate(config.compose([*base, f"{key}={value}"]))
+
+
+def test_the_lr_backoff_range_is_half_open_at_zero():
+    ok = ["task=adding", "train.skip_nonfinite=1"]
+    for value in (1.0, 0.5, 1e-9):
+        config.validate(config.compose([*ok, f"train.lr_backoff={value}"]))
+    for value in (0.0, -0.5, 1.000001):
+        with pytest.raises(ConfigError, match=rf"train.lr_backoff={value!s} is not allowed: must be in \(0, 1\]"):
+            config.validate(config.compose([*ok, f"train.lr_backoff={value}"]))

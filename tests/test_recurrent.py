@@ -335,3 +335,18 @@ def test_private_fused_kernels_keep_their_signature():
         packed, _ = run_fused(cell, x, state, lengths)  # the packed-sequence form of the same kernel
         torch.testing.assert_close(packed[:, 0], out[:, 0])
         assert torch.all(packed[2:, 1] == 0)
+
+
+def test_a_pyramid_residual_shortcut_is_the_mean_of_the_concatenated_pair():
+    """Layer 2 of a residual pyramid reads the concatenated pair [h_2t, h_2t+1] and adds their mean (the
+    shortcut of He et al. 2016 at the halved rate): built by hand from the layers, the same to the bit."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(VanillaCell, 3, 4, num_layers=2, pyramid=True, residual=True).double()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    out, lengths, _ = stack(x)
+    first, _ = stack.layers[0](x, None, None, None, name="layer0")                  # (6, 2, 4)
+    pairs, _ = pyramid_reduce(first, None)                                          # (3, 2, 8)
+    second, _ = stack.layers[1](pairs, None, None, None, name="layer1")             # (3, 2, 4)
+    expected = second + 0.5 * (first[0::2] + first[1::2])
+    assert torch.equal(out, expected)
+    assert not torch.allclose(out, second + first[0::2] + first[1::2])  # a sum, not the mean, would differ

@@ -12,6 +12,7 @@ import math
 import re
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 from scipy import stats as scipy_stats
@@ -130,6 +131,37 @@ def test_beats_baseline_needs_every_seed_under_0_9_unless_a_k_of_n_rule_is_state
     assert verdicts.judge({"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": False}, df, pub)["holds"] is False
     missing = verdicts.judge({"source": "p", "where": {"cell": "gru"}, "beats_baseline": True}, df, pub)
     assert missing["holds"] is None and missing["n"] == 0
+
+
+def test_a_seed_beats_the_baseline_strictly_below_0_9_of_it(tmp_path):
+    """The rule's threshold, both sides: a final loss at exactly 0.9 of the baseline is not "below"."""
+    adding_sweep(tmp_path, {("lstm", 100): [0.9, 0.8999, 0.5], ("gru", 100): [0.8999, 0.7, 0.1]})
+    df = load_runs(tmp_path)
+    lstm = verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}, df, published([]))
+    assert (lstm["k"], lstm["n_ratio"], lstm["holds"]) == (2, 3, False)
+    gru = verdicts.judge({"source": "p", "where": {"cell": "gru"}, "beats_baseline": True}, df, published([]))
+    assert (gru["k"], gru["holds"]) == (3, True)
+
+
+def test_paired_and_unpaired_statistics_are_scipys():
+    """compare_samples against scipy: the paired t test on paired draws, Welch's otherwise, and the
+    difference's 95% confidence interval from the matching t distribution."""
+    from rnnbench.report.stats import compare_samples
+
+    a = np.array([2.31, 2.33, 2.30, 2.35, 2.29])
+    b = np.array([2.39, 2.37, 2.41, 2.38, 2.40])
+    paired = compare_samples(a, b, paired=True)
+    d = a - b
+    assert paired["p"] == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue, rel=1e-9)
+    half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    assert paired["ci"] == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
+    welch = compare_samples(a, b, paired=False)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)  # Welch-Satterthwaite, by hand
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    assert welch["p"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), rel=1e-9)
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert welch["ci"] == pytest.approx((a.mean() - b.mean() - half, a.mean() - b.mean() + half), rel=1e-9)
 
 
 def test_a_negative_verdict_where_the_positive_control_did_not_learn_is_no_power(tmp_path):

@@ -381,3 +381,21 @@ def test_adding_rejects_bad_arguments(kwargs, message):
 def test_evaluate_rejects_unknown_split(kind):
     with pytest.raises(ValueError, match="split='train': unknown split; allowed: val, test"):
         make_task(kind).evaluate(copy_oracle, "train")
+
+
+@pytest.mark.parametrize("seq_len", [10, 11])
+@pytest.mark.parametrize("variant", ADDING_VARIANTS)
+def test_adding_markers_reach_every_step_their_variant_allows(variant, seq_len):
+    """Where the marks can fall, both ends included: "halves" puts the first in [0, T//2) and the second
+    in [T//2, T) (Le et al. 2015), "anywhere" both anywhere in [0, T). A range cut by one step at either end
+    (the last step never marked, say) fails here; 4,000 draws reach each allowed step with P > 1 - 1e-100."""
+    task = AddingTask(seq_len=seq_len, variant=variant, batch_size=4000)
+    markers = task.train_batch().inputs[..., 1]  # (T, B)
+    steps = torch.arange(seq_len).unsqueeze(1).expand_as(markers)
+    first = steps.masked_fill(markers == 0, seq_len).min(0).values   # (B,) the earlier mark
+    second = steps.masked_fill(markers == 0, -1).max(0).values       # (B,) the later mark
+    half = seq_len // 2
+    if variant == "halves":
+        assert set(first.tolist()) == set(range(half)) and set(second.tolist()) == set(range(half, seq_len))
+    else:
+        assert set(first.tolist()) == set(range(seq_len - 1)) and set(second.tolist()) == set(range(1, seq_len))
