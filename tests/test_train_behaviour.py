@@ -197,6 +197,26 @@ def test_a_runs_logged_learning_rates_follow_the_schedules_closed_form(tmp_path,
     assert lrs == pytest.approx({k: closed_form(k) for k in (5, 10, 12)}, abs=1e-12)
 
 
+def test_a_runs_plateau_schedule_divides_the_rate_after_each_evaluation_that_did_not_improve(tmp_path):
+    """`python -m rnnbench ... schedule=plateau` (ReduceLROnPlateau: factor 0.25, patience 0, threshold 0):
+    read back from metrics.jsonl, the rate logged at step k is 0.03 × 0.25^(evaluations before step k whose
+    validation loss did not go below the best before it), and nothing else moves it."""
+    _, rows = copy_run(tmp_path, "train.max_steps=24", "train.eval_every=2", "train.log_every=1",
+                       "optim.lr=0.03", "schedule=plateau")
+    losses = {row["step"]: row["val/loss"] for row in rows if "val/loss" in row}
+    lrs = {row["step"]: row["lr"] for row in rows if "lr" in row}
+    best, lr, expected, reductions = math.inf, 0.03, {}, 0
+    for step in sorted(lrs):
+        expected[step] = lr  # the rate this step's update used: evaluations before it have acted
+        if step in losses:
+            if losses[step] < best:
+                best = losses[step]
+            else:
+                lr, reductions = lr * 0.25, reductions + 1
+    assert 0 < reductions < len(losses) - 1, losses  # both branches taken: the test can fail either way
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
 # ---- the best evaluation so far -------------------------------------------------------------------
 def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric_model():
     """Five evaluations (every 2nd step of 10), neither monotone. val/loss (min) is best at step 6,
