@@ -45,7 +45,7 @@ from typing import Any
 
 from rnnbench.errors import UserError
 # The statuses and the schema, re-exported: a run folder's readers and writers name them as run_folder.X.
-from rnnbench.records.summary import COMPLETED, DIVERGED, FAILED, INCOMPLETE, RUNNING, Summary  # noqa: F401
+from rnnbench.records.summary import COMPLETED, DIVERGED, FAILED, INCOMPLETE, RUNNING, STOPPED, Summary  # noqa: F401
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -63,7 +63,7 @@ DEFAULT_FINGERPRINT_EXCLUDE: tuple[str, ...] = (
     "logger",
     "paths",
     "train.resume",
-    "train.checkpoint_every",  # when to save changes nothing that is computed
+    "train.checkpoint_*",  # when to save changes nothing that is computed
     "testing",  # hooks of the test suite (config.TestingConf)
     "*output_dir",
     "*run_dir",

@@ -12,9 +12,10 @@ Reliability (docs/bad-inputs.md, rnnbench/run/checkpoint.py):
   (`train.resume=true`; multirun jobs always resume) or refused. Resuming checks the config
   fingerprint and the checkpoint before anything is written; a finished run (completed or diverged)
   with the same config is not run again: its recorded metric is returned.
-- SIGUSR2 / SIGTERM: the trainer checkpoints at the end of the current step and stops; the signal
-  then goes to the handler installed before (under submitit: requeue; the requeued job re-enters here
-  with the same job folder and resumes, into the same W&B run).
+- SIGINT (Ctrl-C) / SIGUSR2 / SIGTERM: the trainer checkpoints at the end of the current step and stops
+  (summary.json: `stopped`, with the step); the signal then goes to the handler installed before (under
+  submitit: requeue; the requeued job re-enters here with the same job folder and resumes, into the
+  same W&B run); Ctrl-C exits 130 without a traceback, and a second Ctrl-C stops at once.
 - One writer per run folder (`run_folder.hold_folder`): a second command or sweep given a folder whose
   run is still going is refused at once.
 - Exit codes: 0 completed or diverged (a divergence is a result), 2 a bad config, data file,
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -130,6 +132,10 @@ def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoin
     elif cfg.train.resume and plan.previous is None and not job.multirun:
         log.warning("train.resume=true, but %s holds no run: starting from step 0 (to resume a run, "
                     "set hydra.run.dir to its folder)", job.run_dir)
+    elif plan.previous is not None and plan.checkpoint is None:
+        log.warning("%s holds a run (status %s, step %s) but no checkpoint: nothing to resume from, starting "
+                    "again from step 0 in the same folder", job.run_dir, plan.previous.status,
+                    plan.previous.steps or 0)
     return plan
 
 
@@ -172,7 +178,8 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
         if task.vocabulary() is not None:  # what sample/evaluate need to read the model's token ids
             run_folder.write_vocabulary(run_dir, task.vocabulary())
         recorder.write_summary(summary)
-        wandb_id = resumed.get("wandb_id") if resumed else None
+        # the folder's W&B run goes on, even when no checkpoint was left to resume from
+        wandb_id = resumed.get("wandb_id") if resumed else ((plan.previous and plan.previous.wandb) or {}).get("id")
         sink = WandbSink(mode=wandb_cfg.mode, project=wandb_cfg.project, run_dir=run_dir,
                          name=_run_name(overrides), group=group, job_type=choices.get("cell"),
                          config=resolved, tags=list(wandb_cfg.tags), entity=wandb_cfg.entity,
@@ -191,7 +198,7 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                 "step": step, "config_fingerprint": fingerprint, "config": resolved,
                 "trainer": {"step": step, "model": model.state_dict()}})
 
-        exit_code = 1
+        exit_code, trainer = 1, None
         try:
             settings = train_settings(cfg, progress=cfg.logger.progress and not job.multirun)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
@@ -209,11 +216,18 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                 sink.log(test, step=result.steps)  # W&B mirrors every row of metrics.jsonl
                 summary.test = test
             summary.record_result(result, wall_time_s=wall_before + time.time() - started)
-            if result.status == "interrupted":  # stays `running`: reads as incomplete once the process ends
-                summary.interrupted = {"signal": stop.received.name, "step": result.steps}
+            if result.status == run_folder.STOPPED:
+                summary.interrupted = _stopped(run_dir, stop.received.name, result.steps)
             recorder.write_summary(summary)
             sink.summary(summary.mirrored())
-            exit_code = 0 if result.status != "interrupted" else 1
+            exit_code = 0 if result.status != run_folder.STOPPED else 1
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-step, from its last checkpoint
+            step = trainer.result.steps if trainer is not None else plan.step
+            stop.received = stop.received or signal.SIGINT  # (no handler outside the main thread)
+            summary.status, summary.steps = run_folder.STOPPED, step
+            summary.interrupted = {**_stopped(run_dir, "SIGINT", step), "at_once": True}
+            summary.wall_time_s = wall_before + time.time() - started
+            recorder.write_summary(summary)
         except BaseException as e:
             summary.status, summary.error = run_folder.FAILED, f"{type(e).__name__}: {e}"
             summary.wall_time_s = wall_before + time.time() - started
@@ -221,14 +235,32 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
             raise
         finally:
             sink.finish(exit_code=exit_code)
-    if result.status == "interrupted":
-        how = (f"run the same sweep command with hydra.sweep.dir={job.sweep_dir} (submitit requeues the "
-               "job by itself)" if job.multirun else
-               f"run the same command with hydra.run.dir={run_dir} train.resume=true")
-        log.warning("stopped by %s after step %d; checkpoint %s. To resume: %s", stop.received.name,
-                    result.steps, checkpoint.latest(run_dir), how)
-        stop.redeliver()  # submitit requeues the job; without it the signal ends the process
+    if summary.status == run_folder.STOPPED:
+        _report_stop(summary, job)
+        stop.redeliver()  # submitit requeues the job; Ctrl-C exits 130; else the signal ends the process
     return summary
+
+
+def _stopped(run_dir: Path, signal_name: str, step: int) -> dict[str, Any]:
+    """summary.json's `interrupted`: the signal, the last step run, the checkpoint a resume continues from."""
+    last = checkpoint.latest(run_dir)
+    return {"signal": signal_name, "step": step, "checkpoint": last.name if last else None}
+
+
+def _report_stop(summary: Summary, job: Job) -> None:
+    """The stop and how to resume, on the log (no traceback)."""
+    stopped = summary.interrupted
+    how = (f"run the same sweep command with hydra.sweep.dir={job.sweep_dir} (submitit requeues the "
+           "job by itself)" if job.multirun else
+           f"run the same command with hydra.run.dir={job.run_dir} train.resume=true")
+    if stopped.get("at_once"):
+        kept = (f"it resumes from its last checkpoint, {stopped['checkpoint']}" if stopped["checkpoint"]
+                else "no checkpoint was written yet: a resume starts again from step 0")
+        log.warning("stopped at once by a second SIGINT during step %d; %s. To resume: %s",
+                    stopped["step"] + 1, kept, how)
+    else:
+        log.warning("stopped by %s after step %d; checkpoint %s. To resume: %s", stopped["signal"],
+                    stopped["step"], checkpoint.latest(job.run_dir), how)
 
 
 def main_metric(summary: Summary) -> float | None:
@@ -281,4 +313,8 @@ def cli() -> None:
     # W&B telemetry must not outlive a run without a server (notes/wandb-offline.md); and a sweep's
     # workers should not each spawn a full thread pool unless asked to.
     os.environ.setdefault("WANDB_SILENT", "true")
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C while no run trains (a run in training checkpoints and exits 130 itself)
+        print("Interrupted (Ctrl-C) while no run was training: nothing to checkpoint.", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

@@ -70,14 +70,18 @@ class TrainSettings:
     progress: bool = True
     length_eval: str = "end"  # end | eval: when to evaluate at the task's eval_lengths
     gate_stats: bool = True  # gate saturation statistics with each temporal profile (gated cells)
-    checkpoint_every: int = 0  # 0: only the final checkpoint (and one when asked to stop)
+    checkpoint_every: int = 0  # every N steps (0: none by step count; the ones below still come)
+    # A checkpoint once this many minutes have passed since the last one (0: none by the clock), and
+    # one at every evaluation: a crash or `kill -9` loses minutes, not the run (cost: docs/reliability.md)
+    checkpoint_minutes: float = 5.0
+    checkpoint_at_eval: bool = True
     skip_nonfinite: int = 0  # guard rail: skip up to this many non-finite steps instead of diverging
     lr_backoff: float = 1.0  # guard rail: multiply the learning rate by this at each skipped step
 
 
 @dataclass
 class TrainResult:
-    status: str = "running"  # completed | diverged | interrupted (stopped by a signal, checkpointed)
+    status: str = "running"  # completed | diverged | stopped (by a signal, after checkpointing)
     steps: int = 0
     diverged_at: int | None = None
     final: dict[str, float] = field(default_factory=dict)
@@ -125,8 +129,9 @@ class Trainer:
                  checkpoint: Callable[[dict[str, Any]], Any] | None = None,
                  stop_requested: Callable[[], bool] | None = None,
                  save_best: Callable[[int], Any] | None = None):
-        """`checkpoint(state_dict)` writes a checkpoint (every `checkpoint_every` steps, at the end,
-        and when `stop_requested()` turns true: then the run stops after the current step).
+        """`checkpoint(state_dict)` writes a checkpoint (every `checkpoint_every` steps, every
+        `checkpoint_minutes`, at evaluations with `checkpoint_at_eval`, at the end, and when
+        `stop_requested()` turns true: then the run stops after the current step).
         `save_best(step)` keeps the model of an evaluation that improved the main metric."""
         self.model = model
         self.task = task
@@ -143,6 +148,7 @@ class Trainer:
         self.step = 0
         self.state = None  # carried recurrent state for stateful tasks (truncated BPTT)
         self._saved_step: int | None = None  # step of the last checkpoint written or loaded
+        self._saved_clock = time.perf_counter()  # when it was written (or training started)
         self._length_tasks: dict[int, Task] | None = None  # the task at each of its eval_lengths
 
     # ------------------------------------------------------------------------------------------
@@ -255,7 +261,8 @@ class Trainer:
                     row.update({"lr": self.optimizer.param_groups[0]["lr"], "throughput": r.throughput})
                     row.update({f"train/{k}": v for k, v in metrics.items()})
                     row.update({k: float(v) for k, v in grads.items()})
-                if step % s.eval_every == 0 or last:
+                evaluating = step % s.eval_every == 0 or last
+                if evaluating:
                     metrics = self.evaluate("val")
                     r.final = {f"val/{k}": v for k, v in metrics.items()}
                     if self.task.eval_lengths and (last or s.length_eval == "eval"):
@@ -277,7 +284,7 @@ class Trainer:
                     self._emit({"step": step, "time_s": r.elapsed_s, **row})
                 # The checkpoint closes the step: a run resumed from it starts at step + 1.
                 stopping = self.stop_requested()
-                if stopping or (s.checkpoint_every and step % s.checkpoint_every == 0):
+                if stopping or self._checkpoint_due(step, evaluating):
                     self.save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(step)
@@ -286,7 +293,7 @@ class Trainer:
                     if logging:
                         progress.set_postfix_str(f"loss={loss_value:.4g} {last_metric}")
                 if stopping:
-                    r.status = "interrupted"
+                    r.status = run_folder.STOPPED
                     break
                 if out_of_time or (s.early_stop and r.solved_at is not None):
                     break
@@ -310,10 +317,17 @@ class Trainer:
                     "skipped_nonfinite": True, "lr": self.optimizer.param_groups[0]["lr"]})
 
     # ------------------------------------------------------------------------------------------
+    def _checkpoint_due(self, step: int, evaluated: bool) -> bool:
+        s = self.s
+        return bool((s.checkpoint_every and step % s.checkpoint_every == 0)
+                    or (s.checkpoint_at_eval and evaluated)
+                    or (s.checkpoint_minutes and time.perf_counter() - self._saved_clock >= 60 * s.checkpoint_minutes))
+
     def save_checkpoint(self) -> None:
         if self.checkpoint is not None and self._saved_step != self.step:
             self.checkpoint(self.state_dict())
             self._saved_step = self.step
+            self._saved_clock = time.perf_counter()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the next step depends on, as plain containers and tensors."""
