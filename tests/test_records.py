@@ -308,3 +308,14 @@ def test_a_summary_is_written_only_through_the_schema(tmp_path):
     (tmp_path / "summary.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not an object"):
         read_summary(tmp_path)
+
+
+def test_a_version_2_summary_of_a_stopped_run_reads_as_stopped(tmp_path):
+    """Version 2 left a run stopped by a signal `running`, with `interrupted` set; version 3 says `stopped`."""
+    stopped = {**OLD_SUMMARY, "version": 2, "status": "running", "steps": 120,
+               "interrupted": {"signal": "SIGTERM", "step": 120}}
+    (tmp_path / "summary.json").write_text(json.dumps(stopped))
+    summary = read_summary(tmp_path)
+    assert summary.status == "stopped" and summary.interrupted["step"] == 120
+    (tmp_path / "summary.json").write_text(json.dumps({**stopped, "interrupted": None}))
+    assert read_summary(tmp_path).status == "incomplete"  # a version 2 run that was not stopped: killed

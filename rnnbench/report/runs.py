@@ -221,8 +221,8 @@ def not_completed(df: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in df[df["status"] != "completed"].iterrows():
         where = " ".join(f"{k}={label(key_value(row[k]))}" for k in keys)
-        if row["status"] == "diverged":
-            step = key_value(row.get("diverged_at"))
+        if row["status"] in ("diverged", "stopped"):
+            step = key_value(row.get("diverged_at" if row["status"] == "diverged" else "steps"))
             why = "" if step is None else f"at step {int(step)}"
         else:
             why = row.get("error") if isinstance(row.get("error"), str) else ""

@@ -133,9 +133,10 @@ def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoin
         log.warning("train.resume=true, but %s holds no run: starting from step 0 (to resume a run, "
                     "set hydra.run.dir to its folder)", job.run_dir)
     elif plan.previous is not None and plan.checkpoint is None:
-        log.warning("%s holds a run (status %s, step %s) but no checkpoint: nothing to resume from, starting "
-                    "again from step 0 in the same folder", job.run_dir, plan.previous.status,
-                    plan.previous.steps or 0)
+        rows = run_folder.read_metrics(job.run_dir)
+        log.warning("%s holds a run (status %s, last logged step %s) but no checkpoint: nothing to resume from, "
+                    "starting again from step 0 in the same folder", job.run_dir, plan.previous.status,
+                    rows[-1].get("step", 0) if rows else 0)
     return plan
 
 
@@ -203,7 +204,7 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
             settings = train_settings(cfg, progress=cfg.logger.progress and not job.multirun)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)],
-                              on_step=None if resumed else _fail_at(cfg.testing.fail_at_step),
+                              on_step=None if resumed else _testing_hook(cfg.testing),
                               checkpoint=save_checkpoint, save_best=save_best,
                               stop_requested=stop.requested)
             if resumed:
@@ -272,17 +273,21 @@ def main_metric(summary: Summary) -> float | None:
     return None if summary.status == run_folder.DIVERGED else summary.final_main_metric
 
 
-def _fail_at(step: int | None):
-    """The `testing.fail_at_step` hook: a crash right after that step (and its checkpoint, if
-    one is due), in a run started from step 0; a resumed run does not fail again (a transient crash)."""
-    if step is None:
+def _testing_hook(testing: DictConfig):
+    """The hooks of `testing` after a step, in a run started from step 0 (a resumed run does not fail
+    or pause again: a transient crash): `fail_at_step`, a crash right after that step (and its
+    checkpoint, if one is due); `pause_at_step`, a minute's sleep there, for a test to signal a run
+    that is in the middle of a step."""
+    if testing.fail_at_step is None and testing.pause_at_step is None:
         return None
 
-    def fail(current: int) -> None:
-        if current == step:
-            raise RuntimeError(f"testing.fail_at_step={step}: failing on purpose after step {step} (testing hook)")
-    return fail
-
+    def hook(current: int) -> None:
+        if current == testing.pause_at_step:
+            print(f"testing.pause_at_step={current}: pausing (testing hook)", file=sys.stderr, flush=True)
+            time.sleep(60)
+        if current == testing.fail_at_step:
+            raise RuntimeError(f"testing.fail_at_step={current}: failing on purpose after step {current} (testing hook)")
+    return hook
 
 
 def _report(summary: Summary, run_dir: Path) -> None:

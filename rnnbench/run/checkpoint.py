@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -389,6 +390,8 @@ class StopSignals:
             self.received = signal.Signals(signum)
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C stops at once
+            print("Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again: stop at once)",
+                  file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -462,6 +462,7 @@ class TestingConf:
     fingerprint (run_folder.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
 
     fail_at_step: Optional[int] = None  # raise right after this step, as a crash would
+    pause_at_step: Optional[int] = None  # sleep a minute right after this step (signals arrive mid-step)
 
 
 @dataclass
@@ -536,7 +537,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
-            "train.eval_every", "train.threads", "testing.fail_at_step")
+            "train.eval_every", "train.threads", "testing.fail_at_step", "testing.pause_at_step")
 NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every", "train.checkpoint_minutes",
                 "train.skip_nonfinite", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")

@@ -48,6 +48,10 @@ class RecorderSink:
         self.recorder.write_profile(profile)
 
 
+# Checkpoints at evaluations take at most this share of the time: one is skipped while the last was
+# written less than (its write time / this) ago (tiny models evaluating often; fsync costs ~10 ms).
+CHECKPOINT_TIME_SHARE = 0.01
+
 CLIP_MODES = ("norm", "value", "off")  # clip the global norm, each gradient entry, or nothing
 LENGTH_EVALS = ("end", "eval")  # evaluate at the task's eval_lengths at the end, or at every evaluation
 
@@ -149,6 +153,7 @@ class Trainer:
         self.state = None  # carried recurrent state for stateful tasks (truncated BPTT)
         self._saved_step: int | None = None  # step of the last checkpoint written or loaded
         self._saved_clock = time.perf_counter()  # when it was written (or training started)
+        self._saving_s = 0.0  # how long it took to write
         self._length_tasks: dict[int, Task] | None = None  # the task at each of its eval_lengths
 
     # ------------------------------------------------------------------------------------------
@@ -318,16 +323,18 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
     def _checkpoint_due(self, step: int, evaluated: bool) -> bool:
-        s = self.s
+        s, since = self.s, time.perf_counter() - self._saved_clock
         return bool((s.checkpoint_every and step % s.checkpoint_every == 0)
-                    or (s.checkpoint_at_eval and evaluated)
-                    or (s.checkpoint_minutes and time.perf_counter() - self._saved_clock >= 60 * s.checkpoint_minutes))
+                    or (s.checkpoint_at_eval and evaluated and since * CHECKPOINT_TIME_SHARE >= self._saving_s)
+                    or (s.checkpoint_minutes and since >= 60 * s.checkpoint_minutes))
 
     def save_checkpoint(self) -> None:
         if self.checkpoint is not None and self._saved_step != self.step:
+            start = time.perf_counter()
             self.checkpoint(self.state_dict())
             self._saved_step = self.step
             self._saved_clock = time.perf_counter()
+            self._saving_s = self._saved_clock - start
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the next step depends on, as plain containers and tensors."""
