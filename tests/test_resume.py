@@ -347,7 +347,7 @@ def adding_trainer(optim: str, schedule: str, checkpoints: list, crash_at: int |
                  "step": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=7, gamma=0.5),
                  "none": lambda o: None}[schedule](optimizer)
     settings = TrainSettings(max_steps=30, log_every=1, eval_every=5, profile_every=0, checkpoint_every=10,
-                             progress=False)
+                             checkpoint_at_eval=False, checkpoint_minutes=0, progress=False)
 
     def on_step(step):
         if step == crash_at:

@@ -6,6 +6,7 @@ Each test here was shown to fail with the bug it names planted in `rnnbench/run/
 (docs/testing.md lists them)."""
 
 import json
+import time
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from rnnbench.records import run_folder
 from rnnbench.modules.cells import LSTMCell
 from rnnbench.modules.models import SequenceModel
 from rnnbench.run import checkpoint
+from rnnbench.run import train
 from rnnbench.run.train import TrainSettings, Trainer
 from rnnbench.tasks.base import Batch, IOSpec, Task
 from test_lm_data import char_task
@@ -332,3 +334,50 @@ def test_the_guard_rail_diverges_once_its_skips_are_spent():
     result = Trainer(model, Scripted(nonfinite_at={2, 4}), torch.optim.SGD(model.parameters(), lr=1.0), None,
                      settings(max_steps=6, skip_nonfinite=1), [Rows()]).fit()
     assert (result.status, result.skipped_steps, result.diverged_at) == ("diverged", [2], 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints by default: at evaluations (at most 1% of the time) and by the clock
+
+
+class NoRows:
+    def log(self, row):
+        pass
+
+    def log_profile(self, step, profile):
+        pass
+
+
+def checkpointed_steps(write_s: float = 0.0, **settings) -> list[int]:
+    """The steps a 20-step run checkpoints at, a checkpoint taking `write_s` to write."""
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    steps = []
+
+    def save(state):
+        steps.append(state["step"])
+        time.sleep(write_s)
+
+    defaults = dict(max_steps=20, log_every=5, eval_every=5, profile_every=0, progress=False)
+    Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None,
+            TrainSettings(**{**defaults, **settings}), [NoRows()], checkpoint=save).fit()
+    return steps
+
+
+def test_a_run_checkpoints_at_every_evaluation_by_default(monkeypatch):
+    assert TrainSettings().checkpoint_at_eval and TrainSettings().checkpoint_minutes > 0
+    monkeypatch.setattr(train, "CHECKPOINT_TIME_SHARE", math.inf)  # no cap: the next test has it
+    assert checkpointed_steps() == [5, 10, 15, 20]
+    assert checkpointed_steps(checkpoint_at_eval=False) == [20]  # the final one only (5 minutes not reached)
+
+
+def test_checkpoints_at_evaluations_skip_what_would_take_over_1_percent_of_the_time():
+    # a 50 ms write may come again after 5 s: the 20 steps take far less, so only the first and the final
+    assert checkpointed_steps(write_s=0.05) == [5, 20]
+
+
+def test_checkpoints_by_the_clock():
+    assert checkpointed_steps(checkpoint_at_eval=False, checkpoint_minutes=1e-9) == list(range(1, 21))
