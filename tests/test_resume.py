@@ -466,27 +466,42 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_failed_one(tmp_pa
     assert "Sweep summary (2 runs" in again.stdout  # the report shows the whole sweep
 
 
-def test_a_sweep_stopped_with_ctrl_c_leaves_its_jobs_resumable_and_runs_again_to_the_end(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+def test_a_sweep_stopped_with_ctrl_c_leaves_its_jobs_resumable_and_runs_again_to_the_end(tmp_path, launcher):
+    """Ctrl-C in a terminal signals the whole process group: the sweep and, under the parallel launcher,
+    its workers. Basic launcher: the job in training stops, and the sweep with it; parallel (2 workers):
+    both jobs in training stop, the third never starts."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4", "model.hidden_size=8",
-            "train.seed=0,1", "train.max_steps=200", "train.log_every=1", "train.eval_every=25", "train.threads=1",
-            "logger.wandb.mode=disabled", f"hydra.sweep.dir={sweep}"]
-    proc = start_cli(*args, cwd=tmp_path, env={})
-    step = signal_after(proc, sweep / "0", 30, signal.SIGINT)
+    args = ["-m", f"hydra/launcher={launcher}", "task=adding", "task.seq_len=8", "task.val_size=16",
+            "train.batch_size=4", "model.hidden_size=8", "train.seed=0,1,2", "train.max_steps=400",
+            "train.log_every=1", "train.eval_every=25", "train.threads=1", "logger.wandb.mode=disabled",
+            f"hydra.sweep.dir={sweep}", *(["hydra.launcher.n_jobs=2"] if launcher == "parallel" else [])]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    proc = subprocess.Popen([sys.executable, "-m", "rnnbench", *args], cwd=tmp_path, start_new_session=True,
+                            env={**full_env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    training = ["0", "1"] if launcher == "parallel" else ["0"]
+    while min(last_step(sweep / job) for job in training) <= 20:  # both in training (workers start apart)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
-    stopped = run_folder.read_summary(sweep / "0")
-    assert stopped.status == "stopped" and stopped.steps >= step
+    stopped = {job: run_folder.read_summary(sweep / job) for job in training}
+    for job, summary in stopped.items():
+        assert summary.status == "stopped" and summary.interrupted["signal"] == "SIGINT", job
+        assert summary.interrupted["checkpoint"] == f"step-{summary.steps:08d}.pt"
     assert f"To resume: run the same sweep command with hydra.sweep.dir={sweep}" in out
-    assert not (sweep / "1").exists()  # the sweep stopped with its job: the next one never started
+    assert not (sweep / "2").exists()  # the sweep stopped with its jobs: the next one never started
 
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    resumed = run_folder.read_summary(sweep / "0")
-    assert resumed.status == "completed" and resumed.resumed[0]["from_step"] == stopped.steps
-    assert steps_of(sweep / "0") == list(range(1, 201))
-    assert run_folder.read_summary(sweep / "1").status == "completed"
+    for job, summary in stopped.items():
+        resumed = run_folder.read_summary(sweep / job)
+        assert resumed.status == "completed" and resumed.resumed[0]["from_step"] == summary.steps
+        assert steps_of(sweep / job) == list(range(1, 401))
+    assert run_folder.read_summary(sweep / "2").status == "completed"
 
 
 def test_resuming_a_folder_without_a_checkpoint_says_so_and_keeps_its_wandb_run(tmp_path):

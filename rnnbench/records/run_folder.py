@@ -224,6 +224,21 @@ def hold_folder(run_dir: str | os.PathLike, key: str = "run folder", what: str =
         os.close(fd)  # releases the lock
 
 
+def in_use(run_dir: str | os.PathLike) -> bool:
+    """Whether another process holds the folder (`hold_folder`). (Within the holding process itself
+    the answer is True too: flock locks belong to open files, not processes.)"""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if it was taken here
+    return False
+
 
 class RunRecorder:
     """Writes one run folder. Use as a context manager, or call `close()`.

@@ -44,7 +44,7 @@ from rnnbench.records import run_folder
 from rnnbench.records import summary as summary_schema
 from rnnbench.records.summary import Summary
 from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
-from rnnbench.run import checkpoint, help
+from rnnbench.run import callbacks, checkpoint, help
 from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
 from rnnbench.run.config import CONF_DIR, register_schemas, validate
 from rnnbench.run.train import RecorderSink, Trainer
@@ -110,6 +110,9 @@ def run_experiment(cfg: DictConfig) -> float | None:
     after recording it."""
     validate(cfg)  # 1. every value in range, before anything is read or written
     job = Job.current()
+    if job.multirun and callbacks.sweep_stopping(job.sweep_dir):  # its sweep was stopped with Ctrl-C
+        log.warning("not started: the sweep was stopped with Ctrl-C (run it again to continue it)")
+        raise SystemExit(128 + signal.SIGINT)
     with run_folder.hold_folder(job.run_dir, job.folder_key):  # 2. one writer per run folder
         resolved = OmegaConf.to_container(cfg, resolve=True)
         plan = plan_start(cfg, job, resolved)  # 3. fresh, resumed, or finished already
@@ -251,8 +254,8 @@ def _stopped(run_dir: Path, signal_name: str, step: int) -> dict[str, Any]:
 def _report_stop(summary: Summary, job: Job) -> None:
     """The stop and how to resume, on the log (no traceback)."""
     stopped = summary.interrupted
-    how = (f"run the same sweep command with hydra.sweep.dir={job.sweep_dir} (submitit requeues the "
-           "job by itself)" if job.multirun else
+    requeued = " (submitit requeues a preempted job by itself)" if stopped["signal"] != "SIGINT" else ""
+    how = (f"run the same sweep command with hydra.sweep.dir={job.sweep_dir}{requeued}" if job.multirun else
            f"run the same command with hydra.run.dir={job.run_dir} train.resume=true")
     if stopped.get("at_once"):
         kept = (f"it resumes from its last checkpoint, {stopped['checkpoint']}" if stopped["checkpoint"]
@@ -320,6 +323,9 @@ def cli() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
         main()
-    except KeyboardInterrupt:  # Ctrl-C while no run trains (a run in training checkpoints and exits 130 itself)
-        print("Interrupted (Ctrl-C) while no run was training: nothing to checkpoint.", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's training (which checkpoints and exits 130 itself)
+        sweep = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+        print("Interrupted (Ctrl-C): " + ("the jobs in training checkpointed and stopped; run the same sweep "
+                                          "command with hydra.sweep.dir=<its folder> to continue it." if sweep
+                                          else "no run was in training: nothing to checkpoint."), file=sys.stderr)
         sys.exit(128 + signal.SIGINT)
