@@ -8,6 +8,7 @@ Each test here was shown to fail with the bug it names planted in `rnnbench/run/
 import json
 import time
 import math
+import re
 
 import pytest
 import torch
@@ -381,3 +382,25 @@ def test_checkpoints_at_evaluations_skip_what_would_take_over_1_percent_of_the_t
 
 def test_checkpoints_by_the_clock():
     assert checkpointed_steps(checkpoint_at_eval=False, checkpoint_minutes=1e-9) == list(range(1, 21))
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress where output is not a terminal (SLURM, nohup, CI): log lines, on stdout and in app.log
+
+
+def test_a_run_whose_output_is_not_a_terminal_logs_progress_lines(tmp_path):
+    proc = run_cli("task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4", "model.hidden_size=8",
+                   "train.max_steps=4", "train.eval_every=2", "train.threads=1", "logger.wandb.mode=disabled",
+                   "logger.progress_every_s=0", "hydra.run.dir=run", cwd=tmp_path)  # a line every step
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "] - step " in line]
+    assert [line.split("] - ")[1].split(",")[0] for line in lines] == ["step 1/4 (25%)", "step 2/4 (50%)",
+                                                                        "step 3/4 (75%)", "step 4/4 (100%)"]
+    assert re.search(r"step 3/4 \(75%\), loss [\d.e+-]+, val/loss=[\d.e+-]+ \(step 2\), [\d.e+]+ steps/s, ETA 0 s$",
+                     lines[2]), lines[2]
+    assert "val/loss" not in lines[0]  # no evaluation yet
+    assert lines == [line for line in (tmp_path / "run" / "app.log").read_text().splitlines() if "] - step " in line]
+
+
+def test_progress_durations_read_as_words():
+    assert [train.duration(s) for s in (0.4, 12, 200, 7500)] == ["0 s", "12 s", "3 min 20 s", "2 h 05 min"]

@@ -204,7 +204,9 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
 
         exit_code, trainer = 1, None
         try:
-            settings = train_settings(cfg, progress=cfg.logger.progress and not job.multirun)
+            # a sweep's jobs on a terminal draw no bar (they would overwrite each other's): Hydra's lines only
+            settings = train_settings(cfg, progress=cfg.logger.progress and not (job.multirun and sys.stdout.isatty()),
+                                      progress_every_s=cfg.logger.progress_every_s)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)],
                               on_step=None if resumed else _testing_hook(cfg.testing),

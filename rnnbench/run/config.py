@@ -452,7 +452,8 @@ class WandbConf:
 @dataclass
 class LoggerConf:
     wandb: WandbConf = field(default_factory=WandbConf)
-    progress: bool = True
+    progress: bool = True  # a bar on a terminal; elsewhere (SLURM, nohup, CI) a log line every progress_every_s
+    progress_every_s: float = TrainSettings.progress_every_s
     print_every_eval: bool = True
 
 
@@ -538,7 +539,7 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step", "testing.pause_at_step")
-NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every", "train.checkpoint_minutes",
+NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every", "train.checkpoint_minutes", "logger.progress_every_s",
                 "train.skip_nonfinite", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 
