@@ -70,6 +70,19 @@ DEFAULT_FINGERPRINT_EXCLUDE: tuple[str, ...] = (
     "*log_dir",
 )
 
+# Config keys that do not change the function a run learns: the fingerprint's exclusions (where and how
+# it is recorded, when it checkpoints), the thread count and the device (they move the last bits of a
+# result, not what is learned: docs/fair-comparison.md) and the logging cadence. Runs that differ only
+# there are one experiment in a table: the report does not split groups by them (`same_function_key`).
+SAME_FUNCTION_KEYS: tuple[str, ...] = (*DEFAULT_FINGERPRINT_EXCLUDE, "train.threads", "train.device", "train.log_every")
+
+
+def same_function_key(key: str) -> bool:
+    """Whether config key `key` (dotted; `+`/`~` prefixes ignored) is one of `SAME_FUNCTION_KEYS` or below one."""
+    key = key.lstrip("+~")
+    return any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(key, p + ".*") for p in SAME_FUNCTION_KEYS)
+
+
 _STR_TO_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 # Direction of a metric told by its name, for every metric whose task does not say it (a task's
