@@ -159,12 +159,14 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
 
     The temporary file (``.<name>.<random>.tmp``) lives in the same folder (``os.replace`` is only
     atomic within one file system) and is fsynced before the rename, and the folder after it, so a
-    crash at any moment leaves the previous version intact.
+    crash at any moment leaves the previous version intact. Its mode is an ordinary file's (0666
+    less the umask), not mkstemp's 0600.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            os.fchmod(fd, 0o666 & ~umask())  # mkstemp's is 0600: as `open` makes it, for a shared folder's readers
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -173,6 +175,21 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)  # the rename itself survives a machine crash
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (/proc/self/status on Linux; elsewhere set and
+    restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
