@@ -179,6 +179,7 @@ def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
     assert (typed.cell, typed.seed, typed.steps, typed.final) == ("gru", 0, 12, summary["final"])
     assert typed.to_dict() == summary
     (offline_run,) = find_offline_runs(run_dir)
+    assert f"to upload it to W&B: wandb sync {offline_run}\n" in proc.stdout  # the command, ready to paste
     history = read_history(offline_run)
     for row in rows:
         mirrored = [h for h in history if h.get("_step") == row["step"]]

@@ -205,6 +205,7 @@ def test_sigkill_at_any_step_then_resume_is_bit_identical(synthetic):
     assert summary.wandb["id"] == killed_id
     segments = find_offline_runs(runs["killed"])
     assert len(segments) == 2 and all(s.name.endswith(killed_id) for s in segments)
+    assert f"wandb sync {segments[0]} {segments[1]}\n" in synthetic["resumes"]["killed"].stdout  # both segments
     assert read_wandb_summary(segments[-1])["status"] == "completed"
     # two checkpoints kept: the final one and the one before it (step 250, or the evaluation of step 275)
     kept = [p.name for p in checkpoint.list_checkpoints(runs["killed"])]

@@ -43,6 +43,7 @@ from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
 from rnnbench.records import summary as summary_schema
 from rnnbench.records.summary import Summary
+from rnnbench.records.wandb_offline import find_offline_runs
 from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
 from rnnbench.run import callbacks, checkpoint, help
 from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
@@ -302,6 +303,9 @@ def _report(summary: Summary, run_dir: Path) -> None:
     log.info("run folder: %s", run_dir)
     if (summary.wandb or {}).get("dir"):
         log.info("W&B (%s): %s", summary.wandb["mode"], summary.wandb["dir"])
+        if summary.wandb["mode"] == "offline":  # every segment of the run (a resumed run has one per start)
+            segments = " ".join(str(s) for s in find_offline_runs(run_dir) if s.name.endswith(summary.wandb["id"]))
+            log.info("to upload it to W&B: wandb sync %s", segments or summary.wandb["dir"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -319,6 +323,9 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     if help.wants_help(sys.argv[1:]):  # rnnbench's page: Hydra's would offer the schema/* groups as choices
         print(help.page(Path(CONF_DIR), help.user_config_dirs(sys.argv[1:])))
+        return
+    if help.wants_version(sys.argv[1:]):
+        print(help.version())
         return
     # W&B telemetry must not outlive a run without a server (notes/wandb-offline.md); and a sweep's
     # workers should not each spawn a full thread pool unless asked to.
