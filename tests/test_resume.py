@@ -66,8 +66,8 @@ def cli_env(root: Path) -> dict[str, str]:
 def start_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
     return subprocess.Popen([sys.executable, "-m", "rnnbench", *args], cwd=cwd,
-                            env={**full_env, "PYTHONUNBUFFERED": "1", **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**full_env, "PYTHONUNBUFFERED": "1", **env}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # its own group, as in a terminal
 
 
 def last_step(run_dir: Path) -> int:
@@ -155,12 +155,15 @@ def synthetic(tmp_path_factory):
     env = cli_env(root)
     stopped = (*STOPPED_BY, "twice")
     runs = {name: root / name for name in ("reference", *stopped)}
+    offline = ("killed", "interrupted", "twice")
     procs = {name: start_cli(*SYNTHETIC, f"hydra.run.dir={path}",
-                             "logger.wandb.mode=" + ("offline" if name in ("killed", "twice") else "disabled"),
+                             "logger.wandb.mode=" + ("offline" if name in offline else "disabled"),
                              *(["testing.pause_at_step=60"] if name == "twice" else []), cwd=root, env=env)
              for name, path in runs.items()}
     with ThreadPoolExecutor(len(stopped)) as pool:
-        futures = {name: pool.submit(signal_after, procs[name], runs[name], KILL_AFTER, sig)
+        # Ctrl-C as a terminal sends it: to the whole process group (W&B's service process too)
+        futures = {name: pool.submit(signal_after, procs[name], runs[name], KILL_AFTER, sig,
+                                     (lambda _, pid=procs[name].pid: -pid) if sig == signal.SIGINT else None)
                    for name, sig in STOPPED_BY.items()}
         futures["twice"] = pool.submit(signal_twice_while_paused, procs["twice"])
         seen = {name: f.result() for name, f in futures.items()}
@@ -177,7 +180,7 @@ def synthetic(tmp_path_factory):
     with ThreadPoolExecutor(2) as pool:
         resumes = dict(zip(stopped, pool.map(
             lambda name: run_cli(*SYNTHETIC, f"hydra.run.dir={runs[name]}", "train.resume=true",
-                                 "logger.wandb.mode=" + ("offline" if name in ("killed", "twice") else "disabled"),
+                                 "logger.wandb.mode=" + ("offline" if name in offline else "disabled"),
                                  cwd=root, env=env),
             stopped)))
     for name, proc in resumes.items():
@@ -244,6 +247,9 @@ def test_ctrl_c_checkpoints_the_current_step_exits_130_then_resume_is_bit_identi
     assert_same_run(synthetic["runs"]["reference"], run)
     assert steps_of(run) == list(range(1, 301))
     assert run_folder.read_summary(run).resumed == [{"from_step": step, "checkpoint": f"step-{step:08d}.pt"}]
+    first, second = find_offline_runs(run)  # W&B's service got the Ctrl-C too: its run was closed, then continued
+    assert read_wandb_summary(first)["status"] == "stopped" and read_wandb_summary(second)["status"] == "completed"
+    assert second.name.endswith(summary.wandb["id"])
 
 
 def test_a_second_ctrl_c_stops_at_once_from_the_last_checkpoint_then_resume_is_bit_identical(synthetic):
