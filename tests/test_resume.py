@@ -268,6 +268,8 @@ def test_a_second_ctrl_c_stops_at_once_from_the_last_checkpoint_then_resume_is_b
     resumed = run_folder.read_summary(run)
     assert resumed.resumed == [{"from_step": 50, "checkpoint": "step-00000050.pt"}]
     assert resumed.wandb["id"] == summary.wandb["id"]  # one W&B run: the resume continues it
+    first, second = find_offline_runs(run)
+    assert read_wandb_summary(first)["status"] == "stopped" and read_wandb_summary(second)["status"] == "completed"
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ Reliability (docs/bad-inputs.md, rnnbench/run/checkpoint.py):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -229,12 +230,16 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
             sink.summary(summary.mirrored())
             exit_code = 0 if result.status != run_folder.STOPPED else 1
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-step, from its last checkpoint
-            step = trainer.result.steps if trainer is not None else plan.step
+            wall_time_s = wall_before + time.time() - started
+            if trainer is not None:  # the results up to the last whole step
+                summary.record_result(trainer.result, wall_time_s=wall_time_s)
             stop.received = stop.received or signal.SIGINT  # (no handler outside the main thread)
-            summary.status, summary.steps = run_folder.STOPPED, step
-            summary.interrupted = {**_stopped(run_dir, "SIGINT", step), "at_once": True}
-            summary.wall_time_s = wall_before + time.time() - started
+            summary.status, summary.steps = run_folder.STOPPED, summary.steps or plan.step
+            summary.interrupted = {**_stopped(run_dir, "SIGINT", summary.steps), "at_once": True}
+            summary.wall_time_s = wall_time_s
             recorder.write_summary(summary)
+            with contextlib.suppress(Exception):  # best effort: W&B may have been mid-call
+                sink.summary(summary.mirrored())
         except BaseException as e:
             summary.status, summary.error = run_folder.FAILED, f"{type(e).__name__}: {e}"
             summary.wall_time_s = wall_before + time.time() - started
