@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from rnnbench.tasks.base import Batch, Predict, Task
+from rnnbench.tasks.base import Batch, BatchShape, Predict, Task
 
 SPLITS = ("val", "test")
 # Fixed splits are drawn from their own generators, seeded `seed + offset`: they depend on the seed
@@ -49,6 +49,17 @@ class GeneratedTask(Task):
 
     min_seq_len = 1  # the shortest `seq_len` the task is defined for
 
+    def steps_at(self, seq_len: int) -> int:
+        """Steps of a sequence of the task at `seq_len` (its input length)."""
+        return seq_len
+
+    def batch_shape(self) -> BatchShape:
+        """Training and evaluation batches hold `batch_size` sequences; the longest are at the longest
+        of `seq_len` and `eval_lengths`."""
+        longest = max((self.seq_len, *self.eval_lengths))
+        key = "task.eval_lengths" if longest > self.seq_len else "task.seq_len"
+        return BatchShape(self.steps_at(longest), self.batch_size, key)
+
     def at_length(self, seq_len: int) -> GeneratedTask:
         """A new task of the same class built from this one's constructor arguments (each is kept as
         the attribute of its name) with `seq_len` replaced: same seed, so the same split generators."""
@@ -57,9 +68,17 @@ class GeneratedTask(Task):
         return type(self)(**{**{n: getattr(self, n) for n in names}, "seq_len": seq_len})
 
     def _draw_splits(self) -> None:
-        """Each fixed split drawn once, whole, so it depends on neither batch_size nor training."""
-        self._splits = {split: self._draw_split(self.val_size, self._split_generator(split))
-                        for split in SPLITS}
+        """Each fixed split drawn once, whole, so it depends on neither batch_size nor training; drawn at
+        first use (its own generators make it the same whenever that is), so building a task allocates
+        nothing in proportion to its length before the run's memory estimate has seen it."""
+        self._drawn_splits: dict[str, Any] | None = None
+
+    @property
+    def _splits(self) -> dict[str, Any]:
+        if self._drawn_splits is None:
+            self._drawn_splits = {split: self._draw_split(self.val_size, self._split_generator(split))
+                                  for split in SPLITS}
+        return self._drawn_splits
 
     def _split_generator(self, split: str) -> torch.Generator:
         generator = torch.Generator(device=self.device)

@@ -23,20 +23,26 @@ def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceMode
     The count grows monotonically with H, so a binary search finds the first H at or above the budget
     and the closer of it and H - 1 wins. Models are built on the meta device: nothing is allocated.
     """
-    require_size("model.param_budget" if measure == "parameters" else "model.state_budget", budget)
+    key = "model.param_budget" if measure == "parameters" else "model.state_budget"
+    require_size(key, budget)
 
     def size(h: int) -> int:
         with torch.device("meta"):
             model = make_model(h)
             return model.counted_parameters() if measure == "parameters" else model.state_size()
 
-    if size(1) >= budget:
+    smallest = size(1)
+    if smallest > budget:  # the narrowest model is already over: nothing meets the budget
+        raise ValueError(f"{key}={budget} cannot be met: the smallest model of this cell, architecture and "
+                         f"task (hidden_size=1) has {smallest} {measure}; allowed: {key} >= {smallest}")
+    if smallest == budget:
         return 1
     low, high = 1, 2
     while size(high) < budget:
         low, high = high, high * 2
         if high > max_hidden:
-            raise ValueError(f"{key}={budget}: needs hidden_size > {max_hidden}")
+            raise ValueError(f"{key}={budget} cannot be met: it needs hidden_size > {max_hidden}; "
+                             f"allowed: {key} <= {size(max_hidden)}")
     while high - low > 1:  # invariant: size(low) < budget <= size(high)
         mid = (low + high) // 2
         low, high = (mid, high) if size(mid) < budget else (low, mid)

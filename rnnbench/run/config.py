@@ -320,6 +320,7 @@ class TextConf(TaskConf):
     bucket: bool
     bucket_chunk: int
     val_fraction: float
+    test_fraction: float
     split_seed: int
     empty_text: str  # error | skip
     max_train: Optional[int]
