@@ -180,6 +180,7 @@ def test_cli_run_folder_and_wandb_offline_mirror(tmp_path):
     assert (typed.cell, typed.seed, typed.steps, typed.final) == ("gru", 0, 12, summary["final"])
     assert typed.to_dict() == summary
     (offline_run,) = find_offline_runs(run_dir)
+    assert f"to upload it to W&B: wandb sync {offline_run}\n" in proc.stdout  # the command, ready to paste
     history = read_history(offline_run)
     for row in rows:
         mirrored = [h for h in history if h.get("_step") == row["step"]]
@@ -262,8 +263,8 @@ def test_a_folder_held_by_a_live_run_is_refused_before_any_file_is_written(tmp_p
 
 
 def test_the_trainer_settings_are_the_configs_train_keys():
-    """Every trainer setting comes from `train` by name; the only one that is not a `train` key is
-    progress (a logger setting), and the trainer's own defaults are the config's."""
+    """Every trainer setting comes from `train` by name; the only ones that are not `train` keys are
+    progress and its cadence (logger settings), and the trainer's own defaults are the config's."""
     import dataclasses
 
     from rnnbench.run.build import train_settings
@@ -271,13 +272,18 @@ def test_the_trainer_settings_are_the_configs_train_keys():
     from rnnbench.run.train import TrainSettings
 
     fields = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
-    assert set(fields) - {f.name for f in dataclasses.fields(TrainConf)} == {"progress"}
-    assert {k: v for k, v in fields.items() if k != "progress"} == {k: getattr(TrainConf, k) for k in fields
-                                                                     if k != "progress"}
+    from rnnbench.run.config import LoggerConf
+
+    logger_keys = {"progress", "progress_every_s"}
+    assert set(fields) - {f.name for f in dataclasses.fields(TrainConf)} == logger_keys
+    assert {k: v for k, v in fields.items() if k not in logger_keys} == {k: getattr(TrainConf, k) for k in fields
+                                                                         if k not in logger_keys}
+    assert {k: fields[k] for k in logger_keys} == {k: getattr(LoggerConf, k) for k in logger_keys}
     cfg = compose(["train.clip=0.5", "train.max_minutes=3", "train.skip_nonfinite=2", "train.lr_backoff=0.5",
                    "train.checkpoint_every=7"])
-    settings = train_settings(cfg, progress=False)
-    assert dataclasses.asdict(settings) == {**{k: cfg.train[k] for k in fields if k != "progress"}, "progress": False}
+    settings = train_settings(cfg, progress=False, progress_every_s=5.0)
+    assert dataclasses.asdict(settings) == {**{k: cfg.train[k] for k in fields if k not in logger_keys},
+                                            "progress": False, "progress_every_s": 5.0}
 
 
 @pytest.mark.slow

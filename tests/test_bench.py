@@ -100,6 +100,8 @@ def test_cells_quick_writes_json(tmp_path):
         assert all(m.get("tensor_peak_bytes") is None or m["tensor_peak_bytes"] > 0 for m in memory.values())
     assert cells["tables"] and all(t["rows"] for t in cells["tables"])
     assert "vs torch" in proc.stdout and "MiB tensor" in proc.stdout and "targets (issue 10)" in proc.stdout
+    # the memory column profiles every variant; the profiler's own log lines stay out of the output
+    assert "profiler_start" not in proc.stdout + proc.stderr and "USDT" not in proc.stderr
 
 
 def test_diagnostics_quick_writes_json(tmp_path):

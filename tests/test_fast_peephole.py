@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -214,6 +215,30 @@ def fresh_extension_cache():
     extension.load.cache_clear()
     yield
     extension.load.cache_clear()
+
+
+def test_a_build_says_so_before_it_starts_and_a_cached_one_is_silent(monkeypatch, tmp_path, fresh_extension_cache,
+                                                                      caplog):
+    """The build of a kernel (once per machine, a minute or more) is announced; loading it later is not."""
+    def build(name, build_dir, source):
+        assert "building the C++ kernel 'peephole' (once per machine, ~" in caplog.text  # said first
+        library = build_dir / f"{name}.so"
+        library.parent.mkdir(parents=True, exist_ok=True)
+        library.write_bytes((Path(real_library).read_bytes()))
+        return "built"
+
+    real_library = extension.load("peephole").__file__  # the machine's own cached build
+    extension.load.cache_clear()
+    monkeypatch.delenv("RNNBENCH_NO_CPP", raising=False)
+    monkeypatch.setattr(extension, "_build_dir", lambda: tmp_path)
+    monkeypatch.setattr(extension, "_compile_extension", build)
+    with caplog.at_level("INFO", logger="rnnbench"):
+        assert extension.load("peephole") == "built"
+        assert f"min; cached in {tmp_path})" in caplog.text
+        caplog.clear()
+        extension.load.cache_clear()
+        assert extension.load("peephole") is not None  # loaded from tmp_path, without a word
+        assert "building" not in caplog.text
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_extension_cache):

@@ -25,6 +25,20 @@ def test_help_page_as_a_user_sees_it(tmp_path):
     assert not list(tmp_path.iterdir())  # no run, no folder
 
 
+def test_version_names_rnnbench_and_torch_not_hydra(tmp_path):
+    import platform
+
+    import torch
+
+    import rnnbench
+
+    proc = run_cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == f"rnnbench {rnnbench.__version__} (torch {torch.__version__}, Python {platform.python_version()})\n"
+    assert "Hydra" not in proc.stdout + proc.stderr
+    assert not list(tmp_path.iterdir())  # no run, no folder
+
+
 def test_every_group_and_experiment_is_listed_with_its_first_sentence():
     text = page(CONF, width=100)
     for group in ("cell", "arch", "task", "optim", "schedule", "hydra/launcher"):

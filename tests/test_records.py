@@ -308,3 +308,52 @@ def test_a_summary_is_written_only_through_the_schema(tmp_path):
     (tmp_path / "summary.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not an object"):
         read_summary(tmp_path)
+
+
+def test_a_version_2_summary_of_a_stopped_run_reads_as_stopped(tmp_path):
+    """Version 2 left a run stopped by a signal `running`, with `interrupted` set; version 3 says `stopped`."""
+    stopped = {**OLD_SUMMARY, "version": 2, "status": "running", "steps": 120,
+               "interrupted": {"signal": "SIGTERM", "step": 120}}
+    (tmp_path / "summary.json").write_text(json.dumps(stopped))
+    summary = read_summary(tmp_path)
+    assert summary.status == "stopped" and summary.interrupted["step"] == 120
+    (tmp_path / "summary.json").write_text(json.dumps({**stopped, "interrupted": None}))
+    assert read_summary(tmp_path).status == "incomplete"  # a version 2 run that was not stopped: killed
+
+
+# ------------------------------------------------------------------------------------------------
+# Files in a shared results folder: an atomic write's mode is an ordinary file's, 0666 less the umask
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        assert run_folder.umask() == mask
+        run_folder.atomic_write_text(tmp_path / "a.json", "{}")
+        with run_folder.atomic_file(tmp_path / "b.pt", "wb") as f:
+            f.write(b"x")
+        (tmp_path / "plain.txt").write_text("as open() makes it")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["a.json", "b.pt", "plain.txt"], 0o666 & ~mask)
+
+
+def test_a_runs_files_are_readable_by_the_group_when_the_umask_says_so(tmp_path):
+    """A language-model run (vocab.json too) under umask 002, as in a group's shared results folder:
+    every file it writes is 0664, the atomic ones (config, summary, profile, vocabulary, checkpoints)
+    like the appended ones (metrics.jsonl)."""
+    from datagen import char_corpus
+
+    corpus = char_corpus(tmp_path / "corpus.txt", n_chars=3000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnbench", "task=lm", "task.level=char", f"task.corpus={corpus}", "task.bptt=8",
+         "train.batch_size=4", "model.hidden_size=8", "train.max_steps=4", "train.eval_every=2",
+         "train.profile_every=2", "train.threads=1", "logger.wandb.mode=disabled", "hydra.run.dir=run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=lambda: os.umask(0o002))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    files = ["config.yaml", "summary.json", "profile.json", "profiles.jsonl", "vocab.json", "metrics.jsonl",
+             "checkpoints/best.pt", "checkpoints/step-00000004.pt"]
+    assert {name: oct((run / name).stat().st_mode & 0o777) for name in files} == dict.fromkeys(files, oct(0o664))

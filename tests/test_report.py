@@ -163,6 +163,8 @@ def test_markdown_shows_mean_pm_std_best_in_bold_and_failed_runs(runs, sweep):
     assert expected in text
     assert "3 (1 failed)" in text and "3 (2 incomplete)" in text
     assert text.count("**") == 2 * 2  # one best per metric column
+    assert text.rstrip().endswith("Bold: the best mean of its column (ties at the shown precision included); not a "
+                                  "significance test; `--reference KEY=VALUE` adds p-values.")
 
 
 def _latex_cells(line: str) -> list[str]:
@@ -175,8 +177,11 @@ def test_latex_is_a_booktabs_tabular_with_consistent_columns(runs):
     lines = text.strip().splitlines()
     spec = re.fullmatch(r"\\begin\{tabular\}\{([lcr]+)\}", lines[0]).group(1)
     assert lines[1] == r"\toprule" and lines[3] == r"\midrule"
-    assert lines[-2] == r"\bottomrule" and lines[-1] == r"\end{tabular}"
-    rows = [lines[2], *lines[4:-2]]
+    assert lines[-3] == r"\bottomrule" and lines[-1] == r"\end{tabular}"
+    assert lines[-2] == (rf"\multicolumn{{{len(spec)}}}{{l}}{{\footnotesize Bold: the best mean of its column (ties at "
+                         r"the shown precision included); not a significance test; the p columns test each group "
+                         r"against the reference.} \\")
+    rows = [lines[2], *lines[4:-3]]
     assert len(rows) == 3  # header + 2 cells
     for row in rows:
         assert row.endswith(r" \\")
@@ -202,7 +207,7 @@ def test_csv_parses_back_to_the_numbers(runs):
 
 def test_cols_pivots_a_key_into_columns_each_compared_on_its_own(runs, sweep):
     stats = report.summarize(runs, by="train.seed", cols="cell", metrics="val/accuracy")
-    lines = report.to_markdown(stats).splitlines()
+    lines = [line for line in report.to_markdown(stats).splitlines() if line.startswith("|")]  # the table, not its legend
     assert [h.strip() for h in lines[0].strip("|").split("|")] == ["train.seed", "gru", "gru n", "lstm", "lstm n"]
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["0", "1", "2", "3", "4", "5"]
     for cell in CELLS:
@@ -214,7 +219,7 @@ def test_cols_pivots_a_key_into_columns_each_compared_on_its_own(runs, sweep):
 def test_a_lone_group_is_not_marked_best(runs):
     stats = report.summarize(runs, by=[], cols="cell")
     assert not stats.filter(like=" best").to_numpy().any()
-    assert "**" not in report.to_markdown(stats)
+    assert "**" not in report.to_markdown(stats) and "Bold" not in report.to_markdown(stats)
 
 
 def test_overrides_are_read_as_hydra_types_them():
@@ -411,3 +416,23 @@ def test_noninferiority_needs_the_interval_inside_the_margin_not_a_large_p():
     assert not noninferiority(worse, base, margin=0.02, mode="min", paired=True)["noninferior"]
     assert noninferiority(base - 0.05, base, margin=0.02, mode="max", paired=True)["noninferior"] is False
     assert noninferiority(base + 0.05, base, margin=0.02, mode="max", paired=True)["noninferior"]
+
+
+def test_keys_that_do_not_change_the_function_do_not_split_groups(tmp_path):
+    """`report RUN_A RUN_B`: two seeds of one experiment, the second resumed on another thread count,
+    device spelling, logging cadence and W&B mode, are one group of two runs."""
+    from conftest import run_cli
+
+    common = ["task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4", "model.hidden_size=8",
+              "train.max_steps=4", "train.eval_every=2"]
+    first = run_cli(*common, "train.seed=0", "train.threads=1", "logger.wandb.mode=disabled", "hydra.run.dir=a",
+                    cwd=tmp_path)
+    second = run_cli(*common, "train.seed=1", "train.threads=2", "train.device=cpu", "train.resume=true",
+                     "train.log_every=1", "logger.wandb.mode=disabled", "logger.progress_every_s=5",
+                     "train.checkpoint_minutes=1", "hydra.run.dir=b", cwd=tmp_path)
+    assert first.returncode == second.returncode == 0, (first.stderr[-2000:], second.stderr[-2000:])
+    runs = report.load_runs([tmp_path / "a", tmp_path / "b"])
+    assert report.swept_keys(runs) == ["train.seed"]
+    text = report.to_markdown(report.summarize(runs))
+    assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")] == ["runs", "all"]
+    assert re.search(r"\|\s+2 \|$", text.splitlines()[2])  # one group, both runs

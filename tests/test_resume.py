@@ -4,9 +4,11 @@ The bar: a run killed at an arbitrary step (SIGKILL: no warning) and resumed end
 metrics, bit for bit, and the same parameters, optimiser state and random generators as the run that
 never stopped; its metrics.jsonl has every step once. Tested as a user runs it (`python -m rnnbench`
 in a subprocess), for a synthetic task with dropout and a schedule, and for language modelling with
-the state carried across (overlapping) windows. Also: SIGTERM and submitit's SIGUSR2 checkpoint the
-current step; a killed run reads as `incomplete`; divergence is a result; a sweep run again skips
-what is finished and resumes the rest.
+the state carried across (overlapping) windows. Also: Ctrl-C (SIGINT), SIGTERM and submitit's SIGUSR2
+checkpoint the current step and leave the run `stopped` with its step (Ctrl-C: exit 130, no traceback; a
+second Ctrl-C stops at once, from the last checkpoint); a killed run reads as `incomplete`; divergence
+is a result; a sweep run again skips what is finished and resumes the rest, and so does a sweep stopped
+with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def cli_env(root: Path) -> dict[str, str]:
 def start_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
     return subprocess.Popen([sys.executable, "-m", "rnnbench", *args], cwd=cwd,
-                            env={**full_env, "PYTHONUNBUFFERED": "1", **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env={**full_env, "PYTHONUNBUFFERED": "1", **env}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # its own group, as in a terminal
 
 
 def last_step(run_dir: Path) -> int:
@@ -87,6 +89,16 @@ def signal_after(proc: subprocess.Popen, run_dir: Path, step: int, sig: int, pid
         assert proc.poll() is None, f"the run ended before step {step}:\n{proc.communicate()[1][-3000:]}"
         time.sleep(0.005)
     raise AssertionError(f"no step past {step} logged in {timeout} s")
+
+
+def signal_twice_while_paused(proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Ctrl-C, then Ctrl-C again once the first was taken, both while the run sleeps in its
+    `testing.pause_at_step` hook, i.e. in the middle of a step."""
+    deadline = time.time() + timeout
+    for waited_for in ("testing.pause_at_step", "Ctrl-C: stopping after this step"):
+        while waited_for not in proc.stderr.readline():
+            assert proc.poll() is None and time.time() < deadline, f"no {waited_for!r} on stderr"
+        proc.send_signal(signal.SIGINT)
 
 
 def rows_without_clock(run_dir: Path) -> list[dict]:
@@ -131,38 +143,46 @@ def steps_of(run_dir: Path) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Synthetic task: one uninterrupted run, one killed with SIGKILL, one stopped with SIGTERM
+# Synthetic task: one uninterrupted run, one killed with SIGKILL, one stopped with SIGTERM, one with
+# Ctrl-C (SIGINT), one with Ctrl-C twice (in the middle of step 60)
+
+STOPPED_BY = {"killed": signal.SIGKILL, "terminated": signal.SIGTERM, "interrupted": signal.SIGINT}
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     env = cli_env(root)
-    runs = {name: root / name for name in ("reference", "killed", "terminated")}
+    stopped = (*STOPPED_BY, "twice")
+    runs = {name: root / name for name in ("reference", *stopped)}
+    offline = ("killed", "interrupted", "twice")
     procs = {name: start_cli(*SYNTHETIC, f"hydra.run.dir={path}",
-                             "logger.wandb.mode=" + ("offline" if name == "killed" else "disabled"),
-                             cwd=root, env=env)
+                             "logger.wandb.mode=" + ("offline" if name in offline else "disabled"),
+                             *(["testing.pause_at_step=60"] if name == "twice" else []), cwd=root, env=env)
              for name, path in runs.items()}
-    seen = {}
-    with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(signal_after, procs[name], runs[name], KILL_AFTER, sig)
-                   for name, sig in (("killed", signal.SIGKILL), ("terminated", signal.SIGTERM))}
+    with ThreadPoolExecutor(len(stopped)) as pool:
+        # Ctrl-C as a terminal sends it: to the whole process group (W&B's service process too)
+        futures = {name: pool.submit(signal_after, procs[name], runs[name], KILL_AFTER, sig,
+                                     (lambda _, pid=procs[name].pid: -pid) if sig == signal.SIGINT else None)
+                   for name, sig in STOPPED_BY.items()}
+        futures["twice"] = pool.submit(signal_twice_while_paused, procs["twice"])
         seen = {name: f.result() for name, f in futures.items()}
     outcomes = {}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=240)
-        outcomes[name] = (proc.returncode, out + err)
+        outcomes[name] = (proc.returncode, out + err, err)
     assert outcomes["reference"][0] == 0, outcomes["reference"][1][-3000:]
     after_stop = {name: {"summary": run_folder.read_summary(runs[name]), "steps": steps_of(runs[name]),
                          "checkpoints": [p.name for p in checkpoint.list_checkpoints(runs[name])],
-                         "returncode": outcomes[name][0], "output": outcomes[name][1], "seen": seen[name]}
-                  for name in ("killed", "terminated")}
+                         "returncode": outcomes[name][0], "output": outcomes[name][1], "stderr": outcomes[name][2],
+                         "seen": seen[name]}
+                  for name in stopped}
     with ThreadPoolExecutor(2) as pool:
-        resumes = dict(zip(("killed", "terminated"), pool.map(
+        resumes = dict(zip(stopped, pool.map(
             lambda name: run_cli(*SYNTHETIC, f"hydra.run.dir={runs[name]}", "train.resume=true",
-                                 "logger.wandb.mode=" + ("offline" if name == "killed" else "disabled"),
+                                 "logger.wandb.mode=" + ("offline" if name in offline else "disabled"),
                                  cwd=root, env=env),
-            ("killed", "terminated"))))
+            stopped)))
     for name, proc in resumes.items():
         assert proc.returncode == 0, (name, proc.stderr[-3000:])
     return {"runs": runs, "after_stop": after_stop, "resumes": resumes, "root": root, "env": env}
@@ -188,10 +208,11 @@ def test_sigkill_at_any_step_then_resume_is_bit_identical(synthetic):
     assert summary.wandb["id"] == killed_id
     segments = find_offline_runs(runs["killed"])
     assert len(segments) == 2 and all(s.name.endswith(killed_id) for s in segments)
+    assert f"wandb sync {segments[0]} {segments[1]}\n" in synthetic["resumes"]["killed"].stdout  # both segments
     assert read_wandb_summary(segments[-1])["status"] == "completed"
-    # two checkpoints kept: the final one and the one before it
-    assert [p.name for p in checkpoint.list_checkpoints(runs["killed"])] == ["step-00000250.pt",
-                                                                             "step-00000300.pt"]
+    # two checkpoints kept: the final one and the one before it (step 250, or the evaluation of step 275)
+    kept = [p.name for p in checkpoint.list_checkpoints(runs["killed"])]
+    assert kept[0] in ("step-00000250.pt", "step-00000275.pt") and kept[1] == "step-00000300.pt"
 
 
 def test_sigterm_checkpoints_the_current_step_then_resume_is_bit_identical(synthetic):
@@ -199,14 +220,56 @@ def test_sigterm_checkpoints_the_current_step_then_resume_is_bit_identical(synth
     step = stopped["steps"][-1]
     assert stopped["returncode"] == -signal.SIGTERM  # the signal's own effect, after the checkpoint
     assert stopped["checkpoints"][-1] == f"step-{step:08d}.pt"  # nothing lost: the step it was on
-    assert stopped["summary"].status == "incomplete"
-    assert stopped["summary"].interrupted == {"signal": "SIGTERM", "step": step}
+    assert stopped["summary"].status == "stopped" and stopped["summary"].steps == step
+    assert stopped["summary"].interrupted == {"signal": "SIGTERM", "step": step, "checkpoint": f"step-{step:08d}.pt"}
     assert "stopped by SIGTERM after step" in stopped["output"]
     assert f"hydra.run.dir={synthetic['runs']['terminated']} train.resume=true" in stopped["output"]
     run = synthetic["runs"]["terminated"]
     assert_same_run(synthetic["runs"]["reference"], run)
     assert steps_of(run) == list(range(1, 301))
     assert run_folder.read_summary(run).resumed[0]["from_step"] == step
+
+
+def test_ctrl_c_checkpoints_the_current_step_exits_130_then_resume_is_bit_identical(synthetic):
+    stopped = synthetic["after_stop"]["interrupted"]
+    step = stopped["steps"][-1]
+    assert step >= stopped["seen"] > KILL_AFTER
+    assert stopped["returncode"] == 130, stopped["output"][-3000:]
+    assert "Traceback" not in stopped["stderr"] and "KeyboardInterrupt" not in stopped["stderr"]
+    assert "Ctrl-C: stopping after this step" in stopped["stderr"]
+    assert stopped["checkpoints"][-1] == f"step-{step:08d}.pt"
+    summary = stopped["summary"]
+    assert summary.status == "stopped" and summary.steps == step and summary.error is None
+    assert summary.interrupted == {"signal": "SIGINT", "step": step, "checkpoint": f"step-{step:08d}.pt"}
+    assert f"stopped by SIGINT after step {step}" in stopped["output"]
+    run = synthetic["runs"]["interrupted"]
+    assert f"hydra.run.dir={run} train.resume=true" in stopped["output"]
+    assert_same_run(synthetic["runs"]["reference"], run)
+    assert steps_of(run) == list(range(1, 301))
+    assert run_folder.read_summary(run).resumed == [{"from_step": step, "checkpoint": f"step-{step:08d}.pt"}]
+    first, second = find_offline_runs(run)  # W&B's service got the Ctrl-C too: its run was closed, then continued
+    assert read_wandb_summary(first)["status"] == "stopped" and read_wandb_summary(second)["status"] == "completed"
+    assert second.name.endswith(summary.wandb["id"])
+
+
+def test_a_second_ctrl_c_stops_at_once_from_the_last_checkpoint_then_resume_is_bit_identical(synthetic):
+    stopped = synthetic["after_stop"]["twice"]
+    assert stopped["returncode"] == 130, stopped["output"][-3000:]
+    assert "Traceback" not in stopped["stderr"] and "KeyboardInterrupt" not in stopped["stderr"]
+    summary = stopped["summary"]  # stopped in the middle of step 61: step 60 is the last one run
+    assert summary.status == "stopped" and summary.steps == 60 and summary.error is None
+    # the last checkpoint is that of the evaluation at step 50 (default checkpoint_at_eval)
+    assert summary.interrupted == {"signal": "SIGINT", "step": 60, "checkpoint": "step-00000050.pt", "at_once": True}
+    assert stopped["checkpoints"][-1] == "step-00000050.pt"
+    assert "stopped at once by a second SIGINT" in stopped["output"]
+    run = synthetic["runs"]["twice"]
+    assert_same_run(synthetic["runs"]["reference"], run)
+    assert steps_of(run) == list(range(1, 301))
+    resumed = run_folder.read_summary(run)
+    assert resumed.resumed == [{"from_step": 50, "checkpoint": "step-00000050.pt"}]
+    assert resumed.wandb["id"] == summary.wandb["id"]  # one W&B run: the resume continues it
+    first, second = find_offline_runs(run)
+    assert read_wandb_summary(first)["status"] == "stopped" and read_wandb_summary(second)["status"] == "completed"
 
 
 @pytest.mark.slow
@@ -293,7 +356,7 @@ def adding_trainer(optim: str, schedule: str, checkpoints: list, crash_at: int |
                  "step": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=7, gamma=0.5),
                  "none": lambda o: None}[schedule](optimizer)
     settings = TrainSettings(max_steps=30, log_every=1, eval_every=5, profile_every=0, checkpoint_every=10,
-                             progress=False)
+                             checkpoint_at_eval=False, checkpoint_minutes=0, progress=False)
 
     def on_step(step):
         if step == crash_at:
@@ -410,3 +473,61 @@ def test_a_sweep_run_again_skips_finished_jobs_and_resumes_the_failed_one(tmp_pa
     assert resumed.resumed == [{"from_step": 8, "checkpoint": "step-00000008.pt"}]
     assert steps_of(sweep / "1") == [2, 4, 6, 8, 10, 12]
     assert "Sweep summary (2 runs" in again.stdout  # the report shows the whole sweep
+
+
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+def test_a_sweep_stopped_with_ctrl_c_leaves_its_jobs_resumable_and_runs_again_to_the_end(tmp_path, launcher):
+    """Ctrl-C in a terminal signals the whole process group: the sweep and, under the parallel launcher,
+    its workers. Basic launcher: the job in training stops, and the sweep with it; parallel (2 workers):
+    both jobs in training stop, the third never starts."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"hydra/launcher={launcher}", "task=adding", "task.seq_len=8", "task.val_size=16",
+            "train.batch_size=4", "model.hidden_size=8", "train.seed=0,1,2", "train.max_steps=400",
+            "train.log_every=1", "train.eval_every=25", "train.threads=1", "logger.wandb.mode=disabled",
+            f"hydra.sweep.dir={sweep}", *(["hydra.launcher.n_jobs=2"] if launcher == "parallel" else [])]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}
+    proc = subprocess.Popen([sys.executable, "-m", "rnnbench", *args], cwd=tmp_path, start_new_session=True,
+                            env={**full_env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    training = ["0", "1"] if launcher == "parallel" else ["0"]
+    while min(last_step(sweep / job) for job in training) <= 20:  # both in training (workers start apart)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    stopped = {job: run_folder.read_summary(sweep / job) for job in training}
+    for job, summary in stopped.items():
+        assert summary.status == "stopped" and summary.interrupted["signal"] == "SIGINT", job
+        assert summary.interrupted["checkpoint"] == f"step-{summary.steps:08d}.pt"
+    assert f"To resume: run the same sweep command with hydra.sweep.dir={sweep}" in out
+    assert not (sweep / "2").exists()  # the sweep stopped with its jobs: the next one never started
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for job, summary in stopped.items():
+        resumed = run_folder.read_summary(sweep / job)
+        assert resumed.status == "completed" and resumed.resumed[0]["from_step"] == summary.steps
+        assert steps_of(sweep / job) == list(range(1, 401))
+    assert run_folder.read_summary(sweep / "2").status == "completed"
+
+
+def test_resuming_a_folder_without_a_checkpoint_says_so_and_keeps_its_wandb_run(tmp_path):
+    """A run that crashed before its first checkpoint (none by the clock or at evaluations here)."""
+    args = ["task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4", "model.hidden_size=8",
+            "train.max_steps=6", "train.log_every=1", "train.eval_every=100", "train.checkpoint_minutes=0",
+            "train.checkpoint_at_eval=false", "train.threads=1", "logger.wandb.mode=offline", "hydra.run.dir=run"]
+    crashed = run_cli(*args, "testing.fail_at_step=3", cwd=tmp_path)
+    assert crashed.returncode == 1 and checkpoint.list_checkpoints(tmp_path / "run") == []
+    first = run_folder.read_summary(tmp_path / "run")
+    resumed = run_cli(*args, "train.resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "holds a run (status failed, last logged step 3) but no checkpoint: nothing to resume from, starting again " \
+           "from step 0" in resumed.stdout
+    assert "logged again from the checkpoint" not in resumed.stdout
+    assert "the 3 rows of the earlier attempt dropped (no checkpoint" in resumed.stdout
+    assert steps_of(tmp_path / "run") == [1, 2, 3, 4, 5, 6]
+    summary = run_folder.read_summary(tmp_path / "run")
+    assert summary.status == "completed" and summary.wandb["id"] == first.wandb["id"]
+    assert {s.name.rsplit("-", 1)[1] for s in find_offline_runs(tmp_path / "run")} == {first.wandb["id"]}

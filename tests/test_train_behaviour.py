@@ -6,7 +6,9 @@ Each test here was shown to fail with the bug it names planted in `rnnbench/run/
 (docs/testing.md lists them)."""
 
 import json
+import time
 import math
+import re
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from rnnbench.records import run_folder
 from rnnbench.modules.cells import LSTMCell
 from rnnbench.modules.models import SequenceModel
 from rnnbench.run import checkpoint
+from rnnbench.run import train
 from rnnbench.run.train import TrainSettings, Trainer
 from rnnbench.tasks.base import Batch, IOSpec, Task
 from test_lm_data import char_task
@@ -352,3 +355,72 @@ def test_the_guard_rail_diverges_once_its_skips_are_spent():
     result = Trainer(model, Scripted(nonfinite_at={2, 4}), torch.optim.SGD(model.parameters(), lr=1.0), None,
                      settings(max_steps=6, skip_nonfinite=1), [Rows()]).fit()
     assert (result.status, result.skipped_steps, result.diverged_at) == ("diverged", [2], 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints by default: at evaluations (at most 1% of the time) and by the clock
+
+
+class NoRows:
+    def log(self, row):
+        pass
+
+    def log_profile(self, step, profile):
+        pass
+
+
+def checkpointed_steps(write_s: float = 0.0, **settings) -> list[int]:
+    """The steps a 20-step run checkpoints at, a checkpoint taking `write_s` to write."""
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    steps = []
+
+    def save(state):
+        steps.append(state["step"])
+        time.sleep(write_s)
+
+    defaults = dict(max_steps=20, log_every=5, eval_every=5, profile_every=0, progress=False)
+    Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None,
+            TrainSettings(**{**defaults, **settings}), [NoRows()], checkpoint=save).fit()
+    return steps
+
+
+def test_a_run_checkpoints_at_every_evaluation_by_default(monkeypatch):
+    assert TrainSettings().checkpoint_at_eval and TrainSettings().checkpoint_minutes > 0
+    monkeypatch.setattr(train, "CHECKPOINT_TIME_SHARE", math.inf)  # no cap: the next test has it
+    assert checkpointed_steps() == [5, 10, 15, 20]
+    assert checkpointed_steps(checkpoint_at_eval=False) == [20]  # the final one only (5 minutes not reached)
+
+
+def test_checkpoints_at_evaluations_skip_what_would_take_over_1_percent_of_the_time():
+    # a 50 ms write may come again after 5 s: the 20 steps take far less, so only the first and the final
+    assert checkpointed_steps(write_s=0.05) == [5, 20]
+
+
+def test_checkpoints_by_the_clock():
+    assert checkpointed_steps(checkpoint_at_eval=False, checkpoint_minutes=1e-9) == list(range(1, 21))
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress where output is not a terminal (SLURM, nohup, CI): log lines, on stdout and in app.log
+
+
+def test_a_run_whose_output_is_not_a_terminal_logs_progress_lines(tmp_path):
+    proc = run_cli("task=adding", "task.seq_len=8", "task.val_size=16", "train.batch_size=4", "model.hidden_size=8",
+                   "train.max_steps=4", "train.eval_every=2", "train.threads=1", "logger.wandb.mode=disabled",
+                   "logger.progress_every_s=0", "hydra.run.dir=run", cwd=tmp_path)  # a line every step
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "] - step " in line]
+    assert [line.split("] - ")[1].split(",")[0] for line in lines] == ["step 1/4 (25%)", "step 2/4 (50%)",
+                                                                        "step 3/4 (75%)", "step 4/4 (100%)"]
+    assert re.search(r"step 3/4 \(75%\), loss [\d.e+-]+, val/loss=[\d.e+-]+ \(step 2\), [\d.e+]+ steps/s, ETA 0 s$",
+                     lines[2]), lines[2]
+    assert "val/loss" not in lines[0]  # no evaluation yet
+    assert lines == [line for line in (tmp_path / "run" / "app.log").read_text().splitlines() if "] - step " in line]
+
+
+def test_progress_durations_read_as_words():
+    assert [train.duration(s) for s in (0.4, 12, 200, 7500)] == ["0 s", "12 s", "3 min 20 s", "2 h 05 min"]

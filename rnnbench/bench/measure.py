@@ -242,6 +242,11 @@ def allocator_peak(fn: Callable[[], Any]) -> int | None:
     the profiler sees it (profile_memory=True; the "Total Allocated" of its memory events)."""
     from torch.profiler import ProfilerActivity, profile
 
+    # Kineto (the profiler's C++ library, inside libtorch_cpu) logs "USDT: ... profiler_start" and
+    # "profiler_stop" to stderr around every profile at its default level: two lines a measurement in
+    # the middle of the tables. Its level is read from KINETO_LOG_LEVEL when the first profile starts;
+    # 6 is above its highest level (USDT), the one that is on by default.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     _trim_heap()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()

@@ -11,6 +11,10 @@ and profiles are off here (their cost is the `diagnostics` suite).
 Timing: blocks of 50 steps, interleaved Trainer, hand loop, Trainer, ... Each block runs 52 steps and the
 clock covers steps 2..51 (the first step of a `fit` call and the last, which evaluates, are outside), so
 every timed window holds exactly one logging step, as the default cadence does.
+
+Checkpoints are not in those windows either: a run writes one at every evaluation and every few minutes
+(`train.checkpoint_at_eval`, `train.checkpoint_minutes`), and the suite times one as a run writes it and
+gives its share of training time at that cadence.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 import torch.nn.functional as F  # noqa: F401  (the hand loop is written the way a user would)
 
 from rnnbench.bench.experiment import build, training_flops
-from rnnbench.bench.measure import Case, matmul_case, pct, peak_rate, ratio_text, summarise, table
+from rnnbench.bench.measure import Case, matmul_case, pct, peak_rate, quartiles, ratio_text, summarise, table
+from rnnbench.run import checkpoint
+from rnnbench.run.train import CHECKPOINT_TIME_SHARE, TrainSettings
 
 BLOCK = 50  # the default log_every: one logging step per timed block
 CONFIGS = {  # name: overrides (cell lstm, optim adam, schedule constant: the config's defaults)
@@ -81,6 +88,34 @@ class HandLoopBlocks:
         return (stamps[BLOCK] - stamps[0]) / BLOCK
 
 
+def checkpoint_cost(exp, run_dir: Path, repeats: int) -> dict:
+    """One checkpoint as a run writes it (the Trainer's whole state through `checkpoint.save`: torch.save,
+    fsync, rename, the older ones removed), timed `repeats` times; its share of training time at the
+    default cadence: at every evaluation and once every `train.checkpoint_minutes`."""
+    trainer, recorder = exp.trainer(run_dir, max_steps=2, eval_every=10**9, profile_every=0)
+    trainer.fit()  # optimiser state exists, as in any checkpoint after the first step
+    recorder.close()
+    config = OmegaConf.to_container(exp.cfg, resolve=True)
+    seconds = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        path = checkpoint.save(run_dir, {"step": i, "config_fingerprint": "-", "config": config,
+                                         "trainer": trainer.state_dict()})
+        seconds.append(time.perf_counter() - start)
+    return {"median_s": quartiles(seconds)[1], "bytes": path.stat().st_size, "samples": seconds}
+
+
+def _checkpoint_table(rows: list[list], settings: TrainSettings) -> dict:
+    return table(
+        "overhead: checkpoints at the default cadence (at every evaluation, and every "
+        f"{settings.checkpoint_minutes:g} min), share of training time",
+        ["config", "KiB", "ms/checkpoint", "ms/step", "eval_every", "every evaluation", "as run", "by the clock"],
+        rows,
+        ["every evaluation = ms/checkpoint / (eval_every x ms/step of Trainer.fit); as run: the trainer skips an "
+         f"evaluation's checkpoint that would take more than {pct(CHECKPOINT_TIME_SHARE)} of the time since the last",
+         f"by the clock = ms/checkpoint / {settings.checkpoint_minutes:g} min (target: each <= 1%)"])
+
+
 def profile_trainer(exp, run_dir: Path, steps: int, top: int = 12) -> tuple[dict, list[dict]]:
     """cProfile of `Trainer.fit` over `steps` steps (no evaluation or profile inside): the top functions
     by own time, and the calls made by `fit` and `train_step` themselves by cumulative time."""
@@ -126,7 +161,7 @@ def _profile_table(title: str, rows: list[dict]) -> dict:
 def run(opts) -> dict:
     configs = QUICK if opts.quick else CONFIGS
     repeats = opts.repeats if opts.quick else max(opts.repeats, 10)
-    results, tables = {}, []
+    results, tables, checkpoint_rows = {}, [], []
     with tempfile.TemporaryDirectory(prefix="rnnbench-bench-") as tmp:
         for i, (name, overrides) in enumerate(configs.items()):
             exp = build(overrides + COMMON)
@@ -141,7 +176,16 @@ def run(opts) -> dict:
             stats = summarise({c.name: samples[c.name] for c in cases}, "hand-written loop",
                               {c.name: c.flops for c in cases}, peak_flops)
             trainer_blocks.recorder.close()
-            results[name] = {"overrides": overrides + COMMON, "stats": stats, "peak_gflops": peak_flops / 1e9}
+            saving = checkpoint_cost(exp, Path(tmp) / f"checkpoints{i}", repeats)
+            step_s, eval_every = stats["Trainer.fit"]["median_s"], exp.cfg.train.eval_every
+            saving["share_at_evaluations"] = saving["median_s"] / (eval_every * step_s)
+            saving["share_as_run"] = min(saving["share_at_evaluations"], CHECKPOINT_TIME_SHARE)
+            saving["share_by_the_clock"] = saving["median_s"] / (60 * exp.cfg.train.checkpoint_minutes)
+            checkpoint_rows.append([name, saving["bytes"] / 1024, 1000 * saving["median_s"], 1000 * step_s, eval_every,
+                                    *(f"{100 * saving[k]:.2g}%" for k in ("share_at_evaluations", "share_as_run",
+                                                                          "share_by_the_clock"))])
+            results[name] = {"overrides": overrides + COMMON, "stats": stats, "peak_gflops": peak_flops / 1e9,
+                             "checkpoint": saving}
             rows = [[c.name, 1000 * stats[c.name]["median_s"], pct(stats[c.name]["spread"]),
                      ratio_text(stats[c.name]), stats[c.name]["gflops"], pct(stats[c.name]["fraction_of_peak"])]
                     for c in cases]
@@ -151,6 +195,7 @@ def run(opts) -> dict:
                 ["loop", "ms/step", "spread", "ratio (IQR)", "GFLOP/s", "of peak"], rows,
                 ["ratio = Trainer / hand-written loop, both in the same run (target <= 1.03)",
                  f"peak = {peak.name} {peak_flops / 1e9:.1f} GFLOP/s (median, same rounds)"]))
+        tables.append(_checkpoint_table(checkpoint_rows, TrainSettings()))
         # where a Trainer step goes: the small config, where any overhead shows most
         name, overrides = next(iter(configs.items()))
         exp = build(overrides + COMMON)

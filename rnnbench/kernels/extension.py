@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import logging
 import os
 import platform
 import re
@@ -31,6 +32,10 @@ _SHARED = CSRC / "common.h"  # included by every kernel source
 # -fopenmp makes at::parallel_for parallel; libgomp resolves to the copy torch already loaded.
 _CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-mrecip=!vec-div", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
+# What one kernel's build takes (torch's headers dominate, so every kernel about alike), measured on the
+# 2-core Intel Xeon of docs/performance.md under load (load average ~5): flush 98 s, peephole 66 s, from
+# an empty cache. A run builds the kernels it uses, one after the other.
+BUILD_MINUTES = "1-2"
 
 
 def _cache_key(kernel: str) -> str:
@@ -52,7 +57,7 @@ def _build_dir() -> Path:
 
 
 def _compile_extension(name: str, build_dir: Path, source: Path):
-    """Build with ninja and the system C++ compiler (~30 s) and load; raises on any failure."""
+    """Build with ninja and the system C++ compiler (`BUILD_MINUTES`) and load; raises on any failure."""
     from torch.utils import cpp_extension  # imports setuptools machinery: only when a build is needed
 
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +92,9 @@ def load(kernel: str):
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
+        # The one slow moment of a first run on a machine, said before it starts (else minutes of silence)
+        logging.getLogger("rnnbench").warning(
+            "building the C++ kernel %r (once per machine, ~%s min; cached in %s)", kernel, BUILD_MINUTES, build_dir.parent)
         module = _compile_extension(name, build_dir, CSRC / f"{kernel}.cpp")
         tmp = done.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(name + "\n")

@@ -46,7 +46,7 @@ from typing import Any
 
 from rnnbench.errors import UserError
 # The statuses and the schema, re-exported: a run folder's readers and writers name them as run_folder.X.
-from rnnbench.records.summary import COMPLETED, DIVERGED, FAILED, INCOMPLETE, RUNNING, Summary  # noqa: F401
+from rnnbench.records.summary import COMPLETED, DIVERGED, FAILED, INCOMPLETE, RUNNING, STOPPED, Summary  # noqa: F401
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -67,12 +67,25 @@ DEFAULT_FINGERPRINT_EXCLUDE: tuple[str, ...] = (
     "logger",
     "paths",
     "train.resume",
-    "train.checkpoint_every",  # when to save changes nothing that is computed
+    "train.checkpoint_*",  # when to save changes nothing that is computed
     "testing",  # hooks of the test suite (config.TestingConf)
     "*output_dir",
     "*run_dir",
     "*log_dir",
 )
+
+# Config keys that do not change the function a run learns: the fingerprint's exclusions (where and how
+# it is recorded, when it checkpoints), the thread count and the device (they move the last bits of a
+# result, not what is learned: docs/fair-comparison.md) and the logging cadence. Runs that differ only
+# there are one experiment in a table: the report does not split groups by them (`same_function_key`).
+SAME_FUNCTION_KEYS: tuple[str, ...] = (*DEFAULT_FINGERPRINT_EXCLUDE, "train.threads", "train.device", "train.log_every")
+
+
+def same_function_key(key: str) -> bool:
+    """Whether config key `key` (dotted; `+`/`~` prefixes ignored) is one of `SAME_FUNCTION_KEYS` or below one."""
+    key = key.lstrip("+~")
+    return any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(key, p + ".*") for p in SAME_FUNCTION_KEYS)
+
 
 _STR_TO_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -150,12 +163,14 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
 
     The temporary file (``.<name>.<random>.tmp``) lives in the same folder (``os.replace`` is only
     atomic within one file system) and is fsynced before the rename, and the folder after it, so a
-    crash at any moment leaves the previous version intact.
+    crash at any moment leaves the previous version intact. Its mode is an ordinary file's (0666
+    less the umask), not mkstemp's 0600.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            os.fchmod(fd, 0o666 & ~umask())  # mkstemp's is 0600: as `open` makes it, for a shared folder's readers
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -164,6 +179,21 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)  # the rename itself survives a machine crash
+
+
+def umask() -> int:
+    """The process's umask, read without changing it (/proc/self/status on Linux; elsewhere set and
+    restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -227,6 +257,21 @@ def hold_folder(run_dir: str | os.PathLike, key: str = "run folder", what: str =
     finally:
         os.close(fd)  # releases the lock
 
+
+def in_use(run_dir: str | os.PathLike) -> bool:
+    """Whether another process holds the folder (`hold_folder`). (Within the holding process itself
+    the answer is True too: flock locks belong to open files, not processes.)"""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if it was taken here
+    return False
 
 
 def discard_unstarted(run_dir: str | os.PathLike) -> bool:

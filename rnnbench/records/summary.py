@@ -21,11 +21,13 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-SUMMARY_VERSION = 2  # 1: the untyped dict of rnnbench <= 0.1 (no "version" key)
+# 1: the untyped dict of rnnbench <= 0.1 (no "version" key); 2: the typed schema; 3: status `stopped`
+# (a run stopped by a signal: SIGINT, SIGTERM, SIGUSR2), which version 2 wrote as `running` with `interrupted`
+SUMMARY_VERSION = 3
 
 # Statuses written by the trainer, plus the one only readers produce (a `running` run whose process
 # is gone).
-RUNNING, COMPLETED, FAILED, DIVERGED = "running", "completed", "failed", "diverged"
+RUNNING, COMPLETED, FAILED, DIVERGED, STOPPED = "running", "completed", "failed", "diverged", "stopped"
 INCOMPLETE = "incomplete"
 
 
@@ -34,7 +36,7 @@ class Summary:
     """One run's status, identity, provenance and results (docs/architecture.md, "Run folder")."""
 
     version: int = SUMMARY_VERSION
-    status: str = INCOMPLETE  # running | completed | failed | diverged (| incomplete, read only)
+    status: str = INCOMPLETE  # running | completed | failed | diverged | stopped (| incomplete, read only)
     error: str | None = None  # "ExceptionType: message" of a failed run
     traceback: str | None = None  # of a job that failed before the app started it (run.callbacks)
     diverged_at: int | None = None
@@ -77,7 +79,9 @@ class Summary:
     wall_time_s: float | None = None
     train_time_s: float | None = None
     throughput_steps_per_s: float | None = None
-    interrupted: dict[str, Any] | None = None  # {"signal", "step"}: stopped after checkpointing
+    # a stopped run: {"signal": "SIGINT", "step": the last step run, "checkpoint": the file a resume
+    # continues from (None: none yet), "at_once": true when a second Ctrl-C stopped it mid-step}
+    interrupted: dict[str, Any] | None = None
     # the writing process: a `running` run whose process is gone reads as incomplete
     hostname: str | None = None
     pid: int | None = None
@@ -96,6 +100,8 @@ class Summary:
         for name in ("overrides", "resumed", "final", "best", "best_step", "test"):
             if known.get(name) is None:
                 known.pop(name, None)
+        if known["version"] < 3 and known.get("status") == RUNNING and known.get("interrupted"):
+            known["status"] = STOPPED  # version 2 left a stopped run `running`, its `interrupted` set
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,8 +111,8 @@ class Summary:
         return {**out, **{k: v for k, v in self.extra.items() if k not in out}}
 
     def record_result(self, result: Any, wall_time_s: float) -> None:
-        """Take the trainer's result (`run.train.TrainResult`); an interrupted run stays `running`."""
-        self.status = RUNNING if result.status == "interrupted" else result.status
+        """Take the trainer's result (`run.train.TrainResult`: completed, diverged or stopped)."""
+        self.status = result.status
         self.diverged_at, self.steps, self.solved_at = result.diverged_at, result.steps, result.solved_at
         self.final, self.best, self.best_step = result.final, result.best, result.best_step
         self.wall_time_s, self.train_time_s = wall_time_s, result.train_time_s

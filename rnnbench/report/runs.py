@@ -174,8 +174,10 @@ def key_value(value: Any) -> Any:
 
 
 def swept_keys(df: pd.DataFrame) -> list[str]:
-    """Override keys whose value differs between runs, in the order they were first written."""
-    keys = dict.fromkeys(k for values in df["override_values"] for k in values)
+    """Override keys whose value differs between runs, in the order they were first written; not the
+    keys that leave the function a run learns unchanged (`run_folder.SAME_FUNCTION_KEYS`: threads,
+    resume, logging cadence, device, ...), which never split a table's groups."""
+    keys = dict.fromkeys(k for values in df["override_values"] for k in values if not run_folder.same_function_key(k))
     return [k for k in keys if len({key_value(v) for v in df[k]}) > 1]
 
 
@@ -221,8 +223,8 @@ def not_completed(df: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in df[df["status"] != "completed"].iterrows():
         where = " ".join(f"{k}={label(key_value(row[k]))}" for k in keys)
-        if row["status"] == "diverged":
-            step = key_value(row.get("diverged_at"))
+        if row["status"] in ("diverged", "stopped"):
+            step = key_value(row.get("diverged_at" if row["status"] == "diverged" else "steps"))
             why = "" if step is None else f"at step {int(step)}"
         else:
             why = row.get("error") if isinstance(row.get("error"), str) else ""

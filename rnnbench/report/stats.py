@@ -20,7 +20,7 @@ from scipy import stats as scipy_stats
 from rnnbench.records import run_folder
 from rnnbench.report.runs import ReportError, groups, is_seed_key, key_value, label, parse_override, resolve_key, swept_keys
 
-COUNTED = ("failed", "diverged", "incomplete", "running")  # statuses shown next to n
+COUNTED = ("failed", "diverged", "stopped", "incomplete", "running")  # statuses shown next to n
 RUN_NUMBERS = ("steps", "wall_time_s", "num_params", "throughput_steps_per_s")  # usable as metrics
 
 

@@ -1,5 +1,6 @@
 """Summaries (`rnnbench.report.stats.summarize`) -> tables as they are shown: Markdown, a booktabs
-LaTeX ``tabular``, CSV. The best mean of a column is bold; ties at the shown precision are ties."""
+LaTeX ``tabular``, CSV. The best mean of a column is bold; ties at the shown precision are ties. Bold
+is not a test (the p-values against a reference are), and a table with bold says so under it (`BOLD_MEANS`)."""
 
 from __future__ import annotations
 
@@ -96,10 +97,23 @@ def _table_cells(stats: pd.DataFrame, precision: int, style: _Style) -> tuple[li
     return header, body, len(key_header)
 
 
+BOLD_MEANS = "Bold: the best mean of its column (ties at the shown precision included); not a significance test"
+
+
+def _bold_legend(stats: pd.DataFrame) -> str | None:
+    """What bold means, for a table that has any; with a reference, where its tests are."""
+    if not stats.filter(like=" best").to_numpy().any():
+        return None
+    tested = "; the p columns test each group against the reference" if stats.attrs.get("reference") else ""
+    return BOLD_MEANS + (tested or "; `--reference KEY=VALUE` adds p-values") + "."
+
+
 def to_markdown(stats: pd.DataFrame, precision: int = 3) -> str:
     header, body, n_keys = _table_cells(stats, precision, MARKDOWN)
     align = ["left"] * n_keys + ["right"] * (len(header) - n_keys)
-    return tabulate(body, headers=header, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n"
+    table = tabulate(body, headers=header, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n"
+    legend = _bold_legend(stats)
+    return table + (f"\n{legend}\n" if legend else "")
 
 
 def to_latex(stats: pd.DataFrame, precision: int = 3) -> str:
@@ -112,8 +126,11 @@ def to_latex(stats: pd.DataFrame, precision: int = 3) -> str:
         r"\midrule",
         *(" & ".join(line) + r" \\" for line in body),
         r"\bottomrule",
-        r"\end{tabular}",
     ]
+    legend = _bold_legend(stats)
+    if legend:  # under the rule, across the table: the reader of the paper sees it too
+        lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\footnotesize {latex_escape(legend.replace('`', ''))}}} \\")
+    lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
 
 

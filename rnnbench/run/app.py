@@ -12,9 +12,10 @@ Reliability (docs/bad-inputs.md, rnnbench/run/checkpoint.py):
   (`train.resume=true`; multirun jobs always resume) or refused. Resuming checks the config
   fingerprint and the checkpoint before anything is written; a finished run (completed or diverged)
   with the same config is not run again: its recorded metric is returned.
-- SIGUSR2 / SIGTERM: the trainer checkpoints at the end of the current step and stops; the signal
-  then goes to the handler installed before (under submitit: requeue; the requeued job re-enters here
-  with the same job folder and resumes, into the same W&B run).
+- SIGINT (Ctrl-C) / SIGUSR2 / SIGTERM: the trainer checkpoints at the end of the current step and stops
+  (summary.json: `stopped`, with the step); the signal then goes to the handler installed before (under
+  submitit: requeue; the requeued job re-enters here with the same job folder and resumes, into the
+  same W&B run); Ctrl-C exits 130 without a traceback, and a second Ctrl-C stops at once.
 - One writer per run folder (`run_folder.hold_folder`): a second command or sweep given a folder whose
   run is still going is refused at once.
 - Exit codes: 0 completed or diverged (a divergence is a result), 2 a bad config, data file,
@@ -23,9 +24,11 @@ Reliability (docs/bad-inputs.md, rnnbench/run/checkpoint.py):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,8 +44,9 @@ from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
 from rnnbench.records import summary as summary_schema
 from rnnbench.records.summary import Summary
+from rnnbench.records.wandb_offline import find_offline_runs
 from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
-from rnnbench.run import checkpoint, help, overrides
+from rnnbench.run import callbacks, checkpoint, help, overrides
 from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
 from rnnbench.run.config import CONF_DIR, register_schemas, validate
 from rnnbench.run.train import RecorderSink, Trainer
@@ -108,6 +112,9 @@ def run_experiment(cfg: DictConfig) -> float | None:
     after recording it."""
     validate(cfg)  # 1. every value in range, before anything is read or written
     job = Job.current()
+    if job.multirun and callbacks.sweep_stopping(job.sweep_dir):  # its sweep was stopped with Ctrl-C
+        log.warning("not started: the sweep was stopped with Ctrl-C (run it again to continue it)")
+        raise SystemExit(128 + signal.SIGINT)
     with run_folder.hold_folder(job.run_dir, job.folder_key):  # 2. one writer per run folder
         resolved = OmegaConf.to_container(cfg, resolve=True)
         plan = plan_start(cfg, job, resolved)  # 3. fresh, resumed, or finished already
@@ -135,6 +142,11 @@ def plan_start(cfg: DictConfig, job: Job, resolved: dict[str, Any]) -> checkpoin
     elif cfg.train.resume and plan.previous is None and not job.multirun:
         log.warning("train.resume=true, but %s holds no run: starting from step 0 (to resume a run, "
                     "set hydra.run.dir to its folder)", job.run_dir)
+    elif plan.previous is not None and plan.checkpoint is None:
+        rows = run_folder.read_metrics(job.run_dir)
+        log.warning("%s holds a run (status %s, last logged step %s) but no checkpoint: nothing to resume from, "
+                    "starting again from step 0 in the same folder", job.run_dir, plan.previous.status,
+                    rows[-1].get("step", 0) if rows else 0)
     return plan
 
 
@@ -177,7 +189,8 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
         if task.vocabulary() is not None:  # what sample/evaluate need to read the model's token ids
             run_folder.write_vocabulary(run_dir, task.vocabulary())
         recorder.write_summary(summary)
-        wandb_id = resumed.get("wandb_id") if resumed else None
+        # the folder's W&B run goes on, even when no checkpoint was left to resume from
+        wandb_id = resumed.get("wandb_id") if resumed else ((plan.previous and plan.previous.wandb) or {}).get("id")
         sink = WandbSink(mode=wandb_cfg.mode, project=wandb_cfg.project, run_dir=run_dir,
                          name=_run_name(overrides), group=group, job_type=choices.get("cell"),
                          config=resolved, tags=list(wandb_cfg.tags), entity=wandb_cfg.entity,
@@ -196,12 +209,14 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                 "step": step, "config_fingerprint": fingerprint, "config": resolved,
                 "trainer": {"step": step, "model": model.state_dict()}})
 
-        exit_code = 1
+        exit_code, trainer = 1, None
         try:
-            settings = train_settings(cfg, progress=cfg.logger.progress and not job.multirun)
+            # a sweep's jobs on a terminal draw no bar (they would overwrite each other's): Hydra's lines only
+            settings = train_settings(cfg, progress=cfg.logger.progress and not (job.multirun and sys.stdout.isatty()),
+                                      progress_every_s=cfg.logger.progress_every_s)
             trainer = Trainer(model, task, optimizer, scheduler, settings,
                               [RecorderSink(recorder), WandbTrainerSink(sink)],
-                              on_step=None if resumed else _fail_at(cfg.testing.fail_at_step),
+                              on_step=None if resumed else _testing_hook(cfg.testing),
                               checkpoint=save_checkpoint, save_best=save_best,
                               stop_requested=stop.requested)
             if resumed:
@@ -214,11 +229,22 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
                 sink.log(test, step=result.steps)  # W&B mirrors every row of metrics.jsonl
                 summary.test = test
             summary.record_result(result, wall_time_s=wall_before + time.time() - started)
-            if result.status == "interrupted":  # stays `running`: reads as incomplete once the process ends
-                summary.interrupted = {"signal": stop.received.name, "step": result.steps}
+            if result.status == run_folder.STOPPED:
+                summary.interrupted = _stopped(run_dir, stop.received.name, result.steps)
             recorder.write_summary(summary)
             sink.summary(summary.mirrored())
-            exit_code = 0 if result.status != "interrupted" else 1
+            exit_code = 0 if result.status != run_folder.STOPPED else 1
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-step, from its last checkpoint
+            wall_time_s = wall_before + time.time() - started
+            if trainer is not None:  # the results up to the last whole step
+                summary.record_result(trainer.result, wall_time_s=wall_time_s)
+            stop.received = stop.received or signal.SIGINT  # (no handler outside the main thread)
+            summary.status, summary.steps = run_folder.STOPPED, summary.steps or plan.step
+            summary.interrupted = {**_stopped(run_dir, "SIGINT", summary.steps), "at_once": True}
+            summary.wall_time_s = wall_time_s
+            recorder.write_summary(summary)
+            with contextlib.suppress(Exception):  # best effort: W&B may have been mid-call
+                sink.summary(summary.mirrored())
         except BaseException as e:
             summary.status, summary.error = run_folder.FAILED, f"{type(e).__name__}: {e}"
             summary.wall_time_s = wall_before + time.time() - started
@@ -226,14 +252,32 @@ def train_and_record(cfg: DictConfig, job: Job, resolved: dict[str, Any], plan: 
             raise
         finally:
             sink.finish(exit_code=exit_code)
-    if result.status == "interrupted":
-        how = (f"run the same sweep command with hydra.sweep.dir={job.sweep_dir} (submitit requeues the "
-               "job by itself)" if job.multirun else
-               f"run the same command with hydra.run.dir={run_dir} train.resume=true")
-        log.warning("stopped by %s after step %d; checkpoint %s. To resume: %s", stop.received.name,
-                    result.steps, checkpoint.latest(run_dir), how)
-        stop.redeliver()  # submitit requeues the job; without it the signal ends the process
+    if summary.status == run_folder.STOPPED:
+        _report_stop(summary, job)
+        stop.redeliver()  # submitit requeues the job; Ctrl-C exits 130; else the signal ends the process
     return summary
+
+
+def _stopped(run_dir: Path, signal_name: str, step: int) -> dict[str, Any]:
+    """summary.json's `interrupted`: the signal, the last step run, the checkpoint a resume continues from."""
+    last = checkpoint.latest(run_dir)
+    return {"signal": signal_name, "step": step, "checkpoint": last.name if last else None}
+
+
+def _report_stop(summary: Summary, job: Job) -> None:
+    """The stop and how to resume, on the log (no traceback)."""
+    stopped = summary.interrupted
+    requeued = " (submitit requeues a preempted job by itself)" if stopped["signal"] != "SIGINT" else ""
+    how = (f"run the same sweep command with hydra.sweep.dir={job.sweep_dir}{requeued}" if job.multirun else
+           f"run the same command with hydra.run.dir={job.run_dir} train.resume=true")
+    if stopped.get("at_once"):
+        kept = (f"it resumes from its last checkpoint, {stopped['checkpoint']}" if stopped["checkpoint"]
+                else "no checkpoint was written yet: a resume starts again from step 0")
+        log.warning("stopped at once by a second SIGINT during step %d; %s. To resume: %s",
+                    stopped["step"] + 1, kept, how)
+    else:
+        log.warning("stopped by %s after step %d; checkpoint %s. To resume: %s", stopped["signal"],
+                    stopped["step"], checkpoint.latest(job.run_dir), how)
 
 
 def main_metric(summary: Summary) -> float | None:
@@ -245,17 +289,21 @@ def main_metric(summary: Summary) -> float | None:
     return None if summary.status == run_folder.DIVERGED else summary.final_main_metric
 
 
-def _fail_at(step: int | None):
-    """The `testing.fail_at_step` hook: a crash right after that step (and its checkpoint, if
-    one is due), in a run started from step 0; a resumed run does not fail again (a transient crash)."""
-    if step is None:
+def _testing_hook(testing: DictConfig):
+    """The hooks of `testing` after a step, in a run started from step 0 (a resumed run does not fail
+    or pause again: a transient crash): `fail_at_step`, a crash right after that step (and its
+    checkpoint, if one is due); `pause_at_step`, a minute's sleep there, for a test to signal a run
+    that is in the middle of a step."""
+    if testing.fail_at_step is None and testing.pause_at_step is None:
         return None
 
-    def fail(current: int) -> None:
-        if current == step:
-            raise RuntimeError(f"testing.fail_at_step={step}: failing on purpose after step {step} (testing hook)")
-    return fail
-
+    def hook(current: int) -> None:
+        if current == testing.pause_at_step:
+            print(f"testing.pause_at_step={current}: pausing (testing hook)", file=sys.stderr, flush=True)
+            time.sleep(60)
+        if current == testing.fail_at_step:
+            raise RuntimeError(f"testing.fail_at_step={current}: failing on purpose after step {current} (testing hook)")
+    return hook
 
 
 def _report(summary: Summary, run_dir: Path) -> None:
@@ -265,6 +313,9 @@ def _report(summary: Summary, run_dir: Path) -> None:
     log.info("run folder: %s", run_dir)
     if (summary.wandb or {}).get("dir"):
         log.info("W&B (%s): %s", summary.wandb["mode"], summary.wandb["dir"])
+        if summary.wandb["mode"] == "offline":  # every segment of the run (a resumed run has one per start)
+            segments = " ".join(str(s) for s in find_offline_runs(run_dir) if s.name.endswith(summary.wandb["id"]))
+            log.info("to upload it to W&B: wandb sync %s", segments or summary.wandb["dir"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -283,6 +334,9 @@ def cli() -> None:
     if help.wants_help(sys.argv[1:]):  # rnnbench's page: Hydra's would offer the schema/* groups as choices
         print(help.page(Path(CONF_DIR), help.user_config_dirs(sys.argv[1:])))
         return
+    if help.wants_version(sys.argv[1:]):
+        print(help.version())
+        return
     # W&B telemetry must not outlive a run without a server (notes/wandb-offline.md); and a sweep's
     # workers should not each spawn a full thread pool unless asked to.
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -290,4 +344,11 @@ def cli() -> None:
         overrides.check(sys.argv[1:], CONF_DIR)
     except UserError as e:
         sys.exit(fail(e))
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C outside a run's training (which checkpoints and exits 130 itself)
+        sweep = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+        print("Interrupted (Ctrl-C): " + ("the jobs in training checkpointed and stopped; run the same sweep "
+                                          "command with hydra.sweep.dir=<its folder> to continue it." if sweep
+                                          else "no run was in training: nothing to checkpoint."), file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

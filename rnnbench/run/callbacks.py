@@ -33,11 +33,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -49,7 +53,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnnbench.errors import ConfigError, fail
-from rnnbench.records.run_folder import FolderInUse, hold_folder
+from rnnbench.records.run_folder import LOCK_FILE, FolderInUse, hold_folder, in_use
 
 log = logging.getLogger("rnnbench")
 
@@ -179,6 +183,10 @@ class SweepSummary(Callback):
         self._unreported = config
         self._sweep_pid = os.getpid()
         atexit.register(self._summarize_at_exit)
+        (sweep_dir / STOPPING_FILE).unlink(missing_ok=True)  # run again after a Ctrl-C: it goes on
+        if threading.current_thread() is threading.main_thread():
+            workers = "joblib" in str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+            signal.signal(signal.SIGINT, functools.partial(stop_sweep, sweep_dir, workers))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -255,6 +263,29 @@ class SweepSummary(Callback):
         except Exception as error:
             log.warning("sweep summary not logged to W&B: %s: %s", type(error).__name__, error)
         return len(problems)
+
+
+STOPPING_FILE = ".stopping"  # in a sweep's folder after a Ctrl-C: its jobs not yet started do not start
+
+
+def stop_sweep(sweep_dir: Path, workers: bool, signum: int, frame: Any) -> None:
+    """Ctrl-C in the sweep's process, outside a job's training (which stops itself after its step,
+    `checkpoint.StopSignals`): no job starts any more, and with worker processes (the parallel
+    launcher; a terminal's Ctrl-C reaches them too) the sweep waits for the jobs in training to
+    checkpoint and let go of their folders before it ends: joblib would kill them mid-step."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+    (sweep_dir / STOPPING_FILE).touch()
+    print("Ctrl-C: the sweep starts no new job; the jobs in training checkpoint and stop (Ctrl-C again: "
+          "stop at once)", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + 300
+    while workers and time.monotonic() < deadline and any(in_use(lock.parent) for lock in sweep_dir.glob(f"*/{LOCK_FILE}")):
+        time.sleep(0.1)
+    raise KeyboardInterrupt
+
+
+def sweep_stopping(sweep_dir: str | os.PathLike) -> bool:
+    """Whether the sweep was stopped with Ctrl-C (`stop_sweep`): a job not started yet must not start."""
+    return (Path(sweep_dir) / STOPPING_FILE).exists()
 
 
 def check_same_sweep(sweep_dir: Path, config: DictConfig) -> None:

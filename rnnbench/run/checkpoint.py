@@ -18,9 +18,10 @@ Resuming (`plan_resume`) never writes: every check is made before the run folder
 refused resume leaves checkpoints, metrics and summary exactly as they were. `truncate_jsonl` then
 drops the rows a killed run logged after its last checkpoint, which the resumed run logs again.
 
-`StopSignals` makes a run preemptible: SIGUSR2 (submitit's preemption / time-limit signal) and SIGTERM
-only raise a flag; the trainer checkpoints at the end of the current step and returns; the signal is
-then handed to the handler that was there before (submitit's requeue, or the default action).
+`StopSignals` makes a run preemptible and Ctrl-C safe: SIGINT, SIGUSR2 (submitit's preemption /
+time-limit signal) and SIGTERM only raise a flag; the trainer checkpoints at the end of the current step
+and returns; the signal is then handed to the handler that was there before (submitit's requeue, or the
+default action; Ctrl-C exits 130). A second Ctrl-C stops at once (KeyboardInterrupt).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -315,8 +317,11 @@ def forget_after(run_dir: Path, step: int) -> None:
 
     for name in (run_folder.METRICS_FILE, run_folder.PROFILES_FILE):
         dropped = truncate_jsonl(run_dir / name, keep)
-        if dropped:
+        if dropped and step:
             log.info("%s: %d rows after step %d dropped (logged again from the checkpoint)", name, dropped, step)
+        elif dropped:
+            log.info("%s: the %d rows of the earlier attempt dropped (no checkpoint: logged again from step 1)",
+                     name, dropped)
     profiles = run_folder.read_profiles(run_dir)
     profile_file = run_dir / run_folder.PROFILE_FILE
     if profiles:
@@ -353,18 +358,21 @@ def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Preemption
+# Preemption and Ctrl-C
 
 
 def preemption_signals() -> tuple[signal.Signals, ...]:
-    """SIGTERM, SIGUSR2, and submitit's preemption signal if set otherwise (SUBMITIT_PREEMPT_SIGNAL)."""
-    names = {"TERM", "USR2", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")}
+    """SIGINT (Ctrl-C), SIGTERM, SIGUSR2, and submitit's preemption signal if set otherwise
+    (SUBMITIT_PREEMPT_SIGNAL)."""
+    names = {"INT", "TERM", "USR2", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")}
     return tuple(sorted({getattr(signal, f"SIG{n}") for n in names if hasattr(signal, f"SIG{n}")}))
 
 
 class StopSignals:
-    """While active, a preemption signal only sets `received`; `redeliver` passes it on afterwards.
+    """While active, a stop signal only sets `received`; `redeliver` passes it on afterwards.
 
+    A second Ctrl-C does not wait for the step to end: after the first SIGINT, SIGINT raises
+    KeyboardInterrupt again (Python's own handler), which the app records as a run stopped at once.
     Use as a context manager around the training; handlers can only be set in the main thread (in any
     other thread this does nothing and signals keep their usual effect).
     """
@@ -380,6 +388,10 @@ class StopSignals:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is None:
             self.received = signal.Signals(signum)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C stops at once
+            print("Ctrl-C: stopping after this step, with a checkpoint (Ctrl-C again: stop at once)",
+                  file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -393,10 +405,13 @@ class StopSignals:
         self._previous = {}
 
     def redeliver(self) -> None:
-        """Raise the received signal again, now that the handler from before is back: submitit's
-        requeues the job and exits, the default one ends the process. If that handler returns (it
-        ignores the signal, as submitit does SIGTERM), exit with 128 + the signal number, without
-        raising an Exception: nothing may record this job as finished."""
+        """Pass the received signal on, now that the handler from before is back, without raising an
+        Exception: nothing may record this job as finished. SIGINT exits with 130 (128 + 2, the shell's
+        code for Ctrl-C; Python's own handler would print a KeyboardInterrupt traceback). Any other
+        signal is raised again: submitit's handler requeues the job and exits, the default one ends
+        the process; if that handler returns (it ignores the signal, as submitit does SIGTERM), exit
+        with 128 + the signal number."""
         assert self.received is not None
-        signal.raise_signal(self.received)
+        if self.received != signal.SIGINT:
+            signal.raise_signal(self.received)
         raise SystemExit(128 + int(self.received))

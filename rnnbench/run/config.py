@@ -430,7 +430,9 @@ class TrainConf:
     # max_steps and max_minutes comes first. Where a time budget stops a run is not reproducible.
     max_minutes: Optional[float]
     test_at_end: bool = True  # evaluate the test split once at the end (summary.json "test")
-    checkpoint_every: int  # every N steps (0: none); a final one and one on SIGUSR2/SIGTERM always
+    checkpoint_every: int  # every N steps (0: none); a final one and one on SIGINT/SIGTERM/SIGUSR2 always
+    checkpoint_minutes: float  # also once this many minutes have passed since the last one (0: not by the clock)
+    checkpoint_at_eval: bool  # also at every evaluation
     resume: bool = False  # continue the run folder's last checkpoint (multirun jobs always do)
     # Guard rails, off by default, recorded in summary.json when on: skip a step whose loss or
     # gradient is not finite (at most this many times, then the run diverges), multiplying lr by
@@ -451,7 +453,8 @@ class WandbConf:
 @dataclass
 class LoggerConf:
     wandb: WandbConf = field(default_factory=WandbConf)
-    progress: bool = True
+    progress: bool = True  # a bar on a terminal; elsewhere (SLURM, nohup, CI) a log line every progress_every_s
+    progress_every_s: float = TrainSettings.progress_every_s
     print_every_eval: bool = True
 
 
@@ -461,6 +464,7 @@ class TestingConf:
     fingerprint (run_folder.DEFAULT_FINGERPRINT_EXCLUDE), so no result depends on them."""
 
     fail_at_step: Optional[int] = None  # raise right after this step, as a crash would
+    pause_at_step: Optional[int] = None  # sleep a minute right after this step (signals arrive mid-step)
 
 
 @dataclass
@@ -535,8 +539,8 @@ POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "mode
             "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
-            "train.eval_every", "train.threads", "testing.fail_at_step")
-NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
+            "train.eval_every", "train.threads", "testing.fail_at_step", "testing.pause_at_step")
+NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every", "train.checkpoint_minutes", "logger.progress_every_s",
                 "train.skip_nonfinite", "optim.weight_decay")
 PROBABILITY = ("model.dropout", "model.embedding_dropout", "model.output_dropout")
 

@@ -50,12 +50,29 @@ More:
   python -m rnnbench.bench SUITE                    speed benchmarks
   python -m rnnbench.tasks.data fetch NAME          download a data set for the real-data tasks
   python -m rnnbench --hydra-help                   Hydra's own options
+  python -m rnnbench --version                      rnnbench's version, torch's and Python's
   docs/configuration.md: every key; docs/extending.md: your own cell, task or experiment.
 """
 
 
 def wants_help(argv: Sequence[str]) -> bool:
     return any(arg in HELP_FLAGS for arg in argv)
+
+
+def wants_version(argv: Sequence[str]) -> bool:
+    return "--version" in argv  # Hydra's flag would print Hydra's version
+
+
+def version() -> str:
+    """`rnnbench 0.1.0 (torch 2.13.0+cpu, Python 3.11.7)`: what a bug report needs first (Hydra's own
+    version: `--hydra-help`)."""
+    import platform
+
+    import torch
+
+    import rnnbench
+
+    return f"rnnbench {rnnbench.__version__} (torch {torch.__version__}, Python {platform.python_version()})"
 
 
 def user_config_dirs(argv: Sequence[str]) -> list[Path]:

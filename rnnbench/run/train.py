@@ -15,7 +15,9 @@ A non-finite loss or gradient ends the run as `diverged` (a result, not a crash)
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
@@ -28,6 +30,8 @@ from rnnbench.modules.recurrent import detach_state
 from rnnbench.records import run_folder
 from rnnbench.run.checkpoint import restore_rng_states, rng_states
 from rnnbench.tasks.base import Batch, Task
+
+log = logging.getLogger("rnnbench")
 
 
 class Sink(Protocol):
@@ -48,6 +52,10 @@ class RecorderSink:
         self.recorder.write_profile(profile)
 
 
+# Checkpoints at evaluations take at most this share of the time: one is skipped while the last was
+# written less than (its write time / this) ago (tiny models evaluating often; fsync costs ~10 ms).
+CHECKPOINT_TIME_SHARE = 0.01
+
 CLIP_MODES = ("norm", "value", "off")  # clip the global norm, each gradient entry, or nothing
 LENGTH_EVALS = ("end", "eval")  # evaluate at the task's eval_lengths at the end, or at every evaluation
 
@@ -67,17 +75,22 @@ class TrainSettings:
     profile_every: int = 500
     early_stop: bool = False
     max_minutes: float | None = None  # wall-clock budget; runs stopped by it are not bit-reproducible
-    progress: bool = True
+    progress: bool = True  # a bar where stdout is a terminal, else a log line every progress_every_s
+    progress_every_s: float = 30.0
     length_eval: str = "end"  # end | eval: when to evaluate at the task's eval_lengths
     gate_stats: bool = True  # gate saturation statistics with each temporal profile (gated cells)
-    checkpoint_every: int = 0  # 0: only the final checkpoint (and one when asked to stop)
+    checkpoint_every: int = 0  # every N steps (0: none by step count; the ones below still come)
+    # A checkpoint once this many minutes have passed since the last one (0: none by the clock), and
+    # one at every evaluation: a crash or `kill -9` loses minutes, not the run (cost: docs/reliability.md)
+    checkpoint_minutes: float = 5.0
+    checkpoint_at_eval: bool = True
     skip_nonfinite: int = 0  # guard rail: skip up to this many non-finite steps instead of diverging
     lr_backoff: float = 1.0  # guard rail: multiply the learning rate by this at each skipped step
 
 
 @dataclass
 class TrainResult:
-    status: str = "running"  # completed | diverged | interrupted (stopped by a signal, checkpointed)
+    status: str = "running"  # completed | diverged | stopped (by a signal, after checkpointing)
     steps: int = 0
     diverged_at: int | None = None
     final: dict[str, float] = field(default_factory=dict)
@@ -125,8 +138,9 @@ class Trainer:
                  checkpoint: Callable[[dict[str, Any]], Any] | None = None,
                  stop_requested: Callable[[], bool] | None = None,
                  save_best: Callable[[int], Any] | None = None):
-        """`checkpoint(state_dict)` writes a checkpoint (every `checkpoint_every` steps, at the end,
-        and when `stop_requested()` turns true: then the run stops after the current step).
+        """`checkpoint(state_dict)` writes a checkpoint (every `checkpoint_every` steps, every
+        `checkpoint_minutes`, at evaluations with `checkpoint_at_eval`, at the end, and when
+        `stop_requested()` turns true: then the run stops after the current step).
         `save_best(step)` keeps the model of an evaluation that improved the main metric."""
         self.model = model
         self.task = task
@@ -143,6 +157,8 @@ class Trainer:
         self.step = 0
         self.state = None  # carried recurrent state for stateful tasks (truncated BPTT)
         self._saved_step: int | None = None  # step of the last checkpoint written or loaded
+        self._saved_clock = time.perf_counter()  # when it was written (or training started)
+        self._saving_s = 0.0  # how long it took to write
         self._length_tasks: dict[int, Task] | None = None  # the task at each of its eval_lengths
 
     # ------------------------------------------------------------------------------------------
@@ -217,9 +233,9 @@ class Trainer:
     def fit(self) -> TrainResult:
         s, r = self.s, self.result
         self.model.train()
-        progress = _progress(s.progress, s.max_steps, self.step)
+        progress = _progress(s, self.step)
         started = time.perf_counter() - r.elapsed_s  # a resumed run's clock goes on
-        last_metric = ""
+        last_metric = ""  # the main validation metric at the last evaluation, for the progress display
         if s.profile_every and self.step == 0:
             self.profile(0)  # the gradient picture at initialisation, before any update shapes it
         try:
@@ -255,7 +271,8 @@ class Trainer:
                     row.update({"lr": self.optimizer.param_groups[0]["lr"], "throughput": r.throughput})
                     row.update({f"train/{k}": v for k, v in metrics.items()})
                     row.update({k: float(v) for k, v in grads.items()})
-                if step % s.eval_every == 0 or last:
+                evaluating = step % s.eval_every == 0 or last
+                if evaluating:
                     metrics = self.evaluate("val")
                     r.final = {f"val/{k}": v for k, v in metrics.items()}
                     if self.task.eval_lengths and (last or s.length_eval == "eval"):
@@ -267,7 +284,7 @@ class Trainer:
                     if self.plateau:
                         self.scheduler.step(metrics["loss"])
                     main = metrics.get(self.task.main_metric)
-                    last_metric = f"{self.task.main_metric}={main:.4g}" if main is not None else ""
+                    last_metric = f"val/{self.task.main_metric}={main:.4g} (step {step})" if main is not None else ""
                     if self.task.solved(metrics) and r.solved_at is None:
                         r.solved_at = step
                 if s.profile_every and (step % s.profile_every == 0 or last):
@@ -277,16 +294,14 @@ class Trainer:
                     self._emit({"step": step, "time_s": r.elapsed_s, **row})
                 # The checkpoint closes the step: a run resumed from it starts at step + 1.
                 stopping = self.stop_requested()
-                if stopping or (s.checkpoint_every and step % s.checkpoint_every == 0):
+                if stopping or self._checkpoint_due(step, evaluating):
                     self.save_checkpoint()
                 if self.on_step is not None:
                     self.on_step(step)
                 if progress is not None:
-                    progress.update(1)
-                    if logging:
-                        progress.set_postfix_str(f"loss={loss_value:.4g} {last_metric}")
+                    progress.update(step, loss_value, last_metric)
                 if stopping:
-                    r.status = "interrupted"
+                    r.status = run_folder.STOPPED
                     break
                 if out_of_time or (s.early_stop and r.solved_at is not None):
                     break
@@ -310,10 +325,19 @@ class Trainer:
                     "skipped_nonfinite": True, "lr": self.optimizer.param_groups[0]["lr"]})
 
     # ------------------------------------------------------------------------------------------
+    def _checkpoint_due(self, step: int, evaluated: bool) -> bool:
+        s, since = self.s, time.perf_counter() - self._saved_clock
+        return bool((s.checkpoint_every and step % s.checkpoint_every == 0)
+                    or (s.checkpoint_at_eval and evaluated and since * CHECKPOINT_TIME_SHARE >= self._saving_s)
+                    or (s.checkpoint_minutes and since >= 60 * s.checkpoint_minutes))
+
     def save_checkpoint(self) -> None:
         if self.checkpoint is not None and self._saved_step != self.step:
+            start = time.perf_counter()
             self.checkpoint(self.state_dict())
             self._saved_step = self.step
+            self._saved_clock = time.perf_counter()
+            self._saving_s = self._saved_clock - start
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the next step depends on, as plain containers and tensors."""
@@ -348,10 +372,59 @@ class Trainer:
         return profile
 
 
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
+def _progress(settings: TrainSettings, initial: int) -> ProgressBar | ProgressLines | None:
+    """A bar where stdout is a terminal; log lines elsewhere (SLURM, nohup, CI), where tqdm draws nothing
+    and the log (stdout and the run folder's app.log) would otherwise stay silent until the end."""
+    if not settings.progress:
         return None
-    from tqdm.auto import tqdm
+    if sys.stdout.isatty():
+        return ProgressBar(settings.max_steps, initial)
+    return ProgressLines(settings.max_steps, initial, settings.progress_every_s)
 
-    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, leave=False,
-                disable=None)  # None: off when stderr is not a terminal (sweeps, CI)
+
+class ProgressBar:
+    def __init__(self, total: int, initial: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, leave=False,
+                        disable=None)  # None: off when stderr, where it draws, is not a terminal either
+
+    def update(self, step: int, loss: float, last_metric: str) -> None:
+        self.bar.set_postfix_str(f"loss={loss:.4g} {last_metric}", refresh=False)
+        self.bar.update(1)  # redraws at most every 0.1 s
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class ProgressLines:
+    """One log line every `every_s` seconds of training:
+    ``step 1200/2000 (60%), loss 0.0123, val/loss=0.02 (step 1000), 41.3 steps/s, ETA 19 s``.
+    By the clock, not by a share of the steps: the first line comes within `every_s` however long the
+    run, and a long run's log grows by a line per `every_s` (30 s: 120 lines an hour), not by 1% of it."""
+
+    def __init__(self, total: int, initial: int, every_s: float):
+        self.total, self.initial, self.every_s = total, initial, every_s
+        self.started = self.last = time.perf_counter()
+
+    def update(self, step: int, loss: float, last_metric: str) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = (step - self.initial) / (now - self.started)
+        log.info("step %d/%d (%.0f%%), loss %.4g%s, %.3g steps/s, ETA %s", step, self.total, 100 * step / self.total,
+                 loss, f", {last_metric}" if last_metric else "", rate, duration((self.total - step) / rate))
+
+    def close(self) -> None:
+        pass
+
+
+def duration(seconds: float) -> str:
+    """`2 h 05 min`, `3 min 20 s`, `12 s`."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
