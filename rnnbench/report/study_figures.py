@@ -152,7 +152,7 @@ def _profile_panel(ax, df: pd.DataFrame, spec: dict[str, Any]) -> None:
     ax.set_ylim(spec.get("ylim", [-12, 8]))
     ax.set_xlabel("T − t (steps back from the loss)")
     ax.set_ylabel("log10 ‖∂L/∂h_t‖ / ‖∂L/∂h_T‖, at initialisation")
-    ax.set_title("measured, and the bound γ^(T−t) for the tanh RNN (thin dashed)")
+    ax.set_title("measured; thin dashed: the tanh RNN's bound γ^(T−t)")
     ax.legend(fontsize=5.5, ncol=2)
 
 
