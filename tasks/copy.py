@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
-from rnnbench.tasks.synthetic import GeneratedTask, require_int
+from rnnbench.tasks.synthetic import GeneratedTask, require_fraction, require_int
 
 VARIANTS = ("arjovsky", "tcn", "s4")
 
@@ -82,9 +82,7 @@ class CopyTask(GeneratedTask):
             raise ValueError(f"variant={variant!r}: unknown copy variant; allowed: {allowed}")
         require_int("num_symbols", num_symbols, 2)  # ln 1 = 0 would make the baseline vanish
         require_int("copy_len", copy_len, 1)
-        number = isinstance(solve_threshold, (int, float)) and not isinstance(solve_threshold, bool)
-        if not (number and 0.0 < solve_threshold <= 1.0):
-            raise ValueError(f"solve_threshold={solve_threshold!r}: must be a number in (0, 1]")
+        require_fraction("solve_threshold", solve_threshold)
 
         self.seq_len = seq_len
         self.variant = variant

@@ -24,6 +24,13 @@ def require_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")
 
 
+def require_fraction(name: str, value: Any) -> None:
+    """A success threshold on an accuracy: a number in (0, 1]."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and 0.0 < value <= 1.0):
+        raise ValueError(f"{name}={value!r}: must be a number in (0, 1]")
+
+
 class GeneratedTask(Task):
     """Subclasses draw data with `_draw(n, generator)`, store a split with `_draw_split`, cut it into
     batches with `_split_batches`, and score with `_counts` (sums) and `_metrics` (means)."""
@@ -48,13 +55,17 @@ class GeneratedTask(Task):
         self._batches_drawn = 0
 
     min_seq_len = 1  # the shortest `seq_len` the task is defined for
+    # The constructor argument `at_length` sets: the sequence length itself, or for a task trained on
+    # a range of lengths (the formal languages) the one length its splits are drawn at.
+    length_argument = "seq_len"
 
     def at_length(self, seq_len: int) -> GeneratedTask:
         """A new task of the same class built from this one's constructor arguments (each is kept as
-        the attribute of its name) with `seq_len` replaced: same seed, so the same split generators."""
+        the attribute of its name) with `length_argument` set to `seq_len`: same seed, so the same
+        split generators."""
         require_int("seq_len", seq_len, self.min_seq_len)
         names = [n for n in inspect.signature(type(self)).parameters if n != "eval_lengths"]
-        return type(self)(**{**{n: getattr(self, n) for n in names}, "seq_len": seq_len})
+        return type(self)(**{**{n: getattr(self, n) for n in names}, self.length_argument: seq_len})
 
     def _draw_splits(self) -> None:
         """Each fixed split drawn once, whole, so it depends on neither batch_size nor training."""

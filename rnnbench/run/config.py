@@ -270,6 +270,18 @@ class AddingConf(TaskConf):
 
 @dataclass
 @defaults_from_constructor
+class FormalLanguageConf(TaskConf):
+    _target_: str = "rnnbench.tasks.formal_languages.FormalLanguageTask"
+    language: str  # Delétang et al. 2023: one of FormalLanguageTask.ALLOWED["language"]
+    seq_len: int  # training lengths are uniform over 1..seq_len
+    eval_length: Optional[int]  # None: the val/test splits spread over 1..seq_len; else all at this length
+    val_size: int
+    solve_threshold: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these (theirs: 41..500)
+
+
+@dataclass
+@defaults_from_constructor
 class LMConf(TaskConf):
     _target_: str = "rnnbench.tasks.language_model.LanguageModelTask"
     data_dir: Optional[str]  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
@@ -478,7 +490,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
              "gru": GRUConf, **MODERN_CELL_SCHEMAS},
-    "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
+    "task": {"copy": CopyConf, "adding": AddingConf, "formal_language": FormalLanguageConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
     "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
     "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
                  "step": StepScheduleConf},
@@ -531,7 +543,7 @@ def allowed_values(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
 
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.state_budget",
             "model.block_mlp_ratio", "model.embedding_size",
-            "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
+            "task.seq_len", "task.eval_length", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
             "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step")
@@ -576,7 +588,8 @@ def validate(cfg: DictConfig) -> None:
         errors.append(f"optim.lr={lr} is not allowed: must be > 0")
     if _get(cfg, "task.eval_lengths") and _get(cfg, "task.seq_len") is None:
         errors.append(f"task.eval_lengths={list(_get(cfg, 'task.eval_lengths'))} is not allowed for this task: "
-                      "its sequence length is not a parameter (tasks with task.seq_len: copy, adding)")
+                      "its sequence length is not a parameter (tasks with task.seq_len: copy, adding, the formal "
+                      "languages, mqar)")
     backoff, skips = _get(cfg, "train.lr_backoff"), _get(cfg, "train.skip_nonfinite")
     if backoff is not None and not 0 < backoff <= 1:
         errors.append(f"train.lr_backoff={backoff} is not allowed: must be in (0, 1] (1: off)")
