@@ -282,6 +282,19 @@ class FormalLanguageConf(TaskConf):
 
 @dataclass
 @defaults_from_constructor
+class MQARConf(TaskConf):
+    _target_: str = "rnnbench.tasks.mqar.MQARTask"
+    seq_len: int  # Zoology's input_seq_len (even, < vocab_size)
+    num_kv_pairs: int  # K: 4K <= seq_len
+    vocab_size: int  # keys from the lower half, values from the upper half
+    power_a: float  # the query gaps' power law (1: uniform)
+    val_size: int
+    solve_threshold: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these
+
+
+@dataclass
+@defaults_from_constructor
 class LMConf(TaskConf):
     _target_: str = "rnnbench.tasks.language_model.LanguageModelTask"
     data_dir: Optional[str]  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
@@ -490,7 +503,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
              "gru": GRUConf, **MODERN_CELL_SCHEMAS},
-    "task": {"copy": CopyConf, "adding": AddingConf, "formal_language": FormalLanguageConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
+    "task": {"copy": CopyConf, "adding": AddingConf, "formal_language": FormalLanguageConf, "mqar": MQARConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
     "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
     "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
                  "step": StepScheduleConf},
@@ -544,7 +557,7 @@ def allowed_values(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.state_budget",
             "model.block_mlp_ratio", "model.embedding_size",
             "task.seq_len", "task.eval_length", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
-            "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
+            "task.num_symbols", "task.num_kv_pairs", "task.vocab_size", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step")
 NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every",
