@@ -54,7 +54,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
-from rnnbench.tasks.synthetic import GeneratedTask, require_fraction, require_int
+from rnnbench.tasks.synthetic import (
+    GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+)
 
 MODULUS = 5  # modular arithmetic and the cycle length, as in the paper
 CYCLE_LENGTH = 5
@@ -363,27 +365,11 @@ class FormalLanguageTask(GeneratedTask):
 
     def _counts(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
         logits = self._scored(outputs, batch)
-        loss_sum = F.cross_entropy(logits.reshape(-1, self.spec.output_size), batch.targets.reshape(-1),
-                                   reduction="sum")
-        mask = output_mask(self.language, batch.targets)  # (P, B)
-        correct = (logits.argmax(-1) == batch.targets) & mask
-        return {
-            "loss_sum": float(loss_sum),
-            "loss_terms": batch.targets.numel(),
-            "correct": int(correct.sum()),
-            "scored": int(mask.sum()),
-            "sequences_correct": int((correct == mask).all(0).sum()),
-            "sequences": batch.targets.shape[1],
-        }
+        everywhere = torch.ones_like(batch.targets, dtype=torch.bool)  # the loss covers padding too
+        return position_counts(logits, batch.targets, everywhere, output_mask(self.language, batch.targets))
 
     def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
-        loss = counts["loss_sum"] / counts["loss_terms"]
-        return {
-            "loss": loss,
-            "loss_over_baseline": loss / self.memoryless_baseline if self.memoryless_baseline > 0 else math.inf,
-            "accuracy": counts["correct"] / counts["scored"],
-            "sequence_accuracy": counts["sequences_correct"] / counts["sequences"],
-        }
+        return position_metrics(counts, self.memoryless_baseline)
 
     def _chance_totals(self) -> tuple[float, float, float, float]:
         loss = correct = scored = terms = 0.0

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
-from rnnbench.tasks.synthetic import GeneratedTask, require_fraction, require_int
+from rnnbench.tasks.synthetic import (
+    GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+)
 
 IGNORE = -100  # no target at this step (Zoology's label, torch's ignore_index)
 
@@ -140,24 +142,10 @@ class MQARTask(GeneratedTask):
     def _counts(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
         self._check(outputs, batch)
         asked = batch.targets != IGNORE  # (T, B)
-        loss_sum = F.cross_entropy(outputs[asked], batch.targets[asked], reduction="sum")
-        right = (outputs.argmax(-1) == batch.targets) & asked
-        return {
-            "loss_sum": float(loss_sum),
-            "queries": int(asked.sum()),
-            "correct": int(right.sum()),
-            "sequences_correct": int((right == asked).all(0).sum()),
-            "sequences": batch.targets.shape[1],
-        }
+        return position_counts(outputs, batch.targets, asked, asked)
 
     def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
-        loss = counts["loss_sum"] / counts["queries"]
-        return {
-            "loss": loss,
-            "loss_over_baseline": loss / self.memoryless_baseline,
-            "accuracy": counts["correct"] / counts["queries"],
-            "sequence_accuracy": counts["sequences_correct"] / counts["sequences"],
-        }
+        return position_metrics(counts, self.memoryless_baseline)
 
     def solved(self, metrics: dict[str, float]) -> bool:
         return metrics["accuracy"] >= self.solve_threshold

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rnnbench.tasks.base import Batch, Predict, Task
@@ -123,3 +125,33 @@ class GeneratedTask(Task):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._generator.set_state(state["generator"].cpu())
         self._batches_drawn = int(state["batches_drawn"])
+
+
+def position_counts(logits: Tensor, targets: Tensor, loss_mask: Tensor, scored: Tensor) -> dict[str, float]:
+    """Sums over a chunk for tasks scored per output position (the formal languages, MQAR): logits
+    (P, B, C), targets (P, B) (any value where `loss_mask` is False), the cross-entropy summed where
+    `loss_mask`, accuracy counted where `scored`; a sequence is right when all its scored positions are."""
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.clamp(min=0).reshape(-1),
+                          reduction="none").view(targets.shape)  # (P, B)
+    right = (logits.argmax(-1) == targets) & scored
+    return {
+        "loss_sum": float(nll[loss_mask].sum()),
+        "loss_terms": int(loss_mask.sum()),
+        "correct": int(right.sum()),
+        "scored": int(scored.sum()),
+        "sequences_correct": int((right == scored).all(0).sum()),
+        "sequences": targets.shape[1],
+    }
+
+
+def position_metrics(counts: dict[str, float], baseline: float) -> dict[str, float]:
+    """`loss`, `loss_over_baseline`, `accuracy` (per scored position), `sequence_accuracy` from the
+    summed `position_counts` of a whole split."""
+    loss = counts["loss_sum"] / counts["loss_terms"]
+    return {
+        "loss": loss,
+        "loss_over_baseline": loss / baseline if baseline > 0 else math.inf,
+        "accuracy": counts["correct"] / counts["scored"],
+        "sequence_accuracy": counts["sequences_correct"] / counts["sequences"],
+    }
+
