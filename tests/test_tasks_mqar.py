@@ -103,24 +103,3 @@ def test_at_length_keeps_the_pairs_and_changes_the_length():
 def test_bad_sizes_are_refused_before_a_run(overrides, message):
     with pytest.raises(ConfigError, match=message):
         build_task(compose(["task=mqar", *overrides]))
-
-
-def test_an_lstm_learns_single_pair_recall():
-    """The easy end: one pair among noise, 8 values; chance 1/8."""
-    from rnnbench.modules.cells import LSTMCell
-    from rnnbench.modules.models import SequenceModel
-    from rnnbench.run.train import evaluate_model
-
-    torch.manual_seed(0)
-    task = MQARTask(seq_len=8, num_kv_pairs=1, vocab_size=16, batch_size=64, val_size=256, seed=0)
-    model = SequenceModel(task.spec, LSTMCell, 16)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(250):
-        batch = task.train_batch()
-        outputs, _ = model(batch.inputs)
-        loss = task.loss(outputs, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert task.chance_accuracy == 1 / 8
-    assert evaluate_model(model, task, "val")["accuracy"] >= 0.98
