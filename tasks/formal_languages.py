@@ -26,14 +26,18 @@ output positions, where only `stack_manipulation` masks (the positions after its
 count); here a ratio of sums over the whole split. Sequence accuracy: all scored positions right.
 
 Lengths: training lengths are drawn uniformly from 1..`seq_len` (their 1..40), one length per batch
-as in their curriculum; the validation and test splits spread their sequences evenly over those
-lengths; `eval_lengths` evaluates at the given lengths (their test range is every length 41..500,
-scored by the mean accuracy over it: `mean_over_lengths`). `modular_arithmetic` strings have odd
-length: an even length L gives a string of L - 1 symbols, as in their sampler.
+as in their curriculum; the validation split spreads its sequences evenly over those lengths. Their
+test is every length 41..500, scored by the mean over lengths of the per-length accuracy: here the
+test split spreads its sequences evenly over `test_lengths` (all of 41..500, or a stated subset) and
+reports that mean as `accuracy_mean_over_lengths` (on validation: the mean over 1..seq_len).
+`eval_lengths` evaluates at single lengths too (`val@T=<L>/...`, the accuracy-against-length
+curve). `modular_arithmetic` strings have odd length: an even length L gives a string of L - 1
+symbols, as in their sampler.
 
 Memoryless baseline: the loss of the best predictor that knows the length and the output position
 but nothing of the string: the entropy of each output position's marginal distribution, summed
-over positions and averaged the way the loss is (`chance`). Closed forms per language in
+over positions and averaged the way the loss is (`chance`), over the validation split's lengths
+(`loss_over_baseline` divides by the baseline of the evaluated split's own lengths). Closed forms per language in
 `Language.marginals`; `chance_accuracy` is that predictor's accuracy.
 
 Their `odds_first` docstring example (00110101 -> 0100 0111) takes the 1-based odd positions first;
@@ -43,6 +47,7 @@ code.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import math
@@ -55,7 +60,7 @@ from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.synthetic import (
-    GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+    SPLITS, GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
 )
 
 MODULUS = 5  # modular arithmetic and the cycle length, as in the paper
@@ -290,6 +295,7 @@ class FormalLanguageTask(GeneratedTask):
         language: str = "parity_check",
         seq_len: int = 40,
         eval_length: int | None = None,
+        test_lengths: Sequence[int] = (),
         batch_size: int = 128,
         val_size: int = 512,
         seed: int = 0,
@@ -303,12 +309,16 @@ class FormalLanguageTask(GeneratedTask):
         require_int("seq_len", seq_len, 1)
         if eval_length is not None:
             require_int("eval_length", eval_length, 1)
+        test_lengths = list(test_lengths or ())
+        for length in test_lengths:
+            require_int("test_lengths", length, 1)
         require_fraction("solve_threshold", solve_threshold)
         self.language = language
         self.lang = LANGUAGES[language]
         self.name = language
         self.seq_len = seq_len
         self.eval_length = eval_length
+        self.test_lengths = tuple(test_lengths)
         self.solve_threshold = float(solve_threshold)
         self.empty_token = self.lang.input_size  # the "output empty" channel
         self.spec = IOSpec(
@@ -321,11 +331,14 @@ class FormalLanguageTask(GeneratedTask):
         self._draw_splits()
 
     # ---- data -------------------------------------------------------------------------------
-    def split_lengths(self) -> list[int]:
-        """The length of each split sequence: `eval_length`, or 1..seq_len in turn."""
+    def split_lengths(self, split: str = "val") -> list[int]:
+        """The length of each sequence of a split: all `eval_length` where it is set; for `test` with
+        `test_lengths`, those lengths in turn (the paper's test range, the same count at each); else
+        1..seq_len in turn."""
         if self.eval_length is not None:
             return [self.eval_length] * self.val_size
-        return [1 + i % self.seq_len for i in range(self.val_size)]
+        lengths = self.test_lengths if split == "test" and self.test_lengths else range(1, self.seq_len + 1)
+        return [lengths[i % len(lengths)] for i in range(self.val_size)]
 
     def sequences(self, symbols: Tensor) -> Batch:
         """The batch whose strings are `symbols` (L, B) int64: inputs and targets as the model sees them."""
@@ -340,11 +353,17 @@ class FormalLanguageTask(GeneratedTask):
         L = int(torch.randint(1, self.seq_len + 1, (1,), generator=generator, device=self.device))
         return self.sequences(self.lang.sample(L, n, generator, self.device))
 
-    def _draw_split(self, n: int, generator: torch.Generator) -> list[Tensor]:
-        counts: dict[int, int] = {}
-        for L in self.split_lengths():
-            counts[L] = counts.get(L, 0) + 1
-        return [self.lang.sample(L, count, generator, self.device) for L, count in sorted(counts.items())]
+    def _draw_splits(self) -> None:
+        """Each split drawn once, grouped by length (one length per chunk: what a recurrent model
+        reads without padding, and what the per-length mean is taken over)."""
+        self._splits = {}
+        for split in SPLITS:
+            generator = self._split_generator(split)
+            counts = collections.Counter(self.split_lengths(split))
+            self._splits[split] = [self.lang.sample(L, counts[L], generator, self.device) for L in sorted(counts)]
+
+    def _draw_split(self, n: int, generator: torch.Generator) -> Any:
+        raise NotImplementedError("drawn per split by _draw_splits")
 
     def _split_batches(self, groups: list[Tensor]) -> Iterator[Batch]:
         for symbols in groups:  # one length per group
@@ -366,14 +385,26 @@ class FormalLanguageTask(GeneratedTask):
     def _counts(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
         logits = self._scored(outputs, batch)
         everywhere = torch.ones_like(batch.targets, dtype=torch.bool)  # the loss covers padding too
-        return position_counts(logits, batch.targets, everywhere, output_mask(self.language, batch.targets))
+        counts = position_counts(logits, batch.targets, everywhere, output_mask(self.language, batch.targets))
+        B = batch.targets.shape[1]
+        L = batch.inputs.shape[0] - batch.targets.shape[0]  # a chunk has one length
+        # the baseline of these very lengths (a split at other lengths than validation's has its own)
+        counts["baseline_loss_sum"] = B * chance(self.language, L)[0]
+        # each sequence weighted by its chunk's accuracy: over equal counts per length, the mean over
+        # lengths of the per-length accuracy (the paper's score over its test range)
+        counts["length_weighted_correct"] = B * counts["correct"] / max(counts["scored"], 1)
+        return counts
 
     def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
-        return position_metrics(counts, self.memoryless_baseline)
+        metrics = position_metrics(counts, self.memoryless_baseline)
+        baseline = counts["baseline_loss_sum"]
+        metrics["loss_over_baseline"] = counts["loss_sum"] / baseline if baseline > 0 else math.inf
+        metrics["accuracy_mean_over_lengths"] = counts["length_weighted_correct"] / counts["sequences"]
+        return metrics
 
     def _chance_totals(self) -> tuple[float, float, float, float]:
         loss = correct = scored = terms = 0.0
-        for L in self.split_lengths():
+        for L in self.split_lengths("val"):
             sequence_loss, sequence_correct, sequence_scored = chance(self.language, L)
             loss, correct, scored = loss + sequence_loss, correct + sequence_correct, scored + sequence_scored
             terms += self.lang.output_length(L)
@@ -405,6 +436,7 @@ class FormalLanguageTask(GeneratedTask):
             "seq_len": self.seq_len,
             "train_lengths": f"uniform 1..{self.seq_len}",
             "eval_length": self.eval_length,
+            "test_lengths": list(self.test_lengths) or f"as validation, 1..{self.seq_len}",
             "memoryless_baseline": self.memoryless_baseline,
             "chance_accuracy": self.chance_accuracy,
             "solve_threshold": self.solve_threshold,
@@ -412,10 +444,3 @@ class FormalLanguageTask(GeneratedTask):
             "val_size": self.val_size,
             "seed": self.seed,
         }
-
-
-def mean_over_lengths(metrics: dict[str, float], lengths: Sequence[int], metric: str = "accuracy",
-                      split: str = "val") -> float:
-    """Delétang et al.'s score: the mean of `metric` over the test lengths (theirs: 41..500), from
-    the `<split>@T=<length>/<metric>` entries a run records for `task.eval_lengths`."""
-    return sum(metrics[f"{split}@T={L}/{metric}"] for L in lengths) / len(lengths)

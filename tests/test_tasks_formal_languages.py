@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from rnnbench.tasks.base import Batch
 from rnnbench.tasks.formal_languages import (
     LANGUAGE_NAMES, LANGUAGES, MINUS, PLUS, POP, PUSH_0, PUSH_1, TIMES, FormalLanguageTask, chance,
-    mean_over_lengths, output_mask,
+    output_mask,
 )
 
 
@@ -142,9 +142,23 @@ def test_at_length_fixes_the_evaluation_length_and_keeps_the_training_range():
     assert torch.equal(same.probe_batch().inputs, batch.inputs)
 
 
-def test_the_paper_score_is_the_mean_over_the_test_lengths():
-    metrics = {"val@T=41/accuracy": 1.0, "val@T=100/accuracy": 0.5, "val/accuracy": 0.0}
-    assert mean_over_lengths(metrics, [41, 100]) == 0.75
+def test_the_test_split_spreads_over_the_test_lengths_and_scores_their_mean():
+    task = FormalLanguageTask("reverse_string", seq_len=4, val_size=30, batch_size=4, test_lengths=[10, 20, 30])
+    assert task.split_lengths("test") == [10, 20, 30] * 10 and task.split_lengths("val") == [1, 2, 3, 4] * 7 + [1, 2]
+
+    def right_up_to_15(batch, state):  # right at the first 15 output positions, wrong after
+        out, state = oracle(batch, state)
+        out = out[..., :2].clone()
+        P = batch.targets.shape[0]
+        out[-P + 15 :] = out[-P + 15 :].roll(1, -1) if P > 15 else out[-P + 15 :]
+        return out, state
+
+    metrics = task.evaluate(right_up_to_15, "test")
+    # per length: 10 -> 1, 20 -> 15/20, 30 -> 15/30; the paper's score is their mean
+    assert metrics["accuracy_mean_over_lengths"] == pytest.approx((1 + 0.75 + 0.5) / 3)
+    assert metrics["accuracy"] == pytest.approx((10 + 15 + 15) / 60)  # per position, pooled
+    assert metrics["sequence_accuracy"] == pytest.approx(1 / 3)
+    assert task.evaluate(right_up_to_15, "val")["accuracy_mean_over_lengths"] == 1.0
 
 
 # ---- baselines: closed forms against enumeration -------------------------------------------------
@@ -249,6 +263,7 @@ def test_the_oracle_solves_every_language_and_metrics_add_up(language):
     (dict(language="dyck"), "task.language='dyck' is not allowed: choose one of even_pairs"),
     (dict(seq_len=0), "seq_len=0"),
     (dict(eval_length=-2), "eval_length=-2"),
+    (dict(test_lengths=[41, 0]), "test_lengths=0"),
     (dict(solve_threshold=2), "solve_threshold=2"),
 ])
 def test_bad_arguments_are_named(kwargs, message):

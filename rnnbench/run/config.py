@@ -275,6 +275,7 @@ class FormalLanguageConf(TaskConf):
     language: str  # Delétang et al. 2023: one of FormalLanguageTask.ALLOWED["language"]
     seq_len: int  # training lengths are uniform over 1..seq_len
     eval_length: Optional[int]  # None: the val/test splits spread over 1..seq_len; else all at this length
+    test_lengths: list[int]  # the test split spreads over these (theirs: 41..500); []: as validation
     val_size: int
     solve_threshold: float
     eval_lengths: list[int]  # length generalisation: also evaluate at these (theirs: 41..500)
