@@ -97,14 +97,16 @@ def build_model(cfg: DictConfig, spec: IOSpec, device: torch.device) -> tuple[to
     interface.check_class(cfg.cell, "cell")
     cell = instantiate_group(cfg.cell, "cell")
     hidden_size = cfg.model.hidden_size
+    heads = cfg.cell.get("num_heads") or 1  # a cell with heads is built only at widths they divide
     if cfg.model.param_budget:
         hidden_size = hidden_size_for_budget(
             cfg.model.param_budget,
-            lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h))
+            lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h), multiple_of=heads)
     elif cfg.model.get("state_budget"):
         hidden_size = hidden_size_for_budget(
             cfg.model.state_budget,
-            lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h), measure="state")
+            lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h), measure="state",
+            multiple_of=heads)
     model = instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=hidden_size)
     interface.check_cell_step(model.stack.layers[0].directions[0], cfg.cell._target_)
     return model.to(device), hidden_size
