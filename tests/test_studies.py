@@ -81,6 +81,7 @@ def test_export_writes_one_record_per_run_that_the_report_reads_like_the_sweep(t
     path = study_records.export("adding", [tmp_path / "sweep"], tmp_path / "out")
     rows = runs.read_records(path)
     assert len(rows) == 6 and rows[0]["job"] == "0" and rows[0]["git_commit"] == "abc"
+    assert "state_size" in rows[0]  # study 8 draws recall against the state each cell carries
     assert "profile_init" not in rows[0]
     from_records = summarize(load_runs(tmp_path / "out"), metrics="val/loss")
     from_folders = summarize(load_runs(tmp_path / "sweep"), metrics="val/loss")
