@@ -62,7 +62,7 @@ def measured_text(result: dict[str, Any], precision: int = 4) -> str:
     if "k" in result:
         details.append(f"{result['ratio']:.2f}× baseline; {result['k']} of {result['n_ratio']} seeds below "
                        f"{verdicts.BEATS_BASELINE}×")
-    if "k_reach" in result:
+    if result.get("n_reach"):
         sign = "≤" if published_mode_is_min(result) else "≥"
         details.append(f"{result['k_reach']} of {result['n_reach']} seeds {sign} {result['threshold']:g}")
     for test in result.get("tests", []):
