@@ -30,10 +30,9 @@ from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.synthetic import (
-    GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+    IGNORE, GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+    time_major_chunks,
 )
-
-IGNORE = -100  # no target at this step (Zoology's label, torch's ignore_index)
 
 
 class MQARTask(GeneratedTask):
@@ -116,9 +115,7 @@ class MQARTask(GeneratedTask):
         return self.sequences(*self._draw_parts(n, generator))
 
     def _split_batches(self, data: Batch) -> Iterator[Batch]:
-        for start in range(0, self.val_size, self.batch_size):
-            stop = start + self.batch_size
-            yield Batch(inputs=data.inputs[:, start:stop], targets=data.targets[:, start:stop])
+        return time_major_chunks(data, self.batch_size)
 
     # ---- loss and metrics -------------------------------------------------------------------
     @property

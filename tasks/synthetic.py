@@ -16,6 +16,7 @@ from torch import Tensor
 from rnnbench.tasks.base import Batch, Predict, Task
 
 SPLITS = ("val", "test")
+IGNORE = -100  # a step with no target (torch's ignore_index; Zoology's and Safari's label for it)
 # Fixed splits are drawn from their own generators, seeded `seed + offset`: they depend on the seed
 # only, never on how many training batches were drawn.
 SPLIT_SEED_OFFSET = {"val": 1_000_003, "test": 2_000_006}
@@ -154,4 +155,12 @@ def position_metrics(counts: dict[str, float], baseline: float) -> dict[str, flo
         "accuracy": counts["correct"] / counts["scored"],
         "sequence_accuracy": counts["sequences_correct"] / counts["sequences"],
     }
+
+
+def time_major_chunks(data: Batch, batch_size: int) -> Iterator[Batch]:
+    """A stored split whose inputs and targets are both time-major, (T, N, ...), in chunks of at most
+    `batch_size` sequences."""
+    for start in range(0, data.inputs.shape[1], batch_size):
+        chunk = slice(start, start + batch_size)
+        yield Batch(inputs=data.inputs[:, chunk], targets=data.targets[:, chunk])
 

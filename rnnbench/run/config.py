@@ -296,6 +296,17 @@ class MQARConf(TaskConf):
 
 @dataclass
 @defaults_from_constructor
+class InductionHeadsConf(TaskConf):
+    _target_: str = "rnnbench.tasks.induction_heads.InductionHeadsTask"
+    seq_len: int
+    vocab_size: int  # two of them special (the trigger and Safari's unused no-op)
+    val_size: int
+    solve_threshold: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these (Mamba: up to 2^20)
+
+
+@dataclass
+@defaults_from_constructor
 class LMConf(TaskConf):
     _target_: str = "rnnbench.tasks.language_model.LanguageModelTask"
     data_dir: Optional[str]  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
@@ -504,7 +515,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
              "gru": GRUConf, **MODERN_CELL_SCHEMAS},
-    "task": {"copy": CopyConf, "adding": AddingConf, "formal_language": FormalLanguageConf, "mqar": MQARConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
+    "task": {"copy": CopyConf, "adding": AddingConf, "formal_language": FormalLanguageConf, "mqar": MQARConf, "induction_heads": InductionHeadsConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
     "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
     "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
                  "step": StepScheduleConf},
@@ -603,7 +614,7 @@ def validate(cfg: DictConfig) -> None:
     if _get(cfg, "task.eval_lengths") and _get(cfg, "task.seq_len") is None:
         errors.append(f"task.eval_lengths={list(_get(cfg, 'task.eval_lengths'))} is not allowed for this task: "
                       "its sequence length is not a parameter (tasks with task.seq_len: copy, adding, the formal "
-                      "languages, mqar)")
+                      "languages, mqar, induction_heads)")
     backoff, skips = _get(cfg, "train.lr_backoff"), _get(cfg, "train.skip_nonfinite")
     if backoff is not None and not 0 < backoff <= 1:
         errors.append(f"train.lr_backoff={backoff} is not allowed: must be in (0, 1] (1: off)")
