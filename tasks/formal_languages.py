@@ -60,7 +60,7 @@ from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.synthetic import (
-    SPLITS, GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+    SPLITS, AccuracyScoredTask, position_counts, require_fraction, require_int,
 )
 
 MODULUS = 5  # modular arithmetic and the cycle length, as in the paper
@@ -273,7 +273,7 @@ def output_mask(language: str, targets: Tensor) -> Tensor:
     return ended == 0
 
 
-class FormalLanguageTask(GeneratedTask):
+class FormalLanguageTask(AccuracyScoredTask):
     """A formal-language task of Delétang et al. 2023 (see the module docstring).
 
     Batches (one length L per batch): inputs (L + P, B, V + 1) one-hot float32, the string then P =
@@ -286,8 +286,6 @@ class FormalLanguageTask(GeneratedTask):
     ALLOWED = {"language": LANGUAGE_NAMES}
 
     name = "formal_language"
-    main_metric = "accuracy"
-    main_metric_mode = "max"
     length_argument = "eval_length"  # `at_length` fixes the split's length; the training range stays
 
     def __init__(
@@ -396,7 +394,7 @@ class FormalLanguageTask(GeneratedTask):
         return counts
 
     def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
-        metrics = position_metrics(counts, self.memoryless_baseline)
+        metrics = super()._metrics(counts)
         baseline = counts["baseline_loss_sum"]
         metrics["loss_over_baseline"] = counts["loss_sum"] / baseline if baseline > 0 else math.inf
         metrics["accuracy_mean_over_lengths"] = counts["length_weighted_correct"] / counts["sequences"]
@@ -424,9 +422,6 @@ class FormalLanguageTask(GeneratedTask):
         """That predictor's accuracy (the paper's "random" level is 1/C for a uniform guess)."""
         self.memoryless_baseline
         return self._chance_accuracy
-
-    def solved(self, metrics: dict[str, float]) -> bool:
-        return metrics["accuracy"] >= self.solve_threshold
 
     def describe(self) -> dict[str, Any]:
         return {

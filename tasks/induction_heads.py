@@ -24,12 +24,12 @@ from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.synthetic import (
-    IGNORE, GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+    IGNORE, AccuracyScoredTask, position_counts, require_fraction, require_int,
     time_major_chunks,
 )
 
 
-class InductionHeadsTask(GeneratedTask):
+class InductionHeadsTask(AccuracyScoredTask):
     """Induction heads (Safari's generator; Gu & Dao 2023); see the module docstring.
 
     Batches: inputs (T + 1, B) int64 token ids; targets (T + 1, B) int64, IGNORE except the last step.
@@ -37,8 +37,6 @@ class InductionHeadsTask(GeneratedTask):
     """
 
     name = "induction_heads"
-    main_metric = "accuracy"
-    main_metric_mode = "max"
     min_seq_len = 3  # a trigger at 0 .. T - 3 and the token after it
 
     def __init__(
@@ -109,12 +107,6 @@ class InductionHeadsTask(GeneratedTask):
     def _counts(self, outputs: Tensor, batch: Batch) -> dict[str, float]:
         asked = torch.ones_like(batch.targets[-1:], dtype=torch.bool)
         return position_counts(self._answer(outputs, batch), batch.targets[-1:], asked, asked)
-
-    def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
-        return position_metrics(counts, self.memoryless_baseline)
-
-    def solved(self, metrics: dict[str, float]) -> bool:
-        return metrics["accuracy"] >= self.solve_threshold
 
     def describe(self) -> dict[str, Any]:
         return {

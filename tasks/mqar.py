@@ -30,12 +30,12 @@ from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.synthetic import (
-    IGNORE, GeneratedTask, position_counts, position_metrics, require_fraction, require_int,
+    IGNORE, AccuracyScoredTask, position_counts, require_fraction, require_int,
     time_major_chunks,
 )
 
 
-class MQARTask(GeneratedTask):
+class MQARTask(AccuracyScoredTask):
     """Multi-query associative recall (Zoology); see the module docstring.
 
     Batches: inputs (T, B) int64 token ids; targets (T, B) int64, IGNORE except at the K query
@@ -43,8 +43,6 @@ class MQARTask(GeneratedTask):
     """
 
     name = "mqar"
-    main_metric = "accuracy"
-    main_metric_mode = "max"
     min_seq_len = 4
 
     def __init__(
@@ -140,12 +138,6 @@ class MQARTask(GeneratedTask):
         self._check(outputs, batch)
         asked = batch.targets != IGNORE  # (T, B)
         return position_counts(outputs, batch.targets, asked, asked)
-
-    def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
-        return position_metrics(counts, self.memoryless_baseline)
-
-    def solved(self, metrics: dict[str, float]) -> bool:
-        return metrics["accuracy"] >= self.solve_threshold
 
     def describe(self) -> dict[str, Any]:
         return {

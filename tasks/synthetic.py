@@ -128,6 +128,23 @@ class GeneratedTask(Task):
         self._batches_drawn = int(state["batches_drawn"])
 
 
+
+class AccuracyScoredTask(GeneratedTask):
+    """A generated task scored per output position (the formal languages, MQAR, induction heads):
+    `position_counts` per chunk, `position_metrics` over a split, solved at `solve_threshold` accuracy."""
+
+    main_metric = "accuracy"
+    main_metric_mode = "max"
+    solve_threshold: float
+
+    def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
+        return position_metrics(counts, self.memoryless_baseline)
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        """`accuracy` (as returned by `evaluate`) at least `solve_threshold`."""
+        return metrics["accuracy"] >= self.solve_threshold
+
+
 def position_counts(logits: Tensor, targets: Tensor, loss_mask: Tensor, scored: Tensor) -> dict[str, float]:
     """Sums over a chunk for tasks scored per output position (the formal languages, MQAR): logits
     (P, B, C), targets (P, B) (any value where `loss_mask` is False), the cross-entropy summed where
