@@ -60,7 +60,7 @@ from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.synthetic import (
-    SPLITS, AccuracyScoredTask, position_counts, require_fraction, require_int,
+    SPLITS, AccuracyScoredTask, position_counts, require_int,
 )
 
 MODULUS = 5  # modular arithmetic and the cycle length, as in the paper
@@ -301,7 +301,7 @@ class FormalLanguageTask(AccuracyScoredTask):
         device: str | torch.device = "cpu",
         eval_lengths: Sequence[int] = (),
     ):
-        super().__init__(batch_size, val_size, seed, device, eval_lengths)
+        super().__init__(batch_size, val_size, seed, device, eval_lengths, solve_threshold)
         if language not in LANGUAGES:
             raise ValueError(f"task.language={language!r} is not allowed: choose one of {', '.join(LANGUAGE_NAMES)}")
         require_int("seq_len", seq_len, 1)
@@ -310,14 +310,12 @@ class FormalLanguageTask(AccuracyScoredTask):
         test_lengths = list(test_lengths or ())
         for length in test_lengths:
             require_int("test_lengths", length, 1)
-        require_fraction("solve_threshold", solve_threshold)
         self.language = language
         self.lang = LANGUAGES[language]
         self.name = language
         self.seq_len = seq_len
         self.eval_length = eval_length
         self.test_lengths = tuple(test_lengths)
-        self.solve_threshold = float(solve_threshold)
         self.empty_token = self.lang.input_size  # the "output empty" channel
         self.spec = IOSpec(
             input_kind="continuous",

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
 from rnnbench.tasks.synthetic import (
-    IGNORE, AccuracyScoredTask, position_counts, require_fraction, require_int,
+    IGNORE, AccuracyScoredTask, position_counts, require_int,
     time_major_chunks,
 )
 
@@ -50,13 +50,11 @@ class InductionHeadsTask(AccuracyScoredTask):
         device: str | torch.device = "cpu",
         eval_lengths: Sequence[int] = (),
     ):
-        super().__init__(batch_size, val_size, seed, device, eval_lengths)
+        super().__init__(batch_size, val_size, seed, device, eval_lengths, solve_threshold)
         require_int("seq_len", seq_len, self.min_seq_len)
         require_int("vocab_size", vocab_size, 4)  # two special tokens and at least two ordinary ones
-        require_fraction("solve_threshold", solve_threshold)
         self.seq_len = seq_len
         self.vocab_size = vocab_size
-        self.solve_threshold = float(solve_threshold)
         self.trigger = vocab_size - 2  # "=>"; vocab_size - 1 is Safari's no-op ".", never drawn
         self.input_length = seq_len + 1
         self.spec = IOSpec(input_kind="tokens", input_size=vocab_size, output_size=vocab_size,

@@ -58,19 +58,17 @@ class MQARTask(AccuracyScoredTask):
         device: str | torch.device = "cpu",
         eval_lengths: Sequence[int] = (),
     ):
-        super().__init__(batch_size, val_size, seed, device, eval_lengths)
+        super().__init__(batch_size, val_size, seed, device, eval_lengths, solve_threshold)
         require_int("seq_len", seq_len, self.min_seq_len)
         require_int("num_kv_pairs", num_kv_pairs, 1)
         require_int("vocab_size", vocab_size, 4)
         require_fraction("power_a", power_a)
-        require_fraction("solve_threshold", solve_threshold)
         for length in (seq_len, *self.eval_lengths):
             check_sizes(length, num_kv_pairs, vocab_size)
         self.seq_len = seq_len
         self.num_kv_pairs = num_kv_pairs
         self.vocab_size = vocab_size
         self.power_a = float(power_a)
-        self.solve_threshold = float(solve_threshold)
         self.input_length = seq_len
         self.spec = IOSpec(input_kind="tokens", input_size=vocab_size, output_size=vocab_size,
                            output_kind="per_step", loss_kind="classification")

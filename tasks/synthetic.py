@@ -135,7 +135,12 @@ class AccuracyScoredTask(GeneratedTask):
 
     main_metric = "accuracy"
     main_metric_mode = "max"
-    solve_threshold: float
+
+    def __init__(self, batch_size: int, val_size: int, seed: int, device: str | torch.device,
+                 eval_lengths: Sequence[int] = (), solve_threshold: float = 0.99):
+        super().__init__(batch_size, val_size, seed, device, eval_lengths)
+        require_fraction("solve_threshold", solve_threshold)
+        self.solve_threshold = float(solve_threshold)
 
     def _metrics(self, counts: dict[str, float]) -> dict[str, float]:
         return position_metrics(counts, self.memoryless_baseline)

@@ -269,3 +269,25 @@ def test_the_oracle_solves_every_language_and_metrics_add_up(language):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         FormalLanguageTask(**kwargs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.language=dyck"], r"task.language='dyck' is not allowed: choose one of even_pairs, parity_check"),
+    (["task.eval_length=0"], r"task.eval_length=0 is not allowed: must be a positive integer"),
+    (["task.seq_len=0"], r"task.seq_len=0 is not allowed: must be a positive integer"),
+])
+def test_bad_config_values_are_refused_before_a_run(overrides, message):
+    from rnnbench.errors import ConfigError
+    from rnnbench.run.config import compose, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose(["task=parity_check", *overrides]))
+
+
+def test_bad_test_lengths_are_refused_when_the_task_is_built():
+    from rnnbench.errors import ConfigError
+    from rnnbench.run.build import build_task
+    from rnnbench.run.config import compose
+
+    with pytest.raises(ConfigError, match=r"test_lengths=0: must be an integer >= 1"):
+        build_task(compose(["task=reverse_string", "task.test_lengths=[41,0]"]))
