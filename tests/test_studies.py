@@ -168,11 +168,16 @@ def test_reaches_and_stays_below_count_seeds_at_a_value_and_a_failure_needs_the_
     gru = verdicts.judge({"source": "p", "where": {"cell": "gru"}, "reaches": 0.99}, df, pub)
     assert gru["holds"] is False and verdicts.judge({"source": "p", "where": {"cell": "gru"}, "reaches": 0.99}, df,
                                                     {**pub, "k_of_n": 2})["holds"] is True
-    mingru = verdicts.judge({"source": "p", "where": {"cell": "mingru"}, "stays_below": 0.9}, df, pub)
+    generalisation = {"source": "p", "stays_below": 0.9, "fits_training": True}
+    mingru = verdicts.judge({**generalisation, "where": {"cell": "mingru"}}, df, pub)
     assert mingru["holds"] is True  # fitted the training lengths (0.2x baseline), failed beyond them
-    assert verdicts.judge({"source": "p", "where": {"cell": "gru"}, "stays_below": 0.9}, df, pub)["holds"] is False
-    unfitted = verdicts.judge({"source": "p", "where": {"cell": "vanilla"}, "stays_below": 0.9}, df, pub)
+    assert verdicts.judge({**generalisation, "where": {"cell": "gru"}}, df, pub)["holds"] is False
+    unfitted = verdicts.judge({**generalisation, "where": {"cell": "vanilla"}}, df, pub)
     assert unfitted["holds"] == verdicts.NO_POWER and "did not leave the baseline" in unfitted["why"]
+    # "cannot learn it at all" (Grazzi et al.'s parity): not fitting is the claim; the control gives the power
+    cannot = {"source": "p", "where": {"cell": "vanilla"}, "stays_below": 0.9}
+    assert verdicts.judge(cannot, df, {**pub, "control": {"cell": "lstm"}})["holds"] is True
+    assert verdicts.judge(cannot, df, {**pub, "control": {"cell": "indrnn"}})["holds"] == verdicts.NO_POWER
     assert "2 of 3 seeds ≥ 0.99" in claim_tables.measured_text(gru)
     assert claim_tables.claim_text({"stays_below": 0.9}, pub) == "stays below 0.9"
 

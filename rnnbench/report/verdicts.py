@@ -29,9 +29,10 @@ The rules (`judge`; `judge_all` adjusts a study's p-values together, Holm–Bonf
   one-sided); where even none against all could not reach α, no power.
 - ``bound``: every profile at initialisation lies under Pascanu et al.'s bound.
 - ``reaches``: k of n seeds reach the stated value of the metric (at least it where higher is better);
-  true needs k ≥ k_of_n. ``stays_below``: no seed reaches it; where the point's own runs did not leave
-  the memoryless baseline in validation on every seed, no power: a length-generalisation failure
-  (Delétang et al. 2023's claims) means something only for a model that fitted the training lengths.
+  true needs k ≥ k_of_n. ``stays_below``: no seed reaches it, with the control's power; a claim with
+  ``fits_training: true`` also needs the point's own runs to leave the memoryless baseline in validation
+  on every seed, else no power: a length-generalisation failure (Delétang et al. 2023's claims) means
+  something only for a model that fitted the training lengths.
 
 Any verdict other than a positive finding ("yes" to something happening) needs power: with a control
 that stays at the baseline (or was not run), or before the paper's budget, it reads `NO_POWER`.
@@ -276,7 +277,7 @@ def decide(claim: dict[str, Any], result: dict[str, Any], df: pd.DataFrame, publ
             positive = holds
         else:
             holds = out["k_reach"] == 0
-            if not out["fitted"]:
+            if claim.get("fits_training") and not out["fitted"]:
                 out["holds"], out["why"] = NO_POWER, "did not leave the baseline in validation on every seed"
                 return out
     elif kind == "better_than" and "tests" in out:
