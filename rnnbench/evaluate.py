@@ -240,6 +240,11 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), splits: Seq
         "metrics": metrics, "task_info": task.describe(), "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **{k: v for k, v in run_folder.run_metadata().items() if k in ("python", "torch", "rnnbench", "git_commit")},
     }
+    planned = run.cfg.train.max_steps
+    if which == "final" and run.step < planned:  # a run that stopped (or diverged, or crashed) early
+        status = (run_folder.read_summary(run.run_dir).status
+                  if (run.run_dir / run_folder.SUMMARY_FILE).is_file() else "unknown")
+        result["ended_early"] = {"step": run.step, "max_steps": planned, "status": status}
     path = run.run_dir / EVALUATIONS_DIR / f"{name or evaluation_name(overrides, which)}.json"
     path.parent.mkdir(exist_ok=True)
     run_folder.atomic_write_text(path, run_folder.dumps(result, indent=2) + "\n")
@@ -275,12 +280,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options and overrides in any order
     splits = ("val", "test") if args.split == "both" else (args.split,)
     try:
         result, path = evaluate_run(args.run_dir, args.overrides, splits, args.checkpoint, args.name)
     except UserError as error:
         return fail(error)
+    if "ended_early" in result:
+        early = result["ended_early"]
+        print(f"warning: the run did not reach its last step: its newest checkpoint is of step {early['step']} "
+              f"of train.max_steps={early['max_steps']} (status {early['status']}); evaluating that model",
+              file=sys.stderr)
     changed = ", ".join(f"{k}: {v['run']} -> {v['evaluated']}" for k, v in result["changed"].items())
     print(f"{result['run_dir']} ({result['checkpoint']} checkpoint, step {result['step']})"
           + (f", changed {changed}" if changed else ""))

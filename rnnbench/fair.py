@@ -40,6 +40,7 @@ import pandas as pd
 
 from rnnbench.errors import UserError, fail
 from rnnbench.records import run_folder
+from rnnbench.report.study_figures import screen_figure
 from rnnbench.report.runs import FAIR_PLAN, ReportError, label, load_runs, parse_override
 from rnnbench.report.stats import compare_samples, holm
 
@@ -320,40 +321,6 @@ def _mean_std(x: pd.Series) -> str:
     return f"{x.mean():.4g} ± {x.std(ddof=1):.2g}" if len(x) > 1 else f"{x.mean():.4g}"
 
 
-def screen_figure(plan: Plan, state: dict[str, Any], out: Path) -> list[Path]:
-    """The screen's metric against the (first) grid key, one line per compared value, the choice
-    ringed: what shows a reader that every value got its chance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    key = next(iter(plan.grid))
-    fig, ax = plt.subplots(figsize=(3.5, 2.8))
-    for value in plan.compare:
-        choice = state["chosen"].get(label(value)) or {"point": None, "score": math.nan, "scores": []}
-        points = sorted((s["point"][key], s["score"]) for s in choice["scores"] if _is_number(s["point"][key]))
-        if not points:
-            continue
-        xs, ys = zip(*points)
-        line, = ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=label(value))
-        if choice["point"]:
-            ax.plot([choice["point"][key]], [choice["score"]], "o", markersize=8, fillstyle="none", color=line.get_color())
-    if all(v > 0 for v in plan.grid[key] if _is_number(v)):
-        ax.set_xscale("log")
-    ax.set_xlabel(key)
-    ax.set_ylabel(f"validation {state['select'].removeprefix('best/val/')} (screen)")
-    ax.set_title(f"screen: {', '.join(plan.screen) or 'full budget'}, {len(plan.screen_seeds)} seed(s); ringed: chosen",
-                 fontsize=7)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=300)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths
-
-
 # ------------------------------------------------------------------------------------------------
 # command line
 
@@ -400,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
             run_sweep(plan.extension_overrides(value, point), plan.dir / f"extend-{folder_name(name)}")
     state.update(select=metric, mode=mode, chosen={label(v): c for v, c in chosen.items()})
     run_folder.atomic_write_text(plan_file, run_folder.dumps(state, indent=1, sort_keys=True) + "\n")
-    figure = screen_figure(plan, state, plan.dir / "screen")
+    figure = screen_figure(state, plan.dir / "screen")
     print(f"screen: {figure[0]}")
     finals = []
     for value in plan.compare:

@@ -83,7 +83,7 @@ class AddingTask(GeneratedTask):
         self.seq_len = seq_len
         self.variant = variant
         self.solve_mse = float(solve_mse)
-        self.input_length = seq_len
+        self.input_length = self.steps_at(seq_len)
 
         self._draw_splits()
 

@@ -31,6 +31,17 @@ class IOSpec:
     stateful: bool = False  # consecutive batches continue the same streams (truncated BPTT)
 
 
+@dataclass(frozen=True)
+class BatchShape:
+    """The largest batch a task makes (training or evaluation) and the config keys that set its size:
+    what the run's memory estimate reads before anything is built (`run.build.check_memory`)."""
+
+    steps: int
+    sequences: int
+    steps_key: str  # e.g. "task.seq_len"
+    sequences_key: str = "train.batch_size"
+
+
 @dataclass
 class Batch:
     inputs: Tensor
@@ -105,6 +116,10 @@ class Task(abc.ABC):
         """The same task (same seed, variant and sizes) with sequences of `seq_len` steps, its val and
         test splits drawn at that length: what a model trained at another length is evaluated on."""
         raise ValueError(f"task {self.name!r} has no sequence-length parameter to change")
+
+    def batch_shape(self) -> BatchShape | None:
+        """The largest batch the task will make, without making it (None: not known in advance)."""
+        return None
 
     def vocabulary(self) -> list[str] | None:
         """Token i's string for token-input tasks whose ids a run must keep (written to the run folder

@@ -98,7 +98,7 @@ class CopyTask(GeneratedTask):
         self.blank = num_symbols
         self.delimiter = num_symbols + 1
         self.num_classes = num_symbols + 2
-        self.input_length = seq_len + 2 * copy_len
+        self.input_length = self.steps_at(seq_len)
         T, M = seq_len, copy_len
         self._delimiter_steps = {
             "arjovsky": slice(M + T - 1, M + T),  # one delimiter, then M blanks
@@ -118,6 +118,10 @@ class CopyTask(GeneratedTask):
         # A fixed split is stored as its symbols (M, N) (and for `selective` their steps, (M, N));
         # sequences are built per chunk.
         self._draw_splits()
+
+    def steps_at(self, seq_len: int) -> int:
+        """M symbols, T - 1 blanks and the delimiter, M recall steps: T + 2M."""
+        return seq_len + 2 * self.copy_len
 
     # ---- data -------------------------------------------------------------------------------
     def _draw_symbols(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:

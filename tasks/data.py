@@ -250,13 +250,18 @@ def read_bytes(path: Path, *, allow_empty: bool = False) -> bytes:
 
 
 def decode_utf8(data: bytes, path: Path | str) -> str:
-    """Strict UTF-8: an invalid byte is a DataError giving the file and the byte offset."""
+    """Strict UTF-8: an invalid byte, or a NUL (a binary file), is a DataError giving the file and the
+    byte offset."""
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         bad = data[e.start:e.end].hex(" ")
         raise DataError(f"{path}: not valid UTF-8 at byte offset {e.start} (bytes {bad}: {e.reason}); "
                         "re-encode the file as UTF-8") from e
+    if "\x00" in text:  # valid UTF-8, but no text holds NUL: a binary file (or one written as UTF-16)
+        raise DataError(f"{path}: holds NUL bytes (the first at byte offset {data.index(0)}): a binary file, "
+                        "not text; give a UTF-8 text file")
+    return text
 
 
 def read_text(path: Path | str, *, allow_empty: bool = False) -> str:

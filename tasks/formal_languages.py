@@ -58,9 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnbench.tasks.base import Batch, IOSpec
+from rnnbench.tasks.base import Batch, BatchShape, IOSpec
 from rnnbench.tasks.synthetic import (
-    SPLITS, AccuracyScoredTask, position_counts, require_int,
+    AccuracyScoredTask, position_counts, require_int,
 )
 
 MODULUS = 5  # modular arithmetic and the cycle length, as in the paper
@@ -349,17 +349,25 @@ class FormalLanguageTask(AccuracyScoredTask):
         L = int(torch.randint(1, self.seq_len + 1, (1,), generator=generator, device=self.device))
         return self.sequences(self.lang.sample(L, n, generator, self.device))
 
-    def _draw_splits(self) -> None:
-        """Each split drawn once, grouped by length (one length per chunk: what a recurrent model
-        reads without padding, and what the per-length mean is taken over)."""
-        self._splits = {}
-        for split in SPLITS:
-            generator = self._split_generator(split)
-            counts = collections.Counter(self.split_lengths(split))
-            self._splits[split] = [self.lang.sample(L, counts[L], generator, self.device) for L in sorted(counts)]
+    def _draw_named_split(self, split: str) -> list[Tensor]:
+        """A split grouped by length (one length per chunk: what a recurrent model reads without
+        padding, and what the per-length mean is taken over)."""
+        generator = self._split_generator(split)
+        counts = collections.Counter(self.split_lengths(split))
+        return [self.lang.sample(L, counts[L], generator, self.device) for L in sorted(counts)]
 
-    def _draw_split(self, n: int, generator: torch.Generator) -> Any:
-        raise NotImplementedError("drawn per split by _draw_splits")
+    def steps_at(self, seq_len: int) -> int:
+        """The string (odd for modular arithmetic) and its output steps."""
+        L = seq_len - 1 if self.language == "modular_arithmetic" and seq_len % 2 == 0 else seq_len
+        return L + self.lang.output_length(L)
+
+    def batch_shape(self) -> BatchShape:
+        """The longest sequences are at the longest of the training, test and evaluation lengths."""
+        lengths = {"task.seq_len": [self.seq_len], "task.eval_lengths": list(self.eval_lengths),
+                   "task.test_lengths": list(self.test_lengths),
+                   "task.eval_length": [self.eval_length] if self.eval_length else []}
+        key, longest = max(((k, max(v)) for k, v in lengths.items() if v), key=lambda kv: self.steps_at(kv[1]))
+        return BatchShape(self.steps_at(longest), self.batch_size, key)
 
     def _split_batches(self, groups: list[Tensor]) -> Iterator[Batch]:
         for symbols in groups:  # one length per group

@@ -56,10 +56,14 @@ class InductionHeadsTask(AccuracyScoredTask):
         self.seq_len = seq_len
         self.vocab_size = vocab_size
         self.trigger = vocab_size - 2  # "=>"; vocab_size - 1 is Safari's no-op ".", never drawn
-        self.input_length = seq_len + 1
+        self.input_length = self.steps_at(seq_len)
         self.spec = IOSpec(input_kind="tokens", input_size=vocab_size, output_size=vocab_size,
                            output_kind="per_step", loss_kind="classification")
         self._draw_splits()
+
+    def steps_at(self, seq_len: int) -> int:
+        """T tokens and the final trigger."""
+        return seq_len + 1
 
     # ---- data -------------------------------------------------------------------------------
     def sequences(self, tokens: Tensor, trigger_steps: Tensor) -> Batch:

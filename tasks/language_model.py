@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnbench.tasks.base import Batch, IOSpec, Predict, Task
+from rnnbench.tasks.base import Batch, BatchShape, IOSpec, Predict, Task
 from rnnbench.tasks.data import (DATASETS, DataError, canonical_name, missing_file_error, read_text,
                         resolve_data_dir)
 
@@ -79,6 +79,11 @@ class Corpus:
         self.level = level
         self.source = source
         train = splits["train"]
+        distinct = set(train)
+        if len(distinct) < 2:  # one symbol is predicted with certainty: perplexity 1 measures nothing
+            raise DataError(f"{source}: the training split holds {len(distinct)} distinct "
+                            f"{'word' if level == 'word' else 'character'}(s) {sorted(distinct)!r}; a language "
+                            "model needs at least 2 (with one, every prediction is certain: perplexity 1)")
         if level == "word":
             vocab = list(dict.fromkeys(train))  # first appearance, as pytorch/examples' Dictionary
             if UNK not in vocab:
@@ -384,6 +389,11 @@ class LanguageModelTask(Task):
         counts = torch.bincount(self.train_tokens, minlength=len(self.corpus)).double()
         p = counts[counts > 0] / counts.sum()
         return float(-(p * p.log()).sum())
+
+    def batch_shape(self) -> BatchShape:
+        if self.eval_batch_size > self.batch_size:
+            return BatchShape(self.bptt, self.eval_batch_size, "task.bptt", "task.eval_batch_size")
+        return BatchShape(self.bptt, self.batch_size, "task.bptt")
 
     def describe(self) -> dict[str, Any]:
         baseline = self.memoryless_baseline

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnbench.tasks.base import Batch, IOSpec
+from rnnbench.tasks.base import Batch, BatchShape, IOSpec
 from rnnbench.tasks.classification import ClassificationTask, EpochOrder, split_generator
 from rnnbench.tasks.data import (IDX_FILES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, DataError, canonical_name,
                         find_idx_file, image_search_dirs, read_idx)
@@ -119,6 +119,12 @@ class SequentialImageTask(ClassificationTask):
     def _batch(self, split: str, indices: Tensor) -> Batch:
         inputs = self.sequences(self._images[split][indices])
         return Batch(inputs.to(self.device), self._labels[split][indices].to(self.device))
+
+    def batch_shape(self) -> BatchShape:
+        # steps are the image's (rows or pixels), set by task.mode
+        if self.eval_batch_size > self.batch_size:
+            return BatchShape(self.seq_len, self.eval_batch_size, "task.mode", "task.eval_batch_size")
+        return BatchShape(self.seq_len, self.batch_size, "task.mode")
 
     def describe(self) -> dict[str, Any]:
         info = {"task": self.name, "dataset": self.dataset, "mode": self.mode, "permute": self.permute,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnbench.tasks.base import Batch, Predict, Task
+from rnnbench.tasks.base import Batch, BatchShape, Predict, Task
 
 SPLITS = ("val", "test")
 IGNORE = -100  # a step with no target (torch's ignore_index; Zoology's and Safari's label for it)
@@ -62,6 +62,17 @@ class GeneratedTask(Task):
     # a range of lengths (the formal languages) the one length its splits are drawn at.
     length_argument = "seq_len"
 
+    def steps_at(self, seq_len: int) -> int:
+        """Steps of a sequence of the task at `seq_len` (its input length)."""
+        return seq_len
+
+    def batch_shape(self) -> BatchShape:
+        """Training and evaluation batches hold `batch_size` sequences; the longest are at the longest
+        of `seq_len` and `eval_lengths`."""
+        longest = max((self.seq_len, *self.eval_lengths))
+        key = "task.eval_lengths" if longest > self.seq_len else "task.seq_len"
+        return BatchShape(self.steps_at(longest), self.batch_size, key)
+
     def at_length(self, seq_len: int) -> GeneratedTask:
         """A new task of the same class built from this one's constructor arguments (each is kept as
         the attribute of its name) with `length_argument` set to `seq_len`: same seed, so the same
@@ -71,9 +82,20 @@ class GeneratedTask(Task):
         return type(self)(**{**{n: getattr(self, n) for n in names}, self.length_argument: seq_len})
 
     def _draw_splits(self) -> None:
-        """Each fixed split drawn once, whole, so it depends on neither batch_size nor training."""
-        self._splits = {split: self._draw_split(self.val_size, self._split_generator(split))
-                        for split in SPLITS}
+        """Each fixed split drawn once, whole, so it depends on neither batch_size nor training; drawn at
+        first use (its own generators make it the same whenever that is), so building a task allocates
+        nothing in proportion to its length before the run's memory estimate has seen it."""
+        self._drawn_splits: dict[str, Any] | None = None
+
+    @property
+    def _splits(self) -> dict[str, Any]:
+        if self._drawn_splits is None:
+            self._drawn_splits = {split: self._draw_named_split(split) for split in SPLITS}
+        return self._drawn_splits
+
+    def _draw_named_split(self, split: str) -> Any:
+        """The stored data of `split` (a task whose splits differ, e.g. in their lengths, overrides this)."""
+        return self._draw_split(self.val_size, self._split_generator(split))
 
     def _split_generator(self, split: str) -> torch.Generator:
         generator = torch.Generator(device=self.device)

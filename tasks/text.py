@@ -44,7 +44,8 @@ class TextClassificationTask(ClassificationTask):
     a path) holding either the aclImdb layout (train/pos, train/neg, test/pos, test/neg) or files
     `train.{csv,tsv,jsonl}`, optional `valid|val|dev.*`, `test.*`; or give `train_file` (and
     `valid_file`, `test_file`) directly. Without a validation file, `val_fraction` of train is held
-    out by a split drawn from `split_seed`. Labels (strings or ints) become class ids in sorted order
+    out by a split drawn from `split_seed`; without a test file, `test_fraction` of train likewise
+    (after the validation part). Labels (strings or ints) become class ids in sorted order
     (numeric if all are integers) from the training labels; a validation/test label never seen in
     train is a DataError listing the allowed labels.
 
@@ -70,7 +71,7 @@ class TextClassificationTask(ClassificationTask):
                  level: Literal["word", "char"] = "word", lowercase: bool = True, min_freq: int = 1,
                  max_vocab: int | None = None, max_len: int | None = None, batch_size: int = 32,
                  eval_batch_size: int = 128, bucket: bool = False, bucket_chunk: int = 50,
-                 val_fraction: float = 0.1, split_seed: int = 0,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
                  empty_text: Literal["error", "skip"] = "error", max_train: int | None = None,
                  max_eval: int | None = None, seed: int = 0, device: str | torch.device = "cpu"):
         super().__init__(device)
@@ -80,6 +81,9 @@ class TextClassificationTask(ClassificationTask):
             raise ValueError(f"empty_text must be 'error' or 'skip', not {empty_text!r}")
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        for key, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= fraction < 1:
+                raise ValueError(f"{key}={fraction} is not allowed: must be in [0, 1)")
         self.level, self.lowercase, self.max_len = level, lowercase, max_len
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.split_seed, self.empty_text = seed, split_seed, empty_text
@@ -90,11 +94,23 @@ class TextClassificationTask(ClassificationTask):
         self.skipped_empty = {}
         for split in list(raw):
             raw[split] = self._drop_empty(split, raw[split])
-        if "val" not in raw:  # hold out part of train, the same split for every training seed
-            order = torch.randperm(len(raw["train"]), generator=split_generator(split_seed)).tolist()
-            n_val = int(round(val_fraction * len(raw["train"])))
-            raw["val"] = [raw["train"][i] for i in sorted(order[:n_val])]
-            raw["train"] = [raw["train"][i] for i in sorted(order[n_val:])]
+        # A split without its file is held out of train: one permutation drawn from split_seed (the same
+        # for every training seed), validation first, then test, so the validation split does not depend
+        # on whether a test file is given.
+        self.held_out = {split: fraction for split, fraction in (("val", val_fraction), ("test", test_fraction))
+                         if split not in raw}
+        if sum(self.held_out.values()) >= 1:
+            raise ValueError(f"val_fraction + test_fraction = {sum(self.held_out.values())} leaves no training "
+                             "examples: their sum must be < 1")
+        if self.held_out:
+            train = raw["train"]
+            order = torch.randperm(len(train), generator=split_generator(split_seed)).tolist()
+            start = 0
+            for split, fraction in self.held_out.items():
+                n = int(round(fraction * len(train)))
+                raw[split] = [train[i] for i in sorted(order[start:start + n])]
+                start += n
+            raw["train"] = [train[i] for i in sorted(order[start:])]
         if not raw["train"]:
             raise DataError(f"no training examples in {self.source}")
         if max_train is not None:
@@ -227,7 +243,8 @@ class TextClassificationTask(ClassificationTask):
     def describe(self) -> dict[str, Any]:
         info = {"task": self.name, "source": self.source, "level": self.level,
                 "lowercase": self.lowercase, "vocab_size": len(self.vocab), "max_len": self.max_len,
-                "bucket": self.bucket, "split_seed": self.split_seed}
+                "bucket": self.bucket, "split_seed": self.split_seed,
+                "held_out_of_train": self.held_out}
         for split in self._labels:
             info[f"unk_rate_{split}"] = self.unk_rate[split]
             info[f"mean_length_{split}"] = float(self._lengths[split].float().mean())

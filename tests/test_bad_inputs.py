@@ -74,11 +74,22 @@ def empty_checkpoint(folder: Path) -> None:
 CASES: dict[str, Case] = {
     # -- wrong types and values ------------------------------------------------------------------
     "wrong-type-int": Case([*ADDING, "train.max_steps=ten"],
-                           ["train.max_steps=ten", "Value 'ten' of type 'str' could not be converted to Integer"], 1),
+                           ["Error in config:\ntrain.max_steps=ten: Value 'ten' of type 'str' could not be "
+                            "converted to Integer"]),
     "wrong-type-bool": Case([*ADDING, "train.resume=maybe"],
-                            ["train.resume=maybe", "Value 'maybe' is not a valid bool"], 1),
+                            ["Error in config:\ntrain.resume=maybe: Value 'maybe' is not a valid bool"]),
+    "list-given-an-int": Case([*ADDING, "task.eval_lengths=100"],
+                              ["task.eval_lengths=100 is not allowed: task.eval_lengths takes a list, e.g. "
+                               "task.eval_lengths=[100,200]"]),
+    "group-typo": Case([*ADDING, "cel=gru"],
+                       ["Error in config:\ncel=gru: the config has no key or config group 'cel'.\n"
+                        "Did you mean cell=gru?"]),
+    "group-option-typo": Case([*ADDING, "cell=lstmm"],
+                              ["cell=lstmm: config group 'cell' has no option 'lstmm'; did you mean cell=lstm? "
+                               "choose one of "]),
     "unknown-task-key": Case([*LM, "task.corpus={corpus}", "task.seq_len=10"],
-                             ["Could not override 'task.seq_len'", "Key 'seq_len' not in 'LMConf'"], 1),
+                             ["task.seq_len=10: 'task' has no key 'seq_len'.", "Its keys: ", "bptt",
+                              "(To add a key of your own on purpose: +task.seq_len=10.)"]),
     # three values out of range at once: every one is listed (one line each)
     "negative-zero-out-of-range": Case([*ADDING, "train.checkpoint_every=-5", "model.num_layers=0", "model.dropout=1.5"],
                                        ["model.num_layers=0 is not allowed: must be a positive integer (>= 1)",
@@ -94,7 +105,7 @@ CASES: dict[str, Case] = {
                          ["cell.variant='cfig' is not allowed: choose one of vanilla, nig, nfg, nog, niaf, noaf, "
                           "np, cifg, fgr"]),
     "variant-on-lstm": Case([*ADDING, "cell=lstm", "cell.variant=cifg"],
-                            ["Could not override 'cell.variant'", "Key 'variant' not in 'LSTMConf'"], 1),
+                            ["cell.variant=cifg: 'cell' has no key 'variant'.", "forget_bias"]),
     "no-cuda": Case([*ADDING, "train.device=cuda"],
                     ["train.device='cuda' is not available here (no CUDA device): use auto or cpu"],
                     skip="a CUDA device is present" if torch.cuda.is_available() else None),
@@ -153,6 +164,32 @@ CASES: dict[str, Case] = {
     "sweep-one-bad-point": Case(["-m", *ADDING, "task.seq_len=8,0", "hydra.sweep.dir={root}/bad-sweep"],
                                 ["Error in config:\ntask.seq_len=0 is not allowed: must be a positive integer (>= 1)\n"
                                  "(in the sweep's jobs: 2; none was started)"]),
+    # -- what cannot work: refused before anything is built ------------------------------------------
+    "param-budget-unmet": Case([*ADDING, "model.param_budget=3"],
+                               ["model.param_budget=3 cannot be met: the smallest model of this cell, architecture "
+                                "and task (hidden_size=1) has ", "allowed: model.param_budget >= "]),
+    "memory-width": Case([*ADDING, "model.hidden_size=2000000"],
+                         ["this run needs at least ", "TiB of memory", "the parameters and their gradients",
+                          "Lower model.hidden_size."]),
+    "memory-length": Case([*ADDING, "task.seq_len=2000000000000"],
+                          ["this run needs at least ", "2000000000000 steps x 4 sequences", "Lower task.seq_len."]),
+    "memory-batch": Case([*ADDING, "train.batch_size=2000000000000"],
+                         ["this run needs at least ", "8 steps x 2000000000000 sequences", "Lower train.batch_size."]),
+    "corpus-binary": Case([*LM, "task.corpus={root}/nul.txt"],
+                          ["Error in data:\n{root}/nul.txt: holds NUL bytes (the first at byte offset 0): a binary "
+                           "file, not text"]),
+    "corpus-one-symbol": Case([*LM, "task.corpus={root}/one-symbol.txt"],
+                              ["Error in data:\n{root}/one-symbol.txt: the training split holds 1 distinct "
+                               "character(s) ['a']; a language model needs at least 2"]),
+    "dropout-one-layer": Case([*ADDING, "model.dropout=0.3"],
+                              ["Error in config:\nmodel.dropout=0.3 is not allowed with model.num_layers=1: it applies "
+                               "between stacked layers and one layer has none"]),
+    "run-dir-empty": Case([*ADDING, "hydra.run.dir="],
+                          ["Error in config:\nhydra.run.dir is empty (hydra.run.dir=''): the run would be written "
+                           "into the current folder"]),
+    "sweep-dir-empty": Case(["-m", *ADDING, "train.seed=0,1", "hydra.sweep.dir="],
+                            ["Error in config:\nhydra.sweep.dir is empty (hydra.sweep.dir=''): the sweep would be "
+                             "written into the current folder"]),
     # -- launcher --------------------------------------------------------------------------------
     "launcher-not-installed": Case([*ADDING, "hydra/launcher=ray"],
                                    ["Could not find 'hydra/launcher/ray'", "Available options in 'hydra/launcher'",
@@ -180,6 +217,8 @@ def outcomes(tmp_path_factory):
     corpus = char_corpus(root / "corpus.txt", n_chars=2000)
     (root / "empty.txt").write_text("")
     (root / "garbled.txt").write_bytes(b"abc\xff\xfe def\n" * 50)
+    (root / "nul.txt").write_bytes(b"\0" * 2000)  # valid UTF-8, but a binary file
+    (root / "one-symbol.txt").write_text("a" * 2000)
     (root / "a-file").write_text("not a folder")
     with ThreadPoolExecutor(2) as pool:  # the runs the folder cases start from
         prepared = dict(zip(("completed", "crashed"), pool.map(
@@ -222,10 +261,11 @@ def test_bad_input_gives_one_clear_message_and_damages_nothing(outcomes, name):
         assert launch_records_excluded(outcomes["root"] / name) == case.files  # untouched
 
 
-def test_a_refused_command_starts_no_run(outcomes):
-    """The cases without a folder of their own run in outputs/ (Hydra's default): none got to write a
-    summary.json (Hydra's .hydra/ and log are all they leave)."""
-    assert not list((outcomes["root"] / "outputs").rglob("summary.json"))
+def test_a_refused_command_leaves_no_run_folder(outcomes):
+    """The cases without a folder of their own run in outputs/ (Hydra's default): none leaves a file
+    there, not even Hydra's .hydra/ and log, whether it was refused before Hydra made the folder (a
+    value, a key, a type) or while building (a data file, a budget, the memory estimate)."""
+    assert not [p for p in (outcomes["root"] / "outputs").rglob("*") if p.is_file()]
 
 
 def test_a_refused_sweep_writes_no_folder_and_runs_no_job(outcomes):
@@ -271,3 +311,31 @@ def test_resuming_a_run_that_is_still_going_is_refused(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_cell_that_cannot_be_built_without_values_is_not_refused_by_the_memory_estimate(tmp_path):
+    """The memory estimate builds the model on the meta device; a user's cell whose __init__ reads a value
+    (.item()) cannot be built there: the run goes on unchecked instead of failing."""
+    from omegaconf import OmegaConf
+
+    from rnnbench.run.build import build_model
+    from rnnbench.run.config import compose
+    from rnnbench.tasks.adding import AddingTask
+
+    (tmp_path / "valuecell.py").write_text(
+        "import torch\nfrom rnnbench.modules.cells import VanillaCell\n\n"
+        "class ValueCell(VanillaCell):\n"
+        "    def __init__(self, input_size, hidden_size, **kwargs):\n"
+        "        super().__init__(input_size, hidden_size, **kwargs)\n"
+        "        self.scale = float(self.weight_hh.abs().max().item())  # a value: impossible on meta\n")
+    cfg = compose(["task=adding", "cell=vanilla", "model.hidden_size=4"])
+    OmegaConf.update(cfg, "cell._target_", "valuecell.ValueCell")
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        task = AddingTask(seq_len=5, batch_size=2, val_size=4)
+        model, width = build_model(cfg, task.spec, torch.device("cpu"), task.batch_shape())
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("valuecell", None)
+    assert width == 4 and model.stack.layers[0].directions[0].scale > 0

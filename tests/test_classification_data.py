@@ -353,3 +353,22 @@ def test_text_baseline_and_majority_accuracy(tmp_path):
     assert task.main_metric == "accuracy" and task.main_metric_mode == "max"
     counts = Counter(task._labels["val"].tolist())
     assert metrics["examples"] == sum(counts.values())
+
+
+def test_without_a_test_file_a_test_split_is_held_out_of_train_after_the_validation_split(tmp_path):
+    rows = [(f"text number {i}", "pos" if i % 2 else "neg") for i in range(40)]
+    train = write_table(tmp_path / "train.csv", rows, "csv")
+    test = write_table(tmp_path / "test.csv", rows[:4], "csv")
+    held = TextClassificationTask(dataset=None, train_file=str(train), val_fraction=0.25, test_fraction=0.1,
+                                  split_seed=3)
+    with_test = TextClassificationTask(dataset=None, train_file=str(train), test_file=str(test),
+                                       val_fraction=0.25, split_seed=3)
+    assert {s: len(held._labels[s]) for s in ("train", "val", "test")} == {"train": 26, "val": 10, "test": 4}
+    # the validation split is the same whether or not a test file is given (held out first)
+    assert [x.tolist() for x in held._ids["val"]] == [x.tolist() for x in with_test._ids["val"]]
+    assert held.describe()["held_out_of_train"] == {"val": 0.25, "test": 0.1}
+    assert with_test.describe()["held_out_of_train"] == {"val": 0.25}
+    with pytest.raises(ValueError, match=r"val_fraction \+ test_fraction = 1.0 leaves no training examples"):
+        TextClassificationTask(dataset=None, train_file=str(train), val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ValueError, match=r"test_fraction=1.5 is not allowed: must be in \[0, 1\)"):
+        TextClassificationTask(dataset=None, train_file=str(train), test_fraction=1.5)

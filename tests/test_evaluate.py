@@ -140,3 +140,18 @@ def test_evaluation_computes_with_the_runs_flush_mode(copy_run, tmp_path, flush)
         assert (subnormal.item() == 0.0) == flush
     finally:
         set_flush_denormal(False)  # the suite's default arithmetic
+
+
+def test_options_and_overrides_in_any_order_and_a_run_that_stopped_early_is_said(tmp_path, capsys):
+    folder = tmp_path / "stopped"
+    proc = run_cli(*COPY_RUN, "train.checkpoint_every=10", "testing.fail_at_step=25", f"hydra.run.dir={folder}",
+                   cwd=tmp_path)
+    assert proc.returncode == 1 and "fail_at_step=25" in proc.stderr
+    assert evaluate.main([str(folder), "--split", "val", "train.threads=1", "--name", "mixed"]) == 0
+    captured = capsys.readouterr()
+    assert ("warning: the run did not reach its last step: its newest checkpoint is of step 20 of "
+            "train.max_steps=30 (status failed); evaluating that model") in captured.err
+    result = json.loads((folder / "evaluations" / "mixed.json").read_text())
+    assert result["ended_early"] == {"step": 20, "max_steps": 30, "status": "failed"}
+    assert result["overrides"] == ["train.threads=1"] and "val/loss" in result["metrics"]
+    assert not any(k.startswith("test/") for k in result["metrics"])

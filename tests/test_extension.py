@@ -51,20 +51,23 @@ def user_folder(tmp_path_factory) -> Path:
 
 
 # -- the cell and the task -----------------------------------------------------------------------
-def test_mingru_step_is_its_equation(user_code):
-    """Feng et al. 2024: z = σ(W_z x + b_z), h̃ = W_h x + b_h, h_t = (1 - z) h_{t-1} + z h̃."""
-    cell = user_code[0].MinGRUCell(3, 5)
+def test_mgu_step_is_its_equation(user_code):
+    """Zhou et al. 2016, eqs. 6-8: f = σ(W_f x + U_f h + b_f), h̃ = tanh(W_h x + U_h (f ⊙ h) + b_h),
+    h_t = (1 - f) h_{t-1} + f h̃; its one gate reported for the gate statistics."""
+    cell = user_code[0].MGUCell(3, 5)
     x, h = torch.randn(4, 3), torch.randn(4, 5)
-    W_z, W_h = cell.weight_ih.chunk(2)
-    b_z, b_h = cell.bias_ih.chunk(2)
-    z = torch.sigmoid(x @ W_z.T + b_z)
-    expected = (1 - z) * h + z * (x @ W_h.T + b_h)
-    out, (state,) = cell.step(cell.input_projection(x[None])[0], (h,))
+    W_f, W_h = cell.weight_ih.chunk(2)
+    U_f, U_h = cell.weight_hh.chunk(2)
+    b_f, b_h = (cell.bias_ih + cell.bias_hh).chunk(2)
+    f = torch.sigmoid(x @ W_f.T + h @ U_f.T + b_f)
+    expected = (1 - f) * h + f * torch.tanh(x @ W_h.T + (f * h) @ U_h.T + b_h)
+    gates = {}
+    out, (state,) = cell.step(cell.input_projection(x[None])[0], (h,), gates=gates)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(state, expected)
-    # no recurrent weights: 2H(I + 1) parameters
-    assert {n for n, _ in cell.named_parameters()} == {"weight_ih", "bias_ih"}
-    assert sum(p.numel() for p in cell.parameters()) == 2 * 5 * (3 + 1)
+    torch.testing.assert_close(gates["forget"], f)
+    # one gate fewer than the GRU: 2H(I + H + 2) parameters
+    assert sum(p.numel() for p in cell.parameters()) == 2 * 5 * (3 + 5 + 2)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -72,7 +75,7 @@ def test_a_user_cell_gets_every_architecture_the_profile_and_budgets(user_code, 
     from rnnbench.tasks.adding import AddingTask
 
     task = AddingTask(seq_len=8, batch_size=4, val_size=8)
-    model = SequenceModel(task.spec, user_code[0].MinGRUCell, 6, **ARCHS[arch])
+    model = SequenceModel(task.spec, user_code[0].MGUCell, 6, **ARCHS[arch])
     assert {resolve_backend(c, "auto") for layer in model.stack.layers for c in layer.directions} == {"explicit"}
     batch = task.train_batch()
     outputs, _ = model(batch.inputs, batch.lengths)
@@ -82,7 +85,7 @@ def test_a_user_cell_gets_every_architecture_the_profile_and_budgets(user_code, 
     profile = temporal_profile(model, task.loss, task.probe_batch())
     assert len(profile["layers"]) == (len(model.stack.layers) * (2 if ARCHS[arch].get("bidirectional") else 1))
     assert all(len(norms) > 0 and all(n >= 0 for n in norms) for norms in profile["layers"].values())
-    make = lambda h: SequenceModel(task.spec, user_code[0].MinGRUCell, h, **ARCHS[arch])  # noqa: E731
+    make = lambda h: SequenceModel(task.spec, user_code[0].MGUCell, h, **ARCHS[arch])  # noqa: E731
     h = hidden_size_for_budget(5_000, make)
     assert abs(make(h).num_parameters() - 5_000) <= abs(make(h + 1).num_parameters() - 5_000)
 
@@ -107,13 +110,13 @@ def test_the_parity_task_is_running_parity_and_reproducible(user_code):
 
 
 def test_a_user_cell_learns_what_its_equations_allow(user_code):
-    """minGRU's gate reads only x_t, so its state is an input-gated running mix: it stores the marked
-    values of the adding problem (h = (1 - z) h + z x with z = 1 at a marker) and learns it."""
+    """The MGU's gate can close (f = 0 keeps h), so its state can hold the marked values of the adding
+    problem until the end: it learns it."""
     from rnnbench.tasks.adding import AddingTask
 
     torch.manual_seed(0)
     task = AddingTask(seq_len=10, batch_size=32, val_size=256)
-    model = SequenceModel(task.spec, user_code[0].MinGRUCell, 16)
+    model = SequenceModel(task.spec, user_code[0].MGUCell, 16)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(300):
         batch = task.train_batch()
@@ -126,19 +129,19 @@ def test_a_user_cell_learns_what_its_equations_allow(user_code):
 
 # -- from the user's folder, as the README runs it ---------------------------------------------------
 def test_sweep_the_user_cell_against_lstm_on_the_user_task(user_folder):
-    proc = run_cli("--config-dir", "conf", "-m", "cell=my_mingru,lstm", "task=parity", "task.seq_len=6",
+    proc = run_cli("--config-dir", "conf", "-m", "cell=my_mgu,lstm", "task=parity", "task.seq_len=6",
                    "task.val_size=16", *TINY, cwd=user_folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (user_folder / "outputs" / "sweeps").glob("*/*")
     summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
-    assert sorted(s["cell"] for s in summaries) == ["lstm", "my_mingru"]
+    assert sorted(s["cell"] for s in summaries) == ["lstm", "my_mgu"]
     assert all(s["status"] == "completed" and s["task"] == "parity" for s in summaries)
     assert all(s["main_metric"] == "val/accuracy" for s in summaries)
     table = (sweep / "sweep_summary.md").read_text()
-    assert "| my_mingru" in table and "| lstm" in table
+    assert "| my_mgu" in table and "| lstm" in table
     # the temporal gradient profile of the user's cell, as for a built-in one
-    mingru = next(p.parent for p in sweep.glob("*/summary.json") if json.loads(p.read_text())["cell"] == "my_mingru")
-    profile = json.loads((mingru / "profile.json").read_text())
+    mgu = next(p.parent for p in sweep.glob("*/summary.json") if json.loads(p.read_text())["cell"] == "my_mgu")
+    profile = json.loads((mgu / "profile.json").read_text())
     assert len(profile["layers"]["layer0"]) == 6
 
 
@@ -146,13 +149,13 @@ def test_sweep_the_user_cell_against_lstm_on_the_user_task(user_folder):
 def test_an_experiment_preset_in_the_user_folder(user_folder, tmp_path, launcher):
     """The preset's own launcher (parallel: joblib workers import the user's modules too) is the slow
     variant; the basic launcher runs the same preset in this process."""
-    proc = run_cli("--config-dir", str(user_folder / "conf"), "+experiment=parity_cells", "cell=my_mingru",
+    proc = run_cli("--config-dir", str(user_folder / "conf"), "+experiment=parity_cells", "cell=my_mgu",
                    "train.seed=0", "task.val_size=16", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}",
                    f"hydra/launcher={launcher}", cwd=user_folder)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (summary,) = (tmp_path / "sweep").glob("*/summary.json")
     summary = json.loads(summary.read_text())
-    assert (summary["cell"], summary["task"], summary["task_info"]["task"]) == ("my_mingru", "parity", "parity")
+    assert (summary["cell"], summary["task"], summary["task_info"]["task"]) == ("my_mgu", "parity", "parity")
     assert summary["threads"] == 1  # the preset's own setting
 
 
@@ -187,9 +190,9 @@ BOUNDARY = {
     "target-not-importable": (["cell._target_=mypkg.cells.MinGRU"],
                               ["cell._target_=mypkg.cells.MinGRU cannot be imported: no module named 'mypkg'",
                                "a module in the current folder, on PYTHONPATH, or in an installed package"]),
-    "target-name-not-in-module": (["cell=my_mingru", "cell._target_=mycells.MinGRU"],
-                                  ["cell._target_=mycells.MinGRU cannot be imported: module 'mycells' has no 'MinGRU'"]),
-    "target-module-fails-to-import": (["cell=my_mingru", "cell._target_=badcode.WideCell"],
+    "target-name-not-in-module": (["cell=my_mgu", "cell._target_=mycells.MGU"],
+                                  ["cell._target_=mycells.MGU cannot be imported: module 'mycells' has no 'MGU'"]),
+    "target-module-fails-to-import": (["cell=my_mgu", "cell._target_=badcode.WideCell"],
                                       ["cell._target_=badcode.WideCell cannot be imported: importing it raised "
                                        "ModuleNotFoundError: No module named 'not_installed_anywhere' (",
                                        "badcode.py:24)"]),
@@ -204,10 +207,10 @@ BOUNDARY = {
     "wrong-step-shape": (["cell=wide"],
                          ["cell._target_=widecell.WideCell: step(x_proj_t, state) returned h of shape (2, 16); "
                           "expected (batch, hidden_size) = (2, 8)"]),
-    "unknown-cell-argument": (["cell._target_=mycells.MinGRUCell"],
-                              ["cell._target_=mycells.MinGRUCell cannot be built from the config: got an "
-                               "unexpected keyword argument 'recurrent_init'"]),
-    "cell-not-partial": (["cell=my_mingru", "cell._partial_=false"],
+    "unknown-cell-argument": (["cell._target_=mycells.MGUCell"],
+                              ["cell._target_=mycells.MGUCell cannot be built from the config: got an "
+                               "unexpected keyword argument 'forget_bias'"]),
+    "cell-not-partial": (["cell=my_mgu", "cell._partial_=false"],
                          ["cell._partial_ must be true (found False)"]),
 }
 
@@ -251,9 +254,9 @@ def test_every_boundary_case_is_in_the_table():
 
 
 def test_the_step_check_leaves_the_random_generators_alone(user_code):
-    cell = user_code[0].MinGRUCell(2, 4)
+    cell = user_code[0].MGUCell(2, 4)
     state = torch.random.get_rng_state()
-    interface.check_cell_step(cell, "mycells.MinGRUCell")
+    interface.check_cell_step(cell, "mycells.MGUCell")
     assert torch.equal(torch.random.get_rng_state(), state)
 
 

@@ -53,7 +53,7 @@ def group_options(text: str, group: str) -> list[str]:
 
 def test_a_users_config_folder_is_listed_with_the_built_in_one():
     text = page(CONF, user_config_dirs(["--config-dir", str(EXAMPLE_CONF), "--help"]), width=120)
-    assert "my_mingru" in group_options(text, "cell") and "mingru" in group_options(text, "cell")
+    assert "my_mgu" in group_options(text, "cell") and "mingru" in group_options(text, "cell")
     assert "parity" in group_options(text, "task") and "parity_check" in group_options(text, "task")
     assert "  parity_cells " in text
     assert user_config_dirs(["--config-dir=a", "-cd", "b"]) == [Path("a"), Path("b")]

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from paper_figures import check_paper_figure, drawn  # noqa: F401 (a fixture)
 
 from rnnbench.errors import ConfigError
 from rnnbench.modules.cells import LSTMCell
@@ -145,3 +148,27 @@ def test_a_length_table_of_runs_without_lengths_is_one_clear_error(tmp_path, cap
     assert report.main([str(run), "--lengths"]) == 2
     assert ("Error in input:\nno length-generalisation metrics (val@T=<length>/<metric>) in these runs: "
             "train them with task.eval_lengths=[...]") in capsys.readouterr().err
+
+
+def test_the_report_figures_are_drawn_for_a_paper(sweep, tmp_path, drawn):
+    """Learning curves, the gradient profile (saying at which step), length generalisation (the
+    baseline above the curves) and the gate saturation plane (translucent, the step said)."""
+    from rnnbench import report
+
+    assert report.main([str(sweep), "--lengths", "loss", "--figures", str(tmp_path)]) == 0
+    by_name: dict[str, tuple] = {}
+    for fig, path in drawn:
+        by_name.setdefault(path.stem, (fig, []))[1].append(path)
+    assert {"learning_curves_val_loss", "gradient_profile_layer0", "length_generalisation_loss",
+            "gate_saturation_layer0"} <= set(by_name), sorted(by_name)
+    for fig, files in by_name.values():
+        check_paper_figure(fig, files)
+    profile = by_name["gradient_profile_layer0"][0].axes[0]
+    assert re.search(r"at training steps? \d+", profile.get_title()), profile.get_title()
+    gates = by_name["gate_saturation_layer0"][0]
+    assert re.search(r"at training steps? \d+", gates._suptitle.get_text())
+    assert all(c.get_alpha() <= 0.3 for ax in gates.axes for c in ax.collections)  # density, not a blot at 0
+    lengths = by_name["length_generalisation_loss"][0].axes[0]
+    baseline = next(l for l in lengths.get_lines() if l.get_label() == "memoryless baseline")
+    assert baseline.get_zorder() > max(l.get_zorder() for l in lengths.get_lines() if l is not baseline)
+    assert lengths.get_ylabel() == "validation MSE"

@@ -561,3 +561,63 @@ class _Projected(torch.nn.Module):
 
     def sequence(self, x_proj, state, lengths=None):
         return self.cell.sequence(x_proj, state, lengths)
+
+    def step(self, x_proj_t, state, gates=None):
+        return self.cell.step(x_proj_t, state, gates)
+
+    @property
+    def hidden_size(self):
+        return self.cell.hidden_size
+
+    def default_state(self, batch, device=None, dtype=None):
+        return self.cell.default_state(batch, device, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_indrnn_kernel_is_its_steps_on_extreme_inputs(dtype):
+    """IndRNN's C++ kernel against the step loop where relu and the products meet their edges: huge
+    pre-activations, u past its bound (clamped), NaN, ±inf in the inputs and in the initial state, padding:
+    the same outputs, final states and gradients, NaN for NaN (torch's relu keeps NaN and passes its gradient)."""
+    torch.manual_seed(0)
+    cell = mc.IndRNNCell(3, 6, gamma=2.0, time_steps=4).to(dtype)
+    with torch.no_grad():
+        cell.weight_hh.copy_(torch.tensor([-5.0, -1.0, 0.0, 0.5, 1.0, 5.0]))  # |u| past γ^(1/T) = 1.19 clamped
+    x_proj = torch.randn(8, 5, 6, dtype=dtype) * 1e3
+    x_proj[1, 0, 2] = float("nan")
+    x_proj[3, 1, 4] = float("inf")
+    x_proj[2, 2, 1] = float("-inf")
+    h0 = torch.rand(5, 6, dtype=dtype)
+    h0[4, 5] = float("inf")
+    lengths = torch.tensor([8, 5, 3, 0, 7])
+    projected = _Projected(cell)
+    got = outputs_and_grads(run_sequence, projected, x_proj, (h0,), lengths)
+    expected = outputs_and_grads(run_explicit, projected, x_proj, (h0,), lengths)
+    assert projected.cell.recurrent_weight().abs().max() <= 2.0 ** 0.25 + 1e-6
+    for i, (g, e) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(g, e, equal_nan=True, atol=0, rtol=1e-6, msg=lambda m: f"entry {i}: {m}")
+    out = got[0]
+    assert out[1:, 0, 2].isnan().all() and out[3, 1, 4] == float("inf") and out[2, 2, 1] == 0  # relu(-inf) = 0
+    assert (out[:, 3] == 0).all() and (out[7:, 4] == 0).all()  # padded steps output zero
+
+
+@pytest.mark.parametrize("name", ["mingru", "lru", "s6", "mlstm", "slstm"])
+def test_a_size_below_one_is_refused_by_the_one_size_rule(name):
+    """The modern cells refuse a size with the message every cell gives (cells.size_error)."""
+    with pytest.raises(ValueError, match=r"^hidden_size=0 is not allowed: must be a positive integer \(>= 1\)$"):
+        CELLS[name](3, 0)
+    with pytest.raises(ValueError, match=r"^input_size=-2 is not allowed: must be a positive integer \(>= 1\)$"):
+        CELLS[name](-2, 4)
+
+
+def test_a_modern_cells_whole_sequence_is_its_steps():
+    """`forward` (Cell's step loop, shared) gives what stepping by hand gives, from a given state."""
+    cell = make("lru")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    state = tuple(torch.randn_like(s) for s in cell.default_state(2, dtype=torch.float64))
+    outputs, final = cell(x, state)
+    by_hand = state
+    for t, x_proj_t in enumerate(cell.input_projection(x).unbind(0)):
+        h, by_hand = cell.step(x_proj_t, by_hand)
+        torch.testing.assert_close(outputs[t], h)
+    for a, b in zip(final, by_hand):
+        torch.testing.assert_close(a, b)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
+from rnnbench.records import run_folder
 from rnnbench.records.run_folder import RunRecorder
 from rnnbench.records.summary import Summary
 from rnnbench.report import claim_tables, load_runs, results_page, runs, study_figures, study_records, verdicts, wikitext
@@ -23,6 +24,7 @@ from rnnbench.report.stats import summarize
 from rnnbench.run.config import compose
 
 from conftest import REPO
+from paper_figures import check_paper_figure, drawn  # noqa: F401 (a fixture)
 
 STUDY_PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("study_*.yaml"))
 
@@ -548,3 +550,21 @@ def test_the_figures_baseline_is_the_tasks_own_as_the_runs_recorded_it():
     assert set(ys) == {AddingTask(seq_len=100).memoryless_baseline}
     with pytest.raises(runs.ReportError, match="different memoryless baselines"):
         study_figures.baseline_curve(copy.assign(**{"task.seq_len": 100}), "task.seq_len")
+
+
+@pytest.mark.parametrize("study", ["copy", "adding", "gradients", "greff_adding", "char_lm"])
+def test_the_study_figures_are_drawn_for_a_paper(study, tmp_path, drawn):
+    """Each kind of study figure (curves with a baseline and a training-curve panel, point plots over
+    seeds, the gradient profile with clipping), and a fair comparison's screen, from the committed records."""
+    path = study_figures.figure(study, tmp_path / f"{study}.png")
+    check_paper_figure(drawn[-1][0], [path, path.with_suffix(".pdf")])
+    if study == "char_lm":
+        state = run_folder.loads((study_records.folder(study) / "screen" / "fair.json").read_text())
+        files = study_figures.screen_figure(state, tmp_path / "screen")
+        check_paper_figure(drawn[-1][0], files)
+        assert drawn[-1][0].axes[0].get_xlabel() == "learning rate"
+    for ax in drawn[-1][0].axes:
+        baseline = [l for l in ax.get_lines() if l.get_label() == "memoryless baseline"]
+        curves = [l for l in ax.get_lines() if l not in baseline and l.get_linestyle() != "None"]  # not seeds' dots
+        if baseline and curves:  # drawn above the curves
+            assert baseline[0].get_zorder() > max(l.get_zorder() for l in curves)

@@ -32,13 +32,18 @@ def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceMode
             model = make_model(k * multiple_of)
             return model.counted_parameters() if measure == "parameters" else model.state_size()
 
-    if size(1) >= budget:
+    smallest = size(1)
+    if smallest > budget:  # the narrowest model is already over: nothing meets the budget
+        raise ValueError(f"{key}={budget} cannot be met: the smallest model of this cell, architecture and "
+                         f"task (hidden_size={multiple_of}) has {smallest} {measure}; allowed: {key} >= {smallest}")
+    if smallest == budget:
         return multiple_of
     low, high = 1, 2
     while size(high) < budget:
         low, high = high, high * 2
         if high * multiple_of > max_hidden:
-            raise ValueError(f"{key}={budget}: needs hidden_size > {max_hidden}")
+            raise ValueError(f"{key}={budget} cannot be met: it needs hidden_size > {max_hidden}; "
+                             f"allowed: {key} <= {size(max_hidden // multiple_of)}")
     while high - low > 1:  # invariant: size(low) < budget <= size(high)
         mid = (low + high) // 2
         low, high = (mid, high) if size(mid) < budget else (low, mid)

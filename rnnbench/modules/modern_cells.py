@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnbench.kernels import scan, slstm
+from rnnbench.kernels import indrnn, scan, slstm
 from rnnbench.kernels.lengths import valid_steps
+from rnnbench.modules.cells import Cell, require_size
 
 State = tuple[Tensor, ...]
 
@@ -69,8 +70,8 @@ class ModernCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
-        if input_size < 1 or hidden_size < 1:
-            raise ValueError(f"input_size and hidden_size must be >= 1, got {input_size}, {hidden_size}")
+        require_size("input_size", input_size)  # the one size rule of every cell (cells.size_error)
+        require_size("hidden_size", hidden_size)
         self.input_size, self.hidden_size = input_size, hidden_size
 
     def state_shapes(self) -> tuple[tuple[int, ...], ...]:
@@ -100,20 +101,12 @@ class ModernCell(nn.Module):
             if masks is not None:
                 new_state = tuple(torch.where(masks[t].view(-1, *([1] * (n.dim() - 1))), n, s)
                                   for n, s in zip(new_state, state))
-                h = h * masks[t]
+                h = h.masked_fill(~masks[t], 0.0)  # zero, not h·0 (NaN where h is ±inf)
             state = new_state
             outputs.append(h)
         return torch.stack(outputs), state
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """A whole sequence (T, B, I) step by step: outputs (T, B, H) and the final state."""
-        if state is None:
-            state = self.default_state(x.shape[1], x.device, x.dtype)
-        outputs = []
-        for x_proj_t in self.input_projection(x).unbind(0):
-            h, state = self.step(x_proj_t, state)
-            outputs.append(h)
-        return torch.stack(outputs), state
+    forward = Cell.forward  # a whole sequence step by step, as every classic cell runs one
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
@@ -513,7 +506,7 @@ class IndRNNCell(ModernCell):
     over T steps (γ = `gamma`, T = `time_steps`). The authors clip u into range after each optimiser step;
     here the constraint is a projection in the forward pass, u_eff = clamp(u, -γ^{1/T}, γ^{1/T}) (the same
     function of the stored u wherever it is in range; the gradient is zero past the bound). Init as the
-    authors' code: u ~ U(0, γ^{1/T}); W, b nn.Linear's. Nonlinear in h: no scan, the step loop (explicit path).
+    authors' code: u ~ U(0, γ^{1/T}); W, b nn.Linear's. Nonlinear in h, so no scan: its own C++ sequence kernel.
     Parameters: W, b (H(I + 1)), u (H).
     """
 
@@ -531,11 +524,22 @@ class IndRNNCell(ModernCell):
         _linear_init(self.weight_in, self.bias_in, input_size)
         nn.init.uniform_(self.weight_hh, 0.0, self.recurrent_max)
 
+    def recurrent_weight(self) -> Tensor:
+        """u projected into [-γ^{1/T}, γ^{1/T}] (§3.1)."""
+        return self.weight_hh.clamp(-self.recurrent_max, self.recurrent_max)
+
     def step(self, x_proj_t, state, gates=None):
         (h,) = state
-        u = self.weight_hh.clamp(-self.recurrent_max, self.recurrent_max)
-        h = torch.relu(x_proj_t + u * h)
+        h = torch.relu(x_proj_t + self.recurrent_weight() * h)
         return h, (h,)
+
+    def sequence(self, x_proj: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        """The C++ sequence kernel (`kernels/indrnn.py`: every unit's chain of steps in one pass, hand-written
+        backward) on CPU float32/float64; elsewhere the step loop."""
+        if indrnn.fits(x_proj):
+            out, h = indrnn.indrnn_sequence(x_proj, state[0], self.recurrent_weight(), lengths)
+            return out, (h,)
+        return self._step_loop(x_proj, state, lengths)
 
     def extra_repr(self):
         return super().extra_repr() + f", gamma={self.gamma}, time_steps={self.time_steps}"

@@ -104,7 +104,7 @@ def run_explicit(cell: Cell, x: Tensor, state: State, lengths: Tensor | None = N
             new_state = (h,) + tuple(new_state[1:])
         if masks is not None:  # freeze finished sequences; zero their outputs
             new_state = tuple(torch.where(_batch_mask(masks[t], s), n, s) for n, s in zip(new_state, state))
-            h = h * masks[t]
+            h = h.masked_fill(~masks[t], 0.0)  # zero, not h·0 (NaN where h is ±inf)
         state = new_state
         outputs.append(h)
     return torch.stack(outputs), state

@@ -34,6 +34,7 @@ import importlib.metadata
 import json
 import math
 import os
+import shutil
 import platform
 import socket
 import subprocess
@@ -54,6 +55,9 @@ PROFILES_FILE = "profiles.jsonl"
 SUMMARY_FILE = "summary.json"
 VOCAB_FILE = "vocab.json"  # token i's string, for runs whose inputs are token ids
 LOCK_FILE = ".lock"
+# What a launch writes into a job's folder before the app decides to run: Hydra's `.hydra/` and job log,
+# and the app's hold on the folder. A folder holding nothing else holds no run.
+LAUNCH_RECORDS = (".hydra", "app.log", LOCK_FILE)
 
 # Config keys that say where or how a run is recorded, not what is computed: two runs that differ
 # only there are the same experiment. Dotted paths matched with fnmatch; a match drops the whole
@@ -223,6 +227,19 @@ def hold_folder(run_dir: str | os.PathLike, key: str = "run folder", what: str =
     finally:
         os.close(fd)  # releases the lock
 
+
+
+def discard_unstarted(run_dir: str | os.PathLike) -> bool:
+    """Remove a job folder that holds only its launch records (a run refused before it started, e.g. a
+    value only building the task finds wrong), so no half-made run is left for `report` to list.
+    A folder holding anything else is left as it is. Returns whether the folder was removed."""
+    folder = Path(run_dir)
+    if not folder.is_dir() or any(p.name not in LAUNCH_RECORDS for p in folder.iterdir()):
+        return False
+    for path in folder.iterdir():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    folder.rmdir()
+    return True
 
 
 class RunRecorder:

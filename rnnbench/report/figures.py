@@ -18,49 +18,57 @@ from matplotlib.ticker import MaxNLocator
 from rnnbench.records.run_folder import read_metrics, read_profile
 from rnnbench.report.gates import saturation_figure
 from rnnbench.report.lengths import LENGTH_COLUMN, length_columns, length_figure
-from rnnbench.report.plotting import group_label, new_figure, save_figure
+from rnnbench.report.plotting import group_label, line_style, metric_label, new_figure, save_figure, styled, taken_at
 from rnnbench.report.runs import ReportError, groups
 from rnnbench.report.stats import most_common
 
 
-def learning_curves(curves: dict[str, list[pd.Series]], metric: str, stem: Path) -> list[Path]:
+@styled
+def learning_curves(curves: dict[str, list[pd.Series]], metric: str, stem: Path, task: str | None = None) -> list[Path]:
     """`metric` against step: per group, the mean over its runs and a ±1 std band (ddof=1).
 
     curves: {group label: [one Series per run, indexed by step]}.
     """
     fig, ax = new_figure()
-    for name, runs in curves.items():
+    for i, (name, runs) in enumerate(curves.items()):
         table = pd.concat(runs, axis=1, ignore_index=True).sort_index()  # (steps, runs), NaN where not logged
         mean, std = table.mean(axis=1), table.std(axis=1, ddof=1)
-        (line,) = ax.plot(mean.index, mean, label=f"{name} (n={len(runs)})")
-        ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set(xlabel="step", ylabel=metric, title=f"{metric}: mean ± std over seeds")
+        style = line_style(i)
+        ax.plot(mean.index, mean, label=f"{name} (n={len(runs)})", markevery=max(1, len(mean) // 8), **style)
+        ax.fill_between(mean.index, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
+    ax.set(xlabel="training step", ylabel=metric_label(metric, task))
+    ax.set_title("mean ± std over seeds", fontsize="small")
     ax.legend()
     return save_figure(fig, stem)
 
 
-def gradient_profiles(profiles: dict[str, list[Sequence[float]]], layer: str, stem: Path) -> list[Path]:
+@styled
+def gradient_profiles(profiles: dict[str, list[Sequence[float]]], layer: str, stem: Path,
+                      steps: Sequence[int] = ()) -> list[Path]:
     """‖∂L/∂h_t‖ against t on a log scale: per group, the geometric mean over runs and a ±1 std band
-    of log10 (gradients decay or explode geometrically, so their spread is multiplicative).
+    of log10 (gradients decay or explode geometrically, so their spread is multiplicative). `steps`:
+    the training steps the profiles were taken at (said in the title).
 
     profiles: {group label: [one profile per run, ‖∂L/∂h_t‖ for t = 1..T]}.
     """
     fig, ax = new_figure()
-    for name, runs in profiles.items():
+    for i, (name, runs) in enumerate(profiles.items()):
         length = max(len(p) for p in runs)
         norms = np.full((len(runs), length), np.nan)  # (runs, T), NaN-padded when T differs
-        for i, p in enumerate(runs):
-            norms[i, : len(p)] = np.asarray(p, dtype=float)
+        for j, p in enumerate(runs):
+            norms[j, : len(p)] = np.asarray(p, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_norms = np.log10(np.where(norms > 0, norms, np.nan))  # a zero gradient has no log
         mean = pd.DataFrame(log_norms).mean(axis=0).to_numpy()
         std = pd.DataFrame(log_norms).std(axis=0, ddof=1).to_numpy()
         t = np.arange(1, length + 1)
-        (line,) = ax.plot(t, 10**mean, label=f"{name} (n={len(runs)})")
-        ax.fill_between(t, 10 ** (mean - std), 10 ** (mean + std), color=line.get_color(), alpha=0.2, linewidth=0)
+        style = line_style(i)
+        ax.plot(t, 10**mean, label=f"{name} (n={len(runs)})", markevery=max(1, length // 8), **style)
+        ax.fill_between(t, 10 ** (mean - std), 10 ** (mean + std), color=style["color"], alpha=0.15, linewidth=0)
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|$", title=f"temporal gradient profile ({layer})")
+    ax.set(xlabel="time step t", ylabel=r"$\|\partial L / \partial h_t\|$")
+    ax.set_title(f"temporal gradient profile ({layer}), {taken_at(steps)}", fontsize="small")
     ax.legend()
     return save_figure(fig, stem)
 
@@ -105,7 +113,8 @@ def write_figures(
                     series.append(pd.to_numeric(points[curve], errors="coerce").set_axis(points["step"]))
             if series:
                 curves[name] = series
-        written += learning_curves(curves, curve, out_dir / f"learning_curves_{curve.replace('/', '_')}")
+        written += learning_curves(curves, curve, out_dir / f"learning_curves_{curve.replace('/', '_')}",
+                                   most_common(df.get("task")))
 
     profiles = {name: [read_profile(d) for d in runs["run_dir"] if (Path(d) / "profile.json").is_file()] for name, runs in by_group}
     layers = sorted({k for runs in profiles.values() for p in runs for k in p.get("layers", {})})
@@ -116,7 +125,8 @@ def write_figures(
     else:
         lines = {name: [p["layers"][layer] for p in runs if layer in p.get("layers", {})] for name, runs in profiles.items()}
         lines = {name: runs for name, runs in lines.items() if runs}
-        written += gradient_profiles(lines, layer, out_dir / f"gradient_profile_{layer}")
+        steps = [p.get("step") for runs in profiles.values() for p in runs]
+        written += gradient_profiles(lines, layer, out_dir / f"gradient_profile_{layer}", steps)
     if any(LENGTH_COLUMN.fullmatch(c) for c in df.columns):
         columns = length_columns(df, length_metric)
         metric = LENGTH_COLUMN.fullmatch(columns[0])["metric"]

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from rnnbench.report.plotting import new_figure, save_figure
+from rnnbench.report.plotting import BASELINE, line_style, metric_label, new_figure, save_figure, styled
 from rnnbench.report.runs import ReportError, groups
 from rnnbench.report.stats import most_common
 
@@ -38,29 +38,34 @@ def length_columns(df: pd.DataFrame, metric: str | None = None) -> list[str]:
     return [c for _, c in chosen]
 
 
+@styled
 def length_figure(df: pd.DataFrame, keys: Sequence[str], columns: Sequence[str], stem: Path,
                   label_of) -> list[Path]:
     """The metric of `columns` against length: per group of completed runs, the mean and a ±1 std
-    band (ddof=1) over its runs; a dotted line at the training length (task.seq_len) when all agree."""
+    band (ddof=1) over its runs; a dotted line at the training length (task.seq_len) when all agree,
+    the memoryless baseline (of a loss) above the curves."""
     lengths = [int(LENGTH_COLUMN.fullmatch(c)["length"]) for c in columns]
-    metric = LENGTH_COLUMN.fullmatch(columns[0])["metric"]
+    match = LENGTH_COLUMN.fullmatch(columns[0])
+    metric = match["metric"]
     fig, ax = new_figure()
     done = df[df["status"] == "completed"]
-    for values, runs in groups(done, keys):
+    for i, (values, runs) in enumerate(groups(done, keys)):
         table = runs[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)  # (runs, lengths)
         mean = np.nanmean(table, axis=0)
         std = np.nanstd(table, axis=0, ddof=1) if len(table) > 1 else np.zeros_like(mean)
-        (line,) = ax.plot(lengths, mean, marker="o", label=f"{label_of(keys, values)} (n={len(table)})")
-        ax.fill_between(lengths, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        style = line_style(i)
+        ax.plot(lengths, mean, label=f"{label_of(keys, values)} (n={len(table)})", **style)
+        ax.fill_between(lengths, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
     trained = {v for v in done.get("cfg.task.seq_len", pd.Series(dtype=float)).dropna()}
     if len(trained) == 1:
-        ax.axvline(trained.pop(), color="gray", linestyle=":", label="training length")
+        ax.axvline(trained.pop(), color="0.5", linestyle=":", linewidth=1.0, label="training length")
     baseline = {v for v in done.get("memoryless_baseline", pd.Series(dtype=float)).dropna()}
     if metric == "loss" and len(baseline) == 1:
-        ax.axhline(baseline.pop(), color="gray", linestyle="--", label="memoryless baseline")
+        ax.axhline(baseline.pop(), label="memoryless baseline", **BASELINE)
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(n) for n in lengths])
-    ax.set(xlabel="evaluated at sequence length T", ylabel=metric,
-           title=f"length generalisation: {metric}, mean ± std over seeds")
+    ax.set(xlabel="evaluated at sequence length T",
+           ylabel=metric_label(f"{match['split']}/{metric}", most_common(df.get("task"))))
+    ax.set_title("length generalisation: mean ± std over seeds", fontsize="small")
     ax.legend()
     return save_figure(fig, stem)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from rnnbench.errors import UserError, fail
+from rnnbench.records import run_folder
 from rnnbench.report import claim_tables, results_page, study_figures, study_records, wikitext
 
 
@@ -61,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sys.stdout.write("\n" + line + "\n")
         elif args.command == "figure":
             print(study_figures.figure(args.study))
+            screen = study_records.folder(args.study) / "screen" / "fair.json"  # a fair comparison's screen
+            if screen.is_file():
+                state = run_folder.loads(screen.read_text(encoding="utf-8"))
+                print(*study_figures.screen_figure(state, screen.parent / "screen"))
         elif args.command == "render":
             print(", ".join(results_page.render_tables(args.file)) or "no study tables found")
         else:

@@ -42,7 +42,7 @@ from rnnbench.records import run_folder
 from rnnbench.records import summary as summary_schema
 from rnnbench.records.summary import Summary
 from rnnbench.records.wandb_sink import WandbSink, WandbTrainerSink, sweep_group
-from rnnbench.run import checkpoint, help
+from rnnbench.run import checkpoint, help, overrides
 from rnnbench.run.build import Experiment, build_experiment, prepare_process, train_settings
 from rnnbench.run.config import CONF_DIR, register_schemas, validate
 from rnnbench.run.train import RecorderSink, Trainer
@@ -113,8 +113,13 @@ def run_experiment(cfg: DictConfig) -> float | None:
         plan = plan_start(cfg, job, resolved)  # 3. fresh, resumed, or finished already
         if plan.finished is not None:
             return main_metric(plan.finished)
-        device, flushed = prepare_process(cfg, job.launcher_threads)  # 4. flush mode, threads, seeds
-        built = Built(build_experiment(cfg, device), device, flushed)  # 5. task, model, optimiser, schedule
+        try:
+            device, flushed = prepare_process(cfg, job.launcher_threads)  # 4. flush mode, threads, seeds
+            built = Built(build_experiment(cfg, device), device, flushed)  # 5. task, model, optimiser, schedule
+        except UserError:  # refused while building (a data file, a value only building finds wrong): a
+            if not job.multirun:  # single run leaves no folder (a sweep's job records why it failed)
+                run_folder.discard_unstarted(job.run_dir)
+            raise
         summary = train_and_record(cfg, job, resolved, plan, built)  # 6. the run folder as it goes
     _report(summary, job.run_dir)
     return main_metric(summary)
@@ -281,4 +286,8 @@ def cli() -> None:
     # W&B telemetry must not outlive a run without a server (notes/wandb-offline.md); and a sweep's
     # workers should not each spawn a full thread pool unless asked to.
     os.environ.setdefault("WANDB_SILENT", "true")
+    try:  # what Hydra would refuse while composing, said as rnnbench says it (and exit 2)
+        overrides.check(sys.argv[1:], CONF_DIR)
+    except UserError as e:
+        sys.exit(fail(e))
     main()

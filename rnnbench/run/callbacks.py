@@ -138,6 +138,11 @@ class CheckOutputFolder(Callback):
 
 
 def _check_writable(folder: str, key: str) -> None:
+    if not str(folder).strip():  # Hydra would take the current folder and mix the run into it
+        what = "sweep" if key == "hydra.sweep.dir" else "run"
+        sys.exit(fail(ConfigError(f"{key} is empty ({key}={folder!r}): the {what} would be written into the current "
+                                  f"folder ({Path.cwd()}), among its files. Give a folder, e.g. {key}=outputs/my-run, "
+                                  f"or leave {key} out for a new dated one.")))
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -357,6 +357,7 @@ class TextConf(TaskConf):
     bucket: bool
     bucket_chunk: int
     val_fraction: float
+    test_fraction: float
     split_seed: int
     empty_text: str  # error | skip
     max_train: Optional[int]
@@ -621,6 +622,11 @@ def validate(cfg: DictConfig) -> None:
     elif backoff is not None and backoff < 1 and skips == 0:
         errors.append(f"train.lr_backoff={backoff} needs train.skip_nonfinite >= 1: the learning "
                       "rate backs off at a skipped step, and with skip_nonfinite=0 no step is skipped")
+    dropout, layers = _get(cfg, "model.dropout"), _get(cfg, "model.num_layers")
+    if dropout and layers == 1:  # torch only warns; here it would silently regularise nothing
+        errors.append(f"model.dropout={dropout} is not allowed with model.num_layers=1: it applies between stacked "
+                      "layers and one layer has none, so it would do nothing. Stack layers (arch=deep, "
+                      "model.num_layers >= 2), or use model.output_dropout / model.embedding_dropout")
     device = _get(cfg, "train.device")
     if device is not None and not (device in ("auto", "cpu", "cuda") or str(device).startswith("cuda:")):
         errors.append(f"train.device={device!r} is not allowed: choose auto, cpu, cuda or cuda:N")
