@@ -291,3 +291,15 @@ def test_bad_test_lengths_are_refused_when_the_task_is_built():
 
     with pytest.raises(ConfigError, match=r"test_lengths=0: must be an integer >= 1"):
         build_task(compose(["task=reverse_string", "task.test_lengths=[41,0]"]))
+
+
+def test_the_batch_shape_is_the_longest_of_the_training_test_and_evaluation_lengths():
+    """What the run's memory estimate reads before anything is drawn: duplicate string at L = 450 is
+    450 + 900 steps; modular arithmetic's even length drops one symbol."""
+    from rnnbench.tasks.base import BatchShape
+
+    task = FormalLanguageTask("duplicate_string", seq_len=40, val_size=8, test_lengths=[50, 450], eval_lengths=[100])
+    assert task.batch_shape() == BatchShape(1350, 128, "task.test_lengths")
+    assert FormalLanguageTask("parity_check", seq_len=40, val_size=8).batch_shape() == BatchShape(41, 128, "task.seq_len")
+    assert FormalLanguageTask("modular_arithmetic", val_size=8).steps_at(40) == 39 + 1
+    assert FormalLanguageTask("stack_manipulation", val_size=8).steps_at(40) == 40 + 41
