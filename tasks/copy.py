@@ -1,7 +1,7 @@
 """The copy (copying memory) task: remember `copy_len` symbols over a delay of `seq_len` steps.
 
-Three published variants, all with the same alphabet and the same recall positions; they differ in
-the delimiter and in which steps the loss covers. With T = seq_len, M = copy_len, K = num_symbols,
+Four published variants, all with the same alphabet and the same recall positions; they differ in
+the delimiter, in which steps the loss covers and (`selective`) in where the symbols stand. With T = seq_len, M = copy_len, K = num_symbols,
 data symbols 0..K-1, blank K, delimiter K+1 (a0..a7, a8, a9 for the defaults), every input has
 length T + 2M and every target is T + M blanks followed by the M input symbols:
 
@@ -19,11 +19,15 @@ length T + 2M and every target is T + M blanks followed by the M input symbols:
   "Efficiently Modeling Long Sequences with Structured State Spaces"), fixed positions
   (`variable=False`): input = M symbols, T blanks, M delimiters (the recall is emitted at the
   delimiter steps). Loss: mean cross-entropy over the M recall steps only.
+- `selective` -- selective copying, Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with
+  Selective State Spaces" (§3.1, Fig. 2; the same S4 generator with `variable=True`): as `s4`, but
+  the M symbols stand at M random steps of the first T + M, in order, blanks (the noise) between
+  them: the model must select what to keep by content, not by position. Loss: the M recall steps.
 
 Memoryless baseline: the best predictor that knows the step index but nothing of the symbols
 outputs a blank with certainty for the first T + M steps and the uniform distribution over the K
 data symbols at the M recall steps, so its loss is M ln K / (T + 2M) for `arjovsky` and `tcn`
-(Arjovsky et al.'s 10 ln 8 / (T + 20)) and ln K for `s4`.
+(Arjovsky et al.'s 10 ln 8 / (T + 20)) and ln K for `s4` and `selective`.
 
 Training batches come from a generator seeded with `seed`; the fixed `val` and `test` splits
 (`val_size` sequences each) from their own generators seeded `seed + 1_000_003` and
@@ -40,14 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnbench.tasks.base import Batch, IOSpec
-from rnnbench.tasks.synthetic import GeneratedTask, require_int
+from rnnbench.tasks.synthetic import GeneratedTask, require_fraction, require_int
 
-VARIANTS = ("arjovsky", "tcn", "s4")
+VARIANTS = ("arjovsky", "tcn", "s4", "selective")
+RECALL_ONLY = ("s4", "selective")  # the variants whose loss covers the recall steps only
 
 
 
 class CopyTask(GeneratedTask):
-    """Copying memory (Arjovsky et al. 2016; TCN and S4 variants); see the module docstring.
+    """Copying memory (Arjovsky et al. 2016; TCN, S4 and selective-copying variants); see the module docstring.
 
     Batches: inputs (T + 2M, B, K + 2) one-hot float32; targets (T + 2M, B) int64 class ids.
     The model returns logits (T + 2M, B, K + 2), one prediction per step.
@@ -82,9 +87,7 @@ class CopyTask(GeneratedTask):
             raise ValueError(f"variant={variant!r}: unknown copy variant; allowed: {allowed}")
         require_int("num_symbols", num_symbols, 2)  # ln 1 = 0 would make the baseline vanish
         require_int("copy_len", copy_len, 1)
-        number = isinstance(solve_threshold, (int, float)) and not isinstance(solve_threshold, bool)
-        if not (number and 0.0 < solve_threshold <= 1.0):
-            raise ValueError(f"solve_threshold={solve_threshold!r}: must be a number in (0, 1]")
+        require_fraction("solve_threshold", solve_threshold)
 
         self.seq_len = seq_len
         self.variant = variant
@@ -101,8 +104,9 @@ class CopyTask(GeneratedTask):
             "arjovsky": slice(M + T - 1, M + T),  # one delimiter, then M blanks
             "tcn": slice(M + T - 1, None),  # M + 1 delimiters to the end
             "s4": slice(M + T, None),  # M delimiters, at the recall steps themselves
+            "selective": slice(M + T, None),
         }[variant]
-        self.loss_on_all_steps = variant != "s4"
+        self.loss_on_all_steps = variant not in RECALL_ONLY
 
         self.spec = IOSpec(
             input_kind="continuous",
@@ -111,7 +115,8 @@ class CopyTask(GeneratedTask):
             output_kind="per_step",
             loss_kind="classification",
         )
-        # A fixed split is stored as its symbols (M, N); sequences are built per chunk.
+        # A fixed split is stored as its symbols (M, N) (and for `selective` their steps, (M, N));
+        # sequences are built per chunk.
         self._draw_splits()
 
     def steps_at(self, seq_len: int) -> int:
@@ -119,18 +124,28 @@ class CopyTask(GeneratedTask):
         return seq_len + 2 * self.copy_len
 
     # ---- data -------------------------------------------------------------------------------
-    def _draw_symbols(self, batch: int, generator: torch.Generator) -> Tensor:
-        return torch.randint(
+    def _draw_symbols(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        symbols = torch.randint(
             0, self.num_symbols, (self.copy_len, batch), generator=generator, device=self.device
         )  # (M, B)
+        if self.variant != "selective":
+            return symbols, None  # drawn only for `selective`: the other variants' streams stay as they were
+        # M distinct steps of the first T + M, in order (S4's `randperm(L + M)[:M]`, sorted)
+        scores = torch.rand(batch, self.seq_len + self.copy_len, generator=generator, device=self.device)
+        steps = scores.argsort(1)[:, : self.copy_len].sort(1).values.T  # (M, B)
+        return symbols, steps
 
-    def sequences(self, symbols: Tensor) -> Batch:
-        """The batch whose symbols to remember are `symbols` (M, B) int64 in [0, num_symbols)."""
+    def sequences(self, symbols: Tensor, steps: Tensor | None = None) -> Batch:
+        """The batch whose symbols to remember are `symbols` (M, B) int64 in [0, num_symbols), at the
+        steps `steps` (M, B) (`selective`), or at the first M steps."""
         M, B = symbols.shape
         ids = torch.full(
             (self.input_length, B), self.blank, dtype=torch.long, device=symbols.device
         )
-        ids[:M] = symbols
+        if steps is None:
+            ids[:M] = symbols
+        else:
+            ids.scatter_(0, steps, symbols)
         ids[self._delimiter_steps] = self.delimiter  # (T + 2M, B)
         # One-hot by scatter: several times faster than F.one_hot(ids).float() on CPU.
         inputs = torch.zeros(*ids.shape, self.num_classes, device=ids.device)
@@ -140,14 +155,16 @@ class CopyTask(GeneratedTask):
         return Batch(inputs=inputs, targets=targets)
 
     def _draw(self, n: int, generator: torch.Generator) -> Batch:
-        return self.sequences(self._draw_symbols(n, generator))
+        return self.sequences(*self._draw_symbols(n, generator))
 
-    def _draw_split(self, n: int, generator: torch.Generator) -> Tensor:
-        return self._draw_symbols(n, generator)  # (M, N)
+    def _draw_split(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        return self._draw_symbols(n, generator)  # (M, N) each
 
-    def _split_batches(self, symbols: Tensor) -> Iterator[Batch]:
+    def _split_batches(self, split: tuple[Tensor, Tensor | None]) -> Iterator[Batch]:
+        symbols, steps = split
         for start in range(0, self.val_size, self.batch_size):
-            yield self.sequences(symbols[:, start : start + self.batch_size])
+            chunk = slice(start, start + self.batch_size)
+            yield self.sequences(symbols[:, chunk], None if steps is None else steps[:, chunk])
 
     # ---- loss and metrics -------------------------------------------------------------------
     @property

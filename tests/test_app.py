@@ -64,7 +64,7 @@ def sweep_values(experiment: str) -> dict[str, list]:
     return values
 
 
-SMALL = {"task.val_size": 16, "task.seq_len": 12, "task.max_train_tokens": 2000, "task.max_train": 64,
+SMALL = {"task.val_size": 16, "task.seq_len": 12, "task.num_kv_pairs": 2, "task.max_train_tokens": 2000, "task.max_train": 64,
          "task.max_eval": 32, "task.bptt": 8, "task.eval_batch_size": 8}
 FEW_STEPS = ["train.max_steps=4", "train.log_every=2", "train.eval_every=2", "train.profile_every=2",
              "train.batch_size=4", "model.hidden_size=8", "logger.wandb.mode=disabled", "train.threads=1"]

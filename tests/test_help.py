@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from conftest import REPO, run_cli
@@ -19,7 +20,7 @@ def test_help_page_as_a_user_sees_it(tmp_path):
     text = proc.stdout
     assert text.startswith("rnnbench: config-driven experiments comparing recurrent cells")
     assert "powered by Hydra" not in text and "schema" not in text  # not Hydra's page, no internal groups
-    assert "  cell            gated_deltanet, gru, indrnn, irnn, lru, lstm*, lstm_arjovsky, mingru," in text  # lstm: the default
+    assert "  cell            gated_deltanet, gated_deltanet_neg, gru, indrnn, irnn, lru, lstm*, lstm_arjovsky," in text  # lstm: the default
     assert "  copy_T100 " in text and "Copying memory at T=100, Arjovsky et al. 2016" in text
     assert "python -m rnnbench +experiment=quickstart" in text
     assert not list(tmp_path.iterdir())  # no run, no folder
@@ -55,10 +56,19 @@ def test_every_group_and_experiment_is_listed_with_its_first_sentence():
         assert line.split(maxsplit=1)[1].removesuffix(" …") in first_sentence(path)
 
 
+def group_options(text: str, group: str) -> list[str]:
+    """The options the help page lists for `group`, over its wrapped lines."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {group} "))
+    block = [lines[start][len(f"  {group} "):]]
+    block += [line for line in itertools.takewhile(lambda l: l.startswith(" " * 18), lines[start + 1:])]
+    return [o.strip().rstrip("*") for o in ", ".join(b.strip().rstrip(",") for b in block).split(",")]
+
+
 def test_a_users_config_folder_is_listed_with_the_built_in_one():
     text = page(CONF, user_config_dirs(["--config-dir", str(EXAMPLE_CONF), "--help"]), width=120)
-    assert "mingru" in next(l for l in text.splitlines() if l.startswith("  cell "))
-    assert "parity" in next(l for l in text.splitlines() if l.startswith("  task "))
+    assert "my_mgu" in group_options(text, "cell") and "mingru" in group_options(text, "cell")
+    assert "parity" in group_options(text, "task") and "parity_check" in group_options(text, "task")
     assert "  parity_cells " in text
     assert user_config_dirs(["--config-dir=a", "-cd", "b"]) == [Path("a"), Path("b")]
 

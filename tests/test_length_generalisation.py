@@ -82,7 +82,7 @@ def test_bad_lengths_are_refused_with_the_key_value_and_what_is_allowed(tmp_path
         AddingTask(seq_len=10, val_size=8, eval_lengths=[1, 100])
     cfg = compose_cfg("task=lm", "+task.eval_lengths=[100]")
     with pytest.raises(ConfigError, match=r"task.eval_lengths=\[100\] is not allowed for this task: its sequence "
-                                          r"length is not a parameter \(tasks with task.seq_len: copy, adding\)"):
+                                          r"length is not a parameter \(tasks with task.seq_len: copy, adding, the formal languages, mqar, induction_heads\)"):
         validate(cfg)
     cfg = compose_cfg("task=adding", "train.length_eval=always")
     with pytest.raises(ConfigError, match="train.length_eval='always' is not allowed: choose one of end, eval"):

@@ -54,6 +54,19 @@ def test_budget_lands_within_a_few_percent(cell, arch, budget):
                                       abs(make(max(1, h - 1)).num_parameters() - budget))
 
 
+@pytest.mark.parametrize("cell", ["gated_deltanet", "mlstm", "slstm"])
+def test_a_budget_for_a_cell_with_heads_lands_on_a_width_they_divide(cell):
+    """Their constructors refuse H not divisible by num_heads (4): the search tries multiples of 4 only."""
+    from rnnbench.run.build import build_model, build_task
+    from rnnbench.run.config import compose
+
+    cfg = compose([f"cell={cell}", "task=parity_check", "model.param_budget=20000"])
+    model, h = build_model(cfg, build_task(cfg).spec, torch.device("cpu"))
+    assert h % 4 == 0 and abs(model.num_parameters() - 20000) / 20000 < 0.1
+    make = lambda k: SequenceModel(build_task(cfg).spec, type(model.stack.layers[0].directions[0]), k)  # noqa: E731
+    assert hidden_size_for_budget(20000, make, multiple_of=4) % 4 == 0
+
+
 def test_time_reduction_and_per_step_heads():
     assert SequenceModel(SEQUENCE, LSTMCell, 8, **ARCHS["pyramid"]).time_reduction == 8
     out, _ = SequenceModel(PER_STEP, GRUCell, 8, num_layers=2, bidirectional=True)(torch.randn(7, 3, 10))

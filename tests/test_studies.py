@@ -84,6 +84,7 @@ def test_export_writes_one_record_per_run_that_the_report_reads_like_the_sweep(t
     path = study_records.export("adding", [tmp_path / "sweep"], tmp_path / "out")
     rows = runs.read_records(path)
     assert len(rows) == 6 and rows[0]["job"] == "0" and rows[0]["git_commit"] == "abc"
+    assert "state_size" in rows[0]  # study 8 draws recall against the state each cell carries
     assert "profile_init" not in rows[0]
     from_records = summarize(load_runs(tmp_path / "out"), metrics="val/loss")
     from_folders = summarize(load_runs(tmp_path / "sweep"), metrics="val/loss")
@@ -181,6 +182,38 @@ def test_a_negative_verdict_where_the_positive_control_did_not_learn_is_no_power
     unrun = verdicts.judge({"source": "p", "where": {"cell": "vanilla", "task.seq_len": 100}, "beats_baseline": False},
                           df, {**pub, "control": {"cell": "gru"}})
     assert unrun["holds"] == verdicts.NO_POWER and "not run" in unrun["why"]
+
+
+def test_reaches_and_stays_below_count_seeds_at_a_value_and_a_failure_needs_the_fitted_training_lengths(tmp_path):
+    """Delétang et al.'s claims: a cell solves a language at every test length (reaches 0.99), or does
+    not generalise (stays below 0.9) although it fitted the training lengths."""
+    job = 0
+    for cell, accuracies, ratio in (("lstm", [1.0, 0.995, 0.999], 0.1), ("mingru", [0.5, 0.62, 0.55], 0.2),
+                                    ("vanilla", [0.5, 0.51, 0.5], 1.0), ("gru", [1.0, 0.93, 1.0], 0.1)):
+        for seed, accuracy in enumerate(accuracies):
+            fake_run(tmp_path / str(job), [f"cell={cell}", f"train.seed={seed}"],
+                     {"val/loss": ratio / 6, "val/loss_over_baseline": ratio},
+                     test={"test/accuracy_mean_over_lengths": accuracy}, cell=cell)
+            job += 1
+    df = load_runs(tmp_path)
+    pub = {**published([]), "metric": "test/accuracy_mean_over_lengths", "mode": "max"}
+    lstm = verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "reaches": 0.99}, df, pub)
+    assert lstm["holds"] is True and (lstm["k_reach"], lstm["n_reach"]) == (3, 3)
+    gru = verdicts.judge({"source": "p", "where": {"cell": "gru"}, "reaches": 0.99}, df, pub)
+    assert gru["holds"] is False and verdicts.judge({"source": "p", "where": {"cell": "gru"}, "reaches": 0.99}, df,
+                                                    {**pub, "k_of_n": 2})["holds"] is True
+    generalisation = {"source": "p", "stays_below": 0.9, "fits_training": True}
+    mingru = verdicts.judge({**generalisation, "where": {"cell": "mingru"}}, df, pub)
+    assert mingru["holds"] is True  # fitted the training lengths (0.2x baseline), failed beyond them
+    assert verdicts.judge({**generalisation, "where": {"cell": "gru"}}, df, pub)["holds"] is False
+    unfitted = verdicts.judge({**generalisation, "where": {"cell": "vanilla"}}, df, pub)
+    assert unfitted["holds"] == verdicts.NO_POWER and "did not leave the baseline" in unfitted["why"]
+    # "cannot learn it at all" (Grazzi et al.'s parity): not fitting is the claim; the control gives the power
+    cannot = {"source": "p", "where": {"cell": "vanilla"}, "stays_below": 0.9}
+    assert verdicts.judge(cannot, df, {**pub, "control": {"cell": "lstm"}})["holds"] is True
+    assert verdicts.judge(cannot, df, {**pub, "control": {"cell": "indrnn"}})["holds"] == verdicts.NO_POWER
+    assert "2 of 3 seeds ≥ 0.99" in claim_tables.measured_text(gru)
+    assert claim_tables.claim_text({"stays_below": 0.9}, pub) == "stays below 0.9"
 
 
 def test_a_failure_before_the_papers_budget_times_the_measured_slowdown_is_no_power(tmp_path):

@@ -12,7 +12,8 @@ from rnnbench.tasks.adding import AddingTask
 from rnnbench.tasks.base import Batch, Task
 from rnnbench.tasks.copy import CopyTask
 
-COPY_VARIANTS = ("arjovsky", "tcn", "s4")
+COPY_VARIANTS = ("arjovsky", "tcn", "s4", "selective")
+FIXED_VARIANTS = ("arjovsky", "tcn", "s4")  # the symbols at the first M steps
 ADDING_VARIANTS = ("halves", "anywhere")
 
 
@@ -49,7 +50,7 @@ def test_copy_batch_shapes_and_dtypes(variant):
     assert task.spec.output_kind == "per_step" and task.spec.loss_kind == "classification"
 
 
-@pytest.mark.parametrize("variant", COPY_VARIANTS)
+@pytest.mark.parametrize("variant", FIXED_VARIANTS)
 def test_copy_target_is_the_input_symbols_at_the_recall_steps(variant):
     task = CopyTask(seq_len=25, variant=variant, num_symbols=5, copy_len=4, batch_size=50)
     batch = task.train_batch()
@@ -77,6 +78,38 @@ def test_copy_blank_and_delimiter_positions(variant, after_symbols):
     assert torch.equal(ids[3:], expected)
 
 
+def test_selective_copying_written_out():
+    """Gu & Dao 2023's selective copying (S4's generator, variable=True): T = 3, M = 2, symbols 5
+    and 2 at steps 1 and 3 of the first T + M = 5; b = blank (8), d = delimiter (9)."""
+    task = CopyTask(seq_len=3, variant="selective", copy_len=2, val_size=4)
+    batch = task.sequences(torch.tensor([[5], [2]]), torch.tensor([[1], [3]]))
+    b, d = task.blank, task.delimiter
+    assert batch.inputs[:, 0].argmax(-1).tolist() == [b, 5, b, 2, b, d, d]
+    assert batch.targets[:, 0].tolist() == [b, b, b, b, b, 5, 2]
+    assert not task.loss_on_all_steps  # the loss and the baseline ln K cover the 2 recall steps
+
+
+def test_selective_copying_draws_ordered_distinct_steps_anywhere_before_the_recall():
+    task = CopyTask(seq_len=6, variant="selective", num_symbols=4, copy_len=3, batch_size=4000, val_size=4)
+    ids = task.train_batch().inputs.argmax(-1)  # (T + 2M, B)
+    data = ids[:9] < 4  # (T + M, B): where the symbols stand
+    assert (data.sum(0) == 3).all() and (ids[9:] == task.delimiter).all()
+    recalled = task.train_batch()
+    symbols = recalled.inputs[:9].argmax(-1).T  # in order of appearance = the recall order
+    kept = symbols[symbols < 4].view(-1, 3)
+    assert torch.equal(kept, recalled.targets[-3:].T)
+    frequency = data.float().mean(1)  # every step of the first T + M equally likely: M / (T + M)
+    assert torch.allclose(frequency, torch.full((9,), 3 / 9), atol=0.03)
+
+
+def test_the_fixed_variants_draw_the_same_data_as_before_selective_existed():
+    """Only `selective` draws steps: the other variants' generator streams are unchanged."""
+    task = CopyTask(seq_len=5, variant="s4", copy_len=3, batch_size=2, val_size=2, seed=7)
+    generator = torch.Generator().manual_seed(7)
+    expected = torch.randint(0, 8, (3, 2), generator=generator)
+    assert torch.equal(task.train_batch().targets[-3:], expected)
+
+
 # ---- copy: baseline, loss and metrics ---------------------------------------------------------
 def copy_memoryless(task: CopyTask):
     """Log-probabilities of the best predictor blind to the symbols: blank for sure for T + M
@@ -102,6 +135,7 @@ def test_copy_baseline_is_the_loss_of_the_memoryless_predictor(variant, num_symb
         "arjovsky": copy_len * math.log(num_symbols) / (40 + 2 * copy_len),
         "tcn": copy_len * math.log(num_symbols) / (40 + 2 * copy_len),
         "s4": math.log(num_symbols),
+        "selective": math.log(num_symbols),
     }[variant]
     assert task.memoryless_baseline == pytest.approx(expected)
     metrics = task.evaluate(copy_memoryless(task))
@@ -344,7 +378,7 @@ def test_describe_names_the_variant_and_baseline(kind, variant):
         ({"seq_len": 2.5}, "seq_len=2.5: must be an integer >= 1"),
         (
             {"variant": "bai"},
-            "variant='bai': unknown copy variant; allowed: 'arjovsky', 'tcn', 's4'",
+            "variant='bai': unknown copy variant; allowed: 'arjovsky', 'tcn', 's4', 'selective'",
         ),
         ({"num_symbols": 1}, "num_symbols=1: must be an integer >= 2"),
         ({"copy_len": 0}, "copy_len=0: must be an integer >= 1"),

@@ -15,35 +15,36 @@ if TYPE_CHECKING:
 
 
 def hidden_size_for_budget(budget: int, make_model: Callable[[int], SequenceModel], max_hidden: int = 1 << 16,
-                           measure: str = "parameters") -> int:
+                           measure: str = "parameters", multiple_of: int = 1) -> int:
     """The hidden size H whose `make_model(H)` has the parameter count (`measure="parameters"`: the count
     `model.param_count` names, total or effective) or the state size (`measure="state"`: floats carried per
     sequence, Poli et al. 2024's iso-state comparison) closest to `budget`.
 
     The count grows monotonically with H, so a binary search finds the first H at or above the budget
     and the closer of it and H - 1 wins. Models are built on the meta device: nothing is allocated.
+    Only multiples of `multiple_of` are tried (a cell with heads needs H divisible by their number).
     """
     key = "model.param_budget" if measure == "parameters" else "model.state_budget"
     require_size(key, budget)
 
-    def size(h: int) -> int:
+    def size(k: int) -> int:
         with torch.device("meta"):
-            model = make_model(h)
+            model = make_model(k * multiple_of)
             return model.counted_parameters() if measure == "parameters" else model.state_size()
 
     smallest = size(1)
     if smallest > budget:  # the narrowest model is already over: nothing meets the budget
         raise ValueError(f"{key}={budget} cannot be met: the smallest model of this cell, architecture and "
-                         f"task (hidden_size=1) has {smallest} {measure}; allowed: {key} >= {smallest}")
+                         f"task (hidden_size={multiple_of}) has {smallest} {measure}; allowed: {key} >= {smallest}")
     if smallest == budget:
-        return 1
+        return multiple_of
     low, high = 1, 2
     while size(high) < budget:
         low, high = high, high * 2
-        if high > max_hidden:
+        if high * multiple_of > max_hidden:
             raise ValueError(f"{key}={budget} cannot be met: it needs hidden_size > {max_hidden}; "
-                             f"allowed: {key} <= {size(max_hidden)}")
+                             f"allowed: {key} <= {size(max_hidden // multiple_of)}")
     while high - low > 1:  # invariant: size(low) < budget <= size(high)
         mid = (low + high) // 2
         low, high = (mid, high) if size(mid) < budget else (low, mid)
-    return low if budget - size(low) < size(high) - budget else high
+    return multiple_of * (low if budget - size(low) < size(high) - budget else high)

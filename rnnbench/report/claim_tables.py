@@ -33,6 +33,10 @@ def claim_text(claim: dict[str, Any], published: dict[str, Any]) -> str:
         return "better than " + ", ".join(_other_text(other) for other in claim["better_than"])
     if "fewer_divergences" in claim:
         return "diverges less than " + ", ".join(_other_text(other) for other in claim["fewer_divergences"])
+    if "reaches" in claim:
+        return f"reaches {label(claim['reaches'])}"
+    if "stays_below" in claim:
+        return f"stays below {label(claim['stays_below'])}"
     if "bound" in claim:
         return f"‖∂L/∂h_t‖ ≤ {label(float(claim['bound']))}^(T−t)·‖∂L/∂h_T‖"
     return ("hurts" if claim["hurts"] else "does not hurt") + " (vs " + ", ".join(
@@ -58,6 +62,9 @@ def measured_text(result: dict[str, Any], precision: int = 4) -> str:
     if "k" in result:
         details.append(f"{result['ratio']:.2f}× baseline; {result['k']} of {result['n_ratio']} seeds below "
                        f"{verdicts.BEATS_BASELINE}×")
+    if result.get("n_reach"):
+        sign = "≤" if published_mode_is_min(result) else "≥"
+        details.append(f"{result['k_reach']} of {result['n_reach']} seeds {sign} {result['threshold']:g}")
     for test in result.get("tests", []):
         details.append(_test_text(test, precision))
     if "equivalence" in result:

@@ -48,7 +48,7 @@ def record(run_dir: Path, detail: bool = False) -> dict[str, Any]:
         "job": run_dir.name,
         "overrides": [str(o) for o in overrides or []],
         **{k: getattr(summary, k) for k in ("status", "error", "diverged_at", "task", "cell", "seed", "steps",
-                                       "hidden_size", "num_params", "memoryless_baseline", "main_metric",
+                                       "hidden_size", "num_params", "state_size", "memoryless_baseline", "main_metric",
                                        "main_metric_mode", "wall_time_s", "train_time_s", "threads",
                                        "git_commit", "config_fingerprint")},
         **{section: getattr(summary, section) for section in ("final", "best", "test")},

@@ -28,6 +28,11 @@ The rules (`judge`; `judge_all` adjusts a study's p-values together, Holm–Bonf
 - ``fewer_divergences``: the point diverges on fewer seeds than each compared one (Fisher's exact test,
   one-sided); where even none against all could not reach α, no power.
 - ``bound``: every profile at initialisation lies under Pascanu et al.'s bound.
+- ``reaches``: k of n seeds reach the stated value of the metric (at least it where higher is better);
+  true needs k ≥ k_of_n. ``stays_below``: no seed reaches it, with the control's power; a claim with
+  ``fits_training: true`` also needs the point's own runs to leave the memoryless baseline in validation
+  on every seed, else no power: a length-generalisation failure (Delétang et al. 2023's claims) means
+  something only for a model that fitted the training lengths.
 
 Any verdict other than a positive finding ("yes" to something happening) needs power: with a control
 that stays at the baseline (or was not run), or before the paper's budget, it reads `NO_POWER`.
@@ -49,7 +54,7 @@ from rnnbench.report.stats import compare_samples, holm, metric_mode, noninferio
 ALPHA = 0.05  # family-wise, over a study's claims (Holm–Bonferroni)
 BEATS_BASELINE = 0.9  # a seed's final loss / memoryless baseline below this: it beats the baseline
 BOUND_TOLERANCE = 1e-4  # log10 units: float32 rounding of norms near the last step
-CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts", "fewer_divergences")
+CLAIM_KINDS = ("beats_baseline", "better_than", "bound", "hurts", "fewer_divergences", "reaches", "stays_below")
 MEAN_ONLY = "mean only"  # better by the mean, not significantly
 ALL_DIVERGED = "diverged"  # every run of the point diverged: no value to judge
 NO_POWER = "no power"  # the budget (or n) could not have shown the claim either way
@@ -185,6 +190,12 @@ def measure(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any]) 
         ratio = baseline_ratios(runs)
         if len(ratio):
             out.update(ratio=ratio.mean(), k=int((ratio < BEATS_BASELINE).sum()), n_ratio=len(ratio))
+    elif kind in ("reaches", "stays_below"):
+        threshold = float(claim[kind])
+        reached = x >= threshold if mode == "max" else x <= threshold
+        out.update(threshold=threshold, k_reach=int(reached.sum()), n_reach=len(x))
+        ratio = baseline_ratios(runs)
+        out["fitted"] = bool(len(ratio)) and bool((ratio < BEATS_BASELINE).all())
     elif kind == "better_than":
         tests = []
         for other in claim["better_than"]:
@@ -259,6 +270,16 @@ def decide(claim: dict[str, Any], result: dict[str, Any], df: pd.DataFrame, publ
             positive = holds
         else:
             holds = out["k"] == 0
+    elif kind in ("reaches", "stays_below") and out.get("n_reach"):
+        if kind == "reaches":
+            needed = out["n_reach"] if published.get("k_of_n", "all") == "all" else int(published["k_of_n"])
+            holds = out["k_reach"] >= needed
+            positive = holds
+        else:
+            holds = out["k_reach"] == 0
+            if claim.get("fits_training") and not out["fitted"]:
+                out["holds"], out["why"] = NO_POWER, "did not leave the baseline in validation on every seed"
+                return out
     elif kind == "better_than" and "tests" in out:
         if not out["better_mean"]:
             holds = False

@@ -105,11 +105,12 @@ def build_model(cfg: DictConfig, spec: IOSpec, device: torch.device,
     cell = instantiate_group(cfg.cell, "cell")
     hidden_size = cfg.model.hidden_size
     budget = ("parameters", cfg.model.param_budget) if cfg.model.param_budget else ("state", cfg.model.get("state_budget"))
+    heads = cfg.cell.get("num_heads") or 1  # a cell with heads is built only at widths they divide
     if budget[1]:
         try:
             hidden_size = hidden_size_for_budget(
                 budget[1], lambda h: instantiate_group(cfg.model, "model", spec=spec, cell=cell, hidden_size=h),
-                measure=budget[0])
+                measure=budget[0], multiple_of=heads)
         except ValueError as e:  # a budget no width meets
             raise ConfigError(str(e)) from None
         key = "model.param_budget" if budget[0] == "parameters" else "model.state_budget"

@@ -270,6 +270,43 @@ class AddingConf(TaskConf):
 
 @dataclass
 @defaults_from_constructor
+class FormalLanguageConf(TaskConf):
+    _target_: str = "rnnbench.tasks.formal_languages.FormalLanguageTask"
+    language: str  # Delétang et al. 2023: one of FormalLanguageTask.ALLOWED["language"]
+    seq_len: int  # training lengths are uniform over 1..seq_len
+    eval_length: Optional[int]  # None: the val/test splits spread over 1..seq_len; else all at this length
+    test_lengths: list[int]  # the test split spreads over these (theirs: 41..500); []: as validation
+    val_size: int
+    solve_threshold: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these (theirs: 41..500)
+
+
+@dataclass
+@defaults_from_constructor
+class MQARConf(TaskConf):
+    _target_: str = "rnnbench.tasks.mqar.MQARTask"
+    seq_len: int  # Zoology's input_seq_len (even, < vocab_size)
+    num_kv_pairs: int  # K: 4K <= seq_len
+    vocab_size: int  # keys from the lower half, values from the upper half
+    power_a: float  # the query gaps' power law (1: uniform)
+    val_size: int
+    solve_threshold: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these
+
+
+@dataclass
+@defaults_from_constructor
+class InductionHeadsConf(TaskConf):
+    _target_: str = "rnnbench.tasks.induction_heads.InductionHeadsTask"
+    seq_len: int
+    vocab_size: int  # two of them special (the trigger and Safari's unused no-op)
+    val_size: int
+    solve_threshold: float
+    eval_lengths: list[int]  # length generalisation: also evaluate at these (Mamba: up to 2^20)
+
+
+@dataclass
+@defaults_from_constructor
 class LMConf(TaskConf):
     _target_: str = "rnnbench.tasks.language_model.LanguageModelTask"
     data_dir: Optional[str]  # default: $RNNBENCH_DATA, else ~/.cache/rnnbench/data
@@ -483,7 +520,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "cell": {"vanilla": VanillaConf, "lstm": LSTMConf, "lstm_arjovsky": ArjovskyLSTMConf, "peephole": PeepholeConf,
              "gru": GRUConf, **MODERN_CELL_SCHEMAS},
-    "task": {"copy": CopyConf, "adding": AddingConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
+    "task": {"copy": CopyConf, "adding": AddingConf, "formal_language": FormalLanguageConf, "mqar": MQARConf, "induction_heads": InductionHeadsConf, "lm": LMConf, "seq_image": SeqImageConf, "text": TextConf},
     "optim": {"sgd": SGDConf, "rmsprop": RMSpropConf, "adam": AdamConf, "adamw": AdamWConf},
     "schedule": {"constant": ConstantScheduleConf, "cosine": CosineScheduleConf, "plateau": PlateauScheduleConf,
                  "step": StepScheduleConf},
@@ -536,8 +573,8 @@ def allowed_values(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
 
 POSITIVE = ("model.hidden_size", "model.num_layers", "model.param_budget", "model.state_budget",
             "model.block_mlp_ratio", "model.embedding_size",
-            "task.seq_len", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
-            "task.num_symbols", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
+            "task.seq_len", "task.eval_length", "task.batch_size", "task.val_size", "task.bptt", "task.copy_len",
+            "task.num_symbols", "task.num_kv_pairs", "task.vocab_size", "task.k1", "task.eval_batch_size", "task.max_train_tokens",
             "task.max_train", "task.max_eval", "task.max_len", "task.max_vocab", "task.min_freq", "train.max_steps", "train.batch_size", "train.log_every",
             "train.eval_every", "train.threads", "testing.fail_at_step", "testing.pause_at_step")
 NON_NEGATIVE = ("cell.recurrent_gain", "optim.initial_square_avg", "optim.eps", "train.max_minutes", "train.clip", "train.profile_every", "train.checkpoint_every", "train.checkpoint_minutes", "logger.progress_every_s",
@@ -581,7 +618,8 @@ def validate(cfg: DictConfig) -> None:
         errors.append(f"optim.lr={lr} is not allowed: must be > 0")
     if _get(cfg, "task.eval_lengths") and _get(cfg, "task.seq_len") is None:
         errors.append(f"task.eval_lengths={list(_get(cfg, 'task.eval_lengths'))} is not allowed for this task: "
-                      "its sequence length is not a parameter (tasks with task.seq_len: copy, adding)")
+                      "its sequence length is not a parameter (tasks with task.seq_len: copy, adding, the formal "
+                      "languages, mqar, induction_heads)")
     backoff, skips = _get(cfg, "train.lr_backoff"), _get(cfg, "train.skip_nonfinite")
     if backoff is not None and not 0 < backoff <= 1:
         errors.append(f"train.lr_backoff={backoff} is not allowed: must be in (0, 1] (1: off)")

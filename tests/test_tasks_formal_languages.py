@@ -1,0 +1,305 @@
+"""Specification of the formal-language tasks (tasks/formal_languages.py), Delétang et al. 2023:
+each language against the examples of its published definition, the encoding and the scored mask
+written out by hand, the memoryless baselines against exhaustive enumeration, and learning."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnbench.tasks.base import Batch
+from rnnbench.tasks.formal_languages import (
+    LANGUAGE_NAMES, LANGUAGES, MINUS, PLUS, POP, PUSH_0, PUSH_1, TIMES, FormalLanguageTask, chance,
+    output_mask,
+)
+
+
+def target(language: str, string: list[int]) -> list[int]:
+    return LANGUAGES[language].target(torch.tensor(string).unsqueeze(1)).squeeze(1).tolist()
+
+
+# ---- the published examples (the docstrings of google-deepmind/neural_networks_chomsky_hierarchy) ----
+ARITH = {"+": PLUS, "-": MINUS, "*": TIMES}
+
+
+@pytest.mark.parametrize("language, string, expected", [
+    ("even_pairs", "001110", [0]),  # one 10 and one 01
+    ("even_pairs", "0101001", [1]),  # two 10 and three 01
+    ("even_pairs", "1", [0]),
+    ("parity_check", "1010100", [1]),
+    ("parity_check", "01111", [0]),
+    ("cycle_navigation", [2, 0, 1, 0, 0], [3]),  # 1 -1 0 -1 -1 -> -2 = class 3 (token = move + 1)
+    ("cycle_navigation", [2, 2, 2, 0], [2]),  # 1 1 1 -1
+    ("modular_arithmetic", "1+2*3", [2]),
+    ("modular_arithmetic", "1-1-1", [4]),
+    ("modular_arithmetic", "0*1+4*3-2", [0]),
+    ("reverse_string", "011010", [0, 1, 0, 1, 1, 0]),
+    ("duplicate_string", "101", [1, 0, 1, 1, 0, 1]),
+    ("odds_first", "00110101", [0, 1, 1, 1, 0, 1, 0, 0]),  # their code: s[1::2] then s[::2]
+    ("odds_first", "110", [1, 1, 0]),
+    # 0 1 1 0 PUSH1 POP POP -> 1 1 0, end, zero padding to length 8
+    ("stack_manipulation", [0, 1, 1, 0, PUSH_1, POP, POP], [1, 1, 0, 2, 0, 0, 0, 0]),
+    ("stack_manipulation", [1, 1, 0, POP, POP, POP], [2, 0, 0, 0, 0, 0, 0]),  # emptied
+    ("stack_manipulation", [1, POP, POP, PUSH_0], [0, 2, 0, 0, 0]),  # POP on empty is ignored
+])
+def test_each_language_on_its_published_examples(language, string, expected):
+    symbols = [ARITH[c] if c in ARITH else int(c) for c in string] if isinstance(string, str) else string
+    assert target(language, symbols) == expected
+
+
+def test_the_encoding_of_a_classification_and_a_sequence_task_written_out():
+    parity = FormalLanguageTask("parity_check", val_size=4)
+    batch = parity.sequences(torch.tensor([[1], [0], [1]]))  # "101"
+    # 0, 1 and the "output empty" token 2: the string, then one output step
+    assert batch.inputs[:, 0].tolist() == [[0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    assert batch.targets.tolist() == [[0]]
+    reverse = FormalLanguageTask("reverse_string", val_size=4)
+    batch = reverse.sequences(torch.tensor([[0], [1], [1]]))  # "011": 3 input steps, 3 output steps
+    assert batch.inputs[:, 0].argmax(-1).tolist() == [0, 1, 1, 2, 2, 2]
+    assert batch.targets[:, 0].tolist() == [1, 1, 0]
+    assert output_mask("reverse_string", batch.targets).all()
+
+
+def test_stack_manipulation_scores_up_to_its_end_token_only():
+    task = FormalLanguageTask("stack_manipulation", val_size=4)
+    batch = task.sequences(torch.tensor([0, 1, 1, 0, PUSH_1, POP, POP]).unsqueeze(1))
+    assert batch.inputs.shape == (7 + 8, 1, 6)  # 5 symbols + the output token; L + 1 output steps
+    mask = output_mask("stack_manipulation", batch.targets)[:, 0]
+    assert mask.tolist() == [True] * 4 + [False] * 4  # 1 1 0 <end> scored, padding not
+    logits = 20.0 * F.one_hot(batch.targets, 3).float()
+    outputs = torch.cat([torch.zeros(7, 1, 3), logits])
+    outputs[-1] = outputs[-1].roll(1, -1)  # a wrong padding position: not counted
+    metrics = task._metrics(task._counts(outputs, batch))
+    assert metrics["accuracy"] == 1.0 and metrics["sequence_accuracy"] == 1.0
+    outputs[8] = outputs[8].roll(1, -1)  # a wrong stack symbol: 3 of 4 scored positions right
+    metrics = task._metrics(task._counts(outputs, batch))
+    assert metrics["accuracy"] == 0.75 and metrics["sequence_accuracy"] == 0.0
+
+
+# ---- the targets against independent oracles ----------------------------------------------------
+def test_modular_arithmetic_against_python_arithmetic():
+    task = FormalLanguageTask("modular_arithmetic", val_size=4, seed=5)
+    names = {PLUS: "+", MINUS: "-", TIMES: "*"}
+    for L in (1, 3, 9, 21):
+        symbols = LANGUAGES["modular_arithmetic"].sample(L, 200, task._generator, "cpu")
+        values = LANGUAGES["modular_arithmetic"].target(symbols)[0]
+        for b in range(200):
+            text = "".join(names.get(int(s), str(int(s))) for s in symbols[:, b])
+            assert int(values[b]) == eval(text) % 5, text
+
+
+def stack_by_list(string: list[int]) -> list[int]:
+    """Delétang et al.'s procedure with a Python list."""
+    stack = [s for s in itertools.takewhile(lambda s: s < 2, string)]
+    for action in string[len(stack):]:
+        if action == POP:
+            stack = stack[:-1]
+        else:
+            stack.append(action - PUSH_0)
+    out = stack[::-1] + [2]
+    return out + [0] * (len(string) + 1 - len(out))
+
+
+def test_stack_manipulation_against_a_list_and_its_sampler_shape():
+    generator = torch.Generator().manual_seed(0)
+    for L in (1, 2, 7, 30):
+        symbols = LANGUAGES["stack_manipulation"].sample(L, 100, generator, "cpu")  # (L, B)
+        targets = LANGUAGES["stack_manipulation"].target(symbols)
+        for b in range(100):
+            string = symbols[:, b].tolist()
+            initial = len(list(itertools.takewhile(lambda s: s < 2, string)))
+            assert initial == L if L == 1 else 1 <= initial <= L - 1  # the stack, then only actions
+            assert targets[:, b].tolist() == stack_by_list(string)
+
+
+# ---- lengths ---------------------------------------------------------------------------------
+def test_training_lengths_are_uniform_over_one_to_seq_len_one_per_batch():
+    task = FormalLanguageTask("reverse_string", seq_len=6, batch_size=3, val_size=12)
+    lengths = [task.train_batch().targets.shape[0] for _ in range(600)]
+    assert set(lengths) == set(range(1, 7))
+    assert all(abs(lengths.count(L) / 600 - 1 / 6) < 0.05 for L in range(1, 7))
+    assert task.split_lengths() == [1, 2, 3, 4, 5, 6] * 2
+
+
+def test_modular_arithmetic_strings_have_odd_length():
+    task = FormalLanguageTask("modular_arithmetic", seq_len=8, batch_size=2, val_size=8)
+    for _ in range(50):
+        batch = task.train_batch()
+        assert (batch.inputs.shape[0] - 1) % 2 == 1
+
+
+def test_at_length_fixes_the_evaluation_length_and_keeps_the_training_range():
+    task = FormalLanguageTask("duplicate_string", seq_len=5, val_size=10, batch_size=4, eval_lengths=[12, 20])
+    longer = task.at_length(12)
+    assert longer.seq_len == 5 and longer.eval_length == 12 and longer.split_lengths() == [12] * 10
+    batch = longer.probe_batch()
+    assert batch.inputs.shape[0] == 12 + 24 and batch.targets.shape[0] == 24
+    same = FormalLanguageTask("duplicate_string", seq_len=5, val_size=10, batch_size=4, eval_length=12)
+    assert torch.equal(same.probe_batch().inputs, batch.inputs)
+
+
+def test_the_test_split_spreads_over_the_test_lengths_and_scores_their_mean():
+    task = FormalLanguageTask("reverse_string", seq_len=4, val_size=30, batch_size=4, test_lengths=[10, 20, 30])
+    assert task.split_lengths("test") == [10, 20, 30] * 10 and task.split_lengths("val") == [1, 2, 3, 4] * 7 + [1, 2]
+
+    def right_up_to_15(batch, state):  # right at the first 15 output positions, wrong after
+        out, state = oracle(batch, state)
+        out = out[..., :2].clone()
+        P = batch.targets.shape[0]
+        out[-P + 15 :] = out[-P + 15 :].roll(1, -1) if P > 15 else out[-P + 15 :]
+        return out, state
+
+    metrics = task.evaluate(right_up_to_15, "test")
+    # per length: 10 -> 1, 20 -> 15/20, 30 -> 15/30; the paper's score is their mean
+    assert metrics["accuracy_mean_over_lengths"] == pytest.approx((1 + 0.75 + 0.5) / 3)
+    assert metrics["accuracy"] == pytest.approx((10 + 15 + 15) / 60)  # per position, pooled
+    assert metrics["sequence_accuracy"] == pytest.approx(1 / 3)
+    assert task.evaluate(right_up_to_15, "val")["accuracy_mean_over_lengths"] == 1.0
+
+
+# ---- baselines: closed forms against enumeration -------------------------------------------------
+def enumerated(language: str, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact law of the targets at length L by enumerating every string with its probability:
+    (marginals (P, C), P(position scored) (P,))."""
+    lang = LANGUAGES[language]
+    strings: list[tuple[list[int], float]] = []
+    if language == "modular_arithmetic":
+        n = L if L % 2 else L - 1
+        for numbers in itertools.product(range(5), repeat=(n + 1) // 2):
+            for ops in itertools.product((PLUS, MINUS, TIMES), repeat=n // 2):
+                s = [numbers[0]] + [x for pair in zip(ops, numbers[1:]) for x in pair]
+                strings.append((s, 1 / (5 ** len(numbers) * 3 ** len(ops))))
+    elif language == "stack_manipulation" and L > 1:
+        for initial in range(1, L):
+            for stack in itertools.product((0, 1), repeat=initial):
+                for actions in itertools.product((POP, PUSH_0, PUSH_1), repeat=L - initial):
+                    strings.append((list(stack + actions), 1 / ((L - 1) * 2**initial * 3 ** (L - initial))))
+    else:
+        for s in itertools.product(range(lang.input_size if language != "stack_manipulation" else 2), repeat=L):
+            strings.append((list(s), 1 / ((lang.input_size if language != "stack_manipulation" else 2) ** L)))
+    P = lang.output_length(L)
+    marginals = torch.zeros(P, lang.output_size, dtype=torch.float64)
+    scored = torch.zeros(P, dtype=torch.float64)
+    for s, p in strings:
+        t = lang.target(torch.tensor(s).unsqueeze(1))
+        marginals[torch.arange(P), t[:, 0]] += p
+        scored += p * output_mask(language, t)[:, 0].double()
+    return marginals, scored
+
+
+@pytest.mark.parametrize("language", LANGUAGE_NAMES)
+def test_memoryless_marginals_match_enumeration(language):
+    for L in (1, 2, 3, 4, 5):
+        marginals, scored = enumerated(language, L)
+        assert torch.allclose(LANGUAGES[language].marginals(L), marginals, atol=1e-12), L
+        best = marginals.argmax(1)
+        if language == "stack_manipulation":  # a 0 is scored only as a stack bit
+            right = torch.where(best == 0, marginals[:, 1], marginals.gather(1, best[:, None])[:, 0])
+        else:
+            right = marginals.max(1).values
+        entropy = float(-(marginals * marginals.clamp(min=1e-300).log()).sum())
+        assert chance(language, L) == pytest.approx((entropy, float(right.sum()), float(scored.sum())))
+
+
+def test_baselines_in_closed_form():
+    assert chance("parity_check", 40)[0] == pytest.approx(math.log(2))
+    assert chance("even_pairs", 1)[0] == 0.0  # no pairs: always even
+    assert chance("cycle_navigation", 1) == pytest.approx((math.log(3), 1 / 3, 1))
+    assert chance("cycle_navigation", 400)[0] == pytest.approx(math.log(5))  # the walk mixes
+    assert chance("duplicate_string", 7) == pytest.approx((14 * math.log(2), 7, 14))
+    assert FormalLanguageTask("parity_check", seq_len=40, val_size=40).memoryless_baseline == pytest.approx(math.log(2))
+    even = FormalLanguageTask("even_pairs", seq_len=40, val_size=80)  # length 1 twice in 80: zero loss
+    assert even.memoryless_baseline == pytest.approx(39 / 40 * math.log(2))
+    assert even.chance_accuracy == pytest.approx(1 / 40 + 39 / 40 / 2)
+
+
+def memoryless(task: FormalLanguageTask):
+    def predict(batch: Batch, state):
+        P = batch.targets.shape[0]
+        L = batch.inputs.shape[0] - P
+        log_p = LANGUAGES[task.language].marginals(L).float().clamp(min=1e-30).log()  # (P, C)
+        return torch.cat([torch.zeros(L, *log_p.shape[1:]).unsqueeze(1).expand(L, batch.targets.shape[1], -1),
+                          log_p.unsqueeze(1).expand(P, batch.targets.shape[1], -1)]), state
+    return predict
+
+
+@pytest.mark.parametrize("language", LANGUAGE_NAMES)
+def test_the_memoryless_predictor_scores_the_baseline(language):
+    task = FormalLanguageTask(language, seq_len=12, val_size=3000, batch_size=1000, seed=1)
+    metrics = task.evaluate(memoryless(task))
+    assert metrics["loss"] == pytest.approx(task.memoryless_baseline, rel=0.03)
+    assert metrics["loss_over_baseline"] == pytest.approx(1.0, rel=0.03)
+    assert metrics["accuracy"] == pytest.approx(task.chance_accuracy, abs=0.03)
+
+
+# ---- the oracle, metrics and errors ---------------------------------------------------------
+def oracle(batch: Batch, state):
+    P = batch.targets.shape[0]
+    C = int(batch.targets.max()) + 1
+    logits = 20.0 * F.one_hot(batch.targets, max(C, 5)).float()
+    return torch.cat([torch.zeros(batch.inputs.shape[0] - P, *logits.shape[1:]), logits]), state
+
+
+@pytest.mark.parametrize("language", LANGUAGE_NAMES)
+def test_the_oracle_solves_every_language_and_metrics_add_up(language):
+    task = FormalLanguageTask(language, seq_len=9, val_size=40, batch_size=7)
+    C = task.spec.output_size
+
+    def exact(batch, state):
+        out, state = oracle(batch, state)
+        return out[..., :C], state
+
+    metrics = task.evaluate(exact)
+    assert metrics["accuracy"] == metrics["sequence_accuracy"] == 1.0 and metrics["loss"] < 1e-6
+    assert task.solved(metrics) and task.main_metric == "accuracy"
+    assert set(task.describe()) >= {"language", "level", "memoryless_baseline", "chance_accuracy"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(language="dyck"), "task.language='dyck' is not allowed: choose one of even_pairs"),
+    (dict(seq_len=0), "seq_len=0"),
+    (dict(eval_length=-2), "eval_length=-2"),
+    (dict(test_lengths=[41, 0]), "test_lengths=0"),
+    (dict(solve_threshold=2), "solve_threshold=2"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        FormalLanguageTask(**kwargs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.language=dyck"], r"task.language='dyck' is not allowed: choose one of even_pairs, parity_check"),
+    (["task.eval_length=0"], r"task.eval_length=0 is not allowed: must be a positive integer"),
+    (["task.seq_len=0"], r"task.seq_len=0 is not allowed: must be a positive integer"),
+])
+def test_bad_config_values_are_refused_before_a_run(overrides, message):
+    from rnnbench.errors import ConfigError
+    from rnnbench.run.config import compose, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose(["task=parity_check", *overrides]))
+
+
+def test_bad_test_lengths_are_refused_when_the_task_is_built():
+    from rnnbench.errors import ConfigError
+    from rnnbench.run.build import build_task
+    from rnnbench.run.config import compose
+
+    with pytest.raises(ConfigError, match=r"test_lengths=0: must be an integer >= 1"):
+        build_task(compose(["task=reverse_string", "task.test_lengths=[41,0]"]))
+
+
+def test_the_batch_shape_is_the_longest_of_the_training_test_and_evaluation_lengths():
+    """What the run's memory estimate reads before anything is drawn: duplicate string at L = 450 is
+    450 + 900 steps; modular arithmetic's even length drops one symbol."""
+    from rnnbench.tasks.base import BatchShape
+
+    task = FormalLanguageTask("duplicate_string", seq_len=40, val_size=8, test_lengths=[50, 450], eval_lengths=[100])
+    assert task.batch_shape() == BatchShape(1350, 128, "task.test_lengths")
+    assert FormalLanguageTask("parity_check", seq_len=40, val_size=8).batch_shape() == BatchShape(41, 128, "task.seq_len")
+    assert FormalLanguageTask("modular_arithmetic", val_size=8).steps_at(40) == 39 + 1
+    assert FormalLanguageTask("stack_manipulation", val_size=8).steps_at(40) == 40 + 41
