@@ -46,3 +46,4 @@ def test_a_users_config_folder_is_searched_too():
     with pytest.raises(ConfigError, match=r"cell=my_mug: config group 'cell' has no option 'my_mug'; did you mean "
                                           r"cell=my_mgu\?"):
         overrides.check(["--config-dir", user, "cell=my_mug"], CONF_DIR)
+    overrides.check([f"hydra.searchpath=[file://{user}]", "cell=my_mgu", "task=parity"], CONF_DIR)  # the other way

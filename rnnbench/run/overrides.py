@@ -37,8 +37,8 @@ def _first_points(overrides: list[str]) -> list[str]:
     parser = OverridesParser.create()
     points = []
     for override in parser.parse_overrides(overrides):
-        if override.key_or_group.startswith("hydra"):
-            continue
+        if override.key_or_group.startswith("hydra") and override.key_or_group != "hydra.searchpath":
+            continue  # Hydra's own keys are Hydra's to check; a search path changes what composes
         if override.is_sweep_override():
             try:
                 first = next(iter(override.sweep_string_iterator()))
