@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Each core module with the test files that exercise it in-process. Tests that run `python -m rnnbench`
 # in a child import the installed package, not mutmut's copy: they cannot kill a mutant.
 TESTS = {
-    "rnnbench/run/train.py": ["tests/test_train_behaviour.py"],
+    "rnnbench/run/train.py": ["tests/test_train_behaviour.py", "tests/test_resume.py", "tests/test_length_generalisation.py"],
     "rnnbench/report/verdicts.py": ["tests/test_studies.py"],
     "rnnbench/report/stats.py": ["tests/test_studies.py", "tests/test_report.py"],
     "rnnbench/run/checkpoint.py": ["tests/test_resume.py"],
