@@ -487,3 +487,24 @@ def test_a_run_whose_output_is_not_a_terminal_logs_progress_lines(tmp_path):
 
 def test_progress_durations_read_as_words():
     assert [train.duration(s) for s in (0.4, 12, 200, 7500)] == ["0 s", "12 s", "3 min 20 s", "2 h 05 min"]
+
+
+def test_progress_durations_change_unit_at_a_whole_minute_and_hour():
+    assert [train.duration(s) for s in (59.4, 59.6, 60, 120, 3599, 3600, 7200)] == [
+        "59 s", "1 min 00 s", "1 min 00 s", "2 min 00 s", "59 min 59 s", "1 h 00 min", "2 h 00 min"]
+
+
+def test_progress_lines_report_each_steps_loss_and_the_last_evaluation(caplog):
+    """In process (the run above is a child): with a line every step, each line is the step of the total,
+    that step's loss (plain SGD at lr 0.1 from 0: GRAD · w = -2.5 (k - 1) at step k) and, from the first
+    evaluation on, the main metric and the step it was measured at."""
+    model = Linear()
+    with caplog.at_level("INFO", logger=train.log.name):
+        Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                settings(max_steps=4, eval_every=2, clip_mode="off", progress=True, progress_every_s=0), [Rows()]).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(", ")[:2] for line in lines] == [
+        [f"step {k}/4 ({25 * k}%)", f"loss {-2.5 * (k - 1) + 0.0:.4g}"] for k in (1, 2, 3, 4)]
+    assert "val/" not in lines[0]
+    assert [line.split(", ")[2] for line in lines[1:]] == ["val/accuracy=0 (step 2)"] * 2 + ["val/accuracy=0 (step 4)"]
+    assert lines[-1].endswith("ETA 0 s")
