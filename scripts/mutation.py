@@ -5,8 +5,8 @@
 
 For each module: a scratch copy of the checkout (its uncommitted changes too) under --workdir, the
 module's tests chosen below, `mutmut run` there, then one line of counts and the kill rate. mutmut
-keeps its results in the scratch folder (`cd WORKDIR/<module> && mutmut results`, `mutmut show NAME`),
-and a second run of the same module only tests the mutants of what changed.
+keeps its results in the scratch folder (`cd WORKDIR/<module> && mutmut results`, `mutmut show NAME`)
+until the module's next run, which starts afresh.
 
 The top-level tasks/ folder is the import name `rnnbench.tasks` (setup.py's package_dir). mutmut
 imports the package from its mutants/rnnbench, so the scratch copy holds tasks/ as rnnbench/tasks too:
@@ -53,9 +53,8 @@ def mutated_path(module: str) -> str:
 def prepare(module: str, workdir: Path) -> Path:
     """A scratch copy of the checkout whose [tool.mutmut] mutates `module` under its tests."""
     scratch = workdir / module.replace("/", "_").removesuffix(".py")
-    for entry in scratch.glob("*") if scratch.exists() else ():  # keep mutants/ (mutmut's results, reused)
-        if entry.name != "mutants":
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    # afresh: mutmut keeps a survivor's result while the module is unchanged, even when the tests changed
+    shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(REPO, scratch, ignore=SCRATCH_IGNORE, dirs_exist_ok=True)
     shutil.copytree(REPO / "tasks", scratch / "rnnbench" / "tasks", ignore=SCRATCH_IGNORE, dirs_exist_ok=True)
     pyproject = (scratch / "pyproject.toml").read_text()
