@@ -70,6 +70,10 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
     environment that changes what is read at import starts a real interpreter instead. The environment is `base_env` (default: this one's)
     updated with `env`."""
     full_env = dict(os.environ if base_env is None else base_env, PYTHONUNBUFFERED="1", **(env or {}))
+    if full_env.get("MUTANT_UNDER_TEST") == "stats":
+        # mutmut (scripts/mutation.py) maps tests to functions in its own process; a child cannot report
+        # back, and would fail looking for mutmut's settings in its folder: it runs the unmutated code.
+        full_env["MUTANT_UNDER_TEST"] = ""
     command = [sys.executable, "-m", "rnnbench", *args]
     fresh = fresh or _may_start_workers(args)
     if not fresh:

@@ -433,3 +433,14 @@ def test_adding_markers_reach_every_step_their_variant_allows(variant, seq_len):
         assert set(first.tolist()) == set(range(half)) and set(second.tolist()) == set(range(half, seq_len))
     else:
         assert set(first.tolist()) == set(range(seq_len - 1)) and set(second.tolist()) == set(range(1, seq_len))
+
+
+def test_adding_is_solved_strictly_below_its_mse_and_counts_errors_strictly_inside_the_tolerance():
+    """Hochreiter & Schmidhuber's criterion: |prediction - target| < 0.04; solved: loss < solve_mse. An
+    error of exactly the tolerance, or a loss of exactly solve_mse, is outside."""
+    task = AddingTask(seq_len=10, batch_size=3, val_size=3, seed=0, solve_mse=0.01)
+    assert (task.solved({"loss": 0.01}), task.solved({"loss": 0.0099})) == (False, True)
+    tolerance = torch.tensor(0.04).item()  # the float32 nearest 0.04, as the outputs hold it
+    outputs = torch.tensor([[tolerance], [0.039], [-0.039]])
+    batch = Batch(torch.zeros(10, 3, 2), torch.zeros(3, 1))
+    assert task._counts(outputs, batch)["within_tolerance"] == 2

@@ -133,6 +133,21 @@ def test_logged_gradient_norms_are_before_and_after_clipping():
 
 
 
+@pytest.mark.parametrize("clip_mode, clipped", [("norm", [-0.3, 0.4]), ("value", [-0.5, 0.5])])
+def test_a_threshold_below_one_clips_too(clip_mode, clipped):
+    """clip=0.5: by norm the gradient shrinks to a tenth (5 -> 0.5), by value each entry to ±0.5."""
+    assert one_sgd_step(clip_mode=clip_mode, clip=0.5) == pytest.approx(clipped)
+
+
+@pytest.mark.parametrize("clip_mode, clip, after", [("norm", 2.5, 2.5), ("norm", 10.0, 5.0), ("off", 1.0, 5.0)])
+def test_the_logged_clipped_norm_is_the_norm_applied_in_every_mode(clip_mode, clip, after):
+    rows = Rows()
+    model = Linear()
+    Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=1.0), None,
+            settings(clip_mode=clip_mode, clip=clip), [rows]).fit()
+    assert rows[0]["grad/global_norm_clipped"] == pytest.approx(after)
+
+
 # ---- the learning-rate schedule -------------------------------------------------------------------
 def logged_lrs(make_scheduler, task=None, **kw) -> dict[int, float]:
     """The learning rate logged at each logged step (SGD from lr 1): the rate after that step's update."""
@@ -240,6 +255,20 @@ def test_best_tracks_each_metric_in_its_direction_and_keeps_the_best_main_metric
     assert list(kept) == [2, 4]
     assert kept[4] == pytest.approx([-4 * g for g in GRAD])
 
+
+
+def test_a_tie_keeps_the_first_best_and_a_non_finite_metric_is_passed_over():
+    """Equal evaluations at steps 2 and 4: each metric's best stays at step 2 (a later tie is no
+    improvement), for min and max metrics alike. A NaN loss at step 2 is no best, and it does not stop
+    the metrics after it from being tracked."""
+    evals = [{"loss": 2.0, "accuracy": 0.5}, {"loss": 2.0, "accuracy": 0.5}]
+    result = Trainer(Linear(), Scripted(evals=evals), torch.optim.SGD(Linear().parameters(), lr=1.0), None,
+                     settings(max_steps=4, eval_every=2), [Rows()]).fit()
+    assert result.best_step == {"val/loss": 2, "val/accuracy": 2}
+    evals = [{"loss": math.nan, "accuracy": 0.5}, {"loss": 3.0, "accuracy": 0.4}]
+    result = Trainer(Linear(), Scripted(evals=evals), torch.optim.SGD(Linear().parameters(), lr=1.0), None,
+                     settings(max_steps=4, eval_every=2), [Rows()]).fit()
+    assert (result.best, result.best_step) == ({"val/accuracy": 0.5, "val/loss": 3.0}, {"val/accuracy": 2, "val/loss": 4})
 
 
 def test_a_runs_best_metrics_and_best_pt_are_the_best_evaluation_in_metrics_jsonl(tmp_path):
@@ -357,6 +386,40 @@ def test_the_guard_rail_diverges_once_its_skips_are_spent():
     assert (result.status, result.skipped_steps, result.diverged_at) == ("diverged", [2], 4)
 
 
+def test_a_skipped_step_is_logged_with_its_loss_norm_and_rate():
+    """The guard rail's row for a skipped step: its step, the non-finite loss and norm that caused the
+    skip, the flag, and the rate the next step will use (after the back-off)."""
+    rows = Rows()
+    model = Linear()
+    Trainer(model, Scripted(nonfinite_at={2}), torch.optim.SGD(model.parameters(), lr=1.0), None,
+            settings(max_steps=3, skip_nonfinite=1, lr_backoff=0.5), [rows]).fit()
+    skipped = [row for row in rows if row.get("skipped_nonfinite")]
+    assert len(skipped) == 1 and set(skipped[0]) == {"step", "train/loss", "grad/global_norm", "skipped_nonfinite", "lr"}
+    assert (skipped[0]["step"], skipped[0]["lr"]) == (2, 0.5)
+    assert math.isnan(skipped[0]["train/loss"]) and not math.isfinite(skipped[0]["grad/global_norm"])
+
+
+def test_throughput_and_time_count_every_training_step():
+    """Four windows of 3 steps x 2 sequences: 24 sequence steps; the logged time grows and stays within
+    the wall time of fit(), and the logged throughput is the steps over the training time so far."""
+    class Windows(Scripted):
+        def train_batch(self):
+            self.drawn += 1
+            return Batch(torch.zeros(3, 2, 1), torch.zeros(2))
+
+    rows = Rows()
+    model = Linear()
+    started = time.perf_counter()
+    result = Trainer(model, Windows(), torch.optim.SGD(model.parameters(), lr=1.0), None,
+                     settings(max_steps=4), [rows]).fit()
+    wall = time.perf_counter() - started
+    assert result.sequence_steps == 24
+    times = [row["time_s"] for row in rows if "time_s" in row]
+    assert len(times) == 4 and times == sorted(times) and 0 < times[-1] <= wall
+    assert 0 < result.train_time_s <= wall
+    assert rows[-1]["throughput"] == pytest.approx(24 / result.train_time_s, rel=0.05)
+
+
 # ------------------------------------------------------------------------------------------------
 # Checkpoints by default: at evaluations (at most 1% of the time) and by the clock
 
@@ -424,3 +487,24 @@ def test_a_run_whose_output_is_not_a_terminal_logs_progress_lines(tmp_path):
 
 def test_progress_durations_read_as_words():
     assert [train.duration(s) for s in (0.4, 12, 200, 7500)] == ["0 s", "12 s", "3 min 20 s", "2 h 05 min"]
+
+
+def test_progress_durations_change_unit_at_a_whole_minute_and_hour():
+    assert [train.duration(s) for s in (59.4, 59.6, 60, 120, 3599, 3600, 7200)] == [
+        "59 s", "1 min 00 s", "1 min 00 s", "2 min 00 s", "59 min 59 s", "1 h 00 min", "2 h 00 min"]
+
+
+def test_progress_lines_report_each_steps_loss_and_the_last_evaluation(caplog):
+    """In process (the run above is a child): with a line every step, each line is the step of the total,
+    that step's loss (plain SGD at lr 0.1 from 0: GRAD · w = -2.5 (k - 1) at step k) and, from the first
+    evaluation on, the main metric and the step it was measured at."""
+    model = Linear()
+    with caplog.at_level("INFO", logger=train.log.name):
+        Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                settings(max_steps=4, eval_every=2, clip_mode="off", progress=True, progress_every_s=0), [Rows()]).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(", ")[:2] for line in lines] == [
+        [f"step {k}/4 ({25 * k}%)", f"loss {-2.5 * (k - 1) + 0.0:.4g}"] for k in (1, 2, 3, 4)]
+    assert re.fullmatch(r"step 1/4 \(25%\), loss 0, [\d.e+]+ steps/s, ETA \d+ s", lines[0]), lines[0]  # no evaluation yet
+    assert [line.split(", ")[2] for line in lines[1:]] == ["val/accuracy=0 (step 2)"] * 2 + ["val/accuracy=0 (step 4)"]
+    assert lines[-1].endswith("ETA 0 s")
