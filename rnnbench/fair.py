@@ -12,7 +12,9 @@ tuning under the same budget before seeds are spent on it (Melis et al. 2018; Gr
    diverged or failed is not eligible. A choice at the edge of a numeric grid is flagged, and with
    `--extend K` the grid is extended past that edge (one point per round, up to K rounds) for that value;
 3. **final**: `--seeds` seeds of each compared value at its own best setting, at the full budget, one
-   multirun per value into ``DIR/final-<value>``;
+   multirun per value into ``DIR/final-<value>``. The final seeds are fresh: a seed the screen ran is
+   replaced by the next seed past them (:func:`final_seeds`), so no run that chose a setting is also a
+   run that reports it (the chosen point's screen run would be optimistic: picked as the best of many);
 4. **table**: per value, the setting chosen, the screen's score, n completed of n, mean ± std of the
    validation and test metrics, and every pair compared by the test that fits how the runs were drawn
    (paired by seed: the seeds share their data order), Holm–Bonferroni across the pairs.
@@ -82,6 +84,15 @@ def _sweep(key: str, values: Sequence[Any]) -> str:
     return f"{key}={','.join(_hydra_value(v) for v in values)}"
 
 
+def final_seeds(n: int, screen_seeds: Sequence[int]) -> list[int]:
+    """Seeds 0..n-1 with each seed the screen ran replaced, in its place, by the next unused seed past
+    them: n=5 after a screen on seed 0 gives [5, 1, 2, 3, 4]. The final runs are thereby independent of
+    the choice (a winner's screen run, picked as the best of several, would bias its own value's mean),
+    and a final folder begun under the old rule (seeds 0..n-1) keeps every job whose seed is unchanged."""
+    spare = (s for s in range(n, n + len(screen_seeds) + n) if s not in screen_seeds)
+    return [next(spare) if s in screen_seeds else s for s in range(n)]
+
+
 def folder_name(value: Any) -> str:
     """A compared value as a folder name: "final-lstm", "final-cell.variant_nig" stays readable."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label(value))
@@ -107,8 +118,8 @@ class Plan:
                 raise FairError(f"override {text!r}: {key} is set by the command (--compare, --grid, --seeds)")
         if args.seeds < 1 or args.screen_seeds < 1:
             raise FairError(f"--seeds and --screen-seeds take a positive number, got {args.seeds}, {args.screen_seeds}")
-        self.seeds = list(range(args.seeds))
         self.screen_seeds = list(range(args.screen_seeds))
+        self.seeds = final_seeds(args.seeds, self.screen_seeds)
         if args.select and args.select.startswith("test/"):
             raise FairError(f"--select {args.select}: a setting is chosen on the validation split, never the test split")
         self.select = args.select  # None: the runs' main metric (summary.json's main_metric)
@@ -165,6 +176,29 @@ def _identity(plan: dict[str, Any] | None) -> dict[str, Any] | None:
     if not plan:
         return plan
     return {**plan, "overrides": [o for o in plan.get("overrides", []) if not _is_hydra(o)]}
+
+
+def migrate_seeds(saved: dict[str, Any], plan: "Plan") -> dict[str, Any]:
+    """A comparison begun when the final seeds were 0..n-1 (they included the screen's): the jobs that
+    ran a screen seed are moved to ``DIR/replaced-seeds/`` (kept, not deleted; their runs repeat or
+    re-draw the screen's) and the plan takes the fresh seeds, so the next command runs only the new ones."""
+    old, new = saved.get("plan", {}).get("seeds"), plan.seeds
+    if old == new or old != list(range(len(new))) or not set(old) & set(plan.screen_seeds):
+        return saved
+    if _identity({**saved["plan"], "seeds": new}) != _identity(run_folder.loads(run_folder.dumps(plan.as_dict()))):
+        return saved  # another plan, refused by the caller
+    for value in plan.compare:
+        folder = plan.dir / f"final-{folder_name(value)}"
+        for job, seed in enumerate(old):
+            if seed in new or not (folder / str(job)).exists():
+                continue
+            target = plan.dir / "replaced-seeds" / f"{folder.name}-seed{seed}"
+            target.parent.mkdir(exist_ok=True)
+            (folder / str(job)).rename(target)
+            print(f"# {folder / str(job)}: seed {seed} is a screen seed; moved to {target} (the final seeds are now "
+                  f"{', '.join(map(str, new))})")
+        (folder / "multirun.yaml").unlink(missing_ok=True)  # its seed list is the old one
+    return {**saved, "plan": {**saved["plan"], "seeds": new}}
 
 
 def _is_hydra(override: str) -> bool:
@@ -332,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
     state: dict[str, Any] = {"plan": plan.as_dict()}
     if plan_file.is_file():
         saved = run_folder.loads(plan_file.read_text(encoding="utf-8"))
+        if not args.dry_run:
+            saved = migrate_seeds(saved, plan)
         if _identity(saved.get("plan")) != _identity(run_folder.loads(run_folder.dumps(plan.as_dict()))):
             raise FairError(f"{plan.dir} holds another fair comparison ({plan_file}: {run_folder.dumps(saved.get('plan'))}); "
                             f"run that one again to continue it, or choose another --dir")
@@ -400,7 +436,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--screen", action="append", default=[],
                    help="an override of the screen only, e.g. train.max_steps=1000 (repeatable)")
     p.add_argument("--screen-seeds", type=int, default=1, help="seeds per screen point (default 1)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per compared value at its best (default 5)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per compared value at its best (default 5; fresh: none the screen ran)")
     p.add_argument("--select", help="validation metric of the choice (default: the runs' main metric)")
     p.add_argument("--extend", type=int, default=0,
                    help="rounds that extend the grid past an edge where a best setting lies (default 0: flag only)")

@@ -62,7 +62,7 @@ def test_each_value_gets_its_best_validation_setting_and_seeds_at_the_full_budge
         best_lr = float(min(by_lr, key=by_lr.get))
         assert state["chosen"][cell]["point"] == {"optim.lr": best_lr}
         final = summaries(folder / f"final-{cell}")
-        assert sorted(s["seed"] for s in final.values()) == [0, 1]
+        assert sorted(s["seed"] for s in final.values()) == [1, 2]  # fresh: not the screen's seed 0
         assert {s["steps"] for s in final.values()} == {40}
         assert all(f"optim.lr={best_lr}" in s["overrides"] and s["status"] == "completed" for s in final.values())
 
@@ -109,6 +109,55 @@ def test_the_same_plan_on_another_launcher_is_the_same_comparison(comparison):
 def test_a_bad_plan_is_one_line_naming_what_is_wrong(tmp_path, args, message):
     assert fair.main(["--dir", str(tmp_path / "x"), *args]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_final_seeds_are_fresh_and_keep_the_unchanged_seeds_in_their_jobs():
+    assert fair.final_seeds(5, [0]) == [5, 1, 2, 3, 4]
+    assert fair.final_seeds(3, [0, 1]) == [3, 4, 2]
+    assert fair.final_seeds(2, [0, 1, 2]) == [3, 4]
+    for n, screen in [(5, [0]), (3, [0, 1]), (1, [0]), (4, [0, 1, 2, 3, 4, 5])]:
+        seeds = fair.final_seeds(n, screen)
+        assert len(set(seeds)) == n and not set(seeds) & set(screen)
+
+
+def old_comparison(root: Path, grid: str = "optim.lr=0.001,0.03") -> tuple[fair.Plan, dict]:
+    """A folder begun when the final seeds were 0..n-1: job 0 of each final sweep ran the screen's seed."""
+    args = fair.parser().parse_args(["--dir", str(root), "--compare", "cell=vanilla,gru", "--grid", grid,
+                                     "--seeds", "3", *TINY])
+    plan = fair.Plan(args)
+    saved = {"plan": {**json.loads(json.dumps(plan.as_dict())), "seeds": [0, 1, 2]}, "chosen": {"gru": {}}}
+    for value in ("vanilla", "gru"):
+        for job in (0, 1):
+            (root / f"final-{value}" / str(job)).mkdir(parents=True)
+            (root / f"final-{value}" / str(job) / "summary.json").write_text(json.dumps({"seed": job}))
+        (root / f"final-{value}" / "multirun.yaml").write_text("hydra: {overrides: {task: [train.seed=0,1,2]}}\n")
+    return plan, saved
+
+
+def test_a_comparison_begun_with_the_screen_seed_in_its_finals_moves_only_that_job_aside(tmp_path, capsys):
+    plan, saved = old_comparison(tmp_path)
+    migrated = fair.migrate_seeds(saved, plan)
+    assert migrated["plan"]["seeds"] == plan.seeds == [3, 1, 2] and migrated["chosen"] == saved["chosen"]
+    for value in ("vanilla", "gru"):
+        final = tmp_path / f"final-{value}"
+        assert not (final / "0").exists() and not (final / "multirun.yaml").exists()
+        assert json.loads((final / "1" / "summary.json").read_text()) == {"seed": 1}  # kept in its job
+        moved = tmp_path / "replaced-seeds" / f"final-{value}-seed0" / "summary.json"
+        assert json.loads(moved.read_text()) == {"seed": 0}  # kept, not deleted
+    assert "seed 0 is a screen seed" in capsys.readouterr().out
+    assert fair._identity(migrated["plan"]) == fair._identity(json.loads(json.dumps(plan.as_dict())))
+
+
+def test_an_old_folder_of_another_plan_is_left_untouched_and_refused(tmp_path):
+    plan, saved = old_comparison(tmp_path)
+    other = fair.Plan(fair.parser().parse_args(["--dir", str(tmp_path), "--compare", "cell=vanilla,gru", "--grid",
+                                                "optim.lr=0.001,0.1", "--seeds", "3", *TINY]))
+    assert fair.migrate_seeds(saved, other) is saved
+    assert (tmp_path / "final-gru" / "0").is_dir() and (tmp_path / "final-gru" / "multirun.yaml").is_file()
+    (tmp_path / fair.PLAN_FILE).write_text(json.dumps(saved))
+    assert fair.main(["--dir", str(tmp_path), "--compare", "cell=vanilla,gru", "--grid", "optim.lr=0.001,0.1",
+                      "--seeds", "3", *TINY]) == 2
+    assert (tmp_path / "final-gru" / "0").is_dir()
 
 
 def test_match_makes_equal_parameters_or_equal_width_one_switch():
