@@ -621,3 +621,38 @@ def test_a_modern_cells_whole_sequence_is_its_steps():
         torch.testing.assert_close(outputs[t], h)
     for a, b in zip(final, by_hand):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rglru_kernel_is_its_steps_on_extreme_inputs(dtype):
+    """RG-LRU's fused C++ kernel against the step loop where its functions meet their edges: Λ from -50 to 50
+    (a_t from ~0 to exactly 1 in float32, where √(1 - a_t²) vanishes and the derivative bound acts), gate
+    pre-activations of ±1e3 and ±inf, NaN and ±inf in the input and the initial state, padding: the same
+    outputs, final states and gradients, NaN where the equations give NaN."""
+    torch.manual_seed(0)
+    cell = mc.RGLRUCell(3, 6, num_heads=2).to(dtype)
+    with torch.no_grad():
+        cell.a_param.copy_(torch.tensor([-50.0, -5.0, 0.0, 5.0, 20.0, 50.0]))
+        cell.gate_weight.mul_(30)
+    u = torch.randn(8, 5, 6, dtype=dtype) * 1e2
+    u[1, 0, 2] = float("nan")
+    u[3, 1, 4] = float("inf")
+    u[2, 2, 1] = float("-inf")
+    h0 = torch.rand(5, 6, dtype=dtype)
+    h0[4, 5] = float("inf")
+    lengths = torch.tensor([8, 5, 3, 0, 7])
+    projected = _Projected(cell)
+    got = outputs_and_grads(run_sequence, projected, u, (h0,), lengths)
+    expected = outputs_and_grads(run_explicit, projected, u, (h0,), lengths)
+    # ∂L/∂u at padded steps: the kernel gives exactly 0 (they do not touch the loss); the step loop computes
+    # those steps and masks them, so behind the -inf of sequence 2 its 0 · inf leaves NaN there: compared
+    # on valid steps only
+    valid = (torch.arange(8).view(8, 1) < lengths.view(1, 5)).unsqueeze(-1).expand(8, 5, 6)
+    assert not got[2][~valid].any()
+    got[2], expected[2] = got[2][valid], expected[2][valid]
+    tol = 2e-5 if dtype == torch.float32 else 1e-12
+    for i, (g, e) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(g, e, equal_nan=True, atol=tol, rtol=tol, msg=lambda m: f"entry {i}: {m}")
+    out = got[0]
+    assert out[1:5, 0].isnan().any() and not out[:, 3].any() and not out[7:, 4].any()  # NaN spreads; padded: 0
+    assert torch.equal(got[1][3], h0[3]) and out[:3, 1].isfinite().all()  # length 0 keeps h0; finite before inf

@@ -197,3 +197,31 @@ def min_rnn(x_proj: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[
     fused C++ kernel: outputs (T, B, H), zero at padded steps, and the final state (B, H) at each sequence's end."""
     lengths = checked_lengths(lengths, *x_proj.shape[:2])
     return _MinRNN.apply(x_proj, h0, lengths, extension.load("scan"))
+
+
+class _RGLRU(torch.autograd.Function):
+    """RG-LRU's gates (after their GEMM), a_t, √(1 - a_t²) and the scan as one autograd node (`csrc/scan.cpp`,
+    `rglru_*`), backward hand-written with the authors' bound on √'s derivative."""
+
+    @staticmethod
+    def forward(ctx, u, pre, coef, h0, lengths, kernel):
+        out, h_T = kernel.rglru_forward(u, pre, coef, h0, lengths)
+        ctx.kernel = kernel
+        ctx.save_for_backward(u, pre, coef, out, h0, lengths)
+        ctx.set_materialize_grads(False)
+        return out, h_T
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, grad_h_T):
+        u, pre, coef, out, h0, lengths = ctx.saved_tensors
+        du, dpre, dcoef, dh0 = ctx.kernel.rglru_backward(grad_out, grad_h_T, u, pre, coef, out, h0, lengths)
+        return du, dpre, dcoef, dh0, None, None
+
+
+def rglru(u: Tensor, pre: Tensor, coef: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """RG-LRU's recurrence on the fused C++ kernel: u (T, B, H), the gates' pre-activations pre (T, B, 2H)
+    = [recurrence | input], coef = c·softplus(-Λ) (H), h0 (B, H) -> outputs (T, B, H), zero at padded steps,
+    and the final state (B, H) at each sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
+    lengths = checked_lengths(lengths, *u.shape[:2])
+    return _RGLRU.apply(u, pre, coef, h0, lengths, extension.load("scan"))

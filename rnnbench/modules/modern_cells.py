@@ -395,6 +395,8 @@ class RGLRUCell(ModernCell):
     `conv_width`), and the output y_t = W_o (GeLU branch ⊙ h_t) + b_o; then the state also holds y and the
     convolution window. Parameters: W_u, b_u (H(I + 1)); W_a, W_x, b_a, b_x (2(H²/heads + H)); Λ (H); block:
     W_g, b_g (H(I + 1)), conv (k H + H), W_o, b_o (H² + H).
+    `sequence` runs the gate GEMM in torch and the rest of (1)-(4) fused in C++ (`scan.rglru`, CPU
+    float32/float64), elsewhere `scan.linear_scan` on the a_t, b_t computed here.
     """
 
     gate_activations = ("recurrence", "input")
@@ -442,16 +444,17 @@ class RGLRUCell(ModernCell):
         H = self.hidden_size
         return ((H,), (H,), (H, self.conv_width - 1)) if self.temporal_block else ((H,),)
 
-    def _gates(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """r, i (..., H) from u (..., H) through the block-diagonal W_a, W_x."""
+    def _pre_activations(self, u: Tensor) -> Tensor:
+        """[W_a u + b_a | W_x u + b_x] (..., 2H) from u (..., H), W_a and W_x block-diagonal (one head: one GEMM
+        with both gates' rows)."""
+        if self.num_heads == 1:
+            return F.linear(u, self.gate_weight[:, 0].transpose(1, 2).reshape(-1, self.hidden_size),
+                            self.gate_bias.flatten())
         heads = u.unflatten(-1, (self.num_heads, -1))                          # (..., heads, H/heads)
-        pre = torch.einsum("...hi,ghij->g...hj", heads, self.gate_weight).flatten(-2) + \
-            self.gate_bias.view(2, *([1] * (u.dim() - 1)), -1)                 # (2, ..., H)
-        r, i = torch.sigmoid(pre)
-        return r, i
+        return torch.einsum("...hi,ghij->...ghj", heads, self.gate_weight).flatten(-3) + self.gate_bias.flatten()
 
     def _coefficients(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        r, i = self._gates(u)
+        r, i = torch.sigmoid(self._pre_activations(u)).chunk(2, dim=-1)
         log_a = -self.c * r * F.softplus(-self.a_param)                         # log a_t   (3)
         a = torch.exp(log_a)
         return a, _SqrtBoundDerivative.apply(-torch.expm1(2 * log_a)) * (i * u), r, i  # √(1 - a_t²) ⊙ i ⊙ u
@@ -481,8 +484,11 @@ class RGLRUCell(ModernCell):
             u, window = _causal_conv_sequence(u, window, self.conv_weight, self.conv_bias, lengths)
         else:
             (h0,) = state
-        a, b, _, _ = self._coefficients(u)
-        hs, h = scan.linear_scan(a, b, h0, lengths)                             # (T, B, H)
+        if scan.min_rnn_fits(u):  # gates' nonlinearities, a_t, √(1 - a_t²) and the scan fused, C++
+            hs, h = scan.rglru(u, self._pre_activations(u), self.c * F.softplus(-self.a_param), h0, lengths)
+        else:
+            a, b, _, _ = self._coefficients(u)
+            hs, h = scan.linear_scan(a, b, h0, lengths)                         # (T, B, H)
         if not self.temporal_block:
             return hs, (h,)
         y = F.linear(F.gelu(x_proj[..., H:], approximate="tanh") * hs, self.weight_out, self.bias_out)

@@ -1,6 +1,6 @@
 // The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t over a whole sequence, forward and hand-written
 // backward, real (float32/float64) and complex (the same tensors viewed as (…, 2) real pairs). Serves the
-// diagonal modern cells (LRU, RG-LRU, S6; minGRU and minLSTM through the fused form at the end of this file):
+// diagonal modern cells (LRU, S6; minGRU, minLSTM and RG-LRU through the fused forms at the end of this file):
 // rnnbench/kernels/scan.py holds the reference loop and the PyTorch fallback it is proven against
 // (tests/test_scan.py).
 //
@@ -268,11 +268,136 @@ std::vector<Tensor> min_rnn_backward(const std::optional<Tensor>& grad_out, cons
   return {dx, g};
 }
 
+// -- RG-LRU fused: the gates' nonlinearities, a_t, √(1 - a_t²) and the scan in one pass ------------------------
+// (De et al. 2024, Griffin §2.4; rnnbench/modules/modern_cells.py, RGLRUCell). The block-diagonal gate GEMM
+// stays in torch; from its pre-activations pre = [p_a | p_x] (T, B, 2H), the recurrence input u (T, B, H) and
+// coef = c · softplus(-Λ) (H):
+//     r = σ(p_a),  i = σ(p_x),  log a = -coef r,  a = exp(log a),  x = -expm1(2 log a) = 1 - a²,  s = √x
+//     h_t = a h_{t-1} + s i u
+// Backward, with g = ∂L/∂h_t, h = h_{t-1}, and √'s derivative bounded as the authors' SqrtBoundDerivative
+// (1/(2√x) -> 1/√max(4x, 1e-6)):
+//     ∂u = g s i,  ∂i = g s u,  ∂x = g i u / √max(4x, 1e-6),  ∂log a = g h a - 2 a² ∂x
+//     ∂p_a = -coef ∂log a · r(1 - r),  ∂p_x = ∂i · i(1 - i),  ∂coef = Σ_t -r ∂log a,  ∂h_{t-1} = g a
+// Padded steps carry the state, output zero and take no gradient; each thread takes a block of batch rows.
+
+template <typename scalar_t>
+void rglru_forward_rows(const scalar_t* u, const scalar_t* pre, const scalar_t* coef, const scalar_t* h0,
+                        scalar_t* out, scalar_t* h_last, const int64_t* len, int64_t T, int64_t B, int64_t H,
+                        int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    std::copy(h0 + b * H, h0 + (b + 1) * H, h_last + b * H);
+    scalar_t* h = h_last + b * H;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t row = (t * B + b) * H;
+      scalar_t* o = out + row;
+      if (!rnnbench::valid(len, b, t)) {
+        std::fill(o, o + H, scalar_t(0));
+        continue;
+      }
+      const scalar_t *ur = u + row, *pa = pre + 2 * row, *px = pa + H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const scalar_t r = rnnbench::sigmoid(pa[j]), i = rnnbench::sigmoid(px[j]);
+        const scalar_t log_a = -coef[j] * r;
+        const scalar_t a = std::exp(log_a), s = std::sqrt(-std::expm1(scalar_t(2) * log_a));
+        h[j] = a * h[j] + s * i * ur[j];
+        o[j] = h[j];
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void rglru_backward_rows(const scalar_t* grad_out, const scalar_t* u, const scalar_t* pre, const scalar_t* coef,
+                         const scalar_t* out, const scalar_t* h0, const int64_t* len, scalar_t* du, scalar_t* dpre,
+                         scalar_t* dcoef_rows, scalar_t* g_all, int64_t T, int64_t B, int64_t H, int64_t b0,
+                         int64_t b1) {
+  const scalar_t bound = scalar_t(1e-6);  // (1/1000)²: the authors' _MAX_SQRT_GRADIENT = 1000
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* g = g_all + b * H;  // enters as ∂L/∂h_T, leaves as ∂L/∂h0
+    scalar_t* dc = dcoef_rows + b * H;
+    std::fill(dc, dc + H, scalar_t(0));
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t row = (t * B + b) * H;
+      scalar_t *dur = du + row, *dpa = dpre + 2 * row, *dpx = dpa + H;
+      if (!rnnbench::valid(len, b, t)) {  // the carried state: g passes through, no gradient here
+        std::fill(dur, dur + H, scalar_t(0));
+        std::fill(dpa, dpa + H, scalar_t(0));
+        std::fill(dpx, dpx + H, scalar_t(0));
+        continue;
+      }
+      const scalar_t *ur = u + row, *pa = pre + 2 * row, *px = pa + H, *go = grad_out + row;
+      const scalar_t* hp = t == 0 ? h0 + b * H : out + row - B * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const scalar_t gj = g[j] + go[j];
+        const scalar_t r = rnnbench::sigmoid(pa[j]), i = rnnbench::sigmoid(px[j]);
+        const scalar_t log_a = -coef[j] * r;
+        const scalar_t a = std::exp(log_a), x = -std::expm1(scalar_t(2) * log_a), s = std::sqrt(x);
+        const scalar_t dx = gj * i * ur[j] / std::sqrt(std::max(scalar_t(4) * x, bound));
+        const scalar_t dlog_a = gj * hp[j] * a - scalar_t(2) * a * a * dx;
+        dur[j] = gj * s * i;
+        dpx[j] = gj * s * ur[j] * i * (scalar_t(1) - i);
+        dpa[j] = -(coef[j] * dlog_a) * (r * (scalar_t(1) - r));  // torch's order: tiny r never meets coef first
+        dc[j] -= r * dlog_a;
+        g[j] = gj * a;
+      }
+    }
+  }
+}
+
+// u (T, B, H), pre (T, B, 2H), coef (H), h0 (B, H), lengths (B,) or none -> [outputs (T, B, H), h_T (B, H)]
+std::vector<Tensor> rglru_forward(const Tensor& u, const Tensor& pre, const Tensor& coef, const Tensor& h0,
+                                  const std::optional<Tensor>& lengths) {
+  const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
+  rnnbench::check_cpu_one_dtype("rglru", {&u, &pre, &coef, &h0}, lengths, B);
+  TORCH_CHECK(pre.dim() == 3 && pre.size(0) == T && pre.size(1) == B && pre.size(2) == 2 * H &&
+              coef.numel() == H && h0.size(0) == B && h0.size(1) == H,
+              "rglru: u (T, B, H), pre (T, B, 2H), coef (H) and h0 (B, H) must agree");
+  const Tensor uc = u.contiguous(), pc = pre.contiguous(), cc = coef.contiguous(), h0c = h0.contiguous();
+  const Tensor len = rnnbench::contiguous_or_undefined(lengths);
+  Tensor out = at::empty({T, B, H}, uc.options()), h_T = at::empty({B, H}, uc.options());
+  AT_DISPATCH_FLOATING_TYPES(uc.scalar_type(), "rglru_forward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      rglru_forward_rows<scalar_t>(uc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(), cc.data_ptr<scalar_t>(),
+                                   h0c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), h_T.data_ptr<scalar_t>(),
+                                   len_p, T, B, H, b0, b1);
+    });
+  });
+  return {out, h_T};
+}
+
+// -> [∂L/∂u (T, B, H), ∂L/∂pre (T, B, 2H), ∂L/∂coef (H), ∂L/∂h0 (B, H)]
+std::vector<Tensor> rglru_backward(const std::optional<Tensor>& grad_out, const std::optional<Tensor>& grad_h_T,
+                                   const Tensor& u, const Tensor& pre, const Tensor& coef, const Tensor& out,
+                                   const Tensor& h0, const std::optional<Tensor>& lengths) {
+  const int64_t T = u.size(0), B = u.size(1), H = u.size(2);
+  rnnbench::check_cpu_one_dtype("rglru", {&u, &pre, &coef, &out, &h0}, lengths, B);
+  const Tensor uc = u.contiguous(), pc = pre.contiguous(), cc = coef.contiguous(), h0c = h0.contiguous();
+  const Tensor len = rnnbench::contiguous_or_undefined(lengths);
+  const Tensor go = grad_out ? grad_out->contiguous() : at::zeros({T, B, H}, uc.options());
+  Tensor g = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, uc.options());
+  Tensor du = at::empty_like(uc), dpre = at::empty_like(pc), dcoef_rows = at::empty({B, H}, uc.options());
+  AT_DISPATCH_FLOATING_TYPES(uc.scalar_type(), "rglru_backward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
+      rglru_backward_rows<scalar_t>(go.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
+                                    cc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(),
+                                    len_p, du.data_ptr<scalar_t>(), dpre.data_ptr<scalar_t>(),
+                                    dcoef_rows.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), T, B, H, b0, b1);
+    });
+  });
+  return {du, dpre, dcoef_rows.sum(0), g};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("min_rnn_forward", &min_rnn_forward, "minGRU / minLSTM forward", py::call_guard<py::gil_scoped_release>());
   m.def("min_rnn_backward", &min_rnn_backward, "minGRU / minLSTM backward", py::call_guard<py::gil_scoped_release>());
+  m.def("rglru_forward", &rglru_forward, "RG-LRU forward", py::call_guard<py::gil_scoped_release>());
+  m.def("rglru_backward", &rglru_backward, "RG-LRU backward", py::call_guard<py::gil_scoped_release>());
   m.def("forward", &forward, "diagonal linear scan forward", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "diagonal linear scan backward", py::call_guard<py::gil_scoped_release>());
 }
