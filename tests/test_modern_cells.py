@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rnnbench.modules import modern_cells as mc
 from rnnbench.run import interface
@@ -623,36 +624,85 @@ def test_a_modern_cells_whole_sequence_is_its_steps():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_rglru_kernel_is_its_steps_on_extreme_inputs(dtype):
-    """RG-LRU's fused C++ kernel against the step loop where its functions meet their edges: Λ from -50 to 50
-    (a_t from ~0 to exactly 1 in float32, where √(1 - a_t²) vanishes and the derivative bound acts), gate
-    pre-activations of ±1e3 and ±inf, NaN and ±inf in the input and the initial state, padding: the same
-    outputs, final states and gradients, NaN where the equations give NaN."""
-    torch.manual_seed(0)
-    cell = mc.RGLRUCell(3, 6, num_heads=2).to(dtype)
-    with torch.no_grad():
-        cell.a_param.copy_(torch.tensor([-50.0, -5.0, 0.0, 5.0, 20.0, 50.0]))
-        cell.gate_weight.mul_(30)
-    u = torch.randn(8, 5, 6, dtype=dtype) * 1e2
-    u[1, 0, 2] = float("nan")
-    u[3, 1, 4] = float("inf")
-    u[2, 2, 1] = float("-inf")
-    h0 = torch.rand(5, 6, dtype=dtype)
-    h0[4, 5] = float("inf")
+def assert_kernel_is_its_steps_on_extreme_inputs(cell, dtype, scale, reference=run_explicit):
+    """A fused kernel's `sequence` against the step loop on inputs of magnitude `scale` with NaN and ±inf in
+    them and in the initial state, padded: the same outputs, final states and gradients, NaN where the
+    equations give NaN (`reference`: the step loop, or the equations written out in the test). ∂L/∂input at
+    padded steps: the kernel gives exactly 0 (they do not touch the loss);
+    the step loop computes those steps and masks them, so behind an inf its 0 · inf leaves NaN there:
+    compared on valid steps only."""
+    T, B, width = 8, 5, cell.input_projection(torch.zeros(1, 1, cell.input_size, dtype=dtype)).shape[-1]
+    x_proj = torch.randn(T, B, width, dtype=dtype, generator=torch.Generator().manual_seed(1)) * scale
+    x_proj[1, 0, 2] = float("nan")
+    x_proj[3, 1, 4] = float("inf")
+    x_proj[2, 2, 1] = float("-inf")
+    state = [s.clone() for s in random_state(cell, B, dtype)]
+    state[-1].view(B, -1)[4, -1] = float("inf")
     lengths = torch.tensor([8, 5, 3, 0, 7])
     projected = _Projected(cell)
-    got = outputs_and_grads(run_sequence, projected, u, (h0,), lengths)
-    expected = outputs_and_grads(run_explicit, projected, u, (h0,), lengths)
-    # ∂L/∂u at padded steps: the kernel gives exactly 0 (they do not touch the loss); the step loop computes
-    # those steps and masks them, so behind the -inf of sequence 2 its 0 · inf leaves NaN there: compared
-    # on valid steps only
-    valid = (torch.arange(8).view(8, 1) < lengths.view(1, 5)).unsqueeze(-1).expand(8, 5, 6)
-    assert not got[2][~valid].any()
-    got[2], expected[2] = got[2][valid], expected[2][valid]
+    got = outputs_and_grads(run_sequence, projected, x_proj, tuple(state), lengths)
+    expected = outputs_and_grads(reference, projected, x_proj, tuple(state), lengths)
+    n_state = len(state)
+    dx = 1 + n_state
+    valid = (torch.arange(T).view(T, 1) < lengths.view(1, B)).unsqueeze(-1).expand_as(x_proj)
+    assert not got[dx][~valid].any()
+    got[dx], expected[dx] = got[dx][valid], expected[dx][valid]
     tol = 2e-5 if dtype == torch.float32 else 1e-12
     for i, (g, e) in enumerate(zip(got, expected)):
         torch.testing.assert_close(g, e, equal_nan=True, atol=tol, rtol=tol, msg=lambda m: f"entry {i}: {m}")
     out = got[0]
     assert out[1:5, 0].isnan().any() and not out[:, 3].any() and not out[7:, 4].any()  # NaN spreads; padded: 0
-    assert torch.equal(got[1][3], h0[3]) and out[:3, 1].isfinite().all()  # length 0 keeps h0; finite before inf
+    assert all(torch.equal(f[3], s[3]) for f, s in zip(got[1:1 + n_state], state))  # length 0 keeps its state
+    assert out[:3, 1].isfinite().all()  # finite before the inf
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rglru_kernel_is_its_steps_on_extreme_inputs(dtype):
+    """RG-LRU's fused kernel where its functions meet their edges: Λ from -50 to 50 (a_t from ~0 to exactly
+    1 in float32, where √(1 - a_t²) vanishes and the derivative bound acts), gate pre-activations of ±1e3
+    and ±inf."""
+    torch.manual_seed(0)
+    cell = mc.RGLRUCell(3, 6, num_heads=2).to(dtype)
+    with torch.no_grad():
+        cell.a_param.copy_(torch.tensor([-50.0, -5.0, 0.0, 5.0, 20.0, 50.0]))
+        cell.gate_weight.mul_(30)
+    assert_kernel_is_its_steps_on_extreme_inputs(cell, dtype, scale=1e2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lru_kernel_is_its_steps_on_extreme_inputs(dtype):
+    """LRU's fused kernel (real halves of the complex recurrence) at |λ| = 1 exactly, |λ| underflowing to 0,
+    phases from ~0 to 20 rad, γ from 1e-6 to 1e3."""
+    torch.manual_seed(0)
+    cell = mc.LRUCell(3, 4, state_dim=6).to(dtype)
+    with torch.no_grad():
+        cell.nu_log.copy_(torch.tensor([-30.0, -5.0, 0.0, 1.0, 3.0, 5.0]))
+        cell.theta_log.copy_(torch.tensor([-30.0, 3.0, 0.0, -2.0, 1.0, 2.0]))
+        cell.gamma_log.copy_(torch.tensor([0.0, -14.0, 7.0, 0.0, -1.0, 1.0]))
+    assert_kernel_is_its_steps_on_extreme_inputs(cell, dtype, scale=1e3, reference=lru_in_real_arithmetic)
+
+
+def lru_in_real_arithmetic(projected, x_proj, state, lengths):
+    """LRU's equations step by step in real arithmetic, x = p + iq, λ = lr + i li, γ real:
+    p_t = lr p - li q + γ Re(Bu), q_t = li p + lr q + γ Im(Bu), y_t = C_re p_t - C_im q_t + D u_t. The cell's
+    step loop computes the same in complex arithmetic, where torch's complex products make NaN of what real
+    arithmetic keeps as ±inf (γ is promoted to γ + 0i, and 0 · inf = NaN): past an inf, the equations are
+    these."""
+    cell = projected.cell
+    N = cell.state_dim
+    lam = cell.eigenvalues()
+    lr, li, gamma = lam.real, lam.imag, torch.exp(cell.gamma_log)
+    y0, x0 = state
+    p, q, y_last = x0.real, x0.imag, y0
+    outs = []
+    for t in range(x_proj.shape[0]):
+        valid = (t < lengths).view(-1, 1)
+        # a padded step is not computed (its zeros stand in), as the equations do not compute it
+        pv, qv, xv = (torch.where(valid, v, torch.zeros_like(v)) for v in (p, q, x_proj[t]))
+        u_re, u_im, Du = xv[:, :N], xv[:, N:2 * N], xv[:, 2 * N:]
+        p_new, q_new = lr * pv - li * qv + gamma * u_re, li * pv + lr * qv + gamma * u_im
+        y = F.linear(p_new, cell.C_re) - F.linear(q_new, cell.C_im) + Du
+        p, q = torch.where(valid, p_new, p), torch.where(valid, q_new, q)
+        y_last = torch.where(valid, y, y_last)
+        outs.append(torch.where(valid, y, torch.zeros_like(y)))
+    return torch.stack(outs), (y_last, torch.complex(p, q))

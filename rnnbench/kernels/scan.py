@@ -225,3 +225,31 @@ def rglru(u: Tensor, pre: Tensor, coef: Tensor, h0: Tensor, lengths: Tensor | No
     and the final state (B, H) at each sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
     lengths = checked_lengths(lengths, *u.shape[:2])
     return _RGLRU.apply(u, pre, coef, h0, lengths, extension.load("scan"))
+
+
+class _LRU(torch.autograd.Function):
+    """LRU's complex diagonal recurrence on real halves as one autograd node (`csrc/scan.cpp`, `lru_*`)."""
+
+    @staticmethod
+    def forward(ctx, x_proj, lam, gamma, h0, lengths, kernel):
+        out, h_T = kernel.lru_forward(x_proj, lam, gamma, h0, lengths)
+        ctx.kernel = kernel
+        ctx.save_for_backward(x_proj, lam, gamma, out, h0, lengths)
+        ctx.set_materialize_grads(False)
+        return out, h_T
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, grad_h_T):
+        x_proj, lam, gamma, out, h0, lengths = ctx.saved_tensors
+        dx, dlam, dgamma, dh0 = ctx.kernel.lru_backward(grad_out, grad_h_T, x_proj, lam, gamma, out, h0, lengths)
+        return dx, dlam, dgamma, dh0, None, None
+
+
+def lru(x_proj: Tensor, lam: Tensor, gamma: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """LRU's recurrence x_t = λ x_{t-1} + γ (u_re + i u_im) on the fused C++ kernel, in real halves: x_proj
+    (T, B, ≥ 2N) starting [u_re | u_im], lam (2N) = [Re λ | Im λ], gamma (N), h0 (B, 2N) = [Re x0 | Im x0]
+    -> states (T, B, 2N) = [Re x_t | Im x_t], zero at padded steps, and the final state (B, 2N) at each
+    sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
+    lengths = checked_lengths(lengths, *x_proj.shape[:2])
+    return _LRU.apply(x_proj, lam, gamma, h0, lengths, extension.load("scan"))

@@ -250,6 +250,8 @@ class LRUCell(ModernCell):
     to H outputs, so D is a dense (H, I) matrix, N(0, 1/I).
     Parameters: ν, θ, γ_log (N each), weight_in = [B_re; B_im; D] (2N + H, I), C_re, C_im (H, N):
     3N + (2N + H)·I + 2HN. State: y (B, H) (output) and x (B, N) complex: 2N floats carried.
+    `sequence` runs the recurrence in real halves on a fused C++ kernel (`scan.lru`, CPU float32/float64)
+    and the readout as one GEMM; elsewhere `scan.linear_scan` on complex tensors.
     """
 
     state_names = ("y", "x")
@@ -315,10 +317,18 @@ class LRUCell(ModernCell):
 
     def sequence(self, x_proj, state, lengths=None):
         _, x0 = state
-        gamma_Bu, Du = self._input(x_proj)                                      # (T, B, N), (T, B, H)
-        lam = self.eigenvalues().expand_as(gamma_Bu)
-        xs, x = scan.linear_scan(lam, gamma_Bu, x0, lengths)                    # (T, B, N) complex
-        y = self._readout(xs, Du)
+        N = self.state_dim
+        if scan.min_rnn_fits(x_proj):  # in real halves on the fused C++ kernel, the readout one GEMM
+            lam = self.eigenvalues()
+            halves, last = scan.lru(x_proj, torch.cat([lam.real, lam.imag]), torch.exp(self.gamma_log),
+                                    torch.cat([x0.real, x0.imag], dim=-1), lengths)       # (T, B, 2N), (B, 2N)
+            x = torch.complex(last[:, :N], last[:, N:])
+            y = F.linear(halves, torch.cat([self.C_re, -self.C_im], dim=1)) + x_proj[..., 2 * N:]
+        else:
+            gamma_Bu, Du = self._input(x_proj)                                  # (T, B, N), (T, B, H)
+            lam = self.eigenvalues().expand_as(gamma_Bu)
+            xs, x = scan.linear_scan(lam, gamma_Bu, x0, lengths)                # (T, B, N) complex
+            y = self._readout(xs, Du)
         if lengths is not None:
             y = y * valid_steps(lengths, y.shape[0], y.device)
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], x), lengths, y.shape[0])

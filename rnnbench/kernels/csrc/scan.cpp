@@ -1,6 +1,6 @@
 // The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t over a whole sequence, forward and hand-written
 // backward, real (float32/float64) and complex (the same tensors viewed as (…, 2) real pairs). Serves the
-// diagonal modern cells (LRU, S6; minGRU, minLSTM and RG-LRU through the fused forms at the end of this file):
+// diagonal modern cells (S6; minGRU, minLSTM, RG-LRU and LRU through the fused forms at the end of this file):
 // rnnbench/kernels/scan.py holds the reference loop and the PyTorch fallback it is proven against
 // (tests/test_scan.py).
 //
@@ -391,6 +391,122 @@ std::vector<Tensor> rglru_backward(const std::optional<Tensor>& grad_out, const 
   return {du, dpre, dcoef_rows.sum(0), g};
 }
 
+// -- LRU fused: the complex diagonal recurrence on real and imaginary halves, γ-scaled input ---------------------
+// (Orvieto et al. 2023; rnnbench/modules/modern_cells.py, LRUCell). With λ = lr + i li and γ (N), the input
+// B u as its halves (u_re, u_im), rows of x_proj (T, B, 2N + H) = [u_re | u_im | D u], and the state x = p + i q
+// kept as a (T, B, 2N) real tensor [p | q] (what the readout's one GEMM [p | q] [C_re | -C_im]^T reads):
+//     p_t = lr p_{t-1} - li q_{t-1} + γ u_re,     q_t = li p_{t-1} + lr q_{t-1} + γ u_im
+// Backward, with (gp, gq) = ∂L/∂(p_t, q_t) and (p, q) = state t-1:
+//     ∂u_re = γ gp,  ∂u_im = γ gq,  ∂γ = Σ gp u_re + gq u_im,  ∂lr = Σ gp p + gq q,  ∂li = Σ gq p - gp q,
+//     ∂(p, q)_{t-1} = (lr gp + li gq, lr gq - li gp)
+// Padded steps carry the state, output zero and take no gradient; each thread takes a block of batch rows.
+
+template <typename scalar_t>
+void lru_forward_rows(const scalar_t* x, const scalar_t* lam, const scalar_t* gamma, const scalar_t* h0,
+                      scalar_t* out, scalar_t* h_last, const int64_t* len, int64_t T, int64_t B, int64_t N,
+                      int64_t W, int64_t b0, int64_t b1) {
+  const scalar_t *lr = lam, *li = lam + N;
+  for (int64_t b = b0; b < b1; ++b) {
+    std::copy(h0 + b * 2 * N, h0 + (b + 1) * 2 * N, h_last + b * 2 * N);
+    scalar_t *p = h_last + b * 2 * N, *q = p + N;
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* o = out + (t * B + b) * 2 * N;
+      if (!rnnbench::valid(len, b, t)) {
+        std::fill(o, o + 2 * N, scalar_t(0));
+        continue;
+      }
+      const scalar_t *ur = x + (t * B + b) * W, *ui = ur + N;
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) {
+        const scalar_t pn = lr[j] * p[j] - li[j] * q[j] + gamma[j] * ur[j];
+        const scalar_t qn = li[j] * p[j] + lr[j] * q[j] + gamma[j] * ui[j];
+        p[j] = pn;
+        q[j] = qn;
+        o[j] = pn;
+        o[N + j] = qn;
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void lru_backward_rows(const scalar_t* grad_out, const scalar_t* x, const scalar_t* lam, const scalar_t* gamma,
+                       const scalar_t* out, const scalar_t* h0, const int64_t* len, scalar_t* dx, scalar_t* dsum,
+                       scalar_t* g_all, int64_t T, int64_t B, int64_t N, int64_t W, int64_t b0, int64_t b1) {
+  const scalar_t *lr = lam, *li = lam + N;
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t *gp = g_all + b * 2 * N, *gq = gp + N;  // enter as ∂L/∂x_T, leave as ∂L/∂x_0
+    scalar_t *dlr = dsum + b * 3 * N, *dli = dlr + N, *dg = dli + N;  // per row: [∂lr | ∂li | ∂γ]
+    std::fill(dlr, dlr + 3 * N, scalar_t(0));
+    for (int64_t t = T - 1; t >= 0; --t) {
+      scalar_t* d = dx + (t * B + b) * W;
+      if (!rnnbench::valid(len, b, t)) {
+        std::fill(d, d + 2 * N, scalar_t(0));
+        continue;
+      }
+      const scalar_t *ur = x + (t * B + b) * W, *ui = ur + N, *go = grad_out + (t * B + b) * 2 * N;
+      const scalar_t* hp = t == 0 ? h0 + b * 2 * N : out + ((t - 1) * B + b) * 2 * N;
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) {
+        const scalar_t a = gp[j] + go[j], c = gq[j] + go[N + j], p = hp[j], q = hp[N + j];
+        d[j] = gamma[j] * a;
+        d[N + j] = gamma[j] * c;
+        dg[j] += a * ur[j] + c * ui[j];
+        dlr[j] += a * p + c * q;
+        dli[j] += c * p - a * q;
+        gp[j] = lr[j] * a + li[j] * c;
+        gq[j] = lr[j] * c - li[j] * a;
+      }
+    }
+  }
+}
+
+// x_proj (T, B, W ≥ 2N) = [u_re | u_im | ...], lam (2N) = [lr | li], gamma (N), h0 (B, 2N) = [p | q], lengths
+// -> [states (T, B, 2N), final state (B, 2N)]
+std::vector<Tensor> lru_forward(const Tensor& x_proj, const Tensor& lam, const Tensor& gamma, const Tensor& h0,
+                                const std::optional<Tensor>& lengths) {
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), W = x_proj.size(2), N = gamma.numel();
+  rnnbench::check_cpu_one_dtype("lru", {&x_proj, &lam, &gamma, &h0}, lengths, B);
+  TORCH_CHECK(W >= 2 * N && lam.numel() == 2 * N && h0.size(0) == B && h0.size(1) == 2 * N,
+              "lru: x_proj (T, B, >= 2N), lam (2N), gamma (N) and h0 (B, 2N) must agree");
+  const Tensor xc = x_proj.contiguous(), lc = lam.contiguous(), gc = gamma.contiguous(), h0c = h0.contiguous();
+  const Tensor len = rnnbench::contiguous_or_undefined(lengths);
+  Tensor out = at::empty({T, B, 2 * N}, xc.options()), h_T = at::empty({B, 2 * N}, xc.options());
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "lru_forward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, 2 * N, [&](int64_t b0, int64_t b1) {
+      lru_forward_rows<scalar_t>(xc.data_ptr<scalar_t>(), lc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
+                                 h0c.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), h_T.data_ptr<scalar_t>(), len_p,
+                                 T, B, N, W, b0, b1);
+    });
+  });
+  return {out, h_T};
+}
+
+// -> [∂L/∂x_proj (T, B, W; zero past 2N), ∂L/∂lam (2N), ∂L/∂gamma (N), ∂L/∂h0 (B, 2N)]
+std::vector<Tensor> lru_backward(const std::optional<Tensor>& grad_out, const std::optional<Tensor>& grad_h_T,
+                                 const Tensor& x_proj, const Tensor& lam, const Tensor& gamma, const Tensor& out,
+                                 const Tensor& h0, const std::optional<Tensor>& lengths) {
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), W = x_proj.size(2), N = gamma.numel();
+  rnnbench::check_cpu_one_dtype("lru", {&x_proj, &lam, &gamma, &out, &h0}, lengths, B);
+  const Tensor xc = x_proj.contiguous(), lc = lam.contiguous(), gc = gamma.contiguous(), h0c = h0.contiguous();
+  const Tensor len = rnnbench::contiguous_or_undefined(lengths);
+  const Tensor go = grad_out ? grad_out->contiguous() : at::zeros({T, B, 2 * N}, xc.options());
+  Tensor g = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, 2 * N}, xc.options());
+  Tensor dx = W > 2 * N ? at::zeros_like(xc) : at::empty_like(xc), dsum = at::empty({B, 3 * N}, xc.options());
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "lru_backward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, 2 * N, [&](int64_t b0, int64_t b1) {
+      lru_backward_rows<scalar_t>(go.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), lc.data_ptr<scalar_t>(),
+                                  gc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(), len_p,
+                                  dx.data_ptr<scalar_t>(), dsum.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), T, B, N,
+                                  W, b0, b1);
+    });
+  });
+  const Tensor sums = dsum.sum(0);
+  return {dx, sums.slice(0, 0, 2 * N), sums.slice(0, 2 * N, 3 * N), g};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -398,6 +514,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("min_rnn_backward", &min_rnn_backward, "minGRU / minLSTM backward", py::call_guard<py::gil_scoped_release>());
   m.def("rglru_forward", &rglru_forward, "RG-LRU forward", py::call_guard<py::gil_scoped_release>());
   m.def("rglru_backward", &rglru_backward, "RG-LRU backward", py::call_guard<py::gil_scoped_release>());
+  m.def("lru_forward", &lru_forward, "LRU forward", py::call_guard<py::gil_scoped_release>());
+  m.def("lru_backward", &lru_backward, "LRU backward", py::call_guard<py::gil_scoped_release>());
   m.def("forward", &forward, "diagonal linear scan forward", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "diagonal linear scan backward", py::call_guard<py::gil_scoped_release>());
 }
