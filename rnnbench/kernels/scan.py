@@ -167,24 +167,30 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, lengths: Tensor | None = 
     return (out if mask is None else out * mask), final
 
 
-class _MinRNN(torch.autograd.Function):
-    """minGRU / minLSTM over the whole sequence as one autograd node (`csrc/scan.cpp`, `min_rnn_*`): the gates
-    from the input projection and the scan fused in one pass, backward hand-written."""
+class _Fused(torch.autograd.Function):
+    """A fused cell kernel of `csrc/scan.cpp` over the whole sequence as one autograd node: `<name>_forward(*inputs,
+    h0, lengths)` -> (outputs, h_T); `<name>_backward(δoutputs, δh_T, *inputs, outputs, h0, lengths)` -> (δinputs...,
+    δh0). minGRU / minLSTM (`min_rnn`), RG-LRU (`rglru`), LRU (`lru`); every backward hand-written."""
 
     @staticmethod
-    def forward(ctx, x_proj, h0, lengths, kernel):
-        out, h_T = kernel.min_rnn_forward(x_proj, h0, lengths)
-        ctx.kernel = kernel
-        ctx.save_for_backward(x_proj, out, h0, lengths)
+    def forward(ctx, kernel, name, lengths, h0, *inputs):
+        out, h_T = getattr(kernel, f"{name}_forward")(*inputs, h0, lengths)
+        ctx.kernel, ctx.name = kernel, name
+        ctx.save_for_backward(lengths, h0, out, *inputs)
         ctx.set_materialize_grads(False)
         return out, h_T
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_h_T):
-        x_proj, out, h0, lengths = ctx.saved_tensors
-        dx, dh0 = ctx.kernel.min_rnn_backward(grad_out, grad_h_T, x_proj, out, h0, lengths)
-        return dx, dh0, None, None
+        lengths, h0, out, *inputs = ctx.saved_tensors
+        *d_inputs, dh0 = getattr(ctx.kernel, f"{ctx.name}_backward")(grad_out, grad_h_T, *inputs, out, h0, lengths)
+        return None, None, None, dh0, *d_inputs
+
+
+def _fused(name: str, h0: Tensor, lengths: Tensor | None, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+    lengths = checked_lengths(lengths, *inputs[0].shape[:2])
+    return _Fused.apply(extension.load("scan"), name, lengths, h0, *inputs)
 
 
 def min_rnn_fits(x_proj: Tensor) -> bool:
@@ -195,55 +201,14 @@ def min_rnn_fits(x_proj: Tensor) -> bool:
 def min_rnn(x_proj: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """minGRU (x_proj (T, B, 2H) = [k_z | k_h]) or minLSTM ((T, B, 3H) = [k_f | k_i | k_h]) from h0 (B, H) on the
     fused C++ kernel: outputs (T, B, H), zero at padded steps, and the final state (B, H) at each sequence's end."""
-    lengths = checked_lengths(lengths, *x_proj.shape[:2])
-    return _MinRNN.apply(x_proj, h0, lengths, extension.load("scan"))
-
-
-class _RGLRU(torch.autograd.Function):
-    """RG-LRU's gates (after their GEMM), a_t, √(1 - a_t²) and the scan as one autograd node (`csrc/scan.cpp`,
-    `rglru_*`), backward hand-written with the authors' bound on √'s derivative."""
-
-    @staticmethod
-    def forward(ctx, u, pre, coef, h0, lengths, kernel):
-        out, h_T = kernel.rglru_forward(u, pre, coef, h0, lengths)
-        ctx.kernel = kernel
-        ctx.save_for_backward(u, pre, coef, out, h0, lengths)
-        ctx.set_materialize_grads(False)
-        return out, h_T
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, grad_h_T):
-        u, pre, coef, out, h0, lengths = ctx.saved_tensors
-        du, dpre, dcoef, dh0 = ctx.kernel.rglru_backward(grad_out, grad_h_T, u, pre, coef, out, h0, lengths)
-        return du, dpre, dcoef, dh0, None, None
+    return _fused("min_rnn", h0, lengths, x_proj)
 
 
 def rglru(u: Tensor, pre: Tensor, coef: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """RG-LRU's recurrence on the fused C++ kernel: u (T, B, H), the gates' pre-activations pre (T, B, 2H)
     = [recurrence | input], coef = c·softplus(-Λ) (H), h0 (B, H) -> outputs (T, B, H), zero at padded steps,
     and the final state (B, H) at each sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
-    lengths = checked_lengths(lengths, *u.shape[:2])
-    return _RGLRU.apply(u, pre, coef, h0, lengths, extension.load("scan"))
-
-
-class _LRU(torch.autograd.Function):
-    """LRU's complex diagonal recurrence on real halves as one autograd node (`csrc/scan.cpp`, `lru_*`)."""
-
-    @staticmethod
-    def forward(ctx, x_proj, lam, gamma, h0, lengths, kernel):
-        out, h_T = kernel.lru_forward(x_proj, lam, gamma, h0, lengths)
-        ctx.kernel = kernel
-        ctx.save_for_backward(x_proj, lam, gamma, out, h0, lengths)
-        ctx.set_materialize_grads(False)
-        return out, h_T
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, grad_h_T):
-        x_proj, lam, gamma, out, h0, lengths = ctx.saved_tensors
-        dx, dlam, dgamma, dh0 = ctx.kernel.lru_backward(grad_out, grad_h_T, x_proj, lam, gamma, out, h0, lengths)
-        return dx, dlam, dgamma, dh0, None, None
+    return _fused("rglru", h0, lengths, u, pre, coef)
 
 
 def lru(x_proj: Tensor, lam: Tensor, gamma: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -251,5 +216,4 @@ def lru(x_proj: Tensor, lam: Tensor, gamma: Tensor, h0: Tensor, lengths: Tensor 
     (T, B, ≥ 2N) starting [u_re | u_im], lam (2N) = [Re λ | Im λ], gamma (N), h0 (B, 2N) = [Re x0 | Im x0]
     -> states (T, B, 2N) = [Re x_t | Im x_t], zero at padded steps, and the final state (B, 2N) at each
     sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
-    lengths = checked_lengths(lengths, *x_proj.shape[:2])
-    return _LRU.apply(x_proj, lam, gamma, h0, lengths, extension.load("scan"))
+    return _fused("lru", h0, lengths, x_proj, lam, gamma)
