@@ -624,34 +624,35 @@ def test_a_modern_cells_whole_sequence_is_its_steps():
         torch.testing.assert_close(a, b)
 
 
-def assert_kernel_is_its_steps_on_extreme_inputs(cell, dtype, scale, reference=run_explicit):
+def assert_kernel_is_its_steps_on_extreme_inputs(cell, dtype, scale, reference=run_explicit, T=8,
+                                                 padded_grad_zero=True):
     """A fused kernel's `sequence` against the step loop on inputs of magnitude `scale` with NaN and ±inf in
     them and in the initial state, padded: the same outputs, final states and gradients, NaN where the
     equations give NaN (`reference`: the step loop, or the equations written out in the test). ∂L/∂input at
-    padded steps: the kernel gives exactly 0 (they do not touch the loss);
-    the step loop computes those steps and masks them, so behind an inf its 0 · inf leaves NaN there:
-    compared on valid steps only."""
-    T, B, width = 8, 5, cell.input_projection(torch.zeros(1, 1, cell.input_size, dtype=dtype)).shape[-1]
+    padded steps: the kernel gives exactly 0 (they do not touch the loss); the step loop computes those steps
+    and masks them, so behind an inf its 0 · inf leaves NaN there: compared on valid steps only
+    (`padded_grad_zero=False`: a cell whose torch part also masks by multiplying, as S6's gate and skip)."""
+    B, width = 5, cell.input_projection(torch.zeros(1, 1, cell.input_size, dtype=dtype)).shape[-1]
     x_proj = torch.randn(T, B, width, dtype=dtype, generator=torch.Generator().manual_seed(1)) * scale
     x_proj[1, 0, 2] = float("nan")
     x_proj[3, 1, 4] = float("inf")
     x_proj[2, 2, 1] = float("-inf")
     state = [s.clone() for s in random_state(cell, B, dtype)]
     state[-1].view(B, -1)[4, -1] = float("inf")
-    lengths = torch.tensor([8, 5, 3, 0, 7])
+    lengths = torch.tensor([T, T // 2 + 1, 3, 0, T - 1])
     projected = _Projected(cell)
     got = outputs_and_grads(run_sequence, projected, x_proj, tuple(state), lengths)
     expected = outputs_and_grads(reference, projected, x_proj, tuple(state), lengths)
     n_state = len(state)
     dx = 1 + n_state
     valid = (torch.arange(T).view(T, 1) < lengths.view(1, B)).unsqueeze(-1).expand_as(x_proj)
-    assert not got[dx][~valid].any()
+    assert not padded_grad_zero or not got[dx][~valid].any()
     got[dx], expected[dx] = got[dx][valid], expected[dx][valid]
     tol = 2e-5 if dtype == torch.float32 else 1e-12
     for i, (g, e) in enumerate(zip(got, expected)):
         torch.testing.assert_close(g, e, equal_nan=True, atol=tol, rtol=tol, msg=lambda m: f"entry {i}: {m}")
     out = got[0]
-    assert out[1:5, 0].isnan().any() and not out[:, 3].any() and not out[7:, 4].any()  # NaN spreads; padded: 0
+    assert out[1:5, 0].isnan().any() and not out[:, 3].any() and not out[T - 1:, 4].any()  # NaN spreads; padded: 0
     assert all(torch.equal(f[3], s[3]) for f, s in zip(got[1:1 + n_state], state))  # length 0 keeps its state
     assert out[:3, 1].isfinite().all()  # finite before the inf
 
@@ -706,3 +707,15 @@ def lru_in_real_arithmetic(projected, x_proj, state, lengths):
         y_last = torch.where(valid, y, y_last)
         outs.append(torch.where(valid, y, torch.zeros_like(y)))
     return torch.stack(outs), (y_last, torch.complex(p, q))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_s6_kernel_is_its_steps_on_extreme_inputs(dtype):
+    """S6's fused selective scan over 40 steps (three of its 16-step checkpoint chunks, padding ending inside
+    them) at Δ from ~0 to ~1e2 (exp(ΔA) from 1 to 0) and A from -1 to -1e4."""
+    torch.manual_seed(0)
+    cell = mc.S6Cell(3, 4, state_dim=3, conv_width=3).to(dtype)
+    with torch.no_grad():
+        cell.dt_bias.copy_(torch.tensor([-30.0, -3.0, 0.0, 3.0, 30.0, 100.0, -100.0, 1.0]))
+        cell.A_log[:, 2] = torch.tensor([0.0, 2.0, 4.0, 9.2, 0.0, 1.0, 2.0, 3.0])
+    assert_kernel_is_its_steps_on_extreme_inputs(cell, dtype, scale=1e2, T=40, padded_grad_zero=False)

@@ -169,22 +169,24 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, lengths: Tensor | None = 
 
 class _Fused(torch.autograd.Function):
     """A fused cell kernel of `csrc/scan.cpp` over the whole sequence as one autograd node: `<name>_forward(*inputs,
-    h0, lengths)` -> (outputs, h_T); `<name>_backward(δoutputs, δh_T, *inputs, outputs, h0, lengths)` -> (δinputs...,
-    δh0). minGRU / minLSTM (`min_rnn`), RG-LRU (`rglru`), LRU (`lru`); every backward hand-written."""
+    h0, lengths)` -> (outputs, h_T[, *kept]); `<name>_backward(δoutputs, δh_T, *inputs, *kept, lengths)` ->
+    (δinputs..., δh0), where `kept` is what the forward returned beyond its outputs (S6: its state checkpoints)
+    or else (outputs, h0). minGRU / minLSTM (`min_rnn`), RG-LRU (`rglru`), LRU (`lru`), S6 (`s6`); every
+    backward hand-written."""
 
     @staticmethod
     def forward(ctx, kernel, name, lengths, h0, *inputs):
-        out, h_T = getattr(kernel, f"{name}_forward")(*inputs, h0, lengths)
-        ctx.kernel, ctx.name = kernel, name
-        ctx.save_for_backward(lengths, h0, out, *inputs)
+        out, h_T, *kept = getattr(kernel, f"{name}_forward")(*inputs, h0, lengths)
+        ctx.kernel, ctx.name, ctx.n_inputs = kernel, name, len(inputs)
+        ctx.save_for_backward(lengths, *inputs, *(kept or (out, h0)))
         ctx.set_materialize_grads(False)
         return out, h_T
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, grad_h_T):
-        lengths, h0, out, *inputs = ctx.saved_tensors
-        *d_inputs, dh0 = getattr(ctx.kernel, f"{ctx.name}_backward")(grad_out, grad_h_T, *inputs, out, h0, lengths)
+        lengths, *saved = ctx.saved_tensors
+        *d_inputs, dh0 = getattr(ctx.kernel, f"{ctx.name}_backward")(grad_out, grad_h_T, *saved, lengths)
         return None, None, None, dh0, *d_inputs
 
 
@@ -217,3 +219,11 @@ def lru(x_proj: Tensor, lam: Tensor, gamma: Tensor, h0: Tensor, lengths: Tensor 
     -> states (T, B, 2N) = [Re x_t | Im x_t], zero at padded steps, and the final state (B, 2N) at each
     sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
     return _fused("lru", h0, lengths, x_proj, lam, gamma)
+
+
+def s6(delta: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor,
+       lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mamba's selective scan on the fused C++ kernel, without the (T, B, E, N) tensors: Δ, u (T, B, E), A (E, N),
+    B, C (T, B, N), h0 (B, E, N) -> y (T, B, E) with y_t = Σ_n C_t[n] h_t[:, n], zero at padded steps, and the
+    final state (B, E, N) at each sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
+    return _fused("s6", h0, lengths, delta, u, A, B, C)

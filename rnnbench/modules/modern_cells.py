@@ -330,7 +330,7 @@ class LRUCell(ModernCell):
             xs, x = scan.linear_scan(lam, gamma_Bu, x0, lengths)                # (T, B, N) complex
             y = self._readout(xs, Du)
         if lengths is not None:
-            y = y * valid_steps(lengths, y.shape[0], y.device)
+            y = y.masked_fill(~valid_steps(lengths, y.shape[0], y.device), 0.0)  # not y·0: NaN at ±inf
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], x), lengths, y.shape[0])
 
     def extra_repr(self):
@@ -503,7 +503,7 @@ class RGLRUCell(ModernCell):
             return hs, (h,)
         y = F.linear(F.gelu(x_proj[..., H:], approximate="tanh") * hs, self.weight_out, self.bias_out)
         if lengths is not None:
-            y = y * valid_steps(lengths, y.shape[0], y.device)
+            y = y.masked_fill(~valid_steps(lengths, y.shape[0], y.device), 0.0)  # not y·0: NaN at ±inf
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], h, window), lengths, y.shape[0])
 
     def extra_repr(self):
@@ -587,6 +587,10 @@ class S6Cell(ModernCell):
     [0.001, 0.1] (floor 1e-4); W_in, W_x, W_out, conv: nn.Linear / nn.Conv1d's default.
     Parameters: W_in 2E·I, conv E(k + 1), W_x (R + 2N)E, W_Δ, b_Δ E(R + 1), A_log EN, D E, W_out HE.
     State: y (B, H) output; h (B, E, N) and the convolution window (B, E, k-1): E(N + k - 1) floats carried.
+    `sequence` runs the selective scan fused in C++ (`scan.s6`: the state of a batch row stays in cache, y_t
+    = C_t h_t is taken on the fly, the backward recomputes states from checkpoints every 16 steps, as the
+    authors' CUDA kernel recomputes rather than stores them), CPU float32/float64; elsewhere
+    `scan.linear_scan` on the materialised (T, B, E, N) Ā and B̄u.
     """
 
     state_names = ("y", "ssm", "conv")
@@ -631,11 +635,15 @@ class S6Cell(ModernCell):
         E = self.expand * self.hidden_size
         return ((self.hidden_size,), (E, self.state_dim), (E, self.conv_width - 1))
 
-    def _selective(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(Ā, B̄u) (..., E, N) and C (..., N) of u (..., E)."""
+    def _selection(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Δ (..., E), B and C (..., N) of u (..., E)."""
         R, N = self.dt_rank, self.state_dim
         delta_low, B, C = F.linear(u, self.x_proj_weight).split([R, N, N], dim=-1)
-        delta = F.softplus(F.linear(delta_low, self.dt_proj_weight) + self.dt_bias)     # (..., E)
+        return F.softplus(F.linear(delta_low, self.dt_proj_weight) + self.dt_bias), B, C
+
+    def _selective(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(Ā, B̄u) (..., E, N) and C (..., N) of u (..., E)."""
+        delta, B, C = self._selection(u)
         A = -torch.exp(self.A_log)                                                     # (E, N)
         return torch.exp(delta.unsqueeze(-1) * A), (delta * u).unsqueeze(-1) * B.unsqueeze(-2), C, delta
 
@@ -658,11 +666,16 @@ class S6Cell(ModernCell):
         x_hat, z = x_proj.chunk(2, dim=-1)                                      # (T, B, E) each
         u, window = _causal_conv_sequence(x_hat, window, self.conv_weight, self.conv_bias, lengths)
         u = F.silu(u)
-        A_bar, Bu, C, _ = self._selective(u)                                    # (T, B, E, N) each
-        hs, h = scan.linear_scan(A_bar, Bu, h0, lengths)
-        y = self._output(hs, C, u, z)
+        if scan.min_rnn_fits(u):  # the selective scan fused in C++, no (T, B, E, N) tensor
+            delta, B, C = self._selection(u)
+            hC, h = scan.s6(delta, u, -torch.exp(self.A_log), B, C, h0, lengths)   # (T, B, E), (B, E, N)
+            y = F.linear((hC + self.D * u) * F.silu(z), self.weight_out)
+        else:
+            A_bar, Bu, C, _ = self._selective(u)                                # (T, B, E, N) each
+            hs, h = scan.linear_scan(A_bar, Bu, h0, lengths)
+            y = self._output(hs, C, u, z)
         if lengths is not None:
-            y = y * valid_steps(lengths, y.shape[0], y.device)
+            y = y.masked_fill(~valid_steps(lengths, y.shape[0], y.device), 0.0)  # not y·0: NaN at ±inf
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], h, window), lengths, y.shape[0])
 
     def extra_repr(self):

@@ -1,6 +1,6 @@
 // The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t over a whole sequence, forward and hand-written
 // backward, real (float32/float64) and complex (the same tensors viewed as (…, 2) real pairs). Serves the
-// diagonal modern cells (S6; minGRU, minLSTM, RG-LRU and LRU through the fused forms at the end of this file):
+// diagonal modern cells (minGRU, minLSTM, RG-LRU, LRU and S6 through the fused forms at the end of this file):
 // rnnbench/kernels/scan.py holds the reference loop and the PyTorch fallback it is proven against
 // (tests/test_scan.py).
 //
@@ -507,6 +507,170 @@ std::vector<Tensor> lru_backward(const std::optional<Tensor>& grad_out, const st
   return {dx, sums.slice(0, 0, 2 * N), sums.slice(0, 2 * N, 3 * N), g};
 }
 
+// -- S6 fused: Mamba's selective scan without materialising (T, B, E, N) ------------------------------------------
+// (Gu & Dao 2023, Algorithm 2; rnnbench/modules/modern_cells.py, S6Cell; the authors' `selective_scan_ref`.)
+// delta, u (T, B, E), A (E, N) (= -exp(A_log)), Bm, Cm (T, B, N), h0 (B, E, N):
+//     h_t[e, n] = exp(Δ_t[e] A[e, n]) h_{t-1}[e, n] + Δ_t[e] u_t[e] B_t[n],     y_t[e] = Σ_n C_t[n] h_t[e, n]
+// (D u, the gate and the projections stay in torch). The state of one batch row, (E, N), stays in cache; the
+// inner loop over n vectorises (N = 16: one AVX-512 vector). The forward keeps h only every kChunk steps; the
+// backward recomputes a chunk's states from its checkpoint, then walks it backwards, with gh = ∂L/∂h_t:
+//     gh += δy_t C_t,  ∂C_t += δy_t h_t,  ∂B_t += gh Δu,  ∂(Δu) = Σ_n gh B_t,  ∂Ā = gh h_{t-1},
+//     ∂Δ = Σ_n ∂Ā Ā A + ∂(Δu) u,  ∂A += ∂Ā Ā Δ,  ∂u = ∂(Δu) Δ,  gh_{t-1} = gh Ā
+// ∂B and ∂C sum over e within the row's thread; ∂A over rows through per-row partials. Padded steps carry the
+// state, output zero and take no gradient.
+
+constexpr int64_t kChunk = 16;
+
+template <typename scalar_t>
+void s6_step(const scalar_t* delta, const scalar_t* u, const scalar_t* A, const scalar_t* Bt, scalar_t* h, int64_t E,
+             int64_t N) {
+  for (int64_t e = 0; e < E; ++e) {
+    const scalar_t d = delta[e], du = d * u[e];
+    scalar_t* he = h + e * N;
+    const scalar_t* Ae = A + e * N;
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) he[n] = std::exp(d * Ae[n]) * he[n] + du * Bt[n];
+  }
+}
+
+template <typename scalar_t>
+void s6_forward_rows(const scalar_t* delta, const scalar_t* u, const scalar_t* A, const scalar_t* Bm,
+                     const scalar_t* Cm, const scalar_t* h0, scalar_t* y, scalar_t* h_last, scalar_t* checkpoints,
+                     const int64_t* len, int64_t T, int64_t B, int64_t E, int64_t N, int64_t b0, int64_t b1) {
+  const int64_t EN = E * N;
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* h = h_last + b * EN;
+    std::copy(h0 + b * EN, h0 + (b + 1) * EN, h);
+    for (int64_t t = 0; t < T; ++t) {
+      if (t % kChunk == 0) std::copy(h, h + EN, checkpoints + ((t / kChunk) * B + b) * EN);
+      scalar_t* yt = y + (t * B + b) * E;
+      if (!rnnbench::valid(len, b, t)) {
+        std::fill(yt, yt + E, scalar_t(0));
+        continue;
+      }
+      const int64_t row = t * B + b;
+      s6_step(delta + row * E, u + row * E, A, Bm + row * N, h, E, N);
+      const scalar_t* Ct = Cm + row * N;
+      for (int64_t e = 0; e < E; ++e) {
+        scalar_t acc = 0;
+        const scalar_t* he = h + e * N;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t n = 0; n < N; ++n) acc += Ct[n] * he[n];
+        yt[e] = acc;
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void s6_backward_rows(const scalar_t* grad_y, const scalar_t* delta, const scalar_t* u, const scalar_t* A,
+                      const scalar_t* Bm, const scalar_t* Cm, const scalar_t* checkpoints, const int64_t* len,
+                      scalar_t* ddelta, scalar_t* du_out, scalar_t* dA_rows, scalar_t* dB, scalar_t* dC,
+                      scalar_t* gh_all, scalar_t* states, int64_t T, int64_t B, int64_t E, int64_t N, int64_t b0,
+                      int64_t b1) {
+  const int64_t EN = E * N;
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* gh = gh_all + b * EN;  // enters as ∂L/∂h_T, leaves as ∂L/∂h0
+    scalar_t* dA = dA_rows + b * EN;
+    std::fill(dA, dA + EN, scalar_t(0));
+    for (int64_t c = (T - 1) / kChunk; c >= 0; --c) {
+      const int64_t t0 = c * kChunk, t1 = std::min(T, t0 + kChunk);
+      // states[k] = h_{t0 + k - 1}: the checkpoint, then the chunk's states recomputed
+      std::copy(checkpoints + (c * B + b) * EN, checkpoints + (c * B + b + 1) * EN, states);
+      for (int64_t t = t0; t < t1; ++t) {
+        scalar_t* next = states + (t - t0 + 1) * EN;
+        std::copy(next - EN, next, next);
+        const int64_t row = t * B + b;
+        if (rnnbench::valid(len, b, t)) s6_step(delta + row * E, u + row * E, A, Bm + row * N, next, E, N);
+      }
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        const int64_t row = t * B + b;
+        scalar_t *dBt = dB + row * N, *dCt = dC + row * N, *ddt = ddelta + row * E, *dut = du_out + row * E;
+        std::fill(dBt, dBt + N, scalar_t(0));
+        std::fill(dCt, dCt + N, scalar_t(0));
+        if (!rnnbench::valid(len, b, t)) {
+          std::fill(ddt, ddt + E, scalar_t(0));
+          std::fill(dut, dut + E, scalar_t(0));
+          continue;
+        }
+        const scalar_t *h_t = states + (t - t0 + 1) * EN, *h_prev = h_t - EN;
+        const scalar_t *Bt = Bm + row * N, *Ct = Cm + row * N, *gy = grad_y + row * E;
+        const scalar_t *dt = delta + row * E, *ut = u + row * E;
+        for (int64_t e = 0; e < E; ++e) {
+          const scalar_t d = dt[e], dyu = d * ut[e], gye = gy[e];
+          scalar_t* g = gh + e * N;
+          scalar_t* dAe = dA + e * N;
+          const scalar_t *Ae = A + e * N, *he = h_t + e * N, *hp = h_prev + e * N;
+          scalar_t d_du = 0, d_delta = 0;
+#pragma omp simd reduction(+ : d_du, d_delta)
+          for (int64_t n = 0; n < N; ++n) {
+            const scalar_t gn = g[n] + gye * Ct[n];
+            const scalar_t a = std::exp(d * Ae[n]), da = gn * hp[n] * a;
+            dCt[n] += gye * he[n];
+            dBt[n] += gn * dyu;
+            d_du += gn * Bt[n];
+            d_delta += da * Ae[n];
+            dAe[n] += da * d;
+            g[n] = gn * a;
+          }
+          ddt[e] = d_delta + d_du * ut[e];
+          dut[e] = d_du * d;
+        }
+      }
+    }
+  }
+}
+
+// delta, u (T, B, E), A (E, N), Bm, Cm (T, B, N), h0 (B, E, N), lengths -> [y (T, B, E), h_T (B, E, N), checkpoints]
+std::vector<Tensor> s6_forward(const Tensor& delta, const Tensor& u, const Tensor& A, const Tensor& Bm,
+                               const Tensor& Cm, const Tensor& h0, const std::optional<Tensor>& lengths) {
+  const int64_t T = delta.size(0), B = delta.size(1), E = delta.size(2), N = A.size(1);
+  rnnbench::check_cpu_one_dtype("s6", {&delta, &u, &A, &Bm, &Cm, &h0}, lengths, B);
+  TORCH_CHECK(u.sizes() == delta.sizes() && A.size(0) == E && Bm.size(0) == T && Bm.size(1) == B && Bm.size(2) == N &&
+              Cm.sizes() == Bm.sizes() && h0.size(0) == B && h0.size(1) == E && h0.size(2) == N,
+              "s6: delta, u (T, B, E), A (E, N), B, C (T, B, N) and h0 (B, E, N) must agree");
+  const Tensor dc = delta.contiguous(), uc = u.contiguous(), Ac = A.contiguous(), Bc = Bm.contiguous();
+  const Tensor Cc = Cm.contiguous(), h0c = h0.contiguous(), len = rnnbench::contiguous_or_undefined(lengths);
+  Tensor y = at::empty({T, B, E}, dc.options()), h_T = at::empty({B, E, N}, dc.options());
+  Tensor checkpoints = at::empty({(T + kChunk - 1) / kChunk, B, E, N}, dc.options());
+  AT_DISPATCH_FLOATING_TYPES(dc.scalar_type(), "s6_forward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, E * N, [&](int64_t b0, int64_t b1) {
+      s6_forward_rows<scalar_t>(dc.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(), Ac.data_ptr<scalar_t>(),
+                                Bc.data_ptr<scalar_t>(), Cc.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(),
+                                y.data_ptr<scalar_t>(), h_T.data_ptr<scalar_t>(), checkpoints.data_ptr<scalar_t>(),
+                                len_p, T, B, E, N, b0, b1);
+    });
+  });
+  return {y, h_T, checkpoints};
+}
+
+// -> [∂Δ, ∂u (T, B, E), ∂A (E, N), ∂B, ∂C (T, B, N), ∂h0 (B, E, N)]
+std::vector<Tensor> s6_backward(const std::optional<Tensor>& grad_y, const std::optional<Tensor>& grad_h_T,
+                                const Tensor& delta, const Tensor& u, const Tensor& A, const Tensor& Bm,
+                                const Tensor& Cm, const Tensor& checkpoints, const std::optional<Tensor>& lengths) {
+  const int64_t T = delta.size(0), B = delta.size(1), E = delta.size(2), N = A.size(1);
+  rnnbench::check_cpu_one_dtype("s6", {&delta, &u, &A, &Bm, &Cm, &checkpoints}, lengths, B);
+  const Tensor dc = delta.contiguous(), uc = u.contiguous(), Ac = A.contiguous(), Bc = Bm.contiguous();
+  const Tensor Cc = Cm.contiguous(), len = rnnbench::contiguous_or_undefined(lengths);
+  const Tensor gy = grad_y ? grad_y->contiguous() : at::zeros({T, B, E}, dc.options());
+  Tensor gh = grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, E, N}, dc.options());
+  Tensor ddelta = at::empty_like(dc), du = at::empty_like(uc), dA_rows = at::empty({B, E, N}, dc.options());
+  Tensor dB = at::empty_like(Bc), dC = at::empty_like(Cc);
+  AT_DISPATCH_FLOATING_TYPES(dc.scalar_type(), "s6_backward", [&] {
+    const int64_t* len_p = rnnbench::lengths_ptr(len);
+    rnnbench::for_row_blocks(B, E * N, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> states((kChunk + 1) * E * N);  // one chunk's states, per thread
+      s6_backward_rows<scalar_t>(gy.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(),
+                                 Ac.data_ptr<scalar_t>(), Bc.data_ptr<scalar_t>(), Cc.data_ptr<scalar_t>(),
+                                 checkpoints.data_ptr<scalar_t>(), len_p, ddelta.data_ptr<scalar_t>(),
+                                 du.data_ptr<scalar_t>(), dA_rows.data_ptr<scalar_t>(), dB.data_ptr<scalar_t>(),
+                                 dC.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), states.data(), T, B, E, N, b0, b1);
+    });
+  });
+  return {ddelta, du, dA_rows.sum(0), dB, dC, gh};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -516,6 +680,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rglru_backward", &rglru_backward, "RG-LRU backward", py::call_guard<py::gil_scoped_release>());
   m.def("lru_forward", &lru_forward, "LRU forward", py::call_guard<py::gil_scoped_release>());
   m.def("lru_backward", &lru_backward, "LRU backward", py::call_guard<py::gil_scoped_release>());
+  m.def("s6_forward", &s6_forward, "S6 selective scan forward", py::call_guard<py::gil_scoped_release>());
+  m.def("s6_backward", &s6_backward, "S6 selective scan backward", py::call_guard<py::gil_scoped_release>());
   m.def("forward", &forward, "diagonal linear scan forward", py::call_guard<py::gil_scoped_release>());
   m.def("backward", &backward, "diagonal linear scan backward", py::call_guard<py::gil_scoped_release>());
 }
