@@ -5,9 +5,9 @@ Training step: one `recurrent.RecurrentLayer` as the framework runs it (input pr
 sequence on `model.backend=auto`, backward through all of it with a fixed random output gradient), B=64,
 input 32, at H=256, T=500 and H=128, T=100. The reference is rnnbench's own LSTM kernel (the plain LSTM's
 function on `fast_peephole`'s C++ kernel, Greff's variant np), measured in the same interleaved rounds;
-torch's fused LSTM is a row too. The matrix-state cells (mLSTM, Gated DeltaNet) and S6 run at the small size
-only: their step loops save a (B, heads, d, d) state per step and S6's scan materialises (T, B, E, N) tensors,
-which at H=256, T=500 is ~1 GiB per tensor (mamba fuses that scan on the GPU; here it is the generic scan).
+torch's fused LSTM is a row too. The matrix-state cells (mLSTM, Gated DeltaNet) run at the small size only:
+their step loops save a (B, heads, d, d) state per step. S6 runs at both (its fused scan keeps no (T, B, E, N)
+tensor; the generic scan's would be ~1 GiB each at H=256, T=500).
 mLSTM and Gated DeltaNet run twice: `auto` (their chunkwise-parallel form) and `explicit` (the step loop).
 
 Scan: h_t = a_t h_{t-1} + b_t on (T, B·H) float32 tensors: the C++ kernel forward, forward + backward, the
@@ -55,7 +55,7 @@ ROWS = [
     Row("IndRNN (explicit)", mc.IndRNNCell, "explicit", large=False),
     Row("sLSTM", mc.SLSTMCell),
     Row("sLSTM (explicit)", mc.SLSTMCell, "explicit", large=False),
-    Row("S6 (N=16)", mc.S6Cell, large=False),
+    Row("S6 (N=16)", mc.S6Cell),
     Row("mLSTM chunkwise", mc.MLSTMCell, large=False),
     Row("mLSTM recurrent", mc.MLSTMCell, "explicit", large=False),
     Row("Gated DeltaNet chunkwise", mc.GatedDeltaNetCell, large=False),
