@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from rnnbench.bench.measure import Case, interleaved, pct, summarise, table
+from rnnbench.bench.measure import Case, interleaved, matmul_case, pct, peak_rate, recurrent_flops, summarise, table
 from rnnbench.kernels import scan
 from rnnbench.modules import modern_cells as mc
 from rnnbench.modules.cells import LSTMCell, PeepholeLSTMCell
@@ -88,6 +88,21 @@ def training_step(row: Row, B: int, T: int, I: int, H: int, seed: int = 0):
     return step, layer.paths[0]
 
 
+def gemm_flops(row: Row, step: Callable[[], None], B: int, T: int, I: int, H: int) -> float:
+    """The matrix products of one training step, as torch's FlopCounterMode counts them (it sees the GEMMs
+    that rnnbench's C++ kernels call through the dispatcher too); torch's fused LSTM hides its GEMMs, so its
+    row takes the formula. The element-wise work of the fused kernels is not counted: GFLOP/s says how much
+    of a row's time its GEMMs could explain."""
+    if row.backend == "fused":
+        return recurrent_flops(T, B, I, H, 4)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step()  # the warm-up builds any kernel outside the count
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
 def scan_cases(T: int, N: int) -> tuple[list[Case], dict[str, float]]:
     """The scan's cases on (T, N) float32 tensors and the bytes each moves."""
     g = torch.Generator().manual_seed(0)
@@ -133,14 +148,19 @@ def run(opts) -> dict:
         for r in rows:
             step, path = training_step(r, B, T, I, H)
             paths[r.name] = path
-            cases.append(Case(r.name, step))
+            try:
+                flops = gemm_flops(r, step, B, T, I, H)
+            except Exception:  # a row that fails is reported as failed by the timing below
+                flops = 0.0
+            cases.append(Case(r.name, step, flops=flops))
+        peak = matmul_case(256 if opts.quick else 2048)
         failures: dict[str, str] = {}
-        samples = interleaved(cases, opts.repeats, opts.min_sample_s, failures=failures)
-        stats = summarise(samples, REFERENCE)
+        samples = interleaved(cases + [peak], opts.repeats, opts.min_sample_s, failures=failures)
+        stats = summarise(samples, REFERENCE, {c.name: c.flops for c in cases + [peak]}, peak_rate(samples, peak))
         lines = []
         for r in rows:
             if r.name in failures:
-                lines.append([r.name, paths[r.name], "failed", "-", "-", "-"])
+                lines.append([r.name, paths[r.name], "failed", "-", "-", "-", "-", "-", "-"])
                 continue
             s = stats[r.name]
             target = TARGETS.get(r.name) if (B, T, I, H) == large and not opts.quick else None
@@ -153,16 +173,22 @@ def run(opts) -> dict:
             if loop is not None:
                 verdict += f"; {loop['median_s'] / s['median_s']:.1f}x its step loop's speed"
             lines.append([r.name, paths[r.name], 1000 * s["median_s"], pct(s["spread"]), f"{s['ratio']:.2f}",
-                          f"{s['ratio_of_minima']:.2f}", verdict])
+                          f"{s['ratio_of_minima']:.2f}", s["gflops"], pct(s["fraction_of_peak"]), verdict])
+        ps = stats[peak.name]
+        lines.append([peak.name, "torch.mm", 1000 * ps["median_s"], pct(ps["spread"]), "-", "-", ps["gflops"],
+                      pct(ps["fraction_of_peak"]), "-"])
         skipped = [r.name for r in ROWS if r not in rows]
         notes = [f"ms = median; ratio = median / median of '{REFERENCE}' in the same rounds; min ratio = ratio "
-                 "of the fastest samples; spread = IQR/median"]
+                 "of the fastest samples; spread = IQR/median",
+                 "GFLOP/s = the step's GEMM FLOPs (torch's FlopCounterMode; the fused LSTM by formula) / median; "
+                 f"of peak = against {peak.name} in the same rounds: the share of the time its GEMMs explain"]
         if skipped:
             notes.append("not measured at this size (memory, module docstring): " + ", ".join(skipped))
         notes += [f"{name} failed: {error}" for name, error in failures.items()]
         tables.append(table(f"modern: training step (forward + backward), B={B} T={T} input={I} H={H}, "
                             f"{opts.threads} threads, median of {opts.repeats} interleaved repeats",
-                            ["cell", "path", "ms", "spread", "ratio", "min ratio", "target"], lines, notes))
+                            ["cell", "path", "ms", "spread", "ratio", "min ratio", "GFLOP/s", "of peak", "target"],
+                            lines, notes))
         results.append({"B": B, "T": T, "input": I, "hidden": H, "paths": paths, "failures": failures,
                         "stats": stats})
 
