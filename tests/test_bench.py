@@ -125,8 +125,11 @@ def test_modern_quick_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     configs = json.loads(out.read_text())["suites"]["modern"]["configs"]
     training, scan = configs[0], configs[-1]["scan"]
-    assert not training["failures"] and set(training["stats"]) == {r.name for r in ROWS}
+    assert not training["failures"] and set(training["stats"]) == {r.name for r in ROWS} | {"sgemm 256^3"}
     assert training["paths"]["minGRU"] == "sequence" and training["paths"]["mLSTM recurrent"] == "explicit"
+    # GEMM rates: every row has GEMMs (the fused LSTM's by formula), the peak is its own 100%
+    assert all(_positive(s["gflops"]) for s in training["stats"].values())
+    assert training["stats"]["sgemm 256^3"]["fraction_of_peak"] == 1.0
     assert not scan["failures"] and all(_positive(s["median_s"]) for s in scan["stats"].values())
     assert "log-space / kernel" in proc.stdout and "recurrent's speed" in proc.stdout
 
