@@ -817,7 +817,7 @@ class MLSTMCell(ModernCell):
         h_tilde = torch.cat(outputs, dim=2)[:, :, :T].permute(2, 0, 1, 3)      # (T, B, NH, d)
         y = (torch.sigmoid(o_pre) * h_tilde).flatten(-2)                         # (T, B, H)
         if lengths is not None:
-            y = y * valid
+            y = y.masked_fill(~valid, 0.0)  # not y·0: NaN at ±inf
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], C, n, m), lengths, T)
 
     def extra_repr(self):
@@ -935,7 +935,7 @@ class GatedDeltaNetCell(ModernCell):
                 (torch.exp(g_end - g[:, :, c]).unsqueeze(-1) * kc[:, :, c]).transpose(-1, -2) @ U
         y = torch.cat(outputs, dim=2)[:, :, :T].permute(2, 0, 1, 3).flatten(-2)  # (T, B, H)
         if lengths is not None:
-            y = y * valid
+            y = y.masked_fill(~valid, 0.0)  # not y·0: NaN at ±inf
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], S), lengths, T)
 
     def extra_repr(self):
