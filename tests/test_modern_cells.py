@@ -208,6 +208,12 @@ def test_chunkwise_form_equals_the_recurrence_on_extreme_inputs(cell, dtype):
     assert chunked[:, 1:].isfinite().all() and not chunked[7:, 1].any()  # other sequences; padding stays zero
 
 
+def test_a_sequence_is_cut_into_chunks_of_equal_length_at_most_chunk_size():
+    for T, size, expected in [(100, 64, 50), (128, 64, 64), (65, 64, 33), (13, 4, 4), (1, 64, 1), (7, 1, 1)]:
+        L = mc._balanced_chunk(T, size)
+        assert L == expected and L <= size and math.ceil(T / L) == math.ceil(T / size)
+
+
 def _fla_reference(name: str):
     """A function of fla's pure-PyTorch reference file `fla/ops/gated_delta_rule/naive.py`, loaded by path:
     `import fla` needs triton (absent on a CPU-only install), the reference file itself only torch and einops."""

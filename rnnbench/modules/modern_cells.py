@@ -697,6 +697,13 @@ def _chunks(x: Tensor, size: int, fill: float = 0.0) -> Tensor:
     return x.unflatten(2, (-1, size))
 
 
+def _balanced_chunk(T: int, chunk_size: int) -> int:
+    """The chunk length for T steps: ⌈T/chunk_size⌉ chunks of equal length (within one step), so that no chunk
+    is mostly padding (T = 100 at chunk_size 64: two chunks of 50, not 64 + 36 padded to 64; measured 1.5x
+    faster for Gated DeltaNet and mLSTM at B=64, H=128, 1 thread). Any chunk length is the same function."""
+    return max(1, math.ceil(T / max(1, math.ceil(T / chunk_size))))
+
+
 def _check_chunk(chunk_size: int) -> None:
     if chunk_size < 1:
         raise ValueError(f"cell.chunk_size={chunk_size} is not allowed: must be a positive integer")
@@ -781,7 +788,7 @@ class MLSTMCell(ModernCell):
         the same function as `step`, (C, C) matrices per chunk instead of T small steps."""
         _, C0, n0, m0 = state
         T, B = x_proj.shape[:2]
-        H, NH, L = self.hidden_size, self.num_heads, self.chunk_size
+        H, NH, L = self.hidden_size, self.num_heads, _balanced_chunk(x_proj.shape[0], self.chunk_size)
         q, k, v, o_pre = (_heads(part, NH) for part in x_proj[..., :4 * H].chunk(4, dim=-1))  # (T, B, NH, d)
         k = k / math.sqrt(k.shape[-1])
         i_pre, f_pre = x_proj[..., 4 * H:].chunk(2, dim=-1)                    # (T, B, NH)
@@ -905,7 +912,7 @@ class GatedDeltaNetCell(ModernCell):
         the same function as `step`, one triangular solve and a few (L, L) matmuls per chunk."""
         _, S0 = state
         T = x_proj.shape[0]
-        L = self.chunk_size
+        L = _balanced_chunk(T, self.chunk_size)
         q, k, v, log_alpha, beta = self._inputs(x_proj)                          # (T, B, NH, d), (T, B, NH)
         if lengths is not None:  # padded steps: α = 1, β = 0, the state carried unchanged
             valid = valid_steps(lengths, T, x_proj.device)                  # (T, B, 1)
