@@ -233,6 +233,10 @@ def test_fits_training_at_a_value_asks_the_training_lengths_fitted_not_only_the_
     unfitted = verdicts.judge({**claim, "where": {"cell": "lstm"}, "fits_training": 0.9}, df, pub)
     assert unfitted["holds"] == verdicts.NO_POWER and "did not reach 0.9 in validation" in unfitted["why"]
     assert verdicts.judge({**claim, "where": {"cell": "gru"}, "fits_training": 0.9}, df, pub)["holds"] is True
+    # "solves it at every length" (reaches) failed where the training lengths were not fitted: the budget's
+    solves = {"source": "p", "reaches": 0.9, "fits_training": 0.9}
+    assert verdicts.judge({**solves, "where": {"cell": "lstm"}}, df, pub)["holds"] == verdicts.NO_POWER
+    assert verdicts.judge({**solves, "where": {"cell": "gru"}}, df, pub)["holds"] is False  # fitted, did not generalise
 
 
 def test_a_failure_before_the_papers_budget_times_the_measured_slowdown_is_no_power(tmp_path):

@@ -34,7 +34,9 @@ The rules (`judge`; `judge_all` adjusts a study's p-values together, Holm–Bonf
   on every seed, else no power: a length-generalisation failure (Delétang et al. 2023's claims) means
   something only for a model that fitted the training lengths. ``fits_training: <value>`` asks more:
   the metric's validation counterpart (``final/val/…``: the training lengths) at that value on every
-  seed, as well as the baseline left (leaving the baseline is not fitting).
+  seed, as well as the baseline left (leaving the baseline is not fitting). On ``reaches`` it makes a
+  failure to reach no power where the training lengths were not fitted (a budget too short to fit them
+  says nothing of generalising beyond them).
 
 Any verdict other than a positive finding ("yes" to something happening) needs power: with a control
 that stays at the baseline (or was not run), or before the paper's budget, it reads `NO_POWER`.
@@ -284,12 +286,12 @@ def decide(claim: dict[str, Any], result: dict[str, Any], df: pd.DataFrame, publ
             positive = holds
         else:
             holds = out["k_reach"] == 0
-            fit = claim.get("fits_training")
-            if fit and not out["fitted"]:
-                out["holds"] = NO_POWER
-                out["why"] = ("did not leave the baseline in validation on every seed" if fit is True else
-                              f"did not reach {fit:g} in validation (the training lengths) on every seed")
-                return out
+        fit = claim.get("fits_training")
+        if fit and not out["fitted"] and (kind == "stays_below" or not holds):  # a reach needs no fit
+            out["holds"] = NO_POWER
+            out["why"] = ("did not leave the baseline in validation on every seed" if fit is True else
+                          f"did not reach {fit:g} in validation (the training lengths) on every seed")
+            return out
     elif kind == "better_than" and "tests" in out:
         if not out["better_mean"]:
             holds = False
