@@ -216,6 +216,29 @@ def test_reaches_and_stays_below_count_seeds_at_a_value_and_a_failure_needs_the_
     assert claim_tables.claim_text({"stays_below": 0.9}, pub) == "stays below 0.9"
 
 
+def test_fits_training_at_a_value_asks_the_training_lengths_fitted_not_only_the_baseline_left(tmp_path):
+    """Delétang et al.'s models 'fit the training data perfectly': an LSTM at 0.6x the baseline and 75% on
+    its training lengths (the reverse-string pilot at 1,000 steps) left the baseline without fitting."""
+    job = 0
+    for cell, trained in (("lstm", [0.75, 0.8, 0.7]), ("gru", [0.99, 0.95, 1.0])):
+        for seed, accuracy in enumerate(trained):
+            fake_run(tmp_path / str(job), [f"cell={cell}", f"train.seed={seed}"],
+                     {"val/loss": 0.1, "val/loss_over_baseline": 0.6, "val/accuracy_mean_over_lengths": accuracy},
+                     test={"test/accuracy_mean_over_lengths": 0.55}, cell=cell)
+            job += 1
+    df = load_runs(tmp_path)
+    pub = {**published([]), "metric": "test/accuracy_mean_over_lengths", "mode": "max"}
+    claim = {"source": "p", "stays_below": 0.9}
+    assert verdicts.judge({**claim, "where": {"cell": "lstm"}, "fits_training": True}, df, pub)["holds"] is True
+    unfitted = verdicts.judge({**claim, "where": {"cell": "lstm"}, "fits_training": 0.9}, df, pub)
+    assert unfitted["holds"] == verdicts.NO_POWER and "did not reach 0.9 in validation" in unfitted["why"]
+    assert verdicts.judge({**claim, "where": {"cell": "gru"}, "fits_training": 0.9}, df, pub)["holds"] is True
+    # "solves it at every length" (reaches) failed where the training lengths were not fitted: the budget's
+    solves = {"source": "p", "reaches": 0.9, "fits_training": 0.9}
+    assert verdicts.judge({**solves, "where": {"cell": "lstm"}}, df, pub)["holds"] == verdicts.NO_POWER
+    assert verdicts.judge({**solves, "where": {"cell": "gru"}}, df, pub)["holds"] is False  # fitted, did not generalise
+
+
 def test_a_failure_before_the_papers_budget_times_the_measured_slowdown_is_no_power(tmp_path):
     adding_sweep(tmp_path, {("irnn", 150): [1.0, 0.98, 1.02]})
     df = load_runs(tmp_path).assign(**{"train.max_steps": 20000})

@@ -32,7 +32,11 @@ The rules (`judge`; `judge_all` adjusts a study's p-values together, Holm–Bonf
   true needs k ≥ k_of_n. ``stays_below``: no seed reaches it, with the control's power; a claim with
   ``fits_training: true`` also needs the point's own runs to leave the memoryless baseline in validation
   on every seed, else no power: a length-generalisation failure (Delétang et al. 2023's claims) means
-  something only for a model that fitted the training lengths.
+  something only for a model that fitted the training lengths. ``fits_training: <value>`` asks more:
+  the metric's validation counterpart (``final/val/…``: the training lengths) at that value on every
+  seed, as well as the baseline left (leaving the baseline is not fitting). On ``reaches`` it makes a
+  failure to reach no power where the training lengths were not fitted (a budget too short to fit them
+  says nothing of generalising beyond them).
 
 Any verdict other than a positive finding ("yes" to something happening) needs power: with a control
 that stays at the baseline (or was not run), or before the paper's budget, it reads `NO_POWER`.
@@ -196,6 +200,11 @@ def measure(claim: dict[str, Any], df: pd.DataFrame, published: dict[str, Any]) 
         out.update(threshold=threshold, k_reach=int(reached.sum()), n_reach=len(x))
         ratio = baseline_ratios(runs)
         out["fitted"] = bool(len(ratio)) and bool((ratio < BEATS_BASELINE).all())
+        fit = claim.get("fits_training")
+        if not isinstance(fit, bool) and isinstance(fit, (int, float)):  # a value on the training lengths
+            trained = values(runs, "final/" + metric.replace("test/", "val/", 1))
+            fits = trained >= fit if mode == "max" else trained <= fit
+            out["fitted"] = out["fitted"] and len(trained) == len(runs) and bool(fits.all())
     elif kind == "better_than":
         tests = []
         for other in claim["better_than"]:
@@ -277,9 +286,12 @@ def decide(claim: dict[str, Any], result: dict[str, Any], df: pd.DataFrame, publ
             positive = holds
         else:
             holds = out["k_reach"] == 0
-            if claim.get("fits_training") and not out["fitted"]:
-                out["holds"], out["why"] = NO_POWER, "did not leave the baseline in validation on every seed"
-                return out
+        fit = claim.get("fits_training")
+        if fit and not out["fitted"] and (kind == "stays_below" or not holds):  # a reach needs no fit
+            out["holds"] = NO_POWER
+            out["why"] = ("did not leave the baseline in validation on every seed" if fit is True else
+                          f"did not reach {fit:g} in validation (the training lengths) on every seed")
+            return out
     elif kind == "better_than" and "tests" in out:
         if not out["better_mean"]:
             holds = False
