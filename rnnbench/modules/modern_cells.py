@@ -377,11 +377,16 @@ def _causal_conv_sequence(u: Tensor, window: Tensor, weight: Tensor, bias: Tenso
     T, B, E = u.shape
     k = weight.shape[1]
     seq = torch.cat([window.permute(2, 0, 1), u], dim=0)                       # (k-1+T, B, E)
-    out = F.conv1d(seq.permute(1, 2, 0), weight.unsqueeze(1), bias, groups=E)  # (B, E, T)
+    # time-major shifted sums, not F.conv1d on a (B, E, T) view: the output stays contiguous in (T, B, E),
+    # so what follows (SiLU, the selective scan) reads it in order (measured: conv1d's permuted output
+    # made S6's SiLU backward and its copies the larger part of its step at T=500, H=256)
+    out = torch.addcmul(bias, seq[:T], weight[:, 0])
+    for j in range(1, k):
+        out = torch.addcmul(out, seq[j:j + T], weight[:, j])
     ends = torch.full((B,), T, device=u.device) if lengths is None else lengths.to(u.device)
     index = ends.view(1, B) + torch.arange(k - 1, device=u.device).view(k - 1, 1)   # (k-1, B)
     new_window = seq.gather(0, index.unsqueeze(-1).expand(k - 1, B, E)).permute(1, 2, 0)
-    return out.permute(2, 0, 1), new_window
+    return out, new_window
 
 
 class RGLRUCell(ModernCell):

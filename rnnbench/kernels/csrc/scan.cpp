@@ -521,9 +521,12 @@ std::vector<Tensor> lru_backward(const std::optional<Tensor>& grad_out, const st
 
 constexpr int64_t kChunk = 16;
 
-template <typename scalar_t>
+// kN: the state width as a compile-time constant (16, Mamba's default, and 8: each state row one or half a
+// vector, the loop over n unrolled), or 0 for any other width at run time.
+template <typename scalar_t, int kN>
 void s6_step(const scalar_t* delta, const scalar_t* u, const scalar_t* A, const scalar_t* Bt, scalar_t* h, int64_t E,
-             int64_t N) {
+             int64_t N_) {
+  const int64_t N = kN ? kN : N_;
   for (int64_t e = 0; e < E; ++e) {
     const scalar_t d = delta[e], du = d * u[e];
     scalar_t* he = h + e * N;
@@ -533,11 +536,11 @@ void s6_step(const scalar_t* delta, const scalar_t* u, const scalar_t* A, const 
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int kN>
 void s6_forward_rows(const scalar_t* delta, const scalar_t* u, const scalar_t* A, const scalar_t* Bm,
                      const scalar_t* Cm, const scalar_t* h0, scalar_t* y, scalar_t* h_last, scalar_t* checkpoints,
-                     const int64_t* len, int64_t T, int64_t B, int64_t E, int64_t N, int64_t b0, int64_t b1) {
-  const int64_t EN = E * N;
+                     const int64_t* len, int64_t T, int64_t B, int64_t E, int64_t N_, int64_t b0, int64_t b1) {
+  const int64_t N = kN ? kN : N_, EN = E * N;
   for (int64_t b = b0; b < b1; ++b) {
     scalar_t* h = h_last + b * EN;
     std::copy(h0 + b * EN, h0 + (b + 1) * EN, h);
@@ -549,7 +552,7 @@ void s6_forward_rows(const scalar_t* delta, const scalar_t* u, const scalar_t* A
         continue;
       }
       const int64_t row = t * B + b;
-      s6_step(delta + row * E, u + row * E, A, Bm + row * N, h, E, N);
+      s6_step<scalar_t, kN>(delta + row * E, u + row * E, A, Bm + row * N, h, E, N);
       const scalar_t* Ct = Cm + row * N;
       for (int64_t e = 0; e < E; ++e) {
         scalar_t acc = 0;
@@ -562,13 +565,13 @@ void s6_forward_rows(const scalar_t* delta, const scalar_t* u, const scalar_t* A
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int kN>
 void s6_backward_rows(const scalar_t* grad_y, const scalar_t* delta, const scalar_t* u, const scalar_t* A,
                       const scalar_t* Bm, const scalar_t* Cm, const scalar_t* checkpoints, const int64_t* len,
                       scalar_t* ddelta, scalar_t* du_out, scalar_t* dA_rows, scalar_t* dB, scalar_t* dC,
-                      scalar_t* gh_all, scalar_t* states, int64_t T, int64_t B, int64_t E, int64_t N, int64_t b0,
+                      scalar_t* gh_all, scalar_t* states, int64_t T, int64_t B, int64_t E, int64_t N_, int64_t b0,
                       int64_t b1) {
-  const int64_t EN = E * N;
+  const int64_t N = kN ? kN : N_, EN = E * N;
   for (int64_t b = b0; b < b1; ++b) {
     scalar_t* gh = gh_all + b * EN;  // enters as ∂L/∂h_T, leaves as ∂L/∂h0
     scalar_t* dA = dA_rows + b * EN;
@@ -581,7 +584,7 @@ void s6_backward_rows(const scalar_t* grad_y, const scalar_t* delta, const scala
         scalar_t* next = states + (t - t0 + 1) * EN;
         std::copy(next - EN, next, next);
         const int64_t row = t * B + b;
-        if (rnnbench::valid(len, b, t)) s6_step(delta + row * E, u + row * E, A, Bm + row * N, next, E, N);
+        if (rnnbench::valid(len, b, t)) s6_step<scalar_t, kN>(delta + row * E, u + row * E, A, Bm + row * N, next, E, N);
       }
       for (int64_t t = t1 - 1; t >= t0; --t) {
         const int64_t row = t * B + b;
@@ -636,7 +639,8 @@ std::vector<Tensor> s6_forward(const Tensor& delta, const Tensor& u, const Tenso
   AT_DISPATCH_FLOATING_TYPES(dc.scalar_type(), "s6_forward", [&] {
     const int64_t* len_p = rnnbench::lengths_ptr(len);
     rnnbench::for_row_blocks(B, E * N, [&](int64_t b0, int64_t b1) {
-      s6_forward_rows<scalar_t>(dc.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(), Ac.data_ptr<scalar_t>(),
+      auto rows = N == 16 ? s6_forward_rows<scalar_t, 16> : N == 8 ? s6_forward_rows<scalar_t, 8> : s6_forward_rows<scalar_t, 0>;
+      rows(dc.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(), Ac.data_ptr<scalar_t>(),
                                 Bc.data_ptr<scalar_t>(), Cc.data_ptr<scalar_t>(), h0c.data_ptr<scalar_t>(),
                                 y.data_ptr<scalar_t>(), h_T.data_ptr<scalar_t>(), checkpoints.data_ptr<scalar_t>(),
                                 len_p, T, B, E, N, b0, b1);
@@ -661,7 +665,8 @@ std::vector<Tensor> s6_backward(const std::optional<Tensor>& grad_y, const std::
     const int64_t* len_p = rnnbench::lengths_ptr(len);
     rnnbench::for_row_blocks(B, E * N, [&](int64_t b0, int64_t b1) {
       std::vector<scalar_t> states((kChunk + 1) * E * N);  // one chunk's states, per thread
-      s6_backward_rows<scalar_t>(gy.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(),
+      auto rows = N == 16 ? s6_backward_rows<scalar_t, 16> : N == 8 ? s6_backward_rows<scalar_t, 8> : s6_backward_rows<scalar_t, 0>;
+      rows(gy.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(),
                                  Ac.data_ptr<scalar_t>(), Bc.data_ptr<scalar_t>(), Cc.data_ptr<scalar_t>(),
                                  checkpoints.data_ptr<scalar_t>(), len_p, ddelta.data_ptr<scalar_t>(),
                                  du.data_ptr<scalar_t>(), dA_rows.data_ptr<scalar_t>(), dB.data_ptr<scalar_t>(),
