@@ -177,7 +177,7 @@ class _Fused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, name, lengths, h0, *inputs):
         out, h_T, *kept = getattr(kernel, f"{name}_forward")(*inputs, h0, lengths)
-        ctx.kernel, ctx.name, ctx.n_inputs = kernel, name, len(inputs)
+        ctx.kernel, ctx.name = kernel, name
         ctx.save_for_backward(lengths, *inputs, *(kept or (out, h0)))
         ctx.set_materialize_grads(False)
         return out, h_T
@@ -195,9 +195,10 @@ def _fused(name: str, h0: Tensor, lengths: Tensor | None, *inputs: Tensor) -> tu
     return _Fused.apply(extension.load("scan"), name, lengths, h0, *inputs)
 
 
-def min_rnn_fits(x_proj: Tensor) -> bool:
-    """Whether the fused minGRU / minLSTM kernel runs here (CPU float32/float64, the extension built)."""
-    return extension.fits(x_proj) and extension.available("scan")
+def fused_fits(x: Tensor) -> bool:
+    """Whether the fused cell kernels (minGRU / minLSTM, RG-LRU, LRU, S6) run on tensors like `x` here (CPU
+    float32/float64, the extension built)."""
+    return extension.fits(x) and extension.available("scan")
 
 
 def min_rnn(x_proj: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -209,7 +210,7 @@ def min_rnn(x_proj: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[
 def rglru(u: Tensor, pre: Tensor, coef: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """RG-LRU's recurrence on the fused C++ kernel: u (T, B, H), the gates' pre-activations pre (T, B, 2H)
     = [recurrence | input], coef = c·softplus(-Λ) (H), h0 (B, H) -> outputs (T, B, H), zero at padded steps,
-    and the final state (B, H) at each sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
+    and the final state (B, H) at each sequence's end. Runs where `fused_fits` (CPU float32/64, built)."""
     return _fused("rglru", h0, lengths, u, pre, coef)
 
 
@@ -217,7 +218,7 @@ def lru(x_proj: Tensor, lam: Tensor, gamma: Tensor, h0: Tensor, lengths: Tensor 
     """LRU's recurrence x_t = λ x_{t-1} + γ (u_re + i u_im) on the fused C++ kernel, in real halves: x_proj
     (T, B, ≥ 2N) starting [u_re | u_im], lam (2N) = [Re λ | Im λ], gamma (N), h0 (B, 2N) = [Re x0 | Im x0]
     -> states (T, B, 2N) = [Re x_t | Im x_t], zero at padded steps, and the final state (B, 2N) at each
-    sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
+    sequence's end. Runs where `fused_fits` (CPU float32/64, built)."""
     return _fused("lru", h0, lengths, x_proj, lam, gamma)
 
 
@@ -225,5 +226,5 @@ def s6(delta: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor,
        lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Mamba's selective scan on the fused C++ kernel, without the (T, B, E, N) tensors: Δ, u (T, B, E), A (E, N),
     B, C (T, B, N), h0 (B, E, N) -> y (T, B, E) with y_t = Σ_n C_t[n] h_t[:, n], zero at padded steps, and the
-    final state (B, E, N) at each sequence's end. Runs where `min_rnn_fits` (CPU float32/64, built)."""
+    final state (B, E, N) at each sequence's end. Runs where `fused_fits` (CPU float32/64, built)."""
     return _fused("s6", h0, lengths, delta, u, A, B, C)

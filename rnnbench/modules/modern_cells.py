@@ -169,7 +169,7 @@ class MinGRUCell(ModernCell):
 
     def sequence(self, x_proj: Tensor, state: State, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         (h0,) = state
-        if not self.log_space and scan.min_rnn_fits(x_proj):
+        if not self.log_space and scan.fused_fits(x_proj):
             out, h = scan.min_rnn(x_proj, h0, lengths)                          # gates and scan fused, C++
             return out, (h,)
         k_z, k_h = x_proj.chunk(2, dim=-1)                                      # (T, B, H) each
@@ -217,7 +217,7 @@ class MinLSTMCell(ModernCell):
 
     def sequence(self, x_proj, state, lengths=None):
         (h0,) = state
-        if not self.log_space and scan.min_rnn_fits(x_proj):
+        if not self.log_space and scan.fused_fits(x_proj):
             out, h = scan.min_rnn(x_proj, h0, lengths)                          # gates and scan fused, C++
             return out, (h,)
         k_f, k_i, k_h = x_proj.chunk(3, dim=-1)
@@ -318,7 +318,7 @@ class LRUCell(ModernCell):
     def sequence(self, x_proj, state, lengths=None):
         _, x0 = state
         N = self.state_dim
-        if scan.min_rnn_fits(x_proj):  # in real halves on the fused C++ kernel, the readout one GEMM
+        if scan.fused_fits(x_proj):  # in real halves on the fused C++ kernel, the readout one GEMM
             lam = self.eigenvalues()
             halves, last = scan.lru(x_proj, torch.cat([lam.real, lam.imag]), torch.exp(self.gamma_log),
                                     torch.cat([x0.real, x0.imag], dim=-1), lengths)       # (T, B, 2N), (B, 2N)
@@ -499,7 +499,7 @@ class RGLRUCell(ModernCell):
             u, window = _causal_conv_sequence(u, window, self.conv_weight, self.conv_bias, lengths)
         else:
             (h0,) = state
-        if scan.min_rnn_fits(u):  # gates' nonlinearities, a_t, √(1 - a_t²) and the scan fused, C++
+        if scan.fused_fits(u):  # gates' nonlinearities, a_t, √(1 - a_t²) and the scan fused, C++
             hs, h = scan.rglru(u, self._pre_activations(u), self.c * F.softplus(-self.a_param), h0, lengths)
         else:
             a, b, _, _ = self._coefficients(u)
@@ -671,7 +671,7 @@ class S6Cell(ModernCell):
         x_hat, z = x_proj.chunk(2, dim=-1)                                      # (T, B, E) each
         u, window = _causal_conv_sequence(x_hat, window, self.conv_weight, self.conv_bias, lengths)
         u = F.silu(u)
-        if scan.min_rnn_fits(u):  # the selective scan fused in C++, no (T, B, E, N) tensor
+        if scan.fused_fits(u):  # the selective scan fused in C++, no (T, B, E, N) tensor
             delta, B, C = self._selection(u)
             hC, h = scan.s6(delta, u, -torch.exp(self.A_log), B, C, h0, lengths)   # (T, B, E), (B, E, N)
             y = F.linear((hC + self.D * u) * F.silu(z), self.weight_out)
