@@ -765,3 +765,26 @@ def test_s6_kernel_is_its_steps_on_extreme_inputs(dtype):
         cell.dt_bias.copy_(torch.tensor([-30.0, -3.0, 0.0, 3.0, 30.0, 100.0, -100.0, 1.0]))
         cell.A_log[:, 2] = torch.tensor([0.0, 2.0, 4.0, 9.2, 0.0, 1.0, 2.0, 3.0])
     assert_kernel_is_its_steps_on_extreme_inputs(cell, dtype, scale=1e2, T=40, padded_grad_zero=False)
+
+
+def test_a_fused_kernel_over_no_steps_returns_its_initial_state():
+    """T = 0 on each fused kernel: no output, the final state is the initial one, and its gradient passes
+    straight through (S6's backward walks no checkpoint chunk)."""
+    from rnnbench.kernels import scan
+
+    B, H, N, E = 2, 4, 3, 5
+    cases = {
+        "min_rnn": (torch.randn(B, H), lambda h0: scan.min_rnn(torch.zeros(0, B, 2 * H), h0)),
+        "rglru": (torch.randn(B, H), lambda h0: scan.rglru(torch.zeros(0, B, H), torch.zeros(0, B, 2 * H),
+                                                          torch.ones(H), h0)),
+        "lru": (torch.randn(B, 2 * N), lambda h0: scan.lru(torch.zeros(0, B, 2 * N + H), torch.rand(2 * N),
+                                                          torch.ones(N), h0)),
+        "s6": (torch.randn(B, E, N), lambda h0: scan.s6(torch.zeros(0, B, E), torch.zeros(0, B, E), -torch.ones(E, N),
+                                                       torch.zeros(0, B, N), torch.zeros(0, B, N), h0)),
+    }
+    for name, (h0, run) in cases.items():
+        h0 = h0.requires_grad_()
+        out, h_T = run(h0)
+        assert out.shape[0] == 0 and torch.equal(h_T, h0), name
+        (grad,) = torch.autograd.grad(h_T.sum(), h0)
+        assert torch.equal(grad, torch.ones_like(h0)), name

@@ -576,7 +576,7 @@ void s6_backward_rows(const scalar_t* grad_y, const scalar_t* delta, const scala
     scalar_t* gh = gh_all + b * EN;  // enters as ∂L/∂h_T, leaves as ∂L/∂h0
     scalar_t* dA = dA_rows + b * EN;
     std::fill(dA, dA + EN, scalar_t(0));
-    for (int64_t c = (T - 1) / kChunk; c >= 0; --c) {
+    for (int64_t c = T > 0 ? (T - 1) / kChunk : -1; c >= 0; --c) {  // T = 0: no chunk, gh passes through
       const int64_t t0 = c * kChunk, t1 = std::min(T, t0 + kChunk);
       // states[k] = h_{t0 + k - 1}: the checkpoint, then the chunk's states recomputed
       std::copy(checkpoints + (c * B + b) * EN, checkpoints + (c * B + b + 1) * EN, states);
