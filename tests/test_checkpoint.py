@@ -418,8 +418,8 @@ def draws() -> tuple:
 
 
 def test_restored_generators_draw_again_what_they_drew_after_the_save_through_a_checkpoint_file(tmp_path):
-    np.random.standard_normal()  # leaves numpy's second Gaussian of the pair cached (has_gauss)
-    assert np.random.get_state()[3] == 1
+    while np.random.get_state()[3] != 1:  # numpy's second Gaussian of a pair cached (has_gauss), to be kept
+        np.random.standard_normal()
     path = checkpoint.save(tmp_path, {**payload(1), "trainer": {"rng": checkpoint.rng_states()}})
     expected = draws()
     draws()  # the generators move on
