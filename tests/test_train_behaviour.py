@@ -508,3 +508,57 @@ def test_progress_lines_report_each_steps_loss_and_the_last_evaluation(caplog):
     assert re.fullmatch(r"step 1/4 \(25%\), loss 0, [\d.e+]+ steps/s, ETA \d+ s", lines[0]), lines[0]  # no evaluation yet
     assert [line.split(", ")[2] for line in lines[1:]] == ["val/accuracy=0 (step 2)"] * 2 + ["val/accuracy=0 (step 4)"]
     assert lines[-1].endswith("ETA 0 s")
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradient profiles and the run folder sink (in process: mutation testing cannot use a child's run)
+
+
+class Profiles(Rows):
+    """A sink keeping the logged rows and each profile with the step it was logged at."""
+
+    def __init__(self):
+        super().__init__()
+        self.profiles = []
+
+    def log_profile(self, step, profile):
+        self.profiles.append((step, profile))
+
+
+def profiled_run(gate_stats: bool, **kw) -> tuple[Profiles, dict]:
+    """A 7-step LSTM run on the adding task profiling every 3 steps; the profile its model had at
+    initialisation, computed beside it on a copy."""
+    import copy
+
+    from rnnbench.modules.diagnostics import temporal_profile
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    initial = temporal_profile(copy.deepcopy(model), task.loss, task.probe_batch(), gate_stats)
+    sink = Profiles()
+    Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None,
+            settings(max_steps=7, eval_every=5, profile_every=3, gate_stats=gate_stats, **kw), [sink]).fit()
+    return sink, initial
+
+
+@pytest.mark.parametrize("gate_stats", [True, False])
+def test_profiles_come_at_initialisation_every_profile_every_steps_and_at_the_last(gate_stats):
+    sink, initial = profiled_run(gate_stats)
+    assert [step for step, _ in sink.profiles] == [0, 3, 6, 7]
+    assert [profile["step"] for _, profile in sink.profiles] == [0, 3, 6, 7]
+    first = sink.profiles[0][1]
+    assert first["layers"] == initial["layers"] and first["loss"] == initial["loss"]  # before any update
+    assert sink.profiles[1][1]["layers"] != initial["layers"]
+    assert ("gates" in first) == gate_stats
+
+
+def test_the_recorder_sink_writes_rows_and_profiles_to_the_run_folder(tmp_path):
+    with run_folder.RunRecorder(tmp_path) as recorder:
+        sink = train.RecorderSink(recorder)
+        sink.log({"step": 1, "train/loss": 0.5})
+        sink.log_profile(3, {"step": 3, "layers": {"layer0": [0.25, 1.0]}})
+    assert run_folder.read_metrics(tmp_path) == [{"step": 1, "train/loss": 0.5}]
+    assert run_folder.read_profiles(tmp_path) == [{"step": 3, "layers": {"layer0": [0.25, 1.0]}}]
+    assert run_folder.read_profile(tmp_path) == {"step": 3, "layers": {"layer0": [0.25, 1.0]}}
