@@ -562,3 +562,93 @@ def test_the_recorder_sink_writes_rows_and_profiles_to_the_run_folder(tmp_path):
     assert run_folder.read_metrics(tmp_path) == [{"step": 1, "train/loss": 0.5}]
     assert run_folder.read_profiles(tmp_path) == [{"step": 3, "layers": {"layer0": [0.25, 1.0]}}]
     assert run_folder.read_profile(tmp_path) == {"step": 3, "layers": {"layer0": [0.25, 1.0]}}
+
+
+# ------------------------------------------------------------------------------------------------
+# The clock, a stop request, the carried state in a checkpoint, the splits evaluated
+
+
+def run_for(max_minutes: float, elapsed_s: float) -> int:
+    """The steps a 4-step run takes under `max_minutes` when its earlier segments took `elapsed_s`."""
+    model = Linear()
+    trainer = Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                      settings(max_steps=4, max_minutes=max_minutes), [Rows()])
+    trainer.result.elapsed_s = elapsed_s  # as load_state_dict restores it
+    return trainer.fit().steps
+
+
+def test_a_resumed_runs_clock_goes_on_from_its_earlier_segments_against_max_minutes():
+    assert run_for(max_minutes=2, elapsed_s=0.0) == 4
+    assert run_for(max_minutes=2, elapsed_s=100.0) == 4  # 100 s of 120: time left for the 4 steps
+    assert run_for(max_minutes=2, elapsed_s=120.5) == 1  # out of time: the step under way is the last
+
+
+class SqrtLoss(Scripted):
+    """loss = Σ sqrt(|w|): finite (0) at w = 0, where its gradient is not (∞ · 0 = NaN)."""
+
+    def loss(self, outputs, batch):
+        return torch.sqrt(outputs.abs()).sum()
+
+
+def test_a_finite_loss_with_a_non_finite_gradient_diverges_without_an_update():
+    model, rows = Linear(), Rows()
+    result = Trainer(model, SqrtLoss(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                     settings(max_steps=3), [rows]).fit()
+    assert (result.status, result.diverged_at, result.steps) == ("diverged", 1, 0)
+    assert [sorted(row) for row in rows] == [["diverged", "grad/global_norm", "step", "train/loss"]]
+    assert rows[0]["train/loss"] == 0.0 and math.isnan(rows[0]["grad/global_norm"]) and rows[0]["diverged"] is True
+    assert model.w.tolist() == [0.0, 0.0]
+
+
+def test_a_stop_request_checkpoints_the_step_just_run_and_returns_the_stopped_result():
+    model, saved = Linear(), []
+    trainer = Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                      settings(max_steps=10, checkpoint_at_eval=False, checkpoint_minutes=0), [Rows()],
+                      checkpoint=lambda state: saved.append(state["step"]), stop_requested=lambda: trainer.step >= 2)
+    result = trainer.fit()
+    assert result is trainer.result and (result.status, result.steps) == ("stopped", 2)
+    assert saved == [2]  # the step just run, and no "final" checkpoint of a completed run after it
+
+
+def test_the_carried_state_goes_into_the_checkpoint_and_comes_back_from_it():
+    model = Linear()
+    first = Trainer(model, Scripted(stateful=True), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                    settings(max_steps=3), [Rows()])
+    first.fit()
+    state = first.state_dict()
+    assert int(state["carried_state"]) == 3  # three windows since the stream began
+    resumed_model = Linear()
+    resumed = Trainer(resumed_model, Scripted(stateful=True), torch.optim.SGD(resumed_model.parameters(), lr=0.1), None,
+                      settings(max_steps=5), [Rows()])
+    resumed.load_state_dict(state)
+    resumed.fit()
+    assert resumed_model.received == [3, 4]  # steps 4 and 5 start from the state step 3 left
+
+
+def test_the_trainer_evaluates_the_validation_split_unless_told_another():
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    trainer = Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None, settings(), [Rows()])
+    val, test = train.evaluate_model(model, task, "val"), train.evaluate_model(model, task, "test")
+    assert val != test
+    assert trainer.evaluate() == val and trainer.evaluate("test") == test
+
+
+def test_progress_lines_come_every_every_s_seconds_with_the_rate_and_eta_of_this_segment(monkeypatch, caplog):
+    """By a clock the test moves: a run resumed at step 2 of 10, a line at most every 30 s."""
+    clock = [1000.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    lines = train.ProgressLines(total=10, initial=2, every_s=30)
+    with caplog.at_level("INFO", logger=train.log.name):
+        for now, step, last_metric in ((1010, 3, ""), (1040, 6, ""), (1060, 7, "val/loss=0.2 (step 6)"),
+                                       (1070, 8, "val/loss=0.2 (step 6)")):
+            clock[0] = now
+            lines.update(step, 0.5, last_metric)
+    # 1040: 4 steps in 40 s since the resume, 0.1 steps/s, 4 steps left: 40 s. None at 1060 (20 s after
+    # the last line); at 1070, exactly 30 s after: 6 steps in 70 s, 2 left: 23.3 s
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 6/10 (60%), loss 0.5, 0.1 steps/s, ETA 40 s",
+        "step 8/10 (80%), loss 0.5, val/loss=0.2 (step 6), 0.0857 steps/s, ETA 23 s"]
