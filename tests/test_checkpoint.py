@@ -278,11 +278,13 @@ def test_a_summary_without_a_fingerprint_leaves_the_decision_to_the_checkpoint(t
 def test_a_garbled_summary_is_passed_over_with_a_warning_and_the_checkpoint_decides(tmp_path, caplog):
     checkpoint.save(tmp_path, payload(4))
     (tmp_path / "summary.json").write_text('{"status": "compl')
+    with pytest.raises(ValueError) as garbled:
+        run_folder.read_summary(tmp_path)
     with caplog.at_level(logging.WARNING, logger="rnnbench"):
         started = plan(tmp_path)
     assert started.previous is None and started.step == 4
-    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"unreadable {tmp_path / 'summary.json'}"]
-    assert caplog.records[0].getMessage().endswith("): resuming from the checkpoint alone")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"unreadable {tmp_path / 'summary.json'} ({garbled.value}): resuming from the checkpoint alone"]
 
 
 CHANGED = {"model": {"hidden_size": 16, "cell": "lstm"}, "train": {"max_steps": 12, "resume": True},
@@ -333,14 +335,17 @@ def test_a_refused_resume_reads_a_bad_checkpoint_as_an_error(tmp_path):
 
 def test_config_differences_name_each_leaf_that_differs_and_leave_out_the_fingerprints_exclusions():
     old = {"model": {"cell": "lstm", "sizes": [8, 8], "extra": {}}, "optim": {"lr": 1e-3},
-           "train": {"checkpoint_every": 10, "resume": False, "seed": 0}, "logger": {"wandb": {"mode": "disabled"}},
+           "train": {"checkpoint_every": 10, "resume": False, "seed": 0, "lr_backoff": None},
+           "logger": {"wandb": {"mode": "disabled"}},
            "hydra": {"run": {"dir": "a"}}, "paths": {"output_dir": "a"}}
-    new = {"model": {"cell": "gru", "sizes": [8, 16], "extra": {"x": 1}}, "optim": {"lr": 1e-3, "momentum": 0.9},
+    new = {"model": {"cell": "gru", "sizes": [8, 16], "extra": {"x": 1}, "dropout": None},
+           "optim": {"lr": 1e-3, "momentum": 0.9},
            "train": {"checkpoint_every": 20, "resume": True}, "logger": {"wandb": {"mode": "online"}},
            "hydra": {"run": {"dir": "b"}}, "paths": {"output_dir": "b"}}
     assert checkpoint.config_differences(old, new) == [
-        "model.cell: 'lstm' -> 'gru'", "model.extra: {} -> (absent)", "model.extra.x: (absent) -> 1",
-        "model.sizes: [8, 8] -> [8, 16]", "optim.momentum: (absent) -> 0.9", "train.seed: 0 -> (absent)"]
+        "model.cell: 'lstm' -> 'gru'", "model.dropout: (absent) -> None", "model.extra: {} -> (absent)",
+        "model.extra.x: (absent) -> 1", "model.sizes: [8, 8] -> [8, 16]", "optim.momentum: (absent) -> 0.9",
+        "train.lr_backoff: None -> (absent)", "train.seed: 0 -> (absent)"]
     assert checkpoint.config_differences(old, new, exclude=("model", "optim", "train.*", "logger.wandb")) == [
         "hydra.run.dir: 'a' -> 'b'", "paths.output_dir: 'a' -> 'b'"]
     assert checkpoint.config_differences(old, old) == []
@@ -358,20 +363,30 @@ def write_rows(path, items, tail: str = "") -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in items) + tail)
 
 
-def test_a_resumed_run_forgets_the_rows_after_its_checkpoint_and_the_test_row(tmp_path, caplog):
-    metrics = [{"step": s, "train/loss": 1.0 / s} for s in (2, 4, 6, 8)] + [{"step": 8, "test/loss": 0.1}]
+def test_a_resumed_run_forgets_the_rows_after_its_checkpoint(tmp_path, caplog):
+    metrics = [{"step": s, "train/loss": 1.0 / s} for s in (2, 4, 6, 8)]
     write_rows(tmp_path / "metrics.jsonl", metrics, tail='{"step": 10, "train/lo')  # cut by the kill
-    profiles = [{"step": s, "grad": [float(s)]} for s in (0, 4, 8)]
+    profiles = [{"step": s, "grad": [float(s)]} for s in (0, 2, 4, 8)]
     write_rows(tmp_path / "profiles.jsonl", profiles)
     (tmp_path / "profile.json").write_text(json.dumps(profiles[-1]))
     with caplog.at_level(logging.INFO, logger="rnnbench"):
         checkpoint.forget_after(tmp_path, 4)
     assert rows(tmp_path / "metrics.jsonl") == metrics[:2]
-    assert rows(tmp_path / "profiles.jsonl") == profiles[:2]
-    assert json.loads((tmp_path / "profile.json").read_text()) == profiles[1]  # the last one kept
+    assert rows(tmp_path / "profiles.jsonl") == profiles[:3]
+    assert json.loads((tmp_path / "profile.json").read_text()) == profiles[2]  # the last one kept
     assert [r.getMessage() for r in caplog.records] == [
-        "metrics.jsonl: 4 rows after step 4 dropped (logged again from the checkpoint)",
+        "metrics.jsonl: 3 rows after step 4 dropped (logged again from the checkpoint)",
         "profiles.jsonl: 1 rows after step 4 dropped (logged again from the checkpoint)"]
+
+
+def test_a_run_resumed_from_its_final_checkpoint_forgets_its_test_row_and_keeps_the_rest(tmp_path):
+    # killed while testing after the last step: the final checkpoint is at that step, as is the test row
+    metrics = [{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 0.5, "val/loss": 0.6}]
+    write_rows(tmp_path / "metrics.jsonl", [*metrics, {"step": 2, "test/loss": 0.7}])
+    checkpoint.forget_after(tmp_path, 2)
+    assert rows(tmp_path / "metrics.jsonl") == metrics
+    checkpoint.forget_after(tmp_path, 1)  # a checkpoint at step 1 keeps step 1
+    assert rows(tmp_path / "metrics.jsonl") == metrics[:1]
 
 
 def test_a_fresh_start_in_a_folder_forgets_every_row_of_the_earlier_attempt(tmp_path, caplog):
@@ -403,6 +418,10 @@ def test_truncate_jsonl_keeps_the_accepted_rows_and_counts_the_dropped_and_the_c
     path = tmp_path / "rows.jsonl"
     path.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
     assert checkpoint.truncate_jsonl(path, lambda row: row["step"] != 2) == 2
+    assert path.read_text() == '{"step": 1}\n{"step": 3}\n'
+    # a line cut by a kill that a later attempt appended after (no newline between them)
+    path.write_text('{"step": 1}\n{"step": 2, "lo{"step": 2}\n{"step": 3}\n')
+    assert checkpoint.truncate_jsonl(path, lambda row: True) == 1
     assert path.read_text() == '{"step": 1}\n{"step": 3}\n'
     assert checkpoint.truncate_jsonl(tmp_path / "missing.jsonl", lambda row: False) == 0
     assert not (tmp_path / "missing.jsonl").exists()
@@ -487,6 +506,17 @@ def test_ctrl_c_stops_after_the_step_a_second_one_at_once_and_redelivered_exits_
     with pytest.raises(SystemExit) as exited:
         stop.redeliver()
     assert exited.value.code == 130
+
+
+def test_stop_signals_default_to_the_preemption_signals_and_can_be_entered_again(monkeypatch, usr_handlers):
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    stop = checkpoint.StopSignals()
+    assert stop.signals == checkpoint.preemption_signals()
+    stop.signals = (signal.SIGUSR1,)
+    for _ in range(2):  # a sweep's worker may run several jobs, each with its own stop window
+        with stop:
+            assert signal.getsignal(signal.SIGUSR1) == stop._handle
+        assert signal.getsignal(signal.SIGUSR1) != stop._handle
 
 
 def test_outside_the_main_thread_stop_signals_change_nothing(usr_handlers):
