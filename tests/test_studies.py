@@ -707,11 +707,14 @@ def test_fewer_divergences_judges_a_point_that_only_diverged_and_needs_power_bel
     measured = verdicts.measure(claim, df, published([]))
     at_alpha = verdicts.decide(claim, {**measured, "reachable": verdicts.ALPHA}, df, published([]))
     assert at_alpha["holds"] == verdicts.NO_POWER
-    reversed_ = verdicts.measure({**claim, "where": {"train.clip_mode": "off"},
-                                  "fewer_divergences": [{"train.clip_mode": "norm"}]}, df, published([]))
-    significant = verdicts.decide(claim, reversed_, df, published([]))
-    assert significant["holds"] is True
-    assert verdicts.decide(claim, reversed_, df, published([]), p_adjusted=verdicts.ALPHA)["holds"] is False
+    off_fewer = {**claim, "where": {"train.clip_mode": "off"}, "fewer_divergences": [{"train.clip_mode": "norm"}]}
+    reversed_ = verdicts.measure(off_fewer, df, published([]))
+    assert verdicts.decide(off_fewer, reversed_, df, published([]))["holds"] is True
+    assert verdicts.decide(off_fewer, reversed_, df, published([]), p_adjusted=verdicts.ALPHA)["holds"] is False
+    # a "yes" needs no control; a "no" does (this control never leaves the baseline: loss 0.2 against 1/6)
+    never = published([], control={"train.seed": 0})
+    assert verdicts.decide(off_fewer, reversed_, df, never)["holds"] is True
+    assert verdicts.decide(claim, measured, df, never)["holds"] == verdicts.NO_POWER
 
 
 def test_the_bound_rule_reads_the_published_layer_counts_the_profiled_runs_and_holds_at_the_tolerance(tmp_path):
