@@ -652,3 +652,52 @@ def test_progress_lines_come_every_every_s_seconds_with_the_rate_and_eta_of_this
     assert [r.getMessage() for r in caplog.records] == [
         "step 6/10 (60%), loss 0.5, 0.1 steps/s, ETA 40 s",
         "step 8/10 (80%), loss 0.5, val/loss=0.2 (step 6), 0.0857 steps/s, ETA 23 s"]
+
+
+class LengthsSeen(Linear):
+    """Linear, keeping the lengths each training forward pass was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.lengths_seen = []
+
+    def forward(self, inputs, lengths=None, state=None):
+        self.lengths_seen.append(None if lengths is None else lengths.tolist())
+        return super().forward(inputs, lengths, state)
+
+
+class Padded(Scripted):
+    """Batches of two sequences of 3 and 1 steps, padded to 3."""
+
+    def train_batch(self):
+        batch = super().train_batch()
+        return Batch(torch.zeros(3, 2, 1), torch.zeros(2), lengths=torch.tensor([3, 1]),
+                     reset_state=batch.reset_state)
+
+    def loss(self, outputs, batch):
+        return (torch.tensor(GRAD) * outputs[0]).sum()
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_a_padded_batch_trains_with_its_lengths(stateful):
+    model = LengthsSeen()
+    Trainer(model, Padded(stateful=stateful), torch.optim.SGD(model.parameters(), lr=0.1), None,
+            settings(max_steps=2), [Rows()]).fit()
+    assert model.lengths_seen == [[3, 1], [3, 1]]
+
+
+def test_per_group_gradient_norms_come_with_the_logged_steps_only():
+    from rnnbench.modules.diagnostics import gradient_norms
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    rows = Rows()
+    trainer = Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None,
+                      settings(max_steps=3, log_every=2), [rows])
+    _, grads, _, _ = trainer.train_step()  # not a logged step unless asked
+    assert sorted(grads) == ["grad/global_norm", "grad/global_norm_clipped"]
+    trainer.fit()
+    groups = {f"grad/{name}" for name in gradient_norms(model)}
+    assert groups and [sorted(groups & set(row)) for row in rows] == [sorted(groups)] * 2  # steps 2 and 3 (the last)
