@@ -701,3 +701,23 @@ def test_per_group_gradient_norms_come_with_the_logged_steps_only():
     trainer.fit()
     groups = {f"grad/{name}" for name in gradient_norms(model)}
     assert groups and [sorted(groups & set(row)) for row in rows] == [sorted(groups)] * 2  # steps 2 and 3 (the last)
+
+
+def test_on_a_terminal_the_progress_is_a_bar_from_the_resumed_step_with_the_loss_and_last_evaluation(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # where tqdm draws
+    progress = train._progress(settings(max_steps=10, progress=True), 3)
+    assert isinstance(progress, train.ProgressBar)
+    bar = progress.bar
+    assert (bar.total, bar.n, bar.desc, bar.leave) == (10, 3, "train", False) and not bar.disable
+    assert bar.dynamic_ncols  # follows the terminal's width
+    progress.update(4, 0.123456, "val/loss=0.2 (step 4)")
+    assert bar.n == 4 and bar.postfix == "loss=0.1235 val/loss=0.2 (step 4)"
+    progress.close()
+    assert train._progress(settings(max_steps=10, progress=False), 3) is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # stdout a terminal, stderr redirected: no drawing
+    assert train.ProgressBar(10, 3).bar.disable is True
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert isinstance(train._progress(settings(max_steps=10, progress=True), 3), train.ProgressLines)
