@@ -429,12 +429,12 @@ def test_no_spread_is_judged_on_the_rounded_differences_relative_to_the_differen
     rounded = compare_samples([0.1, 0.2, 0.3], [0.0, 0.1, 0.2], paired=True)  # 0.1 - 0.0 != 0.3 - 0.2 in floats
     assert np.ptp(np.subtract([0.1, 0.2, 0.3], [0.0, 0.1, 0.2])) > 0
     assert (rounded["p"], rounded["ci"]) == (0.0, (rounded["diff"], rounded["diff"]))
-    large = compare_samples([1000.1, 1000.2, 1000.3], [0.1, 0.2, 0.3], paired=True)  # noise ~1e-13 of 1000
+    large = compare_samples([1000.0, 1000.0 + 1e-10], [0.0, 0.0], paired=True)  # 1e-10 of 1000: 1e-13 relative
     assert (large["p"], large["ci"]) == (0.0, (large["diff"], large["diff"]))
     boundary = compare_samples([0.0, 1e-12], [0.0, 0.0], paired=True)  # spread 1e-12 exactly, diff 5e-13
     assert (boundary["p"], boundary["ci"]) == (0.0, (5e-13, 5e-13))
-    above = [0.5, 0.5 + 1.5e-12]  # spread 1.5e-12 of a difference of 0.5: a test
-    assert compare_samples(above, [0.0, 0.0], paired=True)["p"] == pytest.approx(ttest_rel(above, [0.0, 0.0]).pvalue)
+    above = [0.0, 1.5e-12]  # spread 1.5e-12 (over the 1e-12 floor) of a difference of 7.5e-13: t = 1, p = 0.5
+    assert compare_samples(above, [0.0, 0.0], paired=True)["p"] == pytest.approx(0.5) == ttest_rel(above, [0.0, 0.0]).pvalue
     for paired in (True, False):
         same = compare_samples([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], paired=paired)
         assert (same["diff"], same["ci"], same["p"]) == (0.0, (0.0, 0.0), 1.0)
@@ -510,6 +510,27 @@ def test_noninferiority_with_equal_spreads_a_missing_value_or_one_value_a_side()
                                                                                   "min", paired), rel=1e-9)
         one = noninferiority([2.0], [2.1], 0.05, "min", paired)  # no test: not shown noninferior
         assert math.isnan(one["p_noninferior"]) and one["noninferior"] is False
+
+
+def test_noninferiority_without_spread_is_exact_within_the_margin_or_not():
+    """No spread at all (to the last digits, as compare_samples judges it): the difference is exact, so
+    the interval (diff, diff) lies inside the margin or not; a variant with the very same results does
+    not hurt."""
+    from rnnbench.report.stats import noninferiority
+
+    base = [1.0, 2.0, 3.0]
+    shifted = [1.01, 2.01, 3.01]  # 0.01 worse on every draw, to rounding
+    assert np.ptp(np.subtract(shifted, base)) > 0
+    same = noninferiority(base, base, 0.02, "min", paired=True)  # the very same results, draw by draw
+    assert (same["p_noninferior"], same["noninferior"]) == (0.0, True)
+    within = noninferiority(shifted, base, 0.02, "min", paired=True)
+    assert (within["p_noninferior"], within["noninferior"], within["ci"]) == (0.0, True, (within["diff"],) * 2)
+    beyond = noninferiority(shifted, base, 0.005, "min", paired=True)
+    assert (beyond["p_noninferior"], beyond["noninferior"]) == (1.0, False)
+    assert noninferiority(shifted, base, 0.02, "max", paired=True)["noninferior"]  # higher is better: a gain
+    constant_sides = noninferiority([2.0, 2.0], [1.99, 1.99], 0.02, "min", paired=False)
+    assert (constant_sides["p_noninferior"], constant_sides["noninferior"]) == (0.0, True)
+    assert noninferiority([2.0, 2.0], [1.99, 1.99], 0.005, "min", paired=False)["p_noninferior"] == 1.0
 
 
 @pytest.mark.parametrize("margin", [0.0, -0.1, math.nan])
