@@ -531,6 +531,13 @@ def test_noninferiority_without_spread_is_exact_within_the_margin_or_not():
     constant_sides = noninferiority([2.0, 2.0], [1.99, 1.99], 0.02, "min", paired=False)
     assert (constant_sides["p_noninferior"], constant_sides["noninferior"]) == (0.0, True)
     assert noninferiority([2.0, 2.0], [1.99, 1.99], 0.005, "min", paired=False)["p_noninferior"] == 1.0
+    at_margin = noninferiority([1.25, 2.25], [1.0, 2.0], 0.25, "min", paired=True)  # worse by the margin exactly
+    assert (at_margin["p_noninferior"], at_margin["noninferior"]) == (1.0, False)
+    # fewer than two values a side: no test, even without spread; no whole pair or an empty side at all
+    for a, b, paired in (([2.0], [1.99, 1.99], False), ([2.0, math.nan], [math.nan, 2.0], True),
+                         ([math.nan], [1.99, 1.99], False)):
+        result = noninferiority(a, b, 0.02, "min", paired)
+        assert math.isnan(result["p_noninferior"]) and result["noninferior"] is False
 
 
 @pytest.mark.parametrize("margin", [0.0, -0.1, math.nan])
