@@ -721,3 +721,15 @@ def test_on_a_terminal_the_progress_is_a_bar_from_the_resumed_step_with_the_loss
     assert train.ProgressBar(10, 3).bar.disable is True
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert isinstance(train._progress(settings(max_steps=10, progress=True), 3), train.ProgressLines)
+
+
+def test_a_metric_other_than_the_main_one_is_tracked_in_the_direction_its_name_says():
+    """val/f1 (higher is better by its name, not the task's main metric) is best at its highest, val/mse
+    (lower is better by its name) at its lowest."""
+    evals = [{"loss": 1.0, "accuracy": 0.1, "f1": 0.2, "mse": 0.3}, {"loss": 1.0, "accuracy": 0.1, "f1": 0.8, "mse": 0.1},
+             {"loss": 1.0, "accuracy": 0.1, "f1": 0.5, "mse": 0.2}]
+    model = Linear()
+    result = Trainer(model, Scripted(evals=evals), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                     settings(max_steps=3, eval_every=1), [Rows()]).fit()
+    assert (result.best["val/f1"], result.best_step["val/f1"]) == (0.8, 2)
+    assert (result.best["val/mse"], result.best_step["val/mse"]) == (0.1, 2)
