@@ -733,3 +733,37 @@ def test_a_metric_other_than_the_main_one_is_tracked_in_the_direction_its_name_s
                      settings(max_steps=3, eval_every=1), [Rows()]).fit()
     assert (result.best["val/f1"], result.best_step["val/f1"]) == (0.8, 2)
     assert (result.best["val/mse"], result.best_step["val/mse"]) == (0.1, 2)
+
+
+def clocked_checkpoints(monkeypatch, write_s: float, **kw) -> list[int]:
+    """The steps a 25-step run checkpoints at by a clock the test moves: each step takes 10 s, each
+    checkpoint `write_s`."""
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    saved = []
+
+    def write(state):
+        saved.append(state["step"])
+        clock[0] += write_s
+
+    model = Linear()
+    Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+            settings(max_steps=25, **kw), [Rows()], checkpoint=write,
+            on_step=lambda step: clock.__setitem__(0, 10.0 * step)).fit()
+    return saved
+
+
+def test_checkpoints_by_the_clock_come_once_checkpoint_minutes_have_passed_to_the_second(monkeypatch):
+    # step k runs at 10 (k - 1) s: 60 s have passed at step 7 exactly, then at step 13, 19; the final one
+    assert clocked_checkpoints(monkeypatch, 0.0, checkpoint_at_eval=False, checkpoint_minutes=1) == [7, 13, 19, 25]
+
+
+def test_checkpoints_at_evaluations_wait_a_hundred_times_their_write_time(monkeypatch):
+    # a 1 s write: the next checkpoint at an evaluation only 100 s after the last was written
+    assert clocked_checkpoints(monkeypatch, 1.0, eval_every=1, checkpoint_minutes=0) == [1, 12, 23, 25]
+
+
+def test_a_run_is_out_of_time_once_max_minutes_have_passed_to_the_second(monkeypatch):
+    monkeypatch.setattr(train.time, "perf_counter", lambda: 1000.0)  # a stopped clock: elapsed is what was
+    assert run_for(max_minutes=2, elapsed_s=120.0) == 1
+    assert run_for(max_minutes=2, elapsed_s=119.0) == 4
