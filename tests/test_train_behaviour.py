@@ -703,13 +703,15 @@ def test_per_group_gradient_norms_come_with_the_logged_steps_only():
     assert groups and [sorted(groups & set(row)) for row in rows] == [sorted(groups)] * 2  # steps 2 and 3 (the last)
 
 
-def test_on_a_terminal_the_progress_is_a_bar_from_the_resumed_step_with_the_loss_and_last_evaluation(monkeypatch):
+def test_on_a_terminal_the_progress_is_a_bar_from_the_resumed_step_with_the_loss_and_last_evaluation(monkeypatch,
+                                                                                                      request):
     import sys
 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # where tqdm draws
     progress = train._progress(settings(max_steps=10, progress=True), 3)
     assert isinstance(progress, train.ProgressBar)
+    request.addfinalizer(progress.close)  # a bar left open when an assertion fails hangs mutmut's runner
     bar = progress.bar
     assert (bar.total, bar.n, bar.desc, bar.leave) == (10, 3, "train", False) and not bar.disable
     assert bar.dynamic_ncols  # follows the terminal's width
