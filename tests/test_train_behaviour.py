@@ -769,3 +769,30 @@ def test_a_run_is_out_of_time_once_max_minutes_have_passed_to_the_second(monkeyp
     monkeypatch.setattr(train.time, "perf_counter", lambda: 1000.0)  # a stopped clock: elapsed is what was
     assert run_for(max_minutes=2, elapsed_s=120.0) == 1
     assert run_for(max_minutes=2, elapsed_s=119.0) == 4
+
+
+def test_training_time_adds_up_every_steps_forward_and_backward(monkeypatch):
+    """Each training forward pass takes 2 s of a clock the test moves (and nothing else does): 4 steps
+    train for 8 s, and the throughput is the sequence steps over those 8 s."""
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+
+    class TwoSeconds(Linear):
+        def forward(self, inputs, lengths=None, state=None):
+            clock[0] += 2.0
+            return super().forward(inputs, lengths, state)
+
+    model = TwoSeconds()
+    result = Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                     settings(max_steps=4), [Rows()]).fit()
+    assert result.train_time_s == 8.0 and result.throughput == result.sequence_steps / 8.0
+
+
+def test_an_evaluation_without_the_main_metric_shows_none_in_the_progress(caplog):
+    model = Linear()
+    with caplog.at_level("INFO", logger=train.log.name):
+        Trainer(model, Scripted(evals=[{"loss": 1.0}, {"loss": 0.5}]), torch.optim.SGD(model.parameters(), lr=0.1),
+                None, settings(max_steps=2, eval_every=1, progress=True, progress_every_s=0), [Rows()]).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(lines) == 2 and all(re.fullmatch(r"step \d/2 \(\d+%\), loss [^,]+, [\d.e+]+ steps/s, ETA \d+ s", line)
+                                   for line in lines), lines
