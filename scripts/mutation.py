@@ -34,7 +34,7 @@ TESTS = {
     "rnnbench/run/train.py": ["tests/test_train_behaviour.py", "tests/test_resume.py", "tests/test_length_generalisation.py"],
     "rnnbench/report/verdicts.py": ["tests/test_studies.py"],
     "rnnbench/report/stats.py": ["tests/test_studies.py", "tests/test_report.py"],
-    "rnnbench/run/checkpoint.py": ["tests/test_resume.py"],
+    "rnnbench/run/checkpoint.py": ["tests/test_checkpoint.py", "tests/test_resume.py"],
     "rnnbench/run/config.py": ["tests/test_config.py"],
     "tasks/copy.py": ["tests/test_tasks_synthetic.py"],
     "tasks/adding.py": ["tests/test_tasks_synthetic.py"],

@@ -418,6 +418,174 @@ def test_noninferiority_needs_the_interval_inside_the_margin_not_a_large_p():
     assert noninferiority(base + 0.05, base, margin=0.02, mode="max", paired=True)["noninferior"]
 
 
+def test_no_spread_is_judged_on_the_rounded_differences_relative_to_the_difference():
+    """Differences equal to 1e-12 of the difference (at least 1e-12 absolute, the boundary included)
+    have no spread to estimate: the difference is exact (p 0, or 1 where it is 0), not a t statistic
+    of rounding noise. Beyond that, scipy's t test."""
+    from scipy.stats import ttest_ind, ttest_rel
+
+    from rnnbench.report.stats import compare_samples
+
+    rounded = compare_samples([0.1, 0.2, 0.3], [0.0, 0.1, 0.2], paired=True)  # 0.1 - 0.0 != 0.3 - 0.2 in floats
+    assert np.ptp(np.subtract([0.1, 0.2, 0.3], [0.0, 0.1, 0.2])) > 0
+    assert (rounded["p"], rounded["ci"]) == (0.0, (rounded["diff"], rounded["diff"]))
+    large = compare_samples([1000.0, 1000.0 + 1e-10], [0.0, 0.0], paired=True)  # 1e-10 of 1000: 1e-13 relative
+    assert (large["p"], large["ci"]) == (0.0, (large["diff"], large["diff"]))
+    boundary = compare_samples([0.0, 1e-12], [0.0, 0.0], paired=True)  # spread 1e-12 exactly, diff 5e-13
+    assert (boundary["p"], boundary["ci"]) == (0.0, (5e-13, 5e-13))
+    above = [0.0, 1.5e-12]  # spread 1.5e-12 (over the 1e-12 floor) of a difference of 7.5e-13: t = 1, p = 0.5
+    assert compare_samples(above, [0.0, 0.0], paired=True)["p"] == pytest.approx(0.5) == ttest_rel(above, [0.0, 0.0]).pvalue
+    for paired in (True, False):
+        same = compare_samples([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], paired=paired)
+        assert (same["diff"], same["ci"], same["p"]) == (0.0, (0.0, 0.0), 1.0)
+        two = compare_samples([0.3, 0.3], [0.1, 0.1], paired=paired)  # two values a side suffice
+        assert (two["n"], two["ci"], two["p"]) == ((2, 2), (two["diff"], two["diff"]), 0.0)
+    constant = compare_samples([0.3, 0.3, 0.3], [0.1, 0.1, 0.1], paired=False)  # each side without spread
+    assert (constant["p"], constant["ci"]) == (0.0, (constant["diff"], constant["diff"]))
+    # two values a side with spread: Welch's t (nu = 2 here, p = 1 - 1/sqrt(2))
+    welch = compare_samples([0.0, 2.0], [2.0, 4.0], paired=False)
+    assert welch["test"] == "Welch t" and welch["n"] == (2, 2)
+    assert welch["p"] == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-12) == ttest_ind([0.0, 2.0], [2.0, 4.0]).pvalue
+
+
+def test_compare_samples_drops_a_pair_with_a_missing_value_and_needs_two_values_a_side():
+    from rnnbench.report.stats import compare_samples
+
+    a, b = [2.0, 3.0, 5.0, 4.0], [1.0, 2.5, 4.0, 4.0]
+    missing = compare_samples([2.0, math.nan, 3.0, 5.0, 4.0], [1.0, 7.0, 2.5, 4.0, 4.0], paired=True)
+    assert missing == compare_samples(a, b, paired=True) and missing["n"] == (4, 4)
+    assert compare_samples([1.0, 2.0, math.nan], [math.nan, 1.0, 3.0], paired=True)["n"] == (1, 1)
+    nothing = compare_samples([math.nan, 1.0], [2.0, math.nan], paired=True)  # no whole pair
+    assert nothing["n"] == (0, 0) and all(math.isnan(v) for v in (nothing["diff"], *nothing["ci"], nothing["p"]))
+    one_side_empty = compare_samples([math.nan], [1.0, 2.0], paired=False)
+    assert one_side_empty["n"] == (0, 2) and math.isnan(one_side_empty["diff"]) and math.isnan(one_side_empty["p"])
+    with pytest.raises(ValueError, match="^paired samples differ in length: 3 and 2$"):
+        compare_samples([1.0, 2.0, 3.0], [1.0, 2.0], paired=True)
+
+
+def noninferiority_by_hand(a, b, margin, mode, paired):
+    """The one-sided p that a is worse than b by `margin` or more, from the t distribution by hand."""
+    from scipy.stats import t as student
+
+    worse = np.subtract(a, margin) if mode == "min" else np.negative(a) - margin  # sign·a − margin
+    base = np.asarray(b, float) if mode == "min" else np.negative(b)
+    if paired:
+        d = worse - base
+        return student.cdf(d.mean() / (d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1)
+    va, vb = worse.var(ddof=1) / len(worse), base.var(ddof=1) / len(base)
+    nu = (va + vb) ** 2 / (va ** 2 / (len(worse) - 1) + vb ** 2 / (len(base) - 1))
+    return student.cdf((worse.mean() - base.mean()) / math.sqrt(va + vb), nu)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("paired", [True, False])
+def test_noninferiority_p_is_the_one_sided_t_test_against_the_margin_by_hand(mode, paired):
+    from rnnbench.report.stats import compare_samples, noninferiority
+
+    # unequal spreads and sizes (unpaired), so Welch's t differs from Student's pooled one
+    a = [2.01, 1.98, 2.03, 1.97, 2.02] if paired else [2.01, 1.98, 2.03, 1.90, 2.12, 2.0]
+    b = [2.00, 1.99, 2.01, 1.98, 2.00] if paired else [2.00, 1.99, 2.01]
+    result = noninferiority(a, b, margin=0.05, mode=mode, paired=paired)
+    p = noninferiority_by_hand(a, b, 0.05, mode, paired)
+    assert result["p_noninferior"] == pytest.approx(p, rel=1e-9) and result["noninferior"] == (p < 0.05)
+    assert result["margin"] == 0.05
+    interval = compare_samples(a, b, paired, confidence=0.9)  # the (1 − 2α) interval beside it
+    assert (result["test"], result["n"], result["diff"], result["ci"]) == (
+        interval["test"], interval["n"], interval["diff"], interval["ci"])
+    # two values a side are enough for a test
+    two = noninferiority(a[:2], b[:2], margin=0.05, mode=mode, paired=paired)
+    assert two["p_noninferior"] == pytest.approx(noninferiority_by_hand(a[:2], b[:2], 0.05, mode, paired), rel=1e-9)
+
+
+def test_noninferiority_with_equal_spreads_a_missing_value_or_one_value_a_side():
+    from rnnbench.report.stats import noninferiority
+
+    a, b = [1.0, 2.0, 3.0], [1.5, 2.5, 3.5]  # the same variance on both sides: a test all the same
+    assert noninferiority(a, b, 0.1, "min", paired=False)["p_noninferior"] == pytest.approx(
+        noninferiority_by_hand(a, b, 0.1, "min", paired=False), rel=1e-9)
+    for paired in (True, False):
+        a, b = [2.01, 1.98, 2.03, 1.97], [2.00, 1.99, 2.01, 1.98]
+        with_nan = noninferiority([*a, math.nan], [*b, 2.0], 0.05, "min", paired)
+        assert with_nan["p_noninferior"] == pytest.approx(noninferiority_by_hand(a, b if paired else [*b, 2.0], 0.05,
+                                                                                  "min", paired), rel=1e-9)
+        one = noninferiority([2.0], [2.1], 0.05, "min", paired)  # no test: not shown noninferior
+        assert math.isnan(one["p_noninferior"]) and one["noninferior"] is False
+
+
+def test_noninferiority_without_spread_is_exact_within_the_margin_or_not():
+    """No spread at all (to the last digits, as compare_samples judges it): the difference is exact, so
+    the interval (diff, diff) lies inside the margin or not; a variant with the very same results does
+    not hurt."""
+    from rnnbench.report.stats import noninferiority
+
+    base = [1.0, 2.0, 3.0]
+    shifted = [1.01, 2.01, 3.01]  # 0.01 worse on every draw, to rounding
+    assert np.ptp(np.subtract(shifted, base)) > 0
+    same = noninferiority(base, base, 0.02, "min", paired=True)  # the very same results, draw by draw
+    assert (same["p_noninferior"], same["noninferior"]) == (0.0, True)
+    within = noninferiority(shifted, base, 0.02, "min", paired=True)
+    assert (within["p_noninferior"], within["noninferior"], within["ci"]) == (0.0, True, (within["diff"],) * 2)
+    beyond = noninferiority(shifted, base, 0.005, "min", paired=True)
+    assert (beyond["p_noninferior"], beyond["noninferior"]) == (1.0, False)
+    assert noninferiority(shifted, base, 0.02, "max", paired=True)["noninferior"]  # higher is better: a gain
+    constant_sides = noninferiority([2.0, 2.0], [1.99, 1.99], 0.02, "min", paired=False)
+    assert (constant_sides["p_noninferior"], constant_sides["noninferior"]) == (0.0, True)
+    assert noninferiority([2.0, 2.0], [1.99, 1.99], 0.005, "min", paired=False)["p_noninferior"] == 1.0
+    at_margin = noninferiority([1.25, 2.25], [1.0, 2.0], 0.25, "min", paired=True)  # worse by the margin exactly
+    assert (at_margin["p_noninferior"], at_margin["noninferior"]) == (1.0, False)
+    # fewer than two values a side: no test, even without spread; no whole pair or an empty side at all
+    for a, b, paired in (([2.0], [1.99, 1.99], False), ([2.0, math.nan], [math.nan, 2.0], True),
+                         ([math.nan], [1.99, 1.99], False)):
+        result = noninferiority(a, b, 0.02, "min", paired)
+        assert math.isnan(result["p_noninferior"]) and result["noninferior"] is False
+
+
+@pytest.mark.parametrize("margin", [0.0, -0.1, math.nan])
+def test_noninferiority_needs_a_positive_margin(margin):
+    from rnnbench.report.stats import noninferiority
+
+    with pytest.raises(ValueError, match=f"^an equivalence margin must be positive, got {margin}$"):
+        noninferiority([1.0, 2.0], [1.0, 2.0], margin, "min", paired=True)
+
+
+def test_a_reference_row_with_two_seeds_in_common_is_paired():
+    from scipy.stats import ttest_rel
+
+    from rnnbench.report.stats import reference_p_value
+
+    a, b = {0: 0.91, 1: 0.95}, {0: 0.88, 1: 0.90}
+    paired = reference_p_value(a, b, np.array([0.91, 0.95]), np.array([0.88, 0.90]))
+    assert paired == pytest.approx(ttest_rel([0.91, 0.95], [0.88, 0.90]).pvalue)
+    assert paired != pytest.approx(report.welch_p_value([0.91, 0.95], [0.88, 0.90]))
+
+
+def test_every_summary_section_and_run_number_is_a_metric_and_an_unknown_one_lists_them():
+    df = pd.DataFrame({"status": ["completed"] * 2, "final/val/loss": [1.0, 2.0], "best/val/loss": [0.5, 0.7],
+                       "best_step/val/loss": [10, 20], "test/accuracy": [0.9, 0.8], "steps": [100, 100],
+                       "wall_time_s": [math.nan, math.nan]})
+    assert report.available_metrics(df) == ["final/val/loss", "best/val/loss", "best_step/val/loss", "test/accuracy",
+                                            "steps"]
+    assert [report.resolve_metric(df, m) for m in ("val/loss", "best/val/loss", "best_step/val/loss", "steps")] == [
+        "final/val/loss", "best/val/loss", "best_step/val/loss", "steps"]
+    with pytest.raises(report.ReportError) as unknown:
+        report.resolve_metric(df, "val/acc")
+    assert str(unknown.value) == ("unknown metric 'val/acc'; available: val/loss, best/val/loss, best_step/val/loss, "
+                                  "test/accuracy, steps")
+    with pytest.raises(report.ReportError) as none:
+        report.resolve_metric(df[["status"]], "val/loss")
+    assert str(none.value) == "unknown metric 'val/loss'; available: none"
+
+
+def test_a_reference_given_as_a_mapping_and_one_that_matches_no_row(runs):
+    assert report.parse_reference({"cell": "lstm", "model.hidden_size": 128}) == {"cell": "lstm",
+                                                                                  "model.hidden_size": 128}
+    by_mapping = report.summarize(runs, reference={"cell": "lstm"})
+    assert by_mapping.equals(report.summarize(runs, reference="cell=lstm"))
+    with pytest.raises(report.ReportError) as refused:
+        report.summarize(runs, by="cell,train.seed", reference="cell=rnn,train.seed=0")
+    assert str(refused.value) == "no row matches the reference cell=rnn,train.seed=0"
+
+
 def test_keys_that_do_not_change_the_function_do_not_split_groups(tmp_path):
     """`report RUN_A RUN_B`: two seeds of one experiment, the second resumed on another thread count,
     device spelling, logging cadence and W&B mode, are one group of two runs."""

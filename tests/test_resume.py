@@ -528,6 +528,8 @@ def test_resuming_a_folder_without_a_checkpoint_says_so_and_keeps_its_wandb_run(
     assert "logged again from the checkpoint" not in resumed.stdout
     assert "the 3 rows of the earlier attempt dropped (no checkpoint" in resumed.stdout
     assert steps_of(tmp_path / "run") == [1, 2, 3, 4, 5, 6]
+    # the earlier attempt's profile of step 0 goes too: the new attempt profiles its initialisation again
+    assert [profile["step"] for profile in run_folder.read_profiles(tmp_path / "run")] == [0, 6]
     summary = run_folder.read_summary(tmp_path / "run")
     assert summary.status == "completed" and summary.wandb["id"] == first.wandb["id"]
     assert {s.name.rsplit("-", 1)[1] for s in find_offline_runs(tmp_path / "run")} == {first.wandb["id"]}

@@ -13,6 +13,7 @@ import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from scipy import stats as scipy_stats
@@ -54,7 +55,8 @@ def test_study_presets_are_reproducible_sweeps_of_three_seeds(name):
 
 def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None, profile=None,
              cell: str = "vanilla", status: str = "completed", max_steps: int | None = None,
-             memoryless_baseline: float = 1 / 6):  # the adding problem's, as its runs record it
+             memoryless_baseline: float = 1 / 6,  # the adding problem's, as its runs record it
+             main_metric: tuple[str, str] = ("val/loss", "min")):
     with RunRecorder(folder) as rec:
         if max_steps is not None:
             rec.write_config({"train": {"max_steps": max_steps}})
@@ -66,7 +68,7 @@ def fake_run(folder, overrides: list[str], final: dict, test: dict | None = None
         seed = next(int(o.split("=")[1]) for o in overrides if o.startswith("train.seed="))
         rec.write_summary(Summary(
             status=status, cell=cell, seed=seed, steps=10, wall_time_s=1.5, num_params=100, final=final,
-            best=final, test=test or {}, main_metric="val/loss", main_metric_mode="min", git_commit="abc",
+            best=final, test=test or {}, main_metric=main_metric[0], main_metric_mode=main_metric[1], git_commit="abc",
             memoryless_baseline=memoryless_baseline))
 
 
@@ -207,7 +209,8 @@ def test_reaches_and_stays_below_count_seeds_at_a_value_and_a_failure_needs_the_
     assert mingru["holds"] is True  # fitted the training lengths (0.2x baseline), failed beyond them
     assert verdicts.judge({**generalisation, "where": {"cell": "gru"}}, df, pub)["holds"] is False
     unfitted = verdicts.judge({**generalisation, "where": {"cell": "vanilla"}}, df, pub)
-    assert unfitted["holds"] == verdicts.NO_POWER and "did not leave the baseline" in unfitted["why"]
+    assert unfitted["holds"] == verdicts.NO_POWER and unfitted["why"] == ("did not leave the baseline in "
+                                                                          "validation on every seed")
     # "cannot learn it at all" (Grazzi et al.'s parity): not fitting is the claim; the control gives the power
     cannot = {"source": "p", "where": {"cell": "vanilla"}, "stays_below": 0.9}
     assert verdicts.judge(cannot, df, {**pub, "control": {"cell": "lstm"}})["holds"] is True
@@ -496,6 +499,311 @@ def test_a_published_claim_must_state_one_kind(tmp_path):
     path.write_text(yaml.safe_dump(published([{"source": "p", "where": {}, "value": 3}])))
     with pytest.raises(runs.ReportError, match="exactly one of beats_baseline, better_than, bound, hurts"):
         study_records.read_published(path)
+
+
+def test_reaching_a_value_includes_the_value_in_either_direction_and_fitting_is_strictly_below_0_9(tmp_path):
+    for seed, (loss, accuracy, ratio) in enumerate([(0.05, 0.99, 0.5), (0.04, 1.0, 0.9), (0.2, 0.5, 0.1)]):
+        fake_run(tmp_path / str(seed), ["cell=lstm", f"train.seed={seed}"],
+                 {"val/loss": ratio / 6, "val/loss_over_baseline": ratio},
+                 test={"test/loss": loss, "test/accuracy": accuracy}, cell="lstm")
+    df = load_runs(tmp_path)
+    at_least = verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "reaches": 0.99}, df,
+                              {**published([]), "metric": "test/accuracy", "mode": "max"})
+    assert (at_least["k_reach"], at_least["n_reach"]) == (2, 3)  # 0.99 itself reaches 0.99
+    at_most = verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "reaches": 0.05}, df,
+                             {**published([]), "metric": "test/loss", "mode": "min"})
+    assert (at_most["k_reach"], at_most["holds"]) == (2, False)  # lower is better: 0.05 and 0.04 reach 0.05
+    assert verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "reaches": 0.045}, df,
+                          {**published([]), "metric": "test/loss", "mode": "min"})["k_reach"] == 1
+    assert verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "reaches": 0.05}, df,
+                          {**published([]), "metric": "test/loss", "mode": "min", "k_of_n": 2})["holds"] is True
+    # a seed at exactly 0.9 of the baseline did not fit the training lengths
+    fits = {"source": "p", "where": {"cell": "lstm"}, "stays_below": 0.5, "fits_training": True}
+    assert verdicts.judge(fits, df, {**published([]), "metric": "test/accuracy", "mode": "max"})["fitted"] is False
+    unrun = verdicts.judge({"source": "p", "where": {"cell": "gru"}, "reaches": 0.99}, df,
+                           {**published([]), "metric": "test/accuracy", "mode": "max"})
+    assert unrun["n_reach"] == 0 and unrun["holds"] is None  # not run: no verdict
+    # reaching is a positive finding: a control that never left the baseline takes nothing from it
+    failed_control = {**published([]), "metric": "test/accuracy", "mode": "max", "k_of_n": 2,
+                      "control": {"train.seed": 1}}
+    assert verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "reaches": 0.99}, df, failed_control)["holds"] is True
+
+
+def test_a_claim_that_states_no_kind_or_two_is_refused_naming_the_kinds(tmp_path):
+    adding_sweep(tmp_path, {("lstm", 100): [0.1, 0.2]})
+    for claim in ({"source": "p", "where": {}}, {"source": "p", "beats_baseline": True, "bound": 0.5}):
+        with pytest.raises(runs.ReportError) as refused:
+            verdicts.judge(claim, load_runs(tmp_path), published([]))
+        assert str(refused.value) == ("a claim must state exactly one of beats_baseline, better_than, bound, hurts, "
+                                      f"fewer_divergences, reaches, stays_below; got {claim}")
+
+
+# --------------------------------------------------------------------------------------------
+# the claim rules' parts, each on runs in the real format (rnnbench/report/verdicts.py)
+
+
+def test_a_key_no_run_set_matches_only_its_default_and_no_status_matches_every_run(tmp_path):
+    adding_sweep(tmp_path, {("lstm", 100): [0.1, 0.2], ("gru", 100): [0.3, 0.4]})
+    fake_run(tmp_path / "9", ["cell=gru", "task.seq_len=100", "train.seed=9"], {}, cell="gru", status="diverged")
+    df = load_runs(tmp_path)
+    assert sorted(verdicts.matching(df, {"model.num_heads": None, "cell": "lstm"})["seed"]) == [0, 1]
+    assert verdicts.matching(df, {"model.num_heads": 4}).empty
+    assert sorted(verdicts.matching(df, {"cell": "gru"}, status=None)["seed"]) == [0, 1, 9]
+    assert list(verdicts.matching(df, {"cell": "gru"}, status="diverged")["seed"]) == [9]
+
+
+def test_a_runs_own_loss_over_baseline_is_its_ratio_else_its_loss_over_the_recorded_baseline(tmp_path):
+    # a task whose baseline moves with the batch logs its own ratio, which need not be loss / baseline
+    fake_run(tmp_path / "own" / "0", ["cell=lstm", "train.seed=0"], {"val/loss": 0.5, "val/loss_over_baseline": 0.3})
+    fake_run(tmp_path / "computed" / "0", ["cell=lstm", "train.seed=0"], {"val/loss": 0.05}, memoryless_baseline=0.25)
+    own = verdicts.judge({"source": "p", "beats_baseline": True}, load_runs(tmp_path / "own"), published([]))
+    assert (own["ratio"], own["holds"]) == (0.3, True)
+    computed = verdicts.judge({"source": "p", "beats_baseline": True}, load_runs(tmp_path / "computed"), published([]))
+    assert (computed["ratio"], computed["holds"]) == (pytest.approx(0.2), True)
+
+
+def scores_sweep(root, scores: dict[str, list[float]]):
+    """Runs of a task whose main metric, val/score, is higher-is-better by the task's word alone (its
+    name says nothing)."""
+    job = 0
+    for cell, values in scores.items():
+        for seed, score in enumerate(values):
+            fake_run(root / str(job), [f"cell={cell}", f"train.seed={seed}"], {"val/score": score, "val/loss": 1 - score},
+                     cell=cell, main_metric=("val/score", "max"))
+            job += 1
+    return load_runs(root)
+
+
+def test_a_metrics_direction_comes_from_the_published_file_the_task_the_name_or_else_lower_is_better(tmp_path):
+    df = scores_sweep(tmp_path, {"gru": [0.90, 0.91, 0.92], "lstm": [0.80, 0.81, 0.79]})
+    claim = {"source": "p", "where": {"cell": "gru"}, "better_than": [{"cell": "lstm"}]}
+    by_task = verdicts.judge(claim, df, {**published([]), "metric": "final/val/score", "mode": None})
+    assert by_task["mode"] == "max" and by_task["holds"] is True
+    assert verdicts.judge(claim, df, {**published([]), "metric": "final/val/score", "mode": "min"})["holds"] is False
+    found = verdicts.findings(df, {**published([]), "metric": "final/val/score", "mode": None}, "cell")
+    assert [(f["better"], f["worse"]) for f in found] == [("gru", "lstm")]
+    by_name = df.assign(**{"final/val/accuracy": df["final/val/score"]})
+    assert verdicts.judge(claim, by_name, {**published([]), "metric": "final/val/accuracy", "mode": None})["mode"] == "max"
+    unknown = df.assign(**{"final/val/other": df["final/val/score"]})  # nothing says: lower is better
+    result = verdicts.judge(claim, unknown, {**published([]), "metric": "final/val/other", "mode": None})
+    assert result["mode"] == "min" and result["holds"] is False
+
+
+def test_two_draws_in_common_are_paired_and_a_draw_run_twice_or_missing_its_value_is_not(tmp_path):
+    for job, (cell, seed, loss) in enumerate([("gru", 0, 0.10), ("gru", 1, 0.20), ("gru", 2, 0.15),
+                                              ("lstm", 0, 0.12), ("lstm", 1, 0.23)]):
+        fake_run(tmp_path / "two" / str(job), [f"cell={cell}", f"train.seed={seed}"], {"val/loss": loss}, cell=cell)
+    claim = {"source": "p", "where": {"cell": "gru"}, "better_than": [{"cell": "lstm"}]}
+    two = verdicts.judge(claim, load_runs(tmp_path / "two"), published([]))
+    assert two["tests"][0]["test"] == "paired t" and two["tests"][0]["n"] == (2, 2)
+    for name, (seed, final) in {"twice": (1, {"val/loss": 0.3}), "missing": (3, {})}.items():
+        shutil.copytree(tmp_path / "two", tmp_path / name)
+        fake_run(tmp_path / name / "9", ["cell=lstm", f"train.seed={seed}"], final, cell="lstm")
+        if name == "missing":
+            fake_run(tmp_path / name / "10", ["cell=gru", "train.seed=3"], {"val/loss": 0.1}, cell="gru")
+        unpaired = verdicts.judge(claim, load_runs(tmp_path / name), published([]))
+        assert unpaired["tests"][0]["test"] == "Welch t", name
+
+
+def hurts_sweep(root, losses: dict[str, list[float]]):
+    job = 0
+    for variant, values in losses.items():
+        for seed, loss in enumerate(values):
+            fake_run(root / str(job), [f"cell.variant={variant}", f"train.seed={seed}"], {"val/loss": loss})
+            job += 1
+    return load_runs(root)
+
+
+def test_a_claims_own_margin_comes_before_the_published_one_and_a_percentage_is_of_the_bases_mean(tmp_path):
+    base = [0.010, 0.012, 0.011, 0.013]
+    df = hurts_sweep(tmp_path, {"vanilla": base, "np": [0.011, 0.013, 0.010, 0.012], "better": [0.005, 0.006, 0.005, 0.007]})
+    claim = {"source": "p", "where": {"cell.variant": "np"}, "hurts": False}
+    percent = verdicts.judge(claim, df, published([], base={"cell.variant": "vanilla"}, margin="20%"))
+    assert percent["equivalence"]["margin"] == pytest.approx(0.2 * np.mean(base), rel=1e-12)
+    own = verdicts.judge({**claim, "margin": 0.0001}, df, published([], base={"cell.variant": "vanilla"}, margin="20%"))
+    assert own["equivalence"]["margin"] == 0.0001 and own["holds"] == verdicts.INCONCLUSIVE
+    alone = verdicts.judge({**claim, "margin": 0.005}, df, published([], base={"cell.variant": "vanilla"}))
+    assert alone["equivalence"]["margin"] == 0.005 and alone["holds"] is True
+    # lower is better here: a variant far better than the base does not hurt (by more than any margin)
+    better = verdicts.judge({**claim, "where": {"cell.variant": "better"}, "margin": 0.001}, df,
+                            published([], base={"cell.variant": "vanilla"}))
+    assert better["equivalence"]["noninferior"] is True and better["holds"] is True
+
+
+def test_a_hurts_claim_needs_two_runs_a_side_and_a_significant_harm_is_not_no_harm(tmp_path):
+    df = hurts_sweep(tmp_path, {"vanilla": [0.010, 0.012], "worse": [0.15, 0.16], "one": [0.2], "same": [0.010, 0.012]})
+    pub = published([], base={"cell.variant": "vanilla"}, margin="20%")
+    worse = verdicts.judge({"source": "p", "where": {"cell.variant": "worse"}, "hurts": False}, df, pub)
+    assert worse["tests"][0]["n"] == (2, 2) and worse["p"] < 0.05 and worse["holds"] is False
+    one = verdicts.judge({"source": "p", "where": {"cell.variant": "one"}, "hurts": True}, df, pub)
+    assert "tests" not in one and one["holds"] is None
+    # the very same losses: not worse by the mean, so not "hurts", whatever the p-value
+    same = verdicts.judge({"source": "p", "where": {"cell.variant": "same"}, "hurts": True}, df, pub)
+    assert same["worse_mean"] is False and same["holds"] is False
+
+
+def test_a_better_than_claim_at_an_equal_mean_is_not_better(tmp_path):
+    df = hurts_sweep(tmp_path, {"vanilla": [0.010, 0.012, 0.011], "same": [0.010, 0.012, 0.011]})
+    same = verdicts.judge({"source": "p", "where": {"cell.variant": "same"}, "better_than": [{"cell.variant": "vanilla"}]},
+                          df, published([]))
+    assert same["better_mean"] is False and same["holds"] is False
+
+
+def learned_and_not(root, extra: dict[str, list[float]] | None = None):
+    """An LSTM that leaves the baseline on every seed (a working control), a tanh RNN that does not,
+    at one length."""
+    adding_sweep(root, {("lstm", 100): [0.1, 0.2, 0.15], ("vanilla", 100): [1.0, 1.01, 0.99],
+                        **{(cell, 100): v for cell, v in (extra or {}).items()}})
+    return load_runs(root)
+
+
+def test_a_claims_own_control_comes_before_the_published_one(tmp_path):
+    df = learned_and_not(tmp_path)
+    claim = {"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": False}
+    assert verdicts.judge(claim, df, published([], control={"cell": "gru"}))["holds"] == verdicts.NO_POWER
+    assert verdicts.judge({**claim, "control": {"cell": "lstm"}}, df, published([], control={"cell": "gru"}))["holds"] is True
+
+
+def test_a_control_seed_at_exactly_0_9_of_the_baseline_has_not_left_it(tmp_path):
+    df = learned_and_not(tmp_path, {"gru": [0.5, 0.9, 0.2]})
+    result = verdicts.judge({"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": False}, df,
+                            published([], control={"cell": "gru"}))
+    assert result["holds"] == verdicts.NO_POWER and result["why"] == "control (cell=gru) beats the baseline on 2 of 3 seeds"
+
+
+def test_a_claim_without_a_where_reads_every_run_and_its_control_alone_names_the_point(tmp_path):
+    adding_sweep(tmp_path, {("vanilla", 100): [1.0, 1.01, 0.99]})
+    df = load_runs(tmp_path)
+    result = verdicts.judge({"source": "p", "beats_baseline": False, "control": {"cell": "lstm"}}, df, published([]))
+    assert result["n"] == 3 and result["holds"] == verdicts.NO_POWER and result["why"] == "control (cell=lstm) not run"
+    assert verdicts.judge({"source": "p", "beats_baseline": False}, df, published([]))["holds"] is True
+    # an empty control names the claim's own point, which is no control of itself
+    assert verdicts.judge({"source": "p", "beats_baseline": False, "control": {}}, df, published([]))["holds"] is True
+
+
+def test_a_budget_equal_to_the_papers_times_the_slowdown_has_the_power_and_an_unrecorded_one_leaves_it_to_the_control(tmp_path):
+    df = learned_and_not(tmp_path)
+    claim = {"source": "p", "where": {"cell": "vanilla"}, "beats_baseline": True, "paper_steps": 1000}
+    at = verdicts.judge(claim, df.assign(**{"train.max_steps": 2000}), published([], slowdown=2))
+    assert at["holds"] is False and "why" not in at
+    # no budget recorded (no column, or no value): the control decides
+    failed_control = published([], control={"cell": "vanilla", "task.seq_len": 100})
+    for unrecorded in (df, df.assign(**{"train.max_steps": math.nan})):
+        assert verdicts.judge(claim, unrecorded, published([]))["holds"] is False
+        result = verdicts.judge({**claim, "where": {"cell": "lstm"}, "beats_baseline": False}, unrecorded, failed_control)
+        assert result["holds"] == verdicts.NO_POWER and "control (cell=vanilla, task.seq_len=100)" in result["why"]
+
+
+def test_a_positive_finding_needs_no_control(tmp_path):
+    """A "yes" to something happening means something without a control; a failed control takes the
+    power from a negative verdict only."""
+    df = learned_and_not(tmp_path, {"gru": [0.3, 0.31, 0.32]})
+    failed = published([], control={"cell": "vanilla"})
+    for claim in ({"beats_baseline": True, "where": {"cell": "lstm"}},
+                  {"better_than": [{"cell": "gru"}], "where": {"cell": "lstm"}},
+                  {"hurts": True, "where": {"cell": "gru"}}):  # gru worse than the lstm base: p = 0.03
+        pub = {**failed, "base": {"cell": "lstm"}, "metric": "final/val/loss_over_baseline"}
+        assert verdicts.judge({"source": "p", **claim}, df, pub)["holds"] is True, claim
+
+
+def test_a_verdict_keeps_the_measures_but_not_the_runs(tmp_path):
+    df = learned_and_not(tmp_path)
+    result = verdicts.judge({"source": "p", "where": {"cell": "lstm"}, "beats_baseline": True}, df, published([]))
+    assert "runs" not in result and "runs" in verdicts.measure({"source": "p", "where": {"cell": "lstm"},
+                                                                "beats_baseline": True}, df, published([]))
+
+
+def test_an_adjusted_p_of_exactly_alpha_is_not_significant(tmp_path):
+    df = hurts_sweep(tmp_path, {"vanilla": [0.010, 0.012, 0.011], "worse": [0.15, 0.16, 0.14], "better": [0.005, 0.006, 0.004]})
+    pub = published([], base={"cell.variant": "vanilla"})
+    better = {"source": "p", "where": {"cell.variant": "better"}, "better_than": [{"cell.variant": "vanilla"}]}
+    hurts = {"source": "p", "where": {"cell.variant": "worse"}, "hurts": True}
+    for claim, significant in ((better, True), (hurts, True)):
+        measured = verdicts.measure(claim, df, pub)
+        assert verdicts.decide(claim, measured, df, pub, p_adjusted=0.049)["holds"] is significant
+        at_alpha = verdicts.decide(claim, measured, df, pub, p_adjusted=verdicts.ALPHA)["holds"]
+        assert at_alpha == (verdicts.MEAN_ONLY if claim is better else False)
+
+
+def divergence_sweep(root, n: int, diverged: dict[str, int]):
+    for mode, k in diverged.items():
+        for seed in range(n):
+            fake_run(root / f"{mode}{seed}", [f"train.clip_mode={mode}", f"train.seed={seed}"], {"val/loss": 0.2},
+                     status="diverged" if seed < k else "completed")
+    return load_runs(root)
+
+
+def test_fewer_divergences_counts_every_run_and_is_fishers_one_sided_test_by_hand(tmp_path):
+    df = divergence_sweep(tmp_path, 10, {"norm": 1, "off": 4, "value": 1})
+    claim = {"source": "p", "where": {"train.clip_mode": "norm"}, "fewer_divergences": [{"train.clip_mode": "off"}]}
+    result = verdicts.judge(claim, df, published([]))
+    assert result["n"] == 10 and result["rates"] == [(1, 10), (4, 10)] and result["fewer"] is True
+    # P(X ≤ 1) for X the divergences of the first row, the margins fixed: hypergeometric, by hand
+    by_hand = sum(math.comb(10, x) * math.comb(10, 5 - x) for x in (0, 1)) / math.comb(20, 5)
+    assert result["p"] == pytest.approx(by_hand, rel=1e-12) and by_hand > 0.05
+    assert result["holds"] is False  # fewer by the counts, not significantly
+    equal = verdicts.judge({**claim, "fewer_divergences": [{"train.clip_mode": "value"}]}, df, published([]))
+    assert equal["fewer"] is False and equal["holds"] is False
+    # 2 of 10 against 1 of 2: fewer by the rates (0.2 < 0.5), not by the counts
+    few = divergence_sweep(tmp_path / "few", 2, {"two": 1})
+    rates = pd.concat([divergence_sweep(tmp_path / "ten", 10, {"norm": 2}), few])
+    fewer = verdicts.measure({**claim, "fewer_divergences": [{"train.clip_mode": "two"}]}, rates, published([]))
+    assert fewer["rates"] == [(2, 10), (1, 2)] and fewer["fewer"] is True
+    unrun = verdicts.judge({**claim, "fewer_divergences": [{"train.clip_mode": "none"}]}, df, published([]))
+    assert unrun["rates"] == [(1, 10), (0, 0)] and "p" not in unrun and unrun["holds"] is None
+
+
+def test_fewer_divergences_judges_a_point_that_only_diverged_and_needs_power_below_alpha(tmp_path):
+    df = divergence_sweep(tmp_path, 10, {"norm": 10, "off": 0})
+    claim = {"source": "p", "where": {"train.clip_mode": "norm"}, "fewer_divergences": [{"train.clip_mode": "off"}]}
+    result = verdicts.judge(claim, df, published([]))
+    assert result["rates"] == [(10, 10), (0, 10)] and result["holds"] is False
+    measured = verdicts.measure(claim, df, published([]))
+    at_alpha = verdicts.decide(claim, {**measured, "reachable": verdicts.ALPHA}, df, published([]))
+    assert at_alpha["holds"] == verdicts.NO_POWER
+    off_fewer = {**claim, "where": {"train.clip_mode": "off"}, "fewer_divergences": [{"train.clip_mode": "norm"}]}
+    reversed_ = verdicts.measure(off_fewer, df, published([]))
+    assert verdicts.decide(off_fewer, reversed_, df, published([]))["holds"] is True
+    assert verdicts.decide(off_fewer, reversed_, df, published([]), p_adjusted=verdicts.ALPHA)["holds"] is False
+    # a "yes" needs no control; a "no" does (this control never leaves the baseline: loss 0.2 against 1/6)
+    never = published([], control={"train.seed": 0})
+    assert verdicts.decide(off_fewer, reversed_, df, never)["holds"] is True
+    assert verdicts.decide(claim, measured, df, never)["holds"] == verdicts.NO_POWER
+
+
+def test_the_bound_rule_reads_the_published_layer_counts_the_profiled_runs_and_holds_at_the_tolerance(tmp_path):
+    T = 10
+    on_bound = [0.5 ** (T - t) for t in range(1, T + 1)]
+    for seed in range(3):
+        run = tmp_path / str(seed)
+        fake_run(run, ["cell.recurrent_gain=0.5", f"train.seed={seed}"], {"val/loss": 0.2},
+                 profile=on_bound if seed < 2 else None)
+    rows = runs.records_frame(runs.read_records(study_records.export("g", [tmp_path], tmp_path / "out", detail=True)))
+    claim = {"source": "p", "where": {"cell.recurrent_gain": 0.5}, "bound": 0.5}
+    result = verdicts.judge(claim, rows, published([]))  # layer0 unless the published file says
+    assert result["n"] == 2 and result["std"] == pytest.approx(0.0, abs=1e-12) and result["holds"] is True
+    two_layers = rows.assign(profile_init=[{"layer1": p["layer0"], "layer0": [1.0] * T} if isinstance(p, dict) else p
+                                           for p in rows["profile_init"]])
+    assert verdicts.judge(claim, two_layers, published([], layer="layer1"))["holds"] is True
+    assert verdicts.judge(claim, two_layers, published([]))["holds"] is False
+    measured = verdicts.measure(claim, rows, published([]))
+    at = verdicts.decide(claim, {**measured, "margin": verdicts.BOUND_TOLERANCE}, rows, published([]))
+    assert at["holds"] is True
+    no_profiles = verdicts.judge(claim, rows.drop(columns="profile_init"), published([]))
+    assert no_profiles["holds"] is None and "margin" not in no_profiles
+    failed_control = verdicts.judge(claim, rows, published([], control={"cell.recurrent_gain": 0.6}))
+    assert failed_control["holds"] is True  # measured at initialisation: no control needed
+
+
+def test_findings_leave_out_a_fair_comparisons_screen_and_go_on_past_a_pair_without_a_test(tmp_path):
+    df = scores_sweep(tmp_path, {"a": [0.90, 0.91, 0.92], "b": [0.5], "c": [0.80, 0.81, 0.79], "d": [0.7, 0.7, 0.7]})
+    pub = {**published([]), "metric": "final/val/score", "mode": "max"}
+    pairs = [(f["better"], f["worse"]) for f in verdicts.findings(df, pub, "cell")]
+    assert pairs == [("a", "c"), ("a", "d"), ("c", "d")]  # b has one run: no test with it
+    screen = df.assign(fair=["screen" if cell == "c" else "final" for cell in df["cell"]])
+    assert [(f["better"], f["worse"]) for f in verdicts.findings(screen, pub, "cell")] == [("a", "d")]
+    nan_pair = df.assign(**{"final/val/score": [math.nan if c == "a" else v for c, v in zip(df["cell"], df["final/val/score"])]})
+    assert [(f["better"], f["worse"]) for f in verdicts.findings(nan_pair, pub, "cell")] == [("c", "d")]
 
 
 def test_wikitext2_sample_folder_maps_words_missing_from_train_to_unk(tmp_path):

@@ -508,3 +508,291 @@ def test_progress_lines_report_each_steps_loss_and_the_last_evaluation(caplog):
     assert re.fullmatch(r"step 1/4 \(25%\), loss 0, [\d.e+]+ steps/s, ETA \d+ s", lines[0]), lines[0]  # no evaluation yet
     assert [line.split(", ")[2] for line in lines[1:]] == ["val/accuracy=0 (step 2)"] * 2 + ["val/accuracy=0 (step 4)"]
     assert lines[-1].endswith("ETA 0 s")
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradient profiles and the run folder sink (in process: mutation testing cannot use a child's run)
+
+
+class Profiles(Rows):
+    """A sink keeping the logged rows and each profile with the step it was logged at."""
+
+    def __init__(self):
+        super().__init__()
+        self.profiles = []
+
+    def log_profile(self, step, profile):
+        self.profiles.append((step, profile))
+
+
+def profiled_run(gate_stats: bool, **kw) -> tuple[Profiles, dict]:
+    """A 7-step LSTM run on the adding task profiling every 3 steps; the profile its model had at
+    initialisation, computed beside it on a copy."""
+    import copy
+
+    from rnnbench.modules.diagnostics import temporal_profile
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    initial = temporal_profile(copy.deepcopy(model), task.loss, task.probe_batch(), gate_stats)
+    sink = Profiles()
+    Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None,
+            settings(max_steps=7, eval_every=5, profile_every=3, gate_stats=gate_stats, **kw), [sink]).fit()
+    return sink, initial
+
+
+@pytest.mark.parametrize("gate_stats", [True, False])
+def test_profiles_come_at_initialisation_every_profile_every_steps_and_at_the_last(gate_stats):
+    sink, initial = profiled_run(gate_stats)
+    assert [step for step, _ in sink.profiles] == [0, 3, 6, 7]
+    assert [profile["step"] for _, profile in sink.profiles] == [0, 3, 6, 7]
+    first = sink.profiles[0][1]
+    assert first["layers"] == initial["layers"] and first["loss"] == initial["loss"]  # before any update
+    assert sink.profiles[1][1]["layers"] != initial["layers"]
+    assert ("gates" in first) == gate_stats
+
+
+def test_the_recorder_sink_writes_rows_and_profiles_to_the_run_folder(tmp_path):
+    with run_folder.RunRecorder(tmp_path) as recorder:
+        sink = train.RecorderSink(recorder)
+        sink.log({"step": 1, "train/loss": 0.5})
+        sink.log_profile(3, {"step": 3, "layers": {"layer0": [0.25, 1.0]}})
+    assert run_folder.read_metrics(tmp_path) == [{"step": 1, "train/loss": 0.5}]
+    assert run_folder.read_profiles(tmp_path) == [{"step": 3, "layers": {"layer0": [0.25, 1.0]}}]
+    assert run_folder.read_profile(tmp_path) == {"step": 3, "layers": {"layer0": [0.25, 1.0]}}
+
+
+# ------------------------------------------------------------------------------------------------
+# The clock, a stop request, the carried state in a checkpoint, the splits evaluated
+
+
+def run_for(max_minutes: float, elapsed_s: float) -> int:
+    """The steps a 4-step run takes under `max_minutes` when its earlier segments took `elapsed_s`."""
+    model = Linear()
+    trainer = Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                      settings(max_steps=4, max_minutes=max_minutes), [Rows()])
+    trainer.result.elapsed_s = elapsed_s  # as load_state_dict restores it
+    return trainer.fit().steps
+
+
+def test_a_resumed_runs_clock_goes_on_from_its_earlier_segments_against_max_minutes():
+    assert run_for(max_minutes=2, elapsed_s=0.0) == 4
+    assert run_for(max_minutes=2, elapsed_s=100.0) == 4  # 100 s of 120: time left for the 4 steps
+    assert run_for(max_minutes=2, elapsed_s=120.5) == 1  # out of time: the step under way is the last
+
+
+class SqrtLoss(Scripted):
+    """loss = Σ sqrt(|w|): finite (0) at w = 0, where its gradient is not (∞ · 0 = NaN)."""
+
+    def loss(self, outputs, batch):
+        return torch.sqrt(outputs.abs()).sum()
+
+
+def test_a_finite_loss_with_a_non_finite_gradient_diverges_without_an_update():
+    model, rows = Linear(), Rows()
+    result = Trainer(model, SqrtLoss(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                     settings(max_steps=3), [rows]).fit()
+    assert (result.status, result.diverged_at, result.steps) == ("diverged", 1, 0)
+    assert [sorted(row) for row in rows] == [["diverged", "grad/global_norm", "step", "train/loss"]]
+    assert rows[0]["train/loss"] == 0.0 and math.isnan(rows[0]["grad/global_norm"]) and rows[0]["diverged"] is True
+    assert model.w.tolist() == [0.0, 0.0]
+
+
+def test_a_stop_request_checkpoints_the_step_just_run_and_returns_the_stopped_result():
+    model, saved = Linear(), []
+    trainer = Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                      settings(max_steps=10, checkpoint_at_eval=False, checkpoint_minutes=0), [Rows()],
+                      checkpoint=lambda state: saved.append(state["step"]), stop_requested=lambda: trainer.step >= 2)
+    result = trainer.fit()
+    assert result is trainer.result and (result.status, result.steps) == ("stopped", 2)
+    assert saved == [2]  # the step just run, and no "final" checkpoint of a completed run after it
+
+
+def test_the_carried_state_goes_into_the_checkpoint_and_comes_back_from_it():
+    model = Linear()
+    first = Trainer(model, Scripted(stateful=True), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                    settings(max_steps=3), [Rows()])
+    first.fit()
+    state = first.state_dict()
+    assert int(state["carried_state"]) == 3  # three windows since the stream began
+    resumed_model = Linear()
+    resumed = Trainer(resumed_model, Scripted(stateful=True), torch.optim.SGD(resumed_model.parameters(), lr=0.1), None,
+                      settings(max_steps=5), [Rows()])
+    resumed.load_state_dict(state)
+    resumed.fit()
+    assert resumed_model.received == [3, 4]  # steps 4 and 5 start from the state step 3 left
+
+
+def test_the_trainer_evaluates_the_validation_split_unless_told_another():
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    trainer = Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None, settings(), [Rows()])
+    val, test = train.evaluate_model(model, task, "val"), train.evaluate_model(model, task, "test")
+    assert val != test
+    assert trainer.evaluate() == val and trainer.evaluate("test") == test
+
+
+def test_progress_lines_come_every_every_s_seconds_with_the_rate_and_eta_of_this_segment(monkeypatch, caplog):
+    """By a clock the test moves: a run resumed at step 2 of 10, a line at most every 30 s."""
+    clock = [1000.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    lines = train.ProgressLines(total=10, initial=2, every_s=30)
+    with caplog.at_level("INFO", logger=train.log.name):
+        for now, step, last_metric in ((1010, 3, ""), (1040, 6, ""), (1060, 7, "val/loss=0.2 (step 6)"),
+                                       (1070, 8, "val/loss=0.2 (step 6)")):
+            clock[0] = now
+            lines.update(step, 0.5, last_metric)
+    # 1040: 4 steps in 40 s since the resume, 0.1 steps/s, 4 steps left: 40 s. None at 1060 (20 s after
+    # the last line); at 1070, exactly 30 s after: 6 steps in 70 s, 2 left: 23.3 s
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 6/10 (60%), loss 0.5, 0.1 steps/s, ETA 40 s",
+        "step 8/10 (80%), loss 0.5, val/loss=0.2 (step 6), 0.0857 steps/s, ETA 23 s"]
+
+
+class LengthsSeen(Linear):
+    """Linear, keeping the lengths each training forward pass was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.lengths_seen = []
+
+    def forward(self, inputs, lengths=None, state=None):
+        self.lengths_seen.append(None if lengths is None else lengths.tolist())
+        return super().forward(inputs, lengths, state)
+
+
+class Padded(Scripted):
+    """Batches of two sequences of 3 and 1 steps, padded to 3."""
+
+    def train_batch(self):
+        batch = super().train_batch()
+        return Batch(torch.zeros(3, 2, 1), torch.zeros(2), lengths=torch.tensor([3, 1]),
+                     reset_state=batch.reset_state)
+
+    def loss(self, outputs, batch):
+        return (torch.tensor(GRAD) * outputs[0]).sum()
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_a_padded_batch_trains_with_its_lengths(stateful):
+    model = LengthsSeen()
+    Trainer(model, Padded(stateful=stateful), torch.optim.SGD(model.parameters(), lr=0.1), None,
+            settings(max_steps=2), [Rows()]).fit()
+    assert model.lengths_seen == [[3, 1], [3, 1]]
+
+
+def test_per_group_gradient_norms_come_with_the_logged_steps_only():
+    from rnnbench.modules.diagnostics import gradient_norms
+    from rnnbench.tasks.adding import AddingTask
+
+    torch.manual_seed(0)
+    task = AddingTask(seq_len=4, batch_size=4, val_size=8, seed=0)
+    model = SequenceModel(task.spec, LSTMCell, 4)
+    rows = Rows()
+    trainer = Trainer(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None,
+                      settings(max_steps=3, log_every=2), [rows])
+    _, grads, _, _ = trainer.train_step()  # not a logged step unless asked
+    assert sorted(grads) == ["grad/global_norm", "grad/global_norm_clipped"]
+    trainer.fit()
+    groups = {f"grad/{name}" for name in gradient_norms(model)}
+    assert groups and [sorted(groups & set(row)) for row in rows] == [sorted(groups)] * 2  # steps 2 and 3 (the last)
+
+
+def test_on_a_terminal_the_progress_is_a_bar_from_the_resumed_step_with_the_loss_and_last_evaluation(monkeypatch,
+                                                                                                      request):
+    import sys
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # where tqdm draws
+    progress = train._progress(settings(max_steps=10, progress=True), 3)
+    assert isinstance(progress, train.ProgressBar)
+    request.addfinalizer(progress.close)  # a bar left open when an assertion fails hangs mutmut's runner
+    bar = progress.bar
+    assert (bar.total, bar.n, bar.desc, bar.leave) == (10, 3, "train", False) and not bar.disable
+    assert bar.dynamic_ncols  # follows the terminal's width
+    progress.update(4, 0.123456, "val/loss=0.2 (step 4)")
+    assert bar.n == 4 and bar.postfix == "loss=0.1235 val/loss=0.2 (step 4)"
+    progress.close()
+    assert train._progress(settings(max_steps=10, progress=False), 3) is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # stdout a terminal, stderr redirected: no drawing
+    assert train.ProgressBar(10, 3).bar.disable is True
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert isinstance(train._progress(settings(max_steps=10, progress=True), 3), train.ProgressLines)
+
+
+def test_a_metric_other_than_the_main_one_is_tracked_in_the_direction_its_name_says():
+    """val/f1 (higher is better by its name, not the task's main metric) is best at its highest, val/mse
+    (lower is better by its name) at its lowest."""
+    evals = [{"loss": 1.0, "accuracy": 0.1, "f1": 0.2, "mse": 0.3}, {"loss": 1.0, "accuracy": 0.1, "f1": 0.8, "mse": 0.1},
+             {"loss": 1.0, "accuracy": 0.1, "f1": 0.5, "mse": 0.2}]
+    model = Linear()
+    result = Trainer(model, Scripted(evals=evals), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                     settings(max_steps=3, eval_every=1), [Rows()]).fit()
+    assert (result.best["val/f1"], result.best_step["val/f1"]) == (0.8, 2)
+    assert (result.best["val/mse"], result.best_step["val/mse"]) == (0.1, 2)
+
+
+def clocked_checkpoints(monkeypatch, write_s: float, **kw) -> list[int]:
+    """The steps a 25-step run checkpoints at by a clock the test moves: each step takes 10 s, each
+    checkpoint `write_s`."""
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    saved = []
+
+    def write(state):
+        saved.append(state["step"])
+        clock[0] += write_s
+
+    model = Linear()
+    Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+            settings(max_steps=25, **kw), [Rows()], checkpoint=write,
+            on_step=lambda step: clock.__setitem__(0, 10.0 * step)).fit()
+    return saved
+
+
+def test_checkpoints_by_the_clock_come_once_checkpoint_minutes_have_passed_to_the_second(monkeypatch):
+    # step k runs at 10 (k - 1) s: 60 s have passed at step 7 exactly, then at step 13, 19; the final one
+    assert clocked_checkpoints(monkeypatch, 0.0, checkpoint_at_eval=False, checkpoint_minutes=1) == [7, 13, 19, 25]
+
+
+def test_checkpoints_at_evaluations_wait_a_hundred_times_their_write_time(monkeypatch):
+    # a 1 s write: the next checkpoint at an evaluation only 100 s after the last was written
+    assert clocked_checkpoints(monkeypatch, 1.0, eval_every=1, checkpoint_minutes=0) == [1, 12, 23, 25]
+
+
+def test_a_run_is_out_of_time_once_max_minutes_have_passed_to_the_second(monkeypatch):
+    monkeypatch.setattr(train.time, "perf_counter", lambda: 1000.0)  # a stopped clock: elapsed is what was
+    assert run_for(max_minutes=2, elapsed_s=120.0) == 1
+    assert run_for(max_minutes=2, elapsed_s=119.0) == 4
+
+
+def test_training_time_adds_up_every_steps_forward_and_backward(monkeypatch):
+    """Each training forward pass takes 2 s of a clock the test moves (and nothing else does): 4 steps
+    train for 8 s, and the throughput is the sequence steps over those 8 s."""
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+
+    class TwoSeconds(Linear):
+        def forward(self, inputs, lengths=None, state=None):
+            clock[0] += 2.0
+            return super().forward(inputs, lengths, state)
+
+    model = TwoSeconds()
+    result = Trainer(model, Scripted(), torch.optim.SGD(model.parameters(), lr=0.1), None,
+                     settings(max_steps=4), [Rows()]).fit()
+    assert result.train_time_s == 8.0 and result.throughput == result.sequence_steps / 8.0
+
+
+def test_an_evaluation_without_the_main_metric_shows_none_in_the_progress(caplog):
+    model = Linear()
+    with caplog.at_level("INFO", logger=train.log.name):
+        Trainer(model, Scripted(evals=[{"loss": 1.0}, {"loss": 0.5}]), torch.optim.SGD(model.parameters(), lr=0.1),
+                None, settings(max_steps=2, eval_every=1, progress=True, progress_every_s=0), [Rows()]).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert len(lines) == 2 and all(re.fullmatch(r"step \d/2 \(\d+%\), loss [^,]+, [\d.e+]+ steps/s, ETA \d+ s", line)
+                                   for line in lines), lines

@@ -258,7 +258,9 @@ def noninferiority(a: Sequence[float], b: Sequence[float], margin: float, mode: 
     """"a does not hurt against b": the one-sided test that a is worse than b by less than `margin`
     (metric units, > 0), i.e. the (1 − 2α) interval of the difference lies on the good side of the
     margin (one half of TOST). `mode` is the metric's direction ("min": lower is better). A large
-    p-value of a difference test is not this: it is absence of evidence, not evidence of absence."""
+    p-value of a difference test is not this: it is absence of evidence, not evidence of absence.
+    With fewer than 2 values a side there is no test (p NaN); with no spread at all the difference is
+    exact, as in `compare_samples` (p 0 within the margin, else 1)."""
     if not margin > 0:
         raise ValueError(f"an equivalence margin must be positive, got {margin}")
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -266,15 +268,23 @@ def noninferiority(a: Sequence[float], b: Sequence[float], margin: float, mode: 
     x, y = sign * a - margin, sign * b  # H0: sign·(a − b) ≥ margin; H1: sign·(a − b) < margin
     if paired:
         keep = ~(np.isnan(x) | np.isnan(y))
-        degenerate = keep.sum() < 2 or np.ptp((x - y)[keep]) == 0
-        test = None if degenerate else scipy_stats.ttest_rel(x[keep], y[keep], alternative="less")
+        x, y = x[keep], y[keep]
+        enough = len(x) >= 2
+        spread = np.ptp(x - y) if enough else 0.0
     else:
         x, y = x[~np.isnan(x)], y[~np.isnan(y)]
-        degenerate = len(x) < 2 or len(y) < 2 or x.var() + y.var() == 0
-        test = None if degenerate else scipy_stats.ttest_ind(x, y, equal_var=False, alternative="less")
-    spread = compare_samples(a, b, paired, confidence=1 - 2 * alpha)
-    p = math.nan if test is None else float(test.pvalue)
-    return {**spread, "margin": margin, "p_noninferior": p, "noninferior": bool(p < alpha)}
+        enough = len(x) >= 2 and len(y) >= 2
+        spread = max(np.ptp(x), np.ptp(y)) if enough else 0.0
+    interval = compare_samples(a, b, paired, confidence=1 - 2 * alpha)
+    if not enough:
+        p = math.nan
+    elif _constant(spread, interval["diff"]):
+        p = 0.0 if sign * interval["diff"] < margin else 1.0
+    elif paired:
+        p = float(scipy_stats.ttest_rel(x, y, alternative="less").pvalue)
+    else:
+        p = float(scipy_stats.ttest_ind(x, y, equal_var=False, alternative="less").pvalue)
+    return {**interval, "margin": margin, "p_noninferior": p, "noninferior": bool(p < alpha)}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

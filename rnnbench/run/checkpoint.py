@@ -310,10 +310,11 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def forget_after(run_dir: Path, step: int) -> None:
-    """Drop the rows of metrics.jsonl and profiles.jsonl after `step` (all of them for a fresh start),
-    and the test row written after training: the run logs them again from step + 1."""
+    """Drop the rows of metrics.jsonl and profiles.jsonl after `step`, and the test row written after
+    training: the run logs them again from step + 1. A fresh start (`step` 0) drops all of them, the
+    profile at step 0 too: the run profiles its initialisation again."""
     def keep(row: dict[str, Any]) -> bool:
-        return row.get("step", 0) <= step and not any(k.startswith("test/") for k in row)
+        return step > 0 and row.get("step", 0) <= step and not any(k.startswith("test/") for k in row)
 
     for name in (run_folder.METRICS_FILE, run_folder.PROFILES_FILE):
         dropped = truncate_jsonl(run_dir / name, keep)
