@@ -130,6 +130,10 @@ class Plan:
                 "overrides": self.overrides, "seeds": self.seeds, "screen_seeds": self.screen_seeds,
                 "select": self.select}
 
+    def identity(self) -> dict[str, Any]:
+        """What a saved plan is compared by: the plan as fair.json stores it (JSON types), without Hydra's keys."""
+        return _identity(run_folder.loads(run_folder.dumps(self.as_dict())))
+
     def screen_overrides(self) -> list[str]:
         return [*self.overrides, *self.screen, _sweep(SEED_KEY, self.screen_seeds),
                 _sweep(self.compare_key, self.compare), *(_sweep(k, v) for k, v in self.grid.items())]
@@ -185,7 +189,7 @@ def migrate_seeds(saved: dict[str, Any], plan: "Plan") -> dict[str, Any]:
     old, new = saved.get("plan", {}).get("seeds"), plan.seeds
     if old == new or old != list(range(len(new))) or not set(old) & set(plan.screen_seeds):
         return saved
-    if _identity({**saved["plan"], "seeds": new}) != _identity(run_folder.loads(run_folder.dumps(plan.as_dict()))):
+    if _identity({**saved["plan"], "seeds": new}) != plan.identity():
         return saved  # another plan, refused by the caller
     for value in plan.compare:
         folder = plan.dir / f"final-{folder_name(value)}"
@@ -368,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
         saved = run_folder.loads(plan_file.read_text(encoding="utf-8"))
         if not args.dry_run:
             saved = migrate_seeds(saved, plan)
-        if _identity(saved.get("plan")) != _identity(run_folder.loads(run_folder.dumps(plan.as_dict()))):
+        if _identity(saved.get("plan")) != plan.identity():
             raise FairError(f"{plan.dir} holds another fair comparison ({plan_file}: {run_folder.dumps(saved.get('plan'))}); "
                             f"run that one again to continue it, or choose another --dir")
         state = saved

@@ -459,10 +459,11 @@ class RGLRUCell(ModernCell):
         H = self.hidden_size
         return ((H,), (H,), (H, self.conv_width - 1)) if self.temporal_block else ((H,),)
 
-    def _pre_activations(self, u: Tensor) -> Tensor:
-        """[W_a u + b_a | W_x u + b_x] (..., 2H) from u (..., H), W_a and W_x block-diagonal (one head: one GEMM
-        with both gates' rows)."""
-        if self.num_heads == 1:
+    def _pre_activations(self, u: Tensor, whole_sequence: bool = False) -> Tensor:
+        """[W_a u + b_a | W_x u + b_x] (..., 2H) from u (..., H), W_a and W_x block-diagonal. Over a whole
+        sequence with one head: one GEMM with both gates' rows, whose weight copy (2H²) the T·B rows repay;
+        per step the einsum, which copies no weight (measured at B=64, H=256, 1 thread: 240 against 350 µs)."""
+        if whole_sequence and self.num_heads == 1:
             return F.linear(u, self.gate_weight[:, 0].transpose(1, 2).reshape(-1, self.hidden_size),
                             self.gate_bias.flatten())
         heads = u.unflatten(-1, (self.num_heads, -1))                          # (..., heads, H/heads)
@@ -500,7 +501,8 @@ class RGLRUCell(ModernCell):
         else:
             (h0,) = state
         if scan.fused_fits(u):  # gates' nonlinearities, a_t, √(1 - a_t²) and the scan fused, C++
-            hs, h = scan.rglru(u, self._pre_activations(u), self.c * F.softplus(-self.a_param), h0, lengths)
+            hs, h = scan.rglru(u, self._pre_activations(u, whole_sequence=True), self.c * F.softplus(-self.a_param),
+                               h0, lengths)
         else:
             a, b, _, _ = self._coefficients(u)
             hs, h = scan.linear_scan(a, b, h0, lengths)                         # (T, B, H)
@@ -652,9 +654,13 @@ class S6Cell(ModernCell):
         A = -torch.exp(self.A_log)                                                     # (E, N)
         return torch.exp(delta.unsqueeze(-1) * A), (delta * u).unsqueeze(-1) * B.unsqueeze(-2), C, delta
 
-    def _output(self, h: Tensor, C: Tensor, u: Tensor, z: Tensor) -> Tensor:
-        y = (h @ C.unsqueeze(-1)).squeeze(-1) + self.D * u                       # h_t C_t + D u  (..., E)
-        return F.linear(y * F.silu(z), self.weight_out)
+    def _output(self, hC: Tensor, u: Tensor, z: Tensor) -> Tensor:
+        """W_out((h_t C_t + D ⊙ u_t) ⊙ SiLU(z_t)) from h_t C_t (..., E)."""
+        return F.linear((hC + self.D * u) * F.silu(z), self.weight_out)
+
+    @staticmethod
+    def _read(h: Tensor, C: Tensor) -> Tensor:
+        return (h @ C.unsqueeze(-1)).squeeze(-1)                                # h_t C_t  (..., E)
 
     def step(self, x_proj_t, state, gates=None):
         _, h, window = state
@@ -663,7 +669,7 @@ class S6Cell(ModernCell):
         u = F.silu(u)
         A_bar, Bu, C, _ = self._selective(u)
         h = A_bar * h + Bu                                                      # (B, E, N)
-        y = self._output(h, C, u, z)
+        y = self._output(self._read(h, C), u, z)
         return y, (y, h, window)
 
     def sequence(self, x_proj, state, lengths=None):
@@ -674,11 +680,11 @@ class S6Cell(ModernCell):
         if scan.fused_fits(u):  # the selective scan fused in C++, no (T, B, E, N) tensor
             delta, B, C = self._selection(u)
             hC, h = scan.s6(delta, u, -torch.exp(self.A_log), B, C, h0, lengths)   # (T, B, E), (B, E, N)
-            y = F.linear((hC + self.D * u) * F.silu(z), self.weight_out)
+            y = self._output(hC, u, z)
         else:
             A_bar, Bu, C, _ = self._selective(u)                                # (T, B, E, N) each
             hs, h = scan.linear_scan(A_bar, Bu, h0, lengths)
-            y = self._output(hs, C, u, z)
+            y = self._output(self._read(hs, C), u, z)
         if lengths is not None:
             y = y.masked_fill(~valid_steps(lengths, y.shape[0], y.device), 0.0)  # not y·0: NaN at ±inf
         return y, _freeze_padded(state, (y[_last_index(lengths, y)], h, window), lengths, y.shape[0])
