@@ -286,8 +286,8 @@ def screen_runs(plan: Plan) -> pd.DataFrame:
 
 
 def final_runs(plan: Plan) -> pd.DataFrame:
-    folders = [plan.dir / f"final-{folder_name(v)}" for v in plan.compare]
-    return load_runs([f for f in folders if f.is_dir()])
+    folders = [f for f in (plan.dir / f"final-{folder_name(v)}" for v in plan.compare) if f.is_dir()]
+    return load_runs(folders) if folders else pd.DataFrame()  # --screen-only: none yet
 
 
 def main_metric_mode(runs: pd.DataFrame, metric: str) -> str:

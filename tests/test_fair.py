@@ -160,6 +160,14 @@ def test_an_old_folder_of_another_plan_is_left_untouched_and_refused(tmp_path):
     assert (tmp_path / "final-gru" / "0").is_dir()
 
 
+def test_a_plan_without_final_folders_has_no_final_runs_yet(tmp_path):
+    """--screen-only stops before the finals: the table then says so instead of failing on no folders."""
+    plan = fair.Plan(fair.parser().parse_args(["--dir", str(tmp_path), "--compare", "cell=vanilla,gru", "--grid",
+                                               "optim.lr=0.001,0.03", *TINY]))
+    assert fair.final_runs(plan).empty
+    assert fair.final_table(plan, {"select": "best/val/loss", "mode": "min", "chosen": {}})[0] == "no final runs yet\n"
+
+
 def test_match_makes_equal_parameters_or_equal_width_one_switch():
     assert fair.match_overrides("params=240000") == ["model.param_budget=240000"]
     assert fair.match_overrides("width=128") == ["model.param_budget=null", "model.hidden_size=128"]
