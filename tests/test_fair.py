@@ -222,9 +222,25 @@ def test_exported_records_name_the_stage_so_a_claim_can_read_the_tuned_runs_alon
     folder, _, _ = comparison
     path = study_records.export("toy", [folder / "screen", folder / "final-vanilla", folder / "final-gru"], tmp_path)
     rows = runs.read_records(path)
-    assert sorted({(r["sweep"], r["fair"]) for r in rows}) == [("final-gru", "final"), ("final-vanilla", "final"),
+    short = "final (screen train.max_steps=20)"  # chosen by a screen at a fifth of the budget: said in the stage
+    assert sorted({(r["sweep"], r["fair"]) for r in rows}) == [("final-gru", short), ("final-vanilla", short),
                                                                 ("screen", "screen")]
     df = runs.records_frame(rows)
     published = {"metric": "final/val/loss", "mode": "min", "claims": []}
-    tuned = verdicts.judge({"where": {"cell": "gru", "fair": "final"}, "better_than": [{"cell": "vanilla"}]}, df, published)
+    tuned = verdicts.judge({"where": {"cell": "gru", "fair": short}, "better_than": [{"cell": "vanilla"}]}, df, published)
     assert tuned["n"] == 2 and tuned["tests"][0]["test"] == "paired t"  # the two seeds, not the screen's run
+
+
+def test_a_final_chosen_at_the_final_budget_is_final_and_not_a_shorter_screens(tmp_path):
+    from rnnbench.report import runs
+
+    for name, screen in (("full", []), ("short", ["train.max_steps=1000", "data.batch_size=16"])):
+        folder = tmp_path / name
+        for job in ("screen/0", "extend-lstm-optim.lr_0.032/0", "final-lstm/0"):
+            (folder / job).mkdir(parents=True)
+        assert runs.fair_stage(folder / "final-lstm" / "0") is None  # no plan beside: not a fair comparison
+        (folder / fair.PLAN_FILE).write_text(json.dumps({"plan": {"screen": screen}}))
+    for name, final in (("full", "final"), ("short", "final (screen train.max_steps=1000 data.batch_size=16)")):
+        stages = [runs.fair_stage(tmp_path / name / job) for job in ("screen/0", "extend-lstm-optim.lr_0.032/0",
+                                                                       "final-lstm/0")]
+        assert stages == ["screen", "screen", final]

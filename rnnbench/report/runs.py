@@ -8,6 +8,7 @@ back as the type Hydra gave it (``+x=[1,2]`` is a list, ``~train.clip`` is None)
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -89,11 +90,16 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 def fair_stage(run_dir: Path) -> str | None:
     """"screen" or "final" for a run of a fair comparison (`rnnbench.fair`: DIR/screen/<job>,
-    DIR/extend-*/<job>, DIR/final-<value>/<job> beside DIR/fair.json), else None."""
-    sweep = run_dir.parent
-    if not (sweep.parent / FAIR_PLAN).is_file():
+    DIR/extend-*/<job>, DIR/final-<value>/<job> beside DIR/fair.json), else None. A final whose
+    setting was chosen by a screen at other overrides (`--screen`, e.g. a shorter budget) is
+    "final (screen <overrides>)", so its claims never mix with those of a screen at the final's budget."""
+    plan_file = run_dir.parent.parent / FAIR_PLAN
+    if not plan_file.is_file():
         return None
-    return "final" if sweep.name.startswith("final-") else "screen"
+    if not run_dir.parent.name.startswith("final-"):
+        return "screen"
+    screen = json.loads(plan_file.read_text()).get("plan", {}).get("screen") or []
+    return f"final (screen {' '.join(screen)})" if screen else "final"
 
 
 def is_seed_key(key: str) -> bool:
