@@ -223,8 +223,8 @@ def test_exported_records_name_the_stage_so_a_claim_can_read_the_tuned_runs_alon
     path = study_records.export("toy", [folder / "screen", folder / "final-vanilla", folder / "final-gru"], tmp_path)
     rows = runs.read_records(path)
     short = "final (screen train.max_steps=20)"  # chosen by a screen at a fifth of the budget: said in the stage
-    assert sorted({(r["sweep"], r["fair"]) for r in rows}) == [("final-gru", short), ("final-vanilla", short),
-                                                                ("screen", "screen")]
+    assert sorted({(r["sweep"], r["fair"]) for r in rows}) == [("cmp/final-gru", short), ("cmp/final-vanilla", short),
+                                                                ("cmp/screen", "screen")]
     df = runs.records_frame(rows)
     published = {"metric": "final/val/loss", "mode": "min", "claims": []}
     tuned = verdicts.judge({"where": {"cell": "gru", "fair": short}, "better_than": [{"cell": "vanilla"}]}, df, published)
@@ -244,3 +244,28 @@ def test_a_final_chosen_at_the_final_budget_is_final_and_not_a_shorter_screens(t
         stages = [runs.fair_stage(tmp_path / name / job) for job in ("screen/0", "extend-lstm-optim.lr_0.032/0",
                                                                        "final-lstm/0")]
         assert stages == ["screen", "screen", final]
+
+
+def test_a_second_comparison_joins_the_records_beside_the_first_and_replaces_only_its_own(comparison, tmp_path):
+    import shutil
+
+    from rnnbench.report import runs, study_records
+
+    folder, _, _ = comparison
+    again = tmp_path / "cmp_full"  # a second comparison: the same stage names, another plan
+    shutil.copytree(folder / "final-gru", again / "final-gru")
+    plan = json.loads((folder / fair.PLAN_FILE).read_text())
+    (again / fair.PLAN_FILE).write_text(json.dumps({**plan, "plan": {**plan["plan"], "screen": []}}))
+    out = tmp_path / "records"
+    study_records.export("toy", [folder / "final-gru", folder / "final-vanilla"], out)
+    legacy = [{**r, "sweep": r["sweep"].split("/")[1]} for r in runs.read_records(out)]  # before sweeps named their comparison
+    (out / runs.RUNS_FILE).write_text("".join(json.dumps(r) + "\n" for r in legacy + [{"sweep": "shared", "job": "0"}]))
+    study_records.export("toy", [folder / "final-gru"], out, add=True)
+    study_records.export("toy", [again / "final-gru"], out, add=True)
+    study_records.export("toy", [again / "final-gru"], out, add=True)  # exported again: replaces its own rows
+    rows = runs.read_records(out)
+    count = {}
+    for r in rows:
+        count[(r["sweep"], r.get("fair"))] = count.get((r["sweep"], r.get("fair")), 0) + 1
+    assert count == {("cmp/final-gru", "final (screen train.max_steps=20)"): 2, ("cmp_full/final-gru", "final"): 2,
+                     ("final-vanilla", "final (screen train.max_steps=20)"): 2, ("shared", None): 1}

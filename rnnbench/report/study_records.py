@@ -21,7 +21,7 @@ import yaml
 
 from rnnbench.records import run_folder
 from rnnbench.report import verdicts
-from rnnbench.report.runs import BUDGET_KEY, RUNS_FILE, ReportError, fair_stage, find_run_dirs, read_records
+from rnnbench.report.runs import BUDGET_KEY, FAIR_PLAN, RUNS_FILE, ReportError, fair_stage, find_run_dirs, read_records
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 PUBLISHED_FILE = "published.yaml"
@@ -87,16 +87,26 @@ def export(study: str, sweeps: Sequence[str | Path], out_dir: Path | None = None
     rows = []
     for sweep in sweeps:
         for run_dir in find_run_dirs(sweep):
-            rows.append({"sweep": Path(sweep).name, **record(run_dir, detail)})
+            rows.append({"sweep": sweep_name(sweep), **record(run_dir, detail)})
     if not rows:
         raise ReportError(f"no runs found under {', '.join(map(str, sweeps))}")
     if add and (out_dir / RUNS_FILE).is_file():
-        names = {Path(sweep).name for sweep in sweeps}
-        rows += [r for r in read_records(out_dir) if r.get("sweep") not in names]
+        names = {sweep_name(sweep) for sweep in sweeps}
+        # records exported before fair sweeps carried their comparison's name hold the stage's folder alone
+        bare = {Path(sweep).name for sweep in sweeps if sweep_name(sweep) != Path(sweep).name}
+        rows += [r for r in read_records(out_dir)
+                 if r.get("sweep") not in names and not (r.get("sweep") in bare and r.get("fair"))]
     rows.sort(key=lambda r: (r["sweep"], int(r["job"]) if r["job"].isdigit() else r["job"]))
     path = out_dir / RUNS_FILE
     run_folder.atomic_write_text(path, "".join(run_folder.dumps(r, sort_keys=True) + "\n" for r in rows))
     return path
+
+
+def sweep_name(sweep: str | Path) -> str:
+    """A sweep's name in the records: its folder's name; for a stage of a fair comparison (screen,
+    final-<value>, ...: the same names in every comparison) "<comparison folder>/<stage folder>"."""
+    sweep = Path(sweep)
+    return f"{sweep.parent.name}/{sweep.name}" if (sweep.parent / FAIR_PLAN).is_file() else sweep.name
 
 
 def read_published(study: str | Path) -> dict[str, Any]:
