@@ -870,6 +870,17 @@ def test_figure_is_drawn_from_the_records_and_published_file_alone(study, tmp_pa
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_bar_groups_label_names_the_fair_stage_and_its_screen_budget():
+    keys = ["cell", "train.max_steps", "fair"]
+    assert study_figures._group_label(keys, ("lstm", 5000, None)) == "lstm, 5000 steps"
+    assert study_figures._group_label(keys, ("lstm", 5000, "final")) == "lstm, 5000 steps, tuned"
+    assert (study_figures._group_label(keys, ("gru", 5000, "final (screen train.max_steps=1000)"))
+            == "gru, 5000 steps, tuned on a 1000-step screen")
+    assert (study_figures._group_label(keys, ("gru", 5000, "final (screen train.max_steps=1000 data.batch_size=8)"))
+            == "gru, 5000 steps, tuned on a 1000-step data.batch_size=8 screen")
+    assert study_figures._group_label(keys, ("gru", 1000, "screen")) == "gru, 1000 steps, screen"
+
+
 def test_figure_draws_the_training_curves_of_one_point_seed_by_seed(tmp_path, monkeypatch):
     job = 0
     for cell in ("lstm", "vanilla"):

@@ -100,10 +100,22 @@ def _group_label(keys: Sequence[str], values: tuple) -> str:
         if value is None:
             continue
         if key == "fair":  # the fair comparison's stage: each cell at its own screened setting
-            parts.append("own lr" if value == "final" else f"fair {value}")
+            parts.append(_stage_label(str(value)))
         else:
             parts.append(f"{label(value)} steps" if key == BUDGET_KEY else f"{key_label(key)}={label(value)}")
     return ", ".join(parts)
+
+
+def _stage_label(stage: str) -> str:
+    """A fair comparison's stage, short: "tuned" (final), "tuned on a 1000-step screen" (final chosen by
+    a screen of train.max_steps=1000), else the stage."""
+    if not stage.startswith("final"):
+        return stage
+    screen = stage.removeprefix("final").strip(" ()").removeprefix("screen").strip()
+    if not screen:
+        return "tuned"
+    words = [f"{o.split('=', 1)[1]}-step" if o.startswith(f"{BUDGET_KEY}=") else o for o in screen.split()]
+    return f"tuned on a {' '.join(words)} screen"
 
 
 def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
