@@ -175,6 +175,11 @@ def test_a_schema_field_without_a_value_takes_the_constructors_default():
 
     assert config.defaults_from_constructor(Targeted).size == 3
 
+    class NoKeysOfItsOwn(Targeted):  # no annotations in its body: nothing to fill in
+        pass
+
+    assert config.defaults_from(Source)(NoKeysOfItsOwn) is NoKeysOfItsOwn
+
 
 def test_a_schema_field_the_constructor_has_no_default_for_is_refused_by_name():
     class Schema:
