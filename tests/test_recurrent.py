@@ -350,3 +350,104 @@ def test_a_pyramid_residual_shortcut_is_the_mean_of_the_concatenated_pair():
     expected = second + 0.5 * (first[0::2] + first[1::2])
     assert torch.equal(out, expected)
     assert not torch.allclose(out, second + first[0::2] + first[1::2])  # a sum, not the mean, would differ
+
+
+# ---- a cell with a matrix state, the gates a diagnostic pass records, devices, the layer's own defaults ----
+def test_a_padded_batch_of_a_cell_with_a_matrix_state_equals_each_sequence_alone():
+    """S6 (Gu & Dao 2023) carries (B, E, N) states: the step loop's freezing mask and the whole-sequence
+    scan (`auto`) must both stop each sequence at its own end."""
+    from rnnbench.modules.modern_cells import S6Cell
+
+    torch.manual_seed(0)
+    for backend in ("explicit", "auto"):
+        stack = RecurrentStack(functools.partial(S6Cell, state_dim=3), I, H, backend=backend)
+        assert stack.layers[0].paths == ["explicit" if backend == "explicit" else "sequence"]
+        lengths = torch.tensor([7, 3, 5])
+        x = torch.randn(7, 3, I)
+        out, _, final = stack(x, lengths)
+        alone, alone_finals = run_alone(stack, x, lengths)
+        for b, L in enumerate(lengths.tolist()):
+            torch.testing.assert_close(out[:L, b], alone[b], atol=1e-5, rtol=1e-4)
+            if L < 7:
+                assert out[L:, b].abs().max() == 0
+            for s, r in zip(final[0][0], alone_finals[b][0][0]):
+                torch.testing.assert_close(s[b], r, atol=1e-5, rtol=1e-4)
+
+
+def test_a_diagnostic_pass_records_each_steps_gates_and_valid_step_mask():
+    """Probes(record_gates=True): per layer and direction, every step's σ gates (the cell's own `step`
+    reports) and the (B, 1) mask of the sequences still running at that step (None without padding)."""
+    from rnnbench.modules.recurrent import Probes
+
+    assert Probes().gates is None and Probes(record_gates=True).gates == {}
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, bidirectional=True)
+    x, lengths = torch.randn(4, 2, I), torch.tensor([4, 2])
+    probes = Probes(record_gates=True)
+    stack(x, lengths, probes=probes)
+    assert [name for name, _ in probes] == ["layer0", "layer0_reverse"] and list(probes.gates) == ["layer0", "layer0_reverse"]
+    steps = probes.gates["layer0"]
+    assert [mask[:, 0].tolist() for _, mask in steps] == [[True, True], [True, True], [True, False], [True, False]]  # t < L
+    cell = stack.layers[0].directions[0]
+    state = cell.default_state(2)
+    for t, x_t in enumerate(cell.input_projection(x).unbind(0)):
+        expected = {}
+        _, state = cell.step(x_t, state, gates=expected)
+        assert set(steps[t][0]) == {"input", "forget", "output"}
+        for name, value in expected.items():  # the same for the sequence still running at t
+            torch.testing.assert_close(steps[t][0][name][0], value[0])
+    unpadded = Probes(record_gates=True)
+    stack(x, probes=unpadded)
+    assert all(mask is None for _, mask in unpadded.gates["layer0"])
+    plain = []
+    stack(x, probes=plain)  # a plain list collects the probes only
+    assert len(plain) == 2
+
+
+def test_a_stack_runs_on_the_device_of_its_input():
+    """The meta device stands in for a GPU: states, masks and the reversal are made where x is (the lengths
+    stay on the CPU, as pack_padded_sequence wants them)."""
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, backend="explicit").to("meta")
+    out, _, final = stack(torch.zeros(7, 3, I, device="meta"), torch.tensor([7, 5, 2]))
+    assert out.device.type == "meta" and {s.device.type for layer in final for d in layer for s in d} == {"meta"}
+    x = torch.zeros(5, 2, 3, device="meta")
+    assert reverse_padded(x, torch.tensor([5, 3])).device.type == "meta"
+
+
+def test_a_stacks_default_state_is_zeros_per_layer_and_direction():
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True)
+    state = stack.default_state(3, torch.device("meta"), torch.float64)
+    assert [[[(tuple(s.shape), s.device.type, s.dtype) for s in d] for d in layer] for layer in state] == \
+        [[[((3, H), "meta", torch.float64)] * 2] * 2] * 2
+    assert all(not s.any() for layer in stack.default_state(3) for d in layer for s in d)
+
+
+def test_the_fused_kernel_pads_outputs_to_the_batchs_length_when_every_sequence_is_shorter():
+    torch.manual_seed(0)
+    a, b = twin(LSTMCell, "explicit", "fused")
+    x, lengths = torch.randn(7, 2, I), torch.tensor([5, 3])
+    out, _, _ = b(x, lengths)
+    assert out.shape == (7, 2, H) and out[5:].abs().max() == 0
+    torch.testing.assert_close(out, a(x, lengths)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_a_layer_on_its_own_runs_one_direction_on_auto_and_names_its_probes_layer():
+    from rnnbench.modules.recurrent import RecurrentLayer
+
+    layer = RecurrentLayer(GRUCell, I, H)
+    assert len(layer.directions) == 1 and layer.backend == "auto" and layer.paths == ["fast"]
+    probes = []
+    RecurrentLayer(GRUCell, I, H, bidirectional=True)(torch.randn(3, 2, I), probes=probes)
+    assert [name for name, _ in probes] == ["layer", "layer_reverse"]
+
+
+def test_detach_state_cuts_the_graph_and_keeps_the_nesting():
+    from rnnbench.modules.recurrent import detach_state
+
+    w = torch.ones(2, requires_grad=True)
+    state = [[(w * 2, w * 3)], (w * 4,), None]
+    cut = detach_state(state)
+    assert type(cut) is list and type(cut[0]) is list and type(cut[0][0]) is tuple and type(cut[1]) is tuple
+    assert cut[2] is None
+    assert [s.tolist() for s in (*cut[0][0], *cut[1])] == [[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]
+    assert not any(s.requires_grad for s in (*cut[0][0], *cut[1]))
