@@ -451,3 +451,15 @@ def test_detach_state_cuts_the_graph_and_keeps_the_nesting():
     assert cut[2] is None
     assert [s.tolist() for s in (*cut[0][0], *cut[1])] == [[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]
     assert not any(s.requires_grad for s in (*cut[0][0], *cut[1]))
+
+
+def test_a_stack_refuses_a_bad_depth_dropout_or_block_by_name():
+    RecurrentStack(LSTMCell, I, H, num_layers=2, dropout=0.0)  # the ends of what is allowed
+    RecurrentStack(LSTMCell, I, H, num_layers=2, dropout=0.999)
+    for kw, message in [({"num_layers": 0}, "model.num_layers=0 is not allowed: must be a positive integer (>= 1)"),
+                        ({"dropout": 1.0}, "model.dropout=1.0: must be in [0, 1)"),
+                        ({"dropout": -0.1}, "model.dropout=-0.1: must be in [0, 1)"),
+                        ({"block": "mlp"}, "model.block='mlp' is not allowed: choose one of none, residual_mlp")]:
+        with pytest.raises(ValueError) as refused:
+            RecurrentStack(LSTMCell, I, H, **kw)
+        assert str(refused.value) == message
