@@ -196,7 +196,8 @@ def test_backend_choice():
     assert resolve_backend(GRUCell(I, H, reset_after=False), "auto") == "fast"
     assert resolve_backend(GRUCell(I, H), "auto") == "fast" and resolve_backend(GRUCell(I, H), "fused") == "fused"
     assert resolve_backend(LSTMCell(I, H), "explicit") == "explicit"
-    with pytest.raises(ValueError, match="model.backend=fused.*no torch kernel"):
+    with pytest.raises(ValueError, match=r"^model.backend=fused: PeepholeLSTMCell\(4, 6, recurrent_init='default', "
+                                         r"forget_bias=1.0, variant='vanilla'\) has no torch kernel"):
         resolve_backend(PeepholeLSTMCell(I, H), "fused")
     with pytest.raises(ValueError, match="model.backend='cudnn'.*auto, explicit, fused"):
         resolve_backend(LSTMCell(I, H), "cudnn")
@@ -412,6 +413,9 @@ def test_a_stack_runs_on_the_device_of_its_input():
     assert out.device.type == "meta" and {s.device.type for layer in final for d in layer for s in d} == {"meta"}
     x = torch.zeros(5, 2, 3, device="meta")
     assert reverse_padded(x, torch.tensor([5, 3])).device.type == "meta"
+    paired = RecurrentStack(LSTMCell, I, H, num_layers=2, pyramid=True, pyramid_input=True, backend="explicit")
+    out, out_lengths, _ = paired.to("meta")(torch.zeros(8, 3, I, device="meta"), torch.tensor([8, 5, 2]))
+    assert out.device.type == "meta" and out.shape == (2, 3, H) and out_lengths.tolist() == [2, 2, 1]
 
 
 def test_a_stacks_default_state_is_zeros_per_layer_and_direction():
@@ -463,3 +467,70 @@ def test_a_stack_refuses_a_bad_depth_dropout_or_block_by_name():
         with pytest.raises(ValueError) as refused:
             RecurrentStack(LSTMCell, I, H, **kw)
         assert str(refused.value) == message
+
+
+def layer_inputs(stack):
+    """Record what each layer of the stack reads (forward pre-hooks), in order."""
+    seen = []
+    for layer in stack.layers:
+        layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def test_a_residual_stack_adds_each_layers_input_to_its_output_from_the_second_layer_on():
+    """He et al. 2016 as the stack's docstring says: layer l > 0 outputs layer(x) + x; the first layer none."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, H, H, num_layers=3, residual=True, backend="explicit")
+    x = torch.randn(5, 2, H)
+    out, _, _ = stack(x)
+    expected = stack.layers[0](x)[0]  # no shortcut around the first layer
+    for layer in stack.layers[1:]:
+        expected = layer(expected)[0] + expected
+    torch.testing.assert_close(out, expected)
+
+
+def test_dropout_between_layers_drops_in_training_and_nowhere_in_evaluation():
+    """nn.LSTM's rule: dropout on each layer's output but the last, inverted (kept values scaled by 1/(1-p))."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, 32, num_layers=2, dropout=0.5, backend="explicit")
+    seen = layer_inputs(stack)
+    x = torch.randn(6, 4, I)
+    stack.eval()
+    out_eval, _, _ = stack(x)
+    first = stack.layers[0](x)[0]
+    torch.testing.assert_close(seen[1], first)  # evaluation: the second layer reads the first's output as it is
+    torch.testing.assert_close(out_eval, stack.layers[1](first)[0])  # and nothing after the last layer
+    stack.train()
+    seen.clear()
+    stack(x)
+    kept = seen[1] != 0
+    assert 0.35 < kept.float().mean() < 0.65  # p = 0.5 of 768 values
+    torch.testing.assert_close(seen[1][kept], 2 * first[kept])
+
+
+@pytest.mark.parametrize("block", ["none", "residual_mlp"])
+def test_a_stack_carries_its_state_from_one_call_to_the_next(block):
+    """Truncated BPTT: the two halves of a sequence, the second from the first's final state, give the whole
+    sequence's outputs and final state."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=False, block=block, backend="explicit")
+    x = torch.randn(8, 3, I)
+    whole, _, final = stack(x)
+    first, _, carried = stack(x[:4])
+    second, _, final_2 = stack(x[4:], state=carried)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    for layer, layer_2 in zip(final, final_2):
+        for s, t in zip(layer[0], layer_2[0]):
+            torch.testing.assert_close(s, t)
+
+
+def test_a_padded_batch_through_residual_mlp_blocks_equals_each_sequence_alone():
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, block="residual_mlp")
+    lengths = torch.tensor([6, 2, 4])
+    x = torch.randn(6, 3, I)
+    out, _, _ = stack(x, lengths)
+    alone, _ = run_alone(stack, x, lengths)
+    for b, L in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[:L, b], alone[b], atol=1e-5, rtol=1e-4)
+        assert L == 6 or out[L:, b].abs().max() == 0
