@@ -363,16 +363,20 @@ def test_a_padded_batch_of_a_cell_with_a_matrix_state_equals_each_sequence_alone
     for backend in ("explicit", "auto"):
         stack = RecurrentStack(functools.partial(S6Cell, state_dim=3), I, H, backend=backend)
         assert stack.layers[0].paths == ["explicit" if backend == "explicit" else "sequence"]
-        lengths = torch.tensor([7, 3, 5])
-        x = torch.randn(7, 3, I)
-        out, _, final = stack(x, lengths)
-        alone, alone_finals = run_alone(stack, x, lengths)
-        for b, L in enumerate(lengths.tolist()):
-            torch.testing.assert_close(out[:L, b], alone[b], atol=1e-5, rtol=1e-4)
-            if L < 7:
-                assert out[L:, b].abs().max() == 0
-            for s, r in zip(final[0][0], alone_finals[b][0][0]):
-                torch.testing.assert_close(s[b], r, atol=1e-5, rtol=1e-4)
+        assert_padded_equals_alone(stack, torch.randn(7, 3, I), torch.tensor([7, 3, 5]))
+
+
+def assert_padded_equals_alone(stack, x, lengths):
+    """Outputs (zero past each end) and every final state of a padded batch, against each sequence alone."""
+    out, _, final = stack(x, lengths)
+    alone, alone_finals = run_alone(stack, x, lengths)
+    for b, L in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[:L, b], alone[b], atol=1e-5, rtol=1e-4)
+        assert out[L:, b].abs().sum() == 0
+        for layer, ref_layer in zip(final, alone_finals[b]):
+            for d, ref_d in zip(layer, ref_layer):
+                for s, r in zip(d, ref_d):
+                    torch.testing.assert_close(s[b], r, atol=1e-5, rtol=1e-4)
 
 
 def test_a_diagnostic_pass_records_each_steps_gates_and_valid_step_mask():
@@ -527,10 +531,4 @@ def test_a_stack_carries_its_state_from_one_call_to_the_next(block):
 def test_a_padded_batch_through_residual_mlp_blocks_equals_each_sequence_alone():
     torch.manual_seed(0)
     stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, block="residual_mlp")
-    lengths = torch.tensor([6, 2, 4])
-    x = torch.randn(6, 3, I)
-    out, _, _ = stack(x, lengths)
-    alone, _ = run_alone(stack, x, lengths)
-    for b, L in enumerate(lengths.tolist()):
-        torch.testing.assert_close(out[:L, b], alone[b], atol=1e-5, rtol=1e-4)
-        assert L == 6 or out[L:, b].abs().max() == 0
+    assert_padded_equals_alone(stack, torch.randn(6, 3, I), torch.tensor([6, 2, 4]))
