@@ -558,3 +558,10 @@ def test_a_cell_names_its_options_in_its_repr():
     assert GRUCell(I, H, reset_after=False).extra_repr() == "4, 5, recurrent_init='default', reset_after=False"
     assert ArjovskyLSTMCell(I, H).extra_repr() == ("4, 5, recurrent_init='default', forget_bias=1.0, glorot=True, "
                                                    "cell_to_output=True, learned_initial_state=True")
+
+
+def test_the_arjovsky_cell_without_a_learned_state_starts_from_zeros_on_the_asked_device_and_dtype():
+    cell = ArjovskyLSTMCell(I, H, learned_initial_state=False)
+    state = cell.default_state(B, torch.device("meta"), torch.float64)
+    assert [(tuple(s.shape), s.device.type, s.dtype) for s in state] == [((B, H), "meta", torch.float64)] * 2
+    assert all(not s.any() for s in cell.default_state(B))
