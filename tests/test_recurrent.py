@@ -532,3 +532,20 @@ def test_a_padded_batch_through_residual_mlp_blocks_equals_each_sequence_alone()
     torch.manual_seed(0)
     stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, block="residual_mlp")
     assert_padded_equals_alone(stack, torch.randn(6, 3, I), torch.tensor([6, 2, 4]))
+
+
+@pytest.mark.parametrize("make", [functools.partial(PeepholeLSTMCell, variant="np"), GRUCell,
+                                  functools.partial(GRUCell, reset_after=False)], ids=["np", "gru", "gru_cho"])
+def test_auto_elsewhere_keeps_the_lengths_of_a_padded_batch(make):
+    """Where the C++ kernels do not run (bfloat16 here, a GPU alike), the path `auto` falls back to still
+    stops each sequence at its end: zero outputs past it, the explicit path's values before it."""
+    import warnings
+
+    a, b = twin(make, "explicit", "auto")
+    a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
+    x, lengths = torch.randn(6, 3, I, dtype=torch.bfloat16), torch.tensor([6, 2, 4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the one fallback warning, tested above
+        out = b(x, lengths)[0]
+    assert out[2:, 1].abs().sum() == 0 and out[4:, 2].abs().sum() == 0
+    torch.testing.assert_close(out, a(x, lengths)[0], atol=2e-2, rtol=2e-2)
