@@ -417,6 +417,8 @@ def test_a_stack_runs_on_the_device_of_its_input():
     assert out.device.type == "meta" and {s.device.type for layer in final for d in layer for s in d} == {"meta"}
     x = torch.zeros(5, 2, 3, device="meta")
     assert reverse_padded(x, torch.tensor([5, 3])).device.type == "meta"
+    blocks = RecurrentStack(LSTMCell, I, H, num_layers=2, block="residual_mlp", backend="explicit").to("meta")
+    assert blocks(torch.zeros(7, 3, I, device="meta"), torch.tensor([7, 5, 2]))[0].device.type == "meta"
     paired = RecurrentStack(LSTMCell, I, H, num_layers=2, pyramid=True, pyramid_input=True, backend="explicit")
     out, out_lengths, _ = paired.to("meta")(torch.zeros(8, 3, I, device="meta"), torch.tensor([8, 5, 2]))
     assert out.device.type == "meta" and out.shape == (2, 3, H) and out_lengths.tolist() == [2, 2, 1]
@@ -531,7 +533,13 @@ def test_a_stack_carries_its_state_from_one_call_to_the_next(block):
 def test_a_padded_batch_through_residual_mlp_blocks_equals_each_sequence_alone():
     torch.manual_seed(0)
     stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, block="residual_mlp")
+    assert (stack.hidden_size, stack.bidirectional, stack.block, stack.output_size) == (H, True, "residual_mlp", 2 * H)
+    assert stack.blocks[0].mlp_in.out_features == 2 * 3 * 2 * H  # [W_gate; W_up], Griffin's ratio 3 by default
     assert_padded_equals_alone(stack, torch.randn(6, 3, I), torch.tensor([6, 2, 4]))
+    assert_padded_equals_alone(stack, torch.randn(6, 2, I), torch.tensor([6, 4]))  # every length >= B, one < T
+    probes = []
+    stack(torch.randn(6, 2, I), probes=probes)  # a diagnostic pass reaches the layers inside the blocks
+    assert [name for name, _ in probes] == ["layer0", "layer0_reverse", "layer1", "layer1_reverse"]
 
 
 @pytest.mark.parametrize("make", [functools.partial(PeepholeLSTMCell, variant="np"), GRUCell,
@@ -549,3 +557,26 @@ def test_auto_elsewhere_keeps_the_lengths_of_a_padded_batch(make):
         out = b(x, lengths)[0]
     assert out[2:, 1].abs().sum() == 0 and out[4:, 2].abs().sum() == 0
     torch.testing.assert_close(out, a(x, lengths)[0], atol=2e-2, rtol=2e-2)
+    if b.layers[0].directions[0].fused_mode is not None:  # np and torch's GRU form: torch's kernel, to the bit
+        fused = twin(make, "explicit", "fused")[1].to(torch.bfloat16)
+        torch.testing.assert_close(out, fused(x, lengths)[0], rtol=0, atol=0)
+
+
+def test_each_path_runs_its_own_kernel_to_the_bit():
+    """`fused` is torch's nn.LSTM kernel and `auto` a modern cell's whole-sequence form, bit for bit: a path
+    that silently fell back to the step loop would compute the same function, not the same bits."""
+    from rnnbench.modules.modern_cells import S6Cell
+
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, backend="fused")
+    ref = torch.nn.LSTM(I, H)
+    cell = stack.layers[0].directions[0]
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, name + "_l0").copy_(getattr(cell, name))
+    x = torch.randn(40, 3, I)
+    torch.testing.assert_close(stack(x)[0], ref(x)[0], rtol=0, atol=0)
+    scan = RecurrentStack(functools.partial(S6Cell, state_dim=3), I, H)
+    s6 = scan.layers[0].directions[0]
+    expected, _ = s6.sequence(s6.input_projection(x), s6.default_state(3), None)
+    torch.testing.assert_close(scan(x)[0], expected, rtol=0, atol=0)
