@@ -39,7 +39,7 @@ TESTS = {
     "tasks/copy.py": ["tests/test_tasks_synthetic.py"],
     "tasks/adding.py": ["tests/test_tasks_synthetic.py"],
     "rnnbench/modules/cells.py": ["tests/test_cells.py"],
-    "rnnbench/modules/recurrent.py": ["tests/test_recurrent.py"],
+    "rnnbench/modules/recurrent.py": ["tests/test_recurrent.py", "tests/test_blocks.py"],
 }
 KILLED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
 SCRATCH_IGNORE = shutil.ignore_patterns(".git", "mutants", "outputs", "multirun", "wandb", "__pycache__", "*.egg-info", "build")

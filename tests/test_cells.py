@@ -5,7 +5,8 @@ import functools
 import pytest
 import torch
 
-from rnnbench.modules.cells import CELLS, LSTM_VARIANTS, ArjovskyLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, VanillaCell
+from rnnbench.modules.cells import (CELLS, LSTM_VARIANTS, ArjovskyLSTMCell, Cell, GRUCell, LSTMCell, PeepholeLSTMCell,
+                                    VanillaCell)
 
 torch.manual_seed(0)
 B, I, H = 3, 4, 5
@@ -155,10 +156,11 @@ def test_orthogonal_init_gives_orthogonal_blocks(name):
         torch.testing.assert_close(block @ block.T, torch.eye(16), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("gain", [0.5, 1.5])
+@pytest.mark.parametrize("gain", [0.5, 1.5, 2.0])
 def test_recurrent_gain_sets_the_spectral_norm_of_an_orthogonal_u(gain):
-    for name in ("vanilla", "lstm", "gru"):
-        cell = CELLS[name](I, 16, recurrent_init="orthogonal", recurrent_gain=gain)
+    for name in ("vanilla", "lstm", "gru", "peephole", "lstm_arjovsky"):
+        glorot = {"glorot": False} if name == "lstm_arjovsky" else {}  # Glorot draws U itself
+        cell = CELLS[name](I, 16, recurrent_init="orthogonal", recurrent_gain=gain, **glorot)
         for block in cell.weight_hh.detach().chunk(cell.gates, dim=0):
             torch.testing.assert_close(torch.linalg.svdvals(block), torch.full((16,), gain), atol=1e-5, rtol=0)
     torch.manual_seed(0)
@@ -370,7 +372,7 @@ def test_arjovsky_lstm_init_is_glorot_per_gate_block_with_only_the_forget_bias_s
     cell = ArjovskyLSTMCell(I, 64, forget_bias=1.0)
     for block, bound in [*((w, (6 / (I + 64)) ** 0.5) for w in blocks(cell.weight_ih, 4)),
                          *((u, (6 / 128) ** 0.5) for u in blocks(cell.weight_hh, 4)), (cell.cell_output, (6 / 128) ** 0.5)]:
-        assert block.abs().max() <= bound and block.abs().max() > 0.9 * bound  # uniform on the whole range
+        assert block.abs().max() <= bound and block.max() > 0.9 * bound and block.min() < -0.9 * bound  # U(±bound)
     bias = blocks((cell.bias_ih + cell.bias_hh).detach(), 4)
     assert [float(b.abs().max()) for b in (bias[0], bias[2], bias[3])] == [0.0, 0.0, 0.0]
     assert torch.equal(bias[1], torch.ones(64)) and torch.equal(cell.initial_state, torch.zeros(2, 64))
@@ -398,3 +400,168 @@ def test_arjovsky_lstm_parameter_count_is_the_lstms_plus_v_o_and_the_initial_sta
     assert sum(p.numel() for p in cell.parameters()) == 4 * H * (I + H) + 2 * 4 * H + H * H + 2 * H
     with pytest.raises(ValueError, match="cell.recurrent_init='orthogonal' is not allowed with cell.glorot=true"):
         ArjovskyLSTMCell(I, H, recurrent_init="orthogonal")
+    # Glorot's draw replaces U after the gain has scaled it: a gain would silently do nothing
+    with pytest.raises(ValueError, match=r"^cell.recurrent_gain=0.5 is not allowed with cell.glorot=true \(Glorot "
+                                         r"initialises U too\): leave it at 1.0, or cell.glorot=false$"):
+        ArjovskyLSTMCell(I, H, recurrent_gain=0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The shared interface: sizes, defaults, the state, the σ gates reported, re-initialising, the repr
+
+
+def test_a_size_is_a_positive_integer_named_in_its_message():
+    assert VanillaCell(1, 1).step(torch.zeros(2, 1), (torch.zeros(2, 1),))[0].shape == (2, 1)  # 1 is a size
+    for args, message in [((I, 0), "hidden_size=0"), ((0, H), "input_size=0"), ((True, H), "input_size=True")]:
+        with pytest.raises(ValueError, match=rf"^{message} is not allowed: must be a positive integer \(>= 1\)$"):
+            VanillaCell(*args)
+
+
+class UsersCell(Cell):  # a cell of a user's own, on the base class's defaults
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+
+
+def test_a_users_cell_on_the_base_defaults_gets_torchs_init_and_no_gain():
+    torch.manual_seed(0)
+    cell = UsersCell(I, 16)
+    assert (cell.input_size, cell.hidden_size, cell.recurrent_init, cell.recurrent_gain) == (I, 16, "default", 1.0)
+    bound = 16 ** -0.5  # torch's U(-1/sqrt(H), 1/sqrt(H)) on every weight and bias
+    for p in cell.parameters():
+        assert p.abs().max() <= bound and p.max() > 0.5 * bound and p.min() < -0.5 * bound
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_identity_init_puts_an_identity_in_every_gate_block(name):
+    cell = CELLS[name](I, H, recurrent_init="identity")
+    for block in cell.weight_hh.detach().chunk(cell.gates, dim=0):
+        torch.testing.assert_close(block, torch.eye(H))
+
+
+@pytest.mark.parametrize("cls", [LSTMCell, PeepholeLSTMCell, ArjovskyLSTMCell])
+def test_the_forget_bias_is_one_by_default_and_the_other_gate_biases_stay_drawn(cls):
+    """Jozefowicz et al. 2015's b_f = 1; only the forget block is set, the other blocks keep torch's draw
+    (glorot off: the Arjovsky cell's own init zeroes them)."""
+    torch.manual_seed(0)
+    cell = cls(I, H, **({"glorot": False} if cls is ArjovskyLSTMCell else {}))
+    total = (cell.bias_ih + cell.bias_hh).detach()
+    torch.testing.assert_close(total[H:2 * H], torch.ones(H))
+    bound = H ** -0.5
+    for k in (0, 2, 3):  # i, g, o: drawn, in U(±1/sqrt(H)), in both vectors
+        for bias in (cell.bias_ih, cell.bias_hh):
+            block = bias.detach()[k * H:(k + 1) * H]
+            assert block.abs().max() <= bound and block.abs().min() > 0
+    assert torch.equal(cell.bias_hh.detach()[H:2 * H], torch.zeros(H))
+    assert PeepholeLSTMCell(I, H).recurrent_gain == 1.0
+
+
+@pytest.mark.parametrize("name,make", ALL_CELLS, ids=[n for n, _ in ALL_CELLS])
+def test_the_default_state_has_one_b_by_h_entry_per_state_name_on_the_asked_device_and_dtype(name, make):
+    cell = make(I, H)
+    expected = {"peephole_fgr": ("h", "c", "gates")}.get(name, ("h",) if "vanilla" in name or "gru" in name
+                                                                 else ("h", "c"))
+    assert cell.state_names == expected
+    state = cell.default_state(B)
+    widths = [3 * H if n == "gates" else H for n in expected]  # fgr carries i, f, o of the step before
+    assert [tuple(s.shape) for s in state] == [(B, w) for w in widths]
+    assert all(not s.any() for s in state)  # zeros (the Arjovsky cell's learned state starts at zero)
+    meta = cell.default_state(B, torch.device("meta"), torch.float64)
+    assert {(s.device.type, s.dtype) for s in meta} == {("meta", torch.float64)}
+    out, final = cell.double()(torch.randn(5, B, I, dtype=torch.float64))  # no state given: x's dtype
+    assert out.dtype == torch.float64 and {s.dtype for s in final} == {torch.float64}
+    out, _ = cell.to("meta")(torch.zeros(5, B, I, device="meta", dtype=torch.float64))  # and x's device
+    assert out.device.type == "meta"
+
+
+def lstm_gates_by_hand(cell, x, h0, c0):
+    """σ gates of one step of torch's LSTM equations (i, f, o), V_o c_t added for the Arjovsky cell's o."""
+    W, U = blocks(cell.weight_ih, 4), blocks(cell.weight_hh, 4)
+    b = blocks(cell.bias_ih + cell.bias_hh, 4)
+    a = [x @ W[k].T + h0 @ U[k].T + b[k] for k in range(4)]
+    i, f = sig(a[0]), sig(a[1])
+    c = f * c0 + i * torch.tanh(a[2])
+    if getattr(cell, "cell_to_output", False):
+        a[3] = a[3] + c @ cell.cell_output.T
+    return {"input": i, "forget": f, "output": sig(a[3])}
+
+
+@pytest.mark.parametrize("make", [LSTMCell, ArjovskyLSTMCell, functools.partial(ArjovskyLSTMCell, cell_to_output=False)],
+                         ids=["lstm", "lstm_arjovsky", "lstm_arjovsky_no_v_o"])
+def test_an_lstm_reports_its_input_forget_and_output_gates(make):
+    cell = randomise(make(I, H))
+    x, h0, c0 = torch.randn(B, I), torch.randn(B, H), torch.randn(B, H)
+    gates = {}
+    cell.step(cell.input_projection(x[None])[0], (h0, c0), gates=gates)
+    expected = lstm_gates_by_hand(cell, x, h0, c0)
+    assert set(gates) == set(expected) == set(cell.gate_activations)
+    for name in expected:
+        torch.testing.assert_close(gates[name], expected[name], msg=name)
+
+
+@pytest.mark.parametrize("variant", list(LSTM_VARIANTS))
+def test_a_peephole_variant_reports_the_sigmoid_gates_it_has(variant):
+    """Greff et al.'s variants: a removed gate is not reported, cifg's f = 1 - i is not a σ gate of its own."""
+    cell = randomise(PeepholeLSTMCell(I, H, variant=variant))
+    x, h0, c0 = torch.randn(B, I), torch.randn(B, H), torch.randn(B, H)
+    gates_prev = torch.rand(B, 3 * H)
+    state = (h0, c0, gates_prev) if variant == "fgr" else (h0, c0)
+    gates = {}
+    cell.step(cell.input_projection(x[None])[0], state, gates=gates)
+    present = {"nig": ("forget", "output"), "nfg": ("input", "output"), "cifg": ("input", "output"),
+               "nog": ("input", "forget")}.get(variant, ("input", "forget", "output"))
+    assert tuple(gates) == present and cell.gate_activations == present
+    if variant == "fgr":  # the reference gives i, f, o of this step
+        _, _, ifo = greff_reference(variant, cell, x, h0, c0, gates_prev)
+        for name, value in zip(("input", "forget", "output"), ifo.chunk(3, dim=1)):
+            torch.testing.assert_close(gates[name], value, msg=name)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_a_gru_reports_its_reset_and_update_gates(reset_after):
+    cell = randomise(GRUCell(I, H, reset_after=reset_after))
+    x, h0 = torch.randn(B, I), torch.randn(B, H)
+    gates = {}
+    cell.step(cell.input_projection(x[None])[0], (h0,), gates=gates)
+    Wr, Wz, _ = blocks(cell.weight_ih, 3)
+    Ur, Uz, _ = blocks(cell.weight_hh, 3)
+    br, bz, _ = blocks(cell.bias_ih + cell.bias_hh, 3)
+    assert list(gates) == ["reset", "update"] == list(cell.gate_activations)
+    torch.testing.assert_close(gates["reset"], sig(x @ Wr.T + h0 @ Ur.T + br))
+    torch.testing.assert_close(gates["update"], sig(x @ Wz.T + h0 @ Uz.T + bz))
+
+
+@pytest.mark.parametrize("make", [ArjovskyLSTMCell, functools.partial(PeepholeLSTMCell, variant="fgr"),
+                                  PeepholeLSTMCell], ids=["lstm_arjovsky", "peephole_fgr", "peephole"])
+def test_reinitialising_a_cell_keeps_its_parameter_objects(make):
+    """reset_parameters draws again into the same tensors: an optimiser holding them still trains the cell."""
+    cell = make(I, H)
+    before = dict(cell.named_parameters())
+    cell.reset_parameters()
+    after = dict(cell.named_parameters())
+    assert list(after) == list(before) and all(after[n] is before[n] for n in before)
+
+
+def test_the_arjovsky_cell_without_v_o_still_draws_glorot():
+    cell = ArjovskyLSTMCell(I, 64, cell_to_output=False)
+    assert not hasattr(cell, "cell_output")
+    bound = (6 / 128) ** 0.5
+    assert all(u.abs().max() <= bound for u in blocks(cell.weight_hh.detach(), 4))
+
+
+def test_a_cell_names_its_options_in_its_repr():
+    """What `print(model)` and the backend's error message show."""
+    assert VanillaCell(I, H).extra_repr() == "4, 5, recurrent_init='default'"
+    assert VanillaCell(I, H, recurrent_gain=0.5).extra_repr() == "4, 5, recurrent_init='default', recurrent_gain=0.5"
+    assert LSTMCell(I, H, forget_bias=2.0).extra_repr() == "4, 5, recurrent_init='default', forget_bias=2.0"
+    assert PeepholeLSTMCell(I, H, variant="nig").extra_repr() == \
+        "4, 5, recurrent_init='default', forget_bias=1.0, variant='nig'"
+    assert GRUCell(I, H, reset_after=False).extra_repr() == "4, 5, recurrent_init='default', reset_after=False"
+    assert ArjovskyLSTMCell(I, H).extra_repr() == ("4, 5, recurrent_init='default', forget_bias=1.0, glorot=True, "
+                                                   "cell_to_output=True, learned_initial_state=True")
+
+
+def test_the_arjovsky_cell_without_a_learned_state_starts_from_zeros_on_the_asked_device_and_dtype():
+    cell = ArjovskyLSTMCell(I, H, learned_initial_state=False)
+    state = cell.default_state(B, torch.device("meta"), torch.float64)
+    assert [(tuple(s.shape), s.device.type, s.dtype) for s in state] == [((B, H), "meta", torch.float64)] * 2
+    assert all(not s.any() for s in cell.default_state(B))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
+import re
+import warnings
 
 import pytest
 import yaml
@@ -144,3 +147,135 @@ def test_the_lr_backoff_range_is_half_open_at_zero():
     for value in (0.0, -0.5, 1.000001):
         with pytest.raises(ConfigError, match=rf"train.lr_backoff={value!s} is not allowed: must be in \(0, 1\]"):
             config.validate(config.compose([*ok, f"train.lr_backoff={value}"]))
+
+
+# ---- the schema decorator, the registration, composing ----------------------------------------
+class Source:
+    """A constructor whose defaults a schema takes: a size, a tuple (YAML list), a name."""
+
+    def __init__(self, size=3, lengths=(1, 2), name="from the constructor"):
+        self.size, self.lengths, self.name = size, lengths, name
+
+
+def test_a_schema_field_without_a_value_takes_the_constructors_default():
+    class Schema:
+        _private: int  # private: not a key, left alone
+        size: int
+        lengths: list[int]
+        name: str = "written in the schema"  # a value written stays
+
+    assert config.defaults_from(Source)(Schema) is Schema
+    assert Schema.size == 3 and Schema.name == "written in the schema" and not hasattr(Schema, "_private")
+    assert isinstance(Schema.lengths, dataclasses.Field)  # a fresh list per config, as a YAML list composes
+    assert Schema.lengths.default_factory() == [1, 2] and isinstance(Schema.lengths.default_factory(), list)
+
+    class Targeted:
+        _target_ = f"{__name__}.Source"
+        size: int
+
+    assert config.defaults_from_constructor(Targeted).size == 3
+
+    class NoKeysOfItsOwn(Targeted):  # no annotations in its body: nothing to fill in
+        pass
+
+    assert config.defaults_from(Source)(NoKeysOfItsOwn) is NoKeysOfItsOwn
+
+
+def test_a_schema_field_the_constructor_has_no_default_for_is_refused_by_name():
+    class Schema:
+        size: int
+        missing: int
+
+    with pytest.raises(TypeError, match=r"^Schema.missing: Source has no default for 'missing'$"):
+        config.defaults_from(Source)(Schema)
+    source = functools.partial(Source)  # a callable without a __name__ is named by its repr
+    with pytest.raises(TypeError, match=rf"^Schema.missing: {re.escape(repr(source))} has no default for 'missing'$"):
+        config.defaults_from(source)(Schema)
+
+
+def test_the_schemas_are_registered_where_the_config_files_name_them(monkeypatch):
+    """conf/config.yaml reads `schema`; conf/<group>/<option>.yaml reads /schema/<group>/<option>."""
+    stored = {}
+
+    class Store:  # stands in for Hydra's ConfigStore singleton, which holds the schemas from earlier tests
+        @staticmethod
+        def instance():
+            return Store
+
+        @staticmethod
+        def store(name, node, group=None):
+            stored[(group, name)] = node
+
+    monkeypatch.setattr(config, "ConfigStore", Store)
+    config.register_schemas()
+    assert stored.pop((None, "schema")) is config.Config
+    assert stored == {(f"schema/{group}", name): node for group, options in config.SCHEMAS.items()
+                      for name, node in options.items()}
+    for option in [*(REPO / "conf" / "cell").glob("*.yaml"), *(REPO / "conf" / "task").glob("*.yaml")]:
+        named = yaml.safe_load(option.read_text())["defaults"][0].split("@")[0]  # e.g. /schema/task/copy
+        assert tuple(named.lstrip("/").rsplit("/", 1)) in stored, option
+
+
+def test_compose_gives_hydras_own_node_only_when_asked_and_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Hydra warns when no version_base is given
+        plain = config.compose(["task=adding"])
+        with_hydra = config.compose(["task=adding"], hydra_config=True)
+    assert "hydra" not in plain and plain.task._target_ == "rnnbench.tasks.adding.AddingTask"
+    assert with_hydra.hydra.sweeper is not None
+
+
+# ---- every cross-key rule and the rest of validate, with the message a user reads -------------
+# The messages are docs/bad-inputs.md's (rows 14 and 64, and the eval_lengths row); each is the whole error.
+@pytest.mark.parametrize("overrides, message", [
+    (["model.param_budget=1000", "model.state_budget=64"],
+     "model.state_budget=64 is not allowed with model.param_budget=1000: each one chooses hidden_size; set one of them"),
+    (["task=lm", "+task.eval_lengths=[100]"],
+     "task.eval_lengths=[100] is not allowed for this task: its sequence length is not a parameter (tasks with "
+     "task.seq_len: copy, adding, the formal languages, mqar, induction_heads)"),
+    (["train.lr_backoff=0.5"],
+     "train.lr_backoff=0.5 needs train.skip_nonfinite >= 1: the learning rate backs off at a skipped step, and "
+     "with skip_nonfinite=0 no step is skipped"),
+    (["model.dropout=0.3"],
+     "model.dropout=0.3 is not allowed with model.num_layers=1: it applies between stacked layers and one layer "
+     "has none, so it would do nothing. Stack layers (arch=deep, model.num_layers >= 2), or use "
+     "model.output_dropout / model.embedding_dropout"),
+    (["train.device=tpu"], "train.device='tpu' is not allowed: choose auto, cpu, cuda or cuda:N"),
+    (["train.device=CPU"], "train.device='CPU' is not allowed: choose auto, cpu, cuda or cuda:N"),
+    (["logger.wandb.mode=sometimes"],  # a key three levels deep
+     "logger.wandb.mode='sometimes' is not allowed: choose one of auto, offline, online, disabled"),
+    (["train.batch_size=0"],  # once, at its source: task.batch_size interpolates it
+     "train.batch_size=0 is not allowed: must be a positive integer (>= 1)"),
+    (["model.hidden_size=0", "train.clip=-1"],  # every error, one line each
+     "model.hidden_size=0 is not allowed: must be a positive integer (>= 1)\n"
+     "train.clip=-1.0 is not allowed: must be >= 0"),
+])
+def test_each_rule_refuses_with_its_whole_message(overrides, message):
+    cfg = config.compose(["task=adding", *overrides])
+    with pytest.raises(ConfigError) as refused:
+        config.validate(cfg)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.param_budget=1000"], ["model.state_budget=64"], ["task=copy", "task.eval_lengths=[100]"],
+    ["train.lr_backoff=0.5", "train.skip_nonfinite=2"], ["model.dropout=0.3", "model.num_layers=2"],
+    ["train.device=auto"], ["train.device=cpu"], ["train.device=cuda"], ["train.device=cuda:1"],
+])
+def test_what_each_rule_allows_passes(overrides):
+    config.validate(config.compose(["task=adding", *overrides]))
+
+
+class PlainTask:
+    """A user's own task without ALLOWED: nothing of ours to hold its keys to."""
+
+
+def test_a_users_class_without_allowed_values_or_that_does_not_import_is_not_checked():
+    cfg = config.compose(["task=adding"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.task = {"_target_": f"{__name__}.PlainTask", "variant": "anything"}
+    assert not any(key.startswith("task.") for key in config.allowed_values(cfg))
+    config.validate(cfg)
+    cfg.task = {"_target_": "no_such_module.Task", "variant": "anything"}
+    assert config.target_class(cfg.task) is None and config.target_class(None) is None
+    config.validate(cfg)

@@ -196,7 +196,8 @@ def test_backend_choice():
     assert resolve_backend(GRUCell(I, H, reset_after=False), "auto") == "fast"
     assert resolve_backend(GRUCell(I, H), "auto") == "fast" and resolve_backend(GRUCell(I, H), "fused") == "fused"
     assert resolve_backend(LSTMCell(I, H), "explicit") == "explicit"
-    with pytest.raises(ValueError, match="model.backend=fused.*no torch kernel"):
+    with pytest.raises(ValueError, match=r"^model.backend=fused: PeepholeLSTMCell\(4, 6, recurrent_init='default', "
+                                         r"forget_bias=1.0, variant='vanilla'\) has no torch kernel"):
         resolve_backend(PeepholeLSTMCell(I, H), "fused")
     with pytest.raises(ValueError, match="model.backend='cudnn'.*auto, explicit, fused"):
         resolve_backend(LSTMCell(I, H), "cudnn")
@@ -350,3 +351,232 @@ def test_a_pyramid_residual_shortcut_is_the_mean_of_the_concatenated_pair():
     expected = second + 0.5 * (first[0::2] + first[1::2])
     assert torch.equal(out, expected)
     assert not torch.allclose(out, second + first[0::2] + first[1::2])  # a sum, not the mean, would differ
+
+
+# ---- a cell with a matrix state, the gates a diagnostic pass records, devices, the layer's own defaults ----
+def test_a_padded_batch_of_a_cell_with_a_matrix_state_equals_each_sequence_alone():
+    """S6 (Gu & Dao 2023) carries (B, E, N) states: the step loop's freezing mask and the whole-sequence
+    scan (`auto`) must both stop each sequence at its own end."""
+    from rnnbench.modules.modern_cells import S6Cell
+
+    torch.manual_seed(0)
+    for backend in ("explicit", "auto"):
+        stack = RecurrentStack(functools.partial(S6Cell, state_dim=3), I, H, backend=backend)
+        assert stack.layers[0].paths == ["explicit" if backend == "explicit" else "sequence"]
+        assert_padded_equals_alone(stack, torch.randn(7, 3, I), torch.tensor([7, 3, 5]))
+
+
+def assert_padded_equals_alone(stack, x, lengths):
+    """Outputs (zero past each end) and every final state of a padded batch, against each sequence alone."""
+    out, _, final = stack(x, lengths)
+    alone, alone_finals = run_alone(stack, x, lengths)
+    for b, L in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[:L, b], alone[b], atol=1e-5, rtol=1e-4)
+        assert out[L:, b].abs().sum() == 0
+        for layer, ref_layer in zip(final, alone_finals[b]):
+            for d, ref_d in zip(layer, ref_layer):
+                for s, r in zip(d, ref_d):
+                    torch.testing.assert_close(s[b], r, atol=1e-5, rtol=1e-4)
+
+
+def test_a_diagnostic_pass_records_each_steps_gates_and_valid_step_mask():
+    """Probes(record_gates=True): per layer and direction, every step's σ gates (the cell's own `step`
+    reports) and the (B, 1) mask of the sequences still running at that step (None without padding)."""
+    from rnnbench.modules.recurrent import Probes
+
+    assert Probes().gates is None and Probes(record_gates=True).gates == {}
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, bidirectional=True)
+    x, lengths = torch.randn(4, 2, I), torch.tensor([4, 2])
+    probes = Probes(record_gates=True)
+    stack(x, lengths, probes=probes)
+    assert [name for name, _ in probes] == ["layer0", "layer0_reverse"] and list(probes.gates) == ["layer0", "layer0_reverse"]
+    steps = probes.gates["layer0"]
+    assert [mask[:, 0].tolist() for _, mask in steps] == [[True, True], [True, True], [True, False], [True, False]]  # t < L
+    cell = stack.layers[0].directions[0]
+    state = cell.default_state(2)
+    for t, x_t in enumerate(cell.input_projection(x).unbind(0)):
+        expected = {}
+        _, state = cell.step(x_t, state, gates=expected)
+        assert set(steps[t][0]) == {"input", "forget", "output"}
+        for name, value in expected.items():  # the same for the sequence still running at t
+            torch.testing.assert_close(steps[t][0][name][0], value[0])
+    unpadded = Probes(record_gates=True)
+    stack(x, probes=unpadded)
+    assert all(mask is None for _, mask in unpadded.gates["layer0"])
+    plain = []
+    stack(x, probes=plain)  # a plain list collects the probes only
+    assert len(plain) == 2
+
+
+def test_a_stack_runs_on_the_device_of_its_input():
+    """The meta device stands in for a GPU: states, masks and the reversal are made where x is (the lengths
+    stay on the CPU, as pack_padded_sequence wants them)."""
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, backend="explicit").to("meta")
+    out, _, final = stack(torch.zeros(7, 3, I, device="meta"), torch.tensor([7, 5, 2]))
+    assert out.device.type == "meta" and {s.device.type for layer in final for d in layer for s in d} == {"meta"}
+    x = torch.zeros(5, 2, 3, device="meta")
+    assert reverse_padded(x, torch.tensor([5, 3])).device.type == "meta"
+    blocks = RecurrentStack(LSTMCell, I, H, num_layers=2, block="residual_mlp", backend="explicit").to("meta")
+    assert blocks(torch.zeros(7, 3, I, device="meta"), torch.tensor([7, 5, 2]))[0].device.type == "meta"
+    paired = RecurrentStack(LSTMCell, I, H, num_layers=2, pyramid=True, pyramid_input=True, backend="explicit")
+    out, out_lengths, _ = paired.to("meta")(torch.zeros(8, 3, I, device="meta"), torch.tensor([8, 5, 2]))
+    assert out.device.type == "meta" and out.shape == (2, 3, H) and out_lengths.tolist() == [2, 2, 1]
+
+
+def test_a_stacks_default_state_is_zeros_per_layer_and_direction():
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True)
+    state = stack.default_state(3, torch.device("meta"), torch.float64)
+    assert [[[(tuple(s.shape), s.device.type, s.dtype) for s in d] for d in layer] for layer in state] == \
+        [[[((3, H), "meta", torch.float64)] * 2] * 2] * 2
+    assert all(not s.any() for layer in stack.default_state(3) for d in layer for s in d)
+
+
+def test_the_fused_kernel_pads_outputs_to_the_batchs_length_when_every_sequence_is_shorter():
+    torch.manual_seed(0)
+    a, b = twin(LSTMCell, "explicit", "fused")
+    x, lengths = torch.randn(7, 2, I), torch.tensor([5, 3])
+    out, _, _ = b(x, lengths)
+    assert out.shape == (7, 2, H) and out[5:].abs().max() == 0
+    torch.testing.assert_close(out, a(x, lengths)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_a_layer_on_its_own_runs_one_direction_on_auto_and_names_its_probes_layer():
+    from rnnbench.modules.recurrent import RecurrentLayer
+
+    layer = RecurrentLayer(GRUCell, I, H)
+    assert len(layer.directions) == 1 and layer.backend == "auto" and layer.paths == ["fast"]
+    probes = []
+    RecurrentLayer(GRUCell, I, H, bidirectional=True)(torch.randn(3, 2, I), probes=probes)
+    assert [name for name, _ in probes] == ["layer", "layer_reverse"]
+
+
+def test_detach_state_cuts_the_graph_and_keeps_the_nesting():
+    from rnnbench.modules.recurrent import detach_state
+
+    w = torch.ones(2, requires_grad=True)
+    state = [[(w * 2, w * 3)], (w * 4,), None]
+    cut = detach_state(state)
+    assert type(cut) is list and type(cut[0]) is list and type(cut[0][0]) is tuple and type(cut[1]) is tuple
+    assert cut[2] is None
+    assert [s.tolist() for s in (*cut[0][0], *cut[1])] == [[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]
+    assert not any(s.requires_grad for s in (*cut[0][0], *cut[1]))
+
+
+def test_a_stack_refuses_a_bad_depth_dropout_or_block_by_name():
+    RecurrentStack(LSTMCell, I, H, num_layers=2, dropout=0.0)  # the ends of what is allowed
+    RecurrentStack(LSTMCell, I, H, num_layers=2, dropout=0.999)
+    for kw, message in [({"num_layers": 0}, "model.num_layers=0 is not allowed: must be a positive integer (>= 1)"),
+                        ({"dropout": 1.0}, "model.dropout=1.0: must be in [0, 1)"),
+                        ({"dropout": -0.1}, "model.dropout=-0.1: must be in [0, 1)"),
+                        ({"block": "mlp"}, "model.block='mlp' is not allowed: choose one of none, residual_mlp")]:
+        with pytest.raises(ValueError) as refused:
+            RecurrentStack(LSTMCell, I, H, **kw)
+        assert str(refused.value) == message
+
+
+def layer_inputs(stack):
+    """Record what each layer of the stack reads (forward pre-hooks), in order."""
+    seen = []
+    for layer in stack.layers:
+        layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def test_a_residual_stack_adds_each_layers_input_to_its_output_from_the_second_layer_on():
+    """He et al. 2016 as the stack's docstring says: layer l > 0 outputs layer(x) + x; the first layer none."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, H, H, num_layers=3, residual=True, backend="explicit")
+    x = torch.randn(5, 2, H)
+    out, _, _ = stack(x)
+    expected = stack.layers[0](x)[0]  # no shortcut around the first layer
+    for layer in stack.layers[1:]:
+        expected = layer(expected)[0] + expected
+    torch.testing.assert_close(out, expected)
+
+
+def test_dropout_between_layers_drops_in_training_and_nowhere_in_evaluation():
+    """nn.LSTM's rule: dropout on each layer's output but the last, inverted (kept values scaled by 1/(1-p))."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, 32, num_layers=2, dropout=0.5, backend="explicit")
+    seen = layer_inputs(stack)
+    x = torch.randn(6, 4, I)
+    stack.eval()
+    out_eval, _, _ = stack(x)
+    first = stack.layers[0](x)[0]
+    torch.testing.assert_close(seen[1], first)  # evaluation: the second layer reads the first's output as it is
+    torch.testing.assert_close(out_eval, stack.layers[1](first)[0])  # and nothing after the last layer
+    stack.train()
+    seen.clear()
+    stack(x)
+    kept = seen[1] != 0
+    assert 0.35 < kept.float().mean() < 0.65  # p = 0.5 of 768 values
+    torch.testing.assert_close(seen[1][kept], 2 * first[kept])
+
+
+@pytest.mark.parametrize("block", ["none", "residual_mlp"])
+def test_a_stack_carries_its_state_from_one_call_to_the_next(block):
+    """Truncated BPTT: the two halves of a sequence, the second from the first's final state, give the whole
+    sequence's outputs and final state."""
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=False, block=block, backend="explicit")
+    x = torch.randn(8, 3, I)
+    whole, _, final = stack(x)
+    first, _, carried = stack(x[:4])
+    second, _, final_2 = stack(x[4:], state=carried)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    for layer, layer_2 in zip(final, final_2):
+        for s, t in zip(layer[0], layer_2[0]):
+            torch.testing.assert_close(s, t)
+
+
+def test_a_padded_batch_through_residual_mlp_blocks_equals_each_sequence_alone():
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, num_layers=2, bidirectional=True, block="residual_mlp")
+    assert (stack.hidden_size, stack.bidirectional, stack.block, stack.output_size) == (H, True, "residual_mlp", 2 * H)
+    assert stack.blocks[0].mlp_in.out_features == 2 * 3 * 2 * H  # [W_gate; W_up], Griffin's ratio 3 by default
+    assert_padded_equals_alone(stack, torch.randn(6, 3, I), torch.tensor([6, 2, 4]))
+    assert_padded_equals_alone(stack, torch.randn(6, 2, I), torch.tensor([6, 4]))  # every length >= B, one < T
+    probes = []
+    stack(torch.randn(6, 2, I), probes=probes)  # a diagnostic pass reaches the layers inside the blocks
+    assert [name for name, _ in probes] == ["layer0", "layer0_reverse", "layer1", "layer1_reverse"]
+
+
+@pytest.mark.parametrize("make", [functools.partial(PeepholeLSTMCell, variant="np"), GRUCell,
+                                  functools.partial(GRUCell, reset_after=False)], ids=["np", "gru", "gru_cho"])
+def test_auto_elsewhere_keeps_the_lengths_of_a_padded_batch(make):
+    """Where the C++ kernels do not run (bfloat16 here, a GPU alike), the path `auto` falls back to still
+    stops each sequence at its end: zero outputs past it, the explicit path's values before it."""
+    import warnings
+
+    a, b = twin(make, "explicit", "auto")
+    a, b = a.to(torch.bfloat16), b.to(torch.bfloat16)
+    x, lengths = torch.randn(6, 3, I, dtype=torch.bfloat16), torch.tensor([6, 2, 4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the one fallback warning, tested above
+        out = b(x, lengths)[0]
+    assert out[2:, 1].abs().sum() == 0 and out[4:, 2].abs().sum() == 0
+    torch.testing.assert_close(out, a(x, lengths)[0], atol=2e-2, rtol=2e-2)
+    if b.layers[0].directions[0].fused_mode is not None:  # np and torch's GRU form: torch's kernel, to the bit
+        fused = twin(make, "explicit", "fused")[1].to(torch.bfloat16)
+        torch.testing.assert_close(out, fused(x, lengths)[0], rtol=0, atol=0)
+
+
+def test_each_path_runs_its_own_kernel_to_the_bit():
+    """`fused` is torch's nn.LSTM kernel and `auto` a modern cell's whole-sequence form, bit for bit: a path
+    that silently fell back to the step loop would compute the same function, not the same bits."""
+    from rnnbench.modules.modern_cells import S6Cell
+
+    torch.manual_seed(0)
+    stack = RecurrentStack(LSTMCell, I, H, backend="fused")
+    ref = torch.nn.LSTM(I, H)
+    cell = stack.layers[0].directions[0]
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, name + "_l0").copy_(getattr(cell, name))
+    x = torch.randn(40, 3, I)
+    torch.testing.assert_close(stack(x)[0], ref(x)[0], rtol=0, atol=0)
+    scan = RecurrentStack(functools.partial(S6Cell, state_dim=3), I, H)
+    s6 = scan.layers[0].directions[0]
+    expected, _ = s6.sequence(s6.input_projection(x), s6.default_state(3), None)
+    torch.testing.assert_close(scan(x)[0], expected, rtol=0, atol=0)

@@ -198,6 +198,74 @@ def test_copy_rejects_outputs_of_the_wrong_shape():
         task.loss(torch.zeros(29, 8, 10), batch)
 
 
+def test_arjovsky_copying_written_out_with_its_alphabet():
+    """Arjovsky et al. 2016 with T = 3, M = 2, K = 4: data symbols 0..3, blank 4, delimiter 5; symbols 3
+    and 1, then T - 1 blanks, the delimiter, M blanks; the target is T + M blanks, then 3 and 1."""
+    task = CopyTask(seq_len=3, num_symbols=4, copy_len=2, val_size=4)
+    assert (task.blank, task.delimiter, task.num_classes) == (4, 5, 6)
+    batch = task.sequences(torch.tensor([[3], [1]]))
+    assert batch.inputs[:, 0].argmax(-1).tolist() == [3, 1, 4, 4, 5, 4, 4]
+    assert batch.targets[:, 0].tolist() == [4, 4, 4, 4, 4, 3, 1]
+    assert task.spec.input_kind == "continuous"  # one-hot vectors, not token ids
+
+
+def test_a_batch_is_built_on_the_device_of_its_symbols():
+    """The meta device stands in for a GPU: every tensor of the batch follows the symbols."""
+    task = CopyTask(seq_len=3, num_symbols=4, copy_len=2, val_size=4)
+    batch = task.sequences(torch.tensor([[3], [1]], device="meta"))
+    assert (batch.inputs.device.type, batch.targets.device.type) == ("meta", "meta")
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_selective_copying_evaluates_on_symbols_at_their_drawn_steps(split):
+    """The fixed splits of `selective` keep each sequence's own steps (M of the first T + M, in order),
+    as its training batches do; the symbols never all stand at the first M steps of all 64 sequences."""
+    task = CopyTask(seq_len=6, variant="selective", num_symbols=4, copy_len=3, batch_size=16, val_size=64)
+    ids = seen_by_evaluate(task, split).argmax(-1)  # (T + 2M, N)
+    data = ids[:9] < 4  # (T + M, N): where the symbols stand
+    assert (data.sum(0) == 3).all() and (ids[9:] == task.delimiter).all()
+    assert data[3:].any()  # some symbol after the first M steps
+
+
+@pytest.mark.parametrize("variant", COPY_VARIANTS)
+def test_accuracy_all_steps_counts_every_step_for_the_variants_whose_loss_covers_them(variant):
+    """T = 5, M = 3: 11 steps; one blank step wrong in every sequence gives 10/11 (the recall stays
+    right). `s4` and `selective` score the recall steps only, so they do not report it."""
+    task = CopyTask(seq_len=5, variant=variant, copy_len=3, batch_size=4, val_size=8)
+
+    def first_step_wrong(batch, state):
+        logits, _ = copy_oracle(batch, state)
+        logits[task.copy_len] = logits[task.copy_len].roll(1, dims=-1)  # the first blank after the symbols
+        return logits, state
+
+    metrics = task.evaluate(first_step_wrong)
+    assert metrics["recall_accuracy"] == 1.0
+    if variant in ("arjovsky", "tcn"):
+        assert metrics["accuracy_all_steps"] == pytest.approx(10 / 11)
+    else:
+        assert "accuracy_all_steps" not in metrics
+
+
+@pytest.mark.parametrize("variant, loss_steps, baseline", [
+    ("arjovsky", "all", 10 * math.log(8) / 120),  # M ln K / (T + 2M), Arjovsky et al.'s 10 ln 8 / (T + 20)
+    ("s4", "recall", math.log(8)),
+])
+def test_copy_describes_its_documented_defaults(variant, loss_steps, baseline):
+    """The defaults of docs/configuration.md's `task=copy` table, as a user of the class gets them."""
+    assert CopyTask(variant=variant).describe() == {
+        "task": "copy", "variant": variant, "seq_len": 100, "input_length": 120, "num_symbols": 8,
+        "copy_len": 10, "loss_steps": loss_steps, "memoryless_baseline": pytest.approx(baseline),
+        "solve_threshold": 0.99, "batch_size": 64, "val_size": 1000, "seed": 0,
+    }
+
+
+def test_copy_eval_lengths_set_the_longest_batch():
+    task = CopyTask(seq_len=10, copy_len=2, val_size=4, eval_lengths=(30,))
+    assert task.eval_lengths == (30,)
+    shape = task.batch_shape()  # 30 + 2M steps: the longest evaluation
+    assert (shape.steps, shape.steps_key) == (34, "task.eval_lengths")
+
+
 # ---- adding: data layout ----------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ADDING_VARIANTS)
 def test_adding_batch_shapes_and_target(variant):

@@ -240,6 +240,9 @@ class ArjovskyLSTMCell(LSTMCell):
         if glorot and recurrent_init != "default":
             raise ValueError(f"cell.recurrent_init={recurrent_init!r} is not allowed with cell.glorot=true "
                              f"(Glorot initialises U too): choose default, or cell.glorot=false")
+        if glorot and recurrent_gain != 1.0:  # Glorot's draw would overwrite the scaled U: the gain did nothing
+            raise ValueError(f"cell.recurrent_gain={recurrent_gain} is not allowed with cell.glorot=true "
+                             f"(Glorot initialises U too): leave it at 1.0, or cell.glorot=false")
         self.glorot, self.cell_to_output, self.learned_initial_state = glorot, cell_to_output, learned_initial_state
         super().__init__(input_size, hidden_size, forget_bias, recurrent_init, recurrent_gain)
 
