@@ -40,6 +40,11 @@ TESTS = {
     "tasks/adding.py": ["tests/test_tasks_synthetic.py"],
     "rnnbench/modules/cells.py": ["tests/test_cells.py"],
     "rnnbench/modules/recurrent.py": ["tests/test_recurrent.py", "tests/test_blocks.py"],
+    "tasks/formal_languages.py": ["tests/test_tasks_formal_languages.py"],
+    "tasks/mqar.py": ["tests/test_tasks_mqar.py"],
+    "tasks/induction_heads.py": ["tests/test_tasks_induction_heads.py"],
+    # the Python reference (_PythonLoops) and the dispatch; the C++ kernel itself (csrc/) is not mutated
+    "rnnbench/kernels/fast_peephole.py": ["tests/test_fast_peephole.py"],
 }
 KILLED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
 SCRATCH_IGNORE = shutil.ignore_patterns(".git", "mutants", "outputs", "multirun", "wandb", "__pycache__", "*.egg-info", "build")
