@@ -427,3 +427,36 @@ def test_describe_gives_every_setting_and_the_baseline_in_closed_form():
         "solve_threshold": 0.9, "batch_size": 16, "val_size": 8, "seed": 3,
     }
     assert FormalLanguageTask("even_pairs", val_size=8, test_lengths=[50, 60]).describe()["test_lengths"] == [50, 60]
+
+
+def test_formal_language_describes_its_documented_defaults_and_reads_one_hot_symbols():
+    """The defaults of docs/configuration.md's `task=formal_language` table (the paper's training range
+    1..40): parity's baseline is ln 2 and a fair coin's accuracy at every length."""
+    from rnnbench.tasks.base import IOSpec
+
+    task = FormalLanguageTask()
+    assert task.describe() == {
+        "task": "parity_check", "language": "parity_check", "level": "regular", "seq_len": 40,
+        "train_lengths": "uniform 1..40", "eval_length": None, "test_lengths": "as validation, 1..40",
+        "memoryless_baseline": pytest.approx(math.log(2)), "chance_accuracy": pytest.approx(0.5),
+        "solve_threshold": 0.99, "batch_size": 128, "val_size": 512, "seed": 0,
+    }
+    assert task.spec == IOSpec(input_kind="continuous", input_size=3, output_size=2, output_kind="per_step",
+                               loss_kind="classification")
+    assert FormalLanguageTask("modular_arithmetic", val_size=4).spec.input_size == 5 + 4 + 1
+
+
+def test_length_one_is_a_string_and_an_unknown_language_lists_all_eight():
+    assert FormalLanguageTask("parity_check", seq_len=1, val_size=2).split_lengths() == [1, 1]
+    assert FormalLanguageTask("parity_check", eval_length=1, val_size=2).split_lengths() == [1, 1]
+    message = ("task.language='dyck' is not allowed: choose one of even_pairs, parity_check, cycle_navigation, "
+               "modular_arithmetic, reverse_string, stack_manipulation, duplicate_string, odds_first")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        FormalLanguageTask("dyck")
+
+
+def test_the_output_mask_is_boolean_for_every_language():
+    """What `output_mask` documents, (P, B) bool: a mask a caller indexes with."""
+    targets = torch.tensor([[1, 0], [2, 2], [0, 0]])
+    assert output_mask("reverse_string", targets).dtype == torch.bool
+    assert output_mask("stack_manipulation", targets).tolist() == [[True, True], [True, True], [False, False]]
