@@ -19,6 +19,13 @@ from rnnbench.tasks.formal_languages import (
 )
 
 
+@pytest.fixture(autouse=True)
+def uncached_chance():
+    """`chance` is cached per process; mutmut forks each mutant's tests from a process whose cache the
+    unmutated code filled, so a test must compute it afresh to see a mutant of what it calls."""
+    chance.cache_clear()
+
+
 def target(language: str, string: list[int]) -> list[int]:
     return LANGUAGES[language].target(torch.tensor(string).unsqueeze(1)).squeeze(1).tolist()
 
