@@ -423,3 +423,36 @@ def test_x_proj_is_overwritten_only_when_the_caller_gives_it_away(backend, varia
         results[overwrite] = (out, h_T, c_T, *grads)
     for a, b in zip(results[False], results[True]):
         assert torch.equal(a, b)
+
+
+# -- what the mutation run of the module found untested (docs/testing.md, "### `fast_peephole.py`") -------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", ["vanilla", "np", "cifg"])
+def test_cell_sequence_runs_the_cells_own_tensors_with_lengths_and_probe(backend, variant, monkeypatch):
+    """`cell_sequence` (what recurrent.py calls) is the cell's step loop on x itself: its projection, its
+    U, b and peepholes, its variant, the padded lengths and the probe, on the backend asked for."""
+    cell, x, h0, c0 = make_inputs(variant=variant)
+    lengths = torch.tensor(PADDED)
+    probe = torch.zeros(T, B, H, requires_grad=True)
+    asked, choose = [], fast_peephole._loops
+    monkeypatch.setattr(fast_peephole, "_loops", lambda backend, x_proj: asked.append(backend) or choose(backend, x_proj))
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0), lengths=lengths, backend=backend, h_probe=probe)
+    assert asked == [backend]
+    expected_probe = torch.zeros(T, B, H, requires_grad=True)
+    expected = cell_loop(cell, cell.input_projection(x), h0, c0, lengths, expected_probe)
+    for a, b in zip((out, h_T, c_T), expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    (out.sum() + h_T.sum()).backward()
+    (expected[0].sum() + expected[1].sum()).backward()
+    torch.testing.assert_close(probe.grad, expected_probe.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_implementation_names_what_auto_runs(monkeypatch):
+    """'cpp' exactly when `backend="auto"` runs the C++ module on float32 CPU tensors, else 'python'."""
+    cell, x, h0, c0 = make_inputs()
+    for no_cpp in ("0", "1"):
+        monkeypatch.setenv("RNNBENCH_NO_CPP", no_cpp)
+        loops = fast_peephole._loops("auto", cell.input_projection(x))
+        assert fast_peephole.implementation() == ("python" if loops is fast_peephole._PythonLoops else "cpp")
+    assert fast_peephole.implementation() == "python"  # RNNBENCH_NO_CPP=1
