@@ -456,3 +456,39 @@ def test_implementation_names_what_auto_runs(monkeypatch):
         loops = fast_peephole._loops("auto", cell.input_projection(x))
         assert fast_peephole.implementation() == ("python" if loops is fast_peephole._PythonLoops else "cpp")
     assert fast_peephole.implementation() == "python"  # RNNBENCH_NO_CPP=1
+
+
+def test_cell_sequence_on_its_defaults_is_the_full_length_loop_on_auto():
+    cell, x, h0, c0 = make_inputs()
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0))
+    for a, b in zip((out, h_T, c_T), cell_loop(cell, cell.input_projection(x), h0, c0)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_python_loops_run_forward_and_backward_on_the_device_of_their_inputs():
+    """The reference runs on any device (the meta device stands in for a GPU), padding masks included."""
+    cell = PeepholeLSTMCell(I, H).to("meta")
+    x = torch.zeros(T, B, I, device="meta")
+    h0, c0 = (torch.zeros(B, H, device="meta", requires_grad=True) for _ in range(2))
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0), lengths=torch.tensor(PADDED))
+    assert {t.device.type for t in (out, h_T, c_T)} == {"meta"}
+    (out.sum() + h_T.sum() + c_T.sum()).backward()
+    assert {t.grad.device.type for t in (h0, c0, cell.weight_hh, cell.peephole)} == {"meta"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_empty_sequence_passes_the_state_and_its_gradient_through(backend):
+    """T = 0: h_T = h0 and c_T = c0, and a loss on either alone gives the other's initial state a zero
+    gradient of its own shape, and U a zero one. (The Python backward failed here on reshaping h_{t-1}: its
+    (h0, outputs[:-1]) held one step of T = 0.)"""
+    cell, x, h0, c0 = make_inputs()
+    x_proj = cell.input_projection(x[:0])
+    for used in ("h", "c"):
+        out, h_T, c_T = run_fast(cell, x_proj, h0, c0, backend)
+        assert out.shape == (0, B, H) and torch.equal(h_T, h0) and torch.equal(c_T, c0)
+        w = torch.randn(B, H)
+        grad_h0, grad_c0, grad_u = torch.autograd.grad(((h_T if used == "h" else c_T) * w).sum(), [h0, c0, cell.weight_hh],
+                                                       allow_unused=True)
+        given, other = (grad_h0, grad_c0) if used == "h" else (grad_c0, grad_h0)
+        assert torch.equal(given, w) and (other is None or torch.equal(other, torch.zeros(B, H)))
+        assert grad_u is None or torch.equal(grad_u, torch.zeros_like(cell.weight_hh))  # no step ran
