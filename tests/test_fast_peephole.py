@@ -5,7 +5,9 @@ The C++ tests build the extension once per machine (~30 s the first time; cached
 skipped only where no C++ compiler exists.
 """
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -260,7 +262,7 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_ext
     expected = cell_loop(cell, x_proj, h0, c0, torch.tensor(PADDED))
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError, match="could not be built"):
+    with pytest.raises(RuntimeError, match=re.escape("backend='cpp': the C++ extension could not be built (see the warning)")):
         run_fast(cell, x_proj, h0, c0, "cpp")
 
 
@@ -269,7 +271,7 @@ def test_env_var_forces_python(monkeypatch):
     assert fast_peephole.implementation() == "python"
     assert not fast_peephole.cpp_available()
     cell, x, h0, c0 = make_inputs()
-    with pytest.raises(RuntimeError, match="RNNBENCH_NO_CPP"):
+    with pytest.raises(RuntimeError, match=re.escape("backend='cpp' while RNNBENCH_NO_CPP is set")):
         run_fast(cell, cell.input_projection(x), h0, c0, "cpp")
 
 
@@ -492,3 +494,64 @@ def test_an_empty_sequence_passes_the_state_and_its_gradient_through(backend):
         given, other = (grad_h0, grad_c0) if used == "h" else (grad_c0, grad_h0)
         assert torch.equal(given, w) and (other is None or torch.equal(other, torch.zeros(B, H)))
         assert grad_u is None or torch.equal(grad_u, torch.zeros_like(cell.weight_hh))  # no step ran
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [None, [1, 0, 1]], ids=["full", "padded"])
+def test_a_single_step_is_the_cells_step(backend, lengths):
+    cell, x, h0, c0 = make_inputs(T=1)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    got = run_fast(cell, cell.input_projection(x), h0, c0, backend, lengths)
+    for a, b in zip(got, cell_loop(cell, cell.input_projection(x), h0, c0, lengths)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_frozen_recurrent_matrix_still_gives_the_other_gradients(backend):
+    """U without requires_grad (a frozen layer): no gradient is computed for it, the others are the cell's."""
+    cell, x, h0, c0 = make_inputs()
+    cell.weight_hh.requires_grad_(False)
+    x_proj = cell.input_projection(x)
+    inputs = [h0, c0, cell.bias_hh, cell.peephole]
+    expected = torch.autograd.grad(sum(t.sum() for t in cell_loop(cell, x_proj, h0, c0)), inputs)
+    got = torch.autograd.grad(sum(t.sum() for t in run_fast(cell, x_proj, h0, c0, backend)), inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_peephole_sequence_on_its_defaults_is_the_vanilla_cell_on_auto():
+    cell, x, h0, c0 = make_inputs()
+    x_proj = cell.input_projection(x)
+    got = fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole)
+    for a, b in zip(got, cell_loop(cell, x_proj, h0, c0)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_probe_given_and_asked_for_is_the_one_returned_with_the_gradient():
+    cell, x, h0, c0 = make_inputs()
+    probe = torch.zeros(T, B, H, requires_grad=True)
+    *_, returned = run_fast(cell, cell.input_projection(x), h0, c0, "python", probe=True, h_probe=probe)
+    assert returned is probe
+
+
+def test_the_kernels_refusals_name_what_is_wrong():
+    cell, x, h0, c0 = make_inputs()
+    x_proj = cell.input_projection(x)
+    covered = "vanilla, nig, nfg, nog, niaf, noaf, np, cifg"
+    cases = [
+        (dict(variant="lstm2"), ValueError, f"variant='lstm2': allowed {covered}"),
+        (dict(backend="gpu"), ValueError, "backend='gpu': allowed auto, cpp, python"),
+        (dict(variant="np"), ValueError, "variant='np' has no peephole tensor"),
+        (dict(backend="cpp", x_proj=x_proj.bfloat16()), ValueError,
+         "backend='cpp' needs float32/float64 CPU tensors, got torch.bfloat16 on cpu"),
+    ]
+    # a combination of switches that is no variant of the kernel's (no input and no output gate)
+    odd = dataclasses.replace(cell.switches, input_gate=False, output_gate=False)
+    cases.append((dict(variant=odd), ValueError, f"variant={odd!r}: the sequence kernel covers {covered} "
+                                                 "(fgr runs on the explicit path)"))
+    for kwargs, error, message in cases:
+        args = {"x_proj": x_proj, "peephole": cell.peephole, **kwargs}
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            fast_peephole.peephole_sequence(args.pop("x_proj"), h0, c0, cell.weight_hh, cell.bias_hh, **args)
+    with pytest.raises(ValueError, match=f"^{re.escape('variant=' + repr('vanilla') + ' takes peephole tensor')}$"):
+        fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh, None)
