@@ -262,7 +262,8 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_ext
     expected = cell_loop(cell, x_proj, h0, c0, torch.tensor(PADDED))
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError, match=re.escape("backend='cpp': the C++ extension could not be built (see the warning)")):
+    message = "backend='cpp': the C++ extension could not be built (see the warning)"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         run_fast(cell, x_proj, h0, c0, "cpp")
 
 
@@ -271,7 +272,8 @@ def test_env_var_forces_python(monkeypatch):
     assert fast_peephole.implementation() == "python"
     assert not fast_peephole.cpp_available()
     cell, x, h0, c0 = make_inputs()
-    with pytest.raises(RuntimeError, match=re.escape("backend='cpp' while RNNBENCH_NO_CPP is set")):
+    message = "backend='cpp' while RNNBENCH_NO_CPP is set"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         run_fast(cell, cell.input_projection(x), h0, c0, "cpp")
 
 
