@@ -5,7 +5,9 @@ The C++ tests build the extension once per machine (~30 s the first time; cached
 skipped only where no C++ compiler exists.
 """
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -260,7 +262,8 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path, fresh_ext
     expected = cell_loop(cell, x_proj, h0, c0, torch.tensor(PADDED))
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    with pytest.raises(RuntimeError, match="could not be built"):
+    message = "backend='cpp': the C++ extension could not be built (see the warning)"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         run_fast(cell, x_proj, h0, c0, "cpp")
 
 
@@ -269,7 +272,8 @@ def test_env_var_forces_python(monkeypatch):
     assert fast_peephole.implementation() == "python"
     assert not fast_peephole.cpp_available()
     cell, x, h0, c0 = make_inputs()
-    with pytest.raises(RuntimeError, match="RNNBENCH_NO_CPP"):
+    message = "backend='cpp' while RNNBENCH_NO_CPP is set"
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
         run_fast(cell, cell.input_projection(x), h0, c0, "cpp")
 
 
@@ -423,3 +427,133 @@ def test_x_proj_is_overwritten_only_when_the_caller_gives_it_away(backend, varia
         results[overwrite] = (out, h_T, c_T, *grads)
     for a, b in zip(results[False], results[True]):
         assert torch.equal(a, b)
+
+
+# -- what the mutation run of the module found untested (docs/testing.md, "### `fast_peephole.py`") -------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variant", ["vanilla", "np", "cifg"])
+def test_cell_sequence_runs_the_cells_own_tensors_with_lengths_and_probe(backend, variant, monkeypatch):
+    """`cell_sequence` (what recurrent.py calls) is the cell's step loop on x itself: its projection, its
+    U, b and peepholes, its variant, the padded lengths and the probe, on the backend asked for."""
+    cell, x, h0, c0 = make_inputs(variant=variant)
+    lengths = torch.tensor(PADDED)
+    probe = torch.zeros(T, B, H, requires_grad=True)
+    asked, choose = [], fast_peephole._loops
+    monkeypatch.setattr(fast_peephole, "_loops", lambda backend, x_proj: asked.append(backend) or choose(backend, x_proj))
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0), lengths=lengths, backend=backend, h_probe=probe)
+    assert asked == [backend]
+    expected_probe = torch.zeros(T, B, H, requires_grad=True)
+    expected = cell_loop(cell, cell.input_projection(x), h0, c0, lengths, expected_probe)
+    for a, b in zip((out, h_T, c_T), expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    (out.sum() + h_T.sum()).backward()
+    (expected[0].sum() + expected[1].sum()).backward()
+    torch.testing.assert_close(probe.grad, expected_probe.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_implementation_names_what_auto_runs(monkeypatch):
+    """'cpp' exactly when `backend="auto"` runs the C++ module on float32 CPU tensors, else 'python'."""
+    cell, x, h0, c0 = make_inputs()
+    for no_cpp in ("0", "1"):
+        monkeypatch.setenv("RNNBENCH_NO_CPP", no_cpp)
+        loops = fast_peephole._loops("auto", cell.input_projection(x))
+        assert fast_peephole.implementation() == ("python" if loops is fast_peephole._PythonLoops else "cpp")
+    assert fast_peephole.implementation() == "python"  # RNNBENCH_NO_CPP=1
+
+
+def test_cell_sequence_on_its_defaults_is_the_full_length_loop_on_auto():
+    cell, x, h0, c0 = make_inputs()
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0))
+    for a, b in zip((out, h_T, c_T), cell_loop(cell, cell.input_projection(x), h0, c0)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_python_loops_run_forward_and_backward_on_the_device_of_their_inputs():
+    """The reference runs on any device (the meta device stands in for a GPU), padding masks included."""
+    cell = PeepholeLSTMCell(I, H).to("meta")
+    x = torch.zeros(T, B, I, device="meta")
+    h0, c0 = (torch.zeros(B, H, device="meta", requires_grad=True) for _ in range(2))
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0), lengths=torch.tensor(PADDED))
+    assert {t.device.type for t in (out, h_T, c_T)} == {"meta"}
+    (out.sum() + h_T.sum() + c_T.sum()).backward()
+    assert {t.grad.device.type for t in (h0, c0, cell.weight_hh, cell.peephole)} == {"meta"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_empty_sequence_passes_the_state_and_its_gradient_through(backend):
+    """T = 0: h_T = h0 and c_T = c0, and a loss on either alone gives the other's initial state a zero
+    gradient of its own shape, and U a zero one. (The Python backward failed here on reshaping h_{t-1}: its
+    (h0, outputs[:-1]) held one step of T = 0.)"""
+    cell, x, h0, c0 = make_inputs()
+    x_proj = cell.input_projection(x[:0])
+    for used in ("h", "c"):
+        out, h_T, c_T = run_fast(cell, x_proj, h0, c0, backend)
+        assert out.shape == (0, B, H) and torch.equal(h_T, h0) and torch.equal(c_T, c0)
+        w = torch.randn(B, H)
+        grad_h0, grad_c0, grad_u = torch.autograd.grad(((h_T if used == "h" else c_T) * w).sum(), [h0, c0, cell.weight_hh],
+                                                       allow_unused=True)
+        given, other = (grad_h0, grad_c0) if used == "h" else (grad_c0, grad_h0)
+        assert torch.equal(given, w) and (other is None or torch.equal(other, torch.zeros(B, H)))
+        assert grad_u is None or torch.equal(grad_u, torch.zeros_like(cell.weight_hh))  # no step ran
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [None, [1, 0, 1]], ids=["full", "padded"])
+def test_a_single_step_is_the_cells_step(backend, lengths):
+    cell, x, h0, c0 = make_inputs(T=1)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    got = run_fast(cell, cell.input_projection(x), h0, c0, backend, lengths)
+    for a, b in zip(got, cell_loop(cell, cell.input_projection(x), h0, c0, lengths)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_frozen_recurrent_matrix_still_gives_the_other_gradients(backend):
+    """U without requires_grad (a frozen layer): no gradient is computed for it, the others are the cell's."""
+    cell, x, h0, c0 = make_inputs()
+    cell.weight_hh.requires_grad_(False)
+    x_proj = cell.input_projection(x)
+    inputs = [h0, c0, cell.bias_hh, cell.peephole]
+    expected = torch.autograd.grad(sum(t.sum() for t in cell_loop(cell, x_proj, h0, c0)), inputs)
+    got = torch.autograd.grad(sum(t.sum() for t in run_fast(cell, x_proj, h0, c0, backend)), inputs)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_peephole_sequence_on_its_defaults_is_the_vanilla_cell_on_auto():
+    cell, x, h0, c0 = make_inputs()
+    x_proj = cell.input_projection(x)
+    got = fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh, cell.peephole)
+    for a, b in zip(got, cell_loop(cell, x_proj, h0, c0)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_probe_given_and_asked_for_is_the_one_returned_with_the_gradient():
+    cell, x, h0, c0 = make_inputs()
+    probe = torch.zeros(T, B, H, requires_grad=True)
+    *_, returned = run_fast(cell, cell.input_projection(x), h0, c0, "python", probe=True, h_probe=probe)
+    assert returned is probe
+
+
+def test_the_kernels_refusals_name_what_is_wrong():
+    cell, x, h0, c0 = make_inputs()
+    x_proj = cell.input_projection(x)
+    covered = "vanilla, nig, nfg, nog, niaf, noaf, np, cifg"
+    cases = [
+        (dict(variant="lstm2"), ValueError, f"variant='lstm2': allowed {covered}"),
+        (dict(backend="gpu"), ValueError, "backend='gpu': allowed auto, cpp, python"),
+        (dict(variant="np"), ValueError, "variant='np' has no peephole tensor"),
+        (dict(backend="cpp", x_proj=x_proj.bfloat16()), ValueError,
+         "backend='cpp' needs float32/float64 CPU tensors, got torch.bfloat16 on cpu"),
+    ]
+    # a combination of switches that is no variant of the kernel's (no input and no output gate)
+    odd = dataclasses.replace(cell.switches, input_gate=False, output_gate=False)
+    cases.append((dict(variant=odd), ValueError, f"variant={odd!r}: the sequence kernel covers {covered} "
+                                                 "(fgr runs on the explicit path)"))
+    for kwargs, error, message in cases:
+        args = {"x_proj": x_proj, "peephole": cell.peephole, **kwargs}
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            fast_peephole.peephole_sequence(args.pop("x_proj"), h0, c0, cell.weight_hh, cell.bias_hh, **args)
+    with pytest.raises(ValueError, match=f"^{re.escape('variant=' + repr('vanilla') + ' takes peephole tensor')}$"):
+        fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -16,6 +17,13 @@ from rnnbench.tasks.formal_languages import (
     LANGUAGE_NAMES, LANGUAGES, MINUS, PLUS, POP, PUSH_0, PUSH_1, TIMES, FormalLanguageTask, chance,
     output_mask,
 )
+
+
+@pytest.fixture(autouse=True)
+def uncached_chance():
+    """`chance` is cached per process; mutmut forks each mutant's tests from a process whose cache the
+    unmutated code filled, so a test must compute it afresh to see a mutant of what it calls."""
+    chance.cache_clear()
 
 
 def target(language: str, string: list[int]) -> list[int]:
@@ -303,3 +311,159 @@ def test_the_batch_shape_is_the_longest_of_the_training_test_and_evaluation_leng
     assert FormalLanguageTask("parity_check", seq_len=40, val_size=8).batch_shape() == BatchShape(41, 128, "task.seq_len")
     assert FormalLanguageTask("modular_arithmetic", val_size=8).steps_at(40) == 39 + 1
     assert FormalLanguageTask("stack_manipulation", val_size=8).steps_at(40) == 40 + 41
+
+
+# ---- what the mutation run of the module found untested (docs/testing.md, "### `formal_languages.py`") ----
+@pytest.mark.parametrize("language", LANGUAGE_NAMES)
+def test_each_sampler_and_the_training_batches_draw_from_their_own_generator_alone(language):
+    """The same seed gives the same strings whatever torch's global generator holds (a draw from the
+    global generator would make runs depend on what else ran before them)."""
+    def drawn(global_seed):
+        torch.manual_seed(global_seed)
+        generator = torch.Generator().manual_seed(3)
+        strings = [LANGUAGES[language].sample(L, 50, generator, "cpu") for L in (1, 2, 7)]
+        task = FormalLanguageTask(language, seq_len=9, batch_size=50, val_size=4, seed=4)
+        return strings, [task.train_batch().inputs for _ in range(3)]
+
+    (strings, batches), (strings_again, batches_again) = drawn(0), drawn(1)
+    assert all(torch.equal(a, b) for a, b in zip(strings, strings_again))
+    assert all(torch.equal(a, b) for a, b in zip(batches, batches_again))
+
+
+def test_modular_arithmetic_drops_one_symbol_of_an_even_length_and_draws_every_operator_and_number():
+    """Their sampler: an even length L gives L - 1 symbols; numbers uniform over 0..4, operators over
+    +, -, * (never the blank)."""
+    generator = torch.Generator().manual_seed(0)
+    s = LANGUAGES["modular_arithmetic"].sample(8, 3000, generator, "cpu")
+    assert s.shape == (7, 3000)
+    numbers, ops = s[0::2].flatten(), s[1::2].flatten()
+    assert torch.allclose(torch.bincount(numbers, minlength=5).double() / len(numbers), torch.full((5,), 0.2, dtype=torch.float64), atol=0.02)
+    frequency = {op: float((ops == op).double().mean()) for op in (PLUS, MINUS, TIMES)}
+    assert all(abs(f - 1 / 3) < 0.03 for f in frequency.values()) and sum(frequency.values()) == pytest.approx(1.0)
+
+
+def test_the_batch_shape_names_the_key_of_the_longest_sequences():
+    from rnnbench.tasks.base import BatchShape
+
+    assert FormalLanguageTask("parity_check", seq_len=40, val_size=8, eval_lengths=[100]).batch_shape() == \
+        BatchShape(101, 128, "task.eval_lengths")
+    assert FormalLanguageTask("parity_check", seq_len=40, val_size=8, eval_length=60).batch_shape() == \
+        BatchShape(61, 128, "task.eval_length")
+    # the longest by steps, not the last key by name: "task.test_lengths" sorts after "task.seq_len"
+    assert FormalLanguageTask("reverse_string", seq_len=40, val_size=8, test_lengths=[10]).batch_shape() == \
+        BatchShape(80, 128, "task.seq_len")
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_split_is_evaluated_once_in_chunks_of_at_most_batch_size(split):
+    task = FormalLanguageTask("parity_check", seq_len=3, val_size=30, batch_size=4, test_lengths=[5, 6])
+    widths = []
+
+    def record(batch, state):
+        widths.append(batch.targets.shape[1])
+        return oracle(batch, state)[0][..., :2], state
+
+    task.evaluate(record, split)
+    assert sum(widths) == 30 and max(widths) == 4
+
+
+def test_a_batch_and_the_stack_target_are_built_on_the_device_of_their_symbols():
+    """The meta device stands in for a GPU: the encoding and the stack's own buffers follow the strings."""
+    symbols = torch.zeros(3, 2, dtype=torch.long, device="meta")
+    assert LANGUAGES["stack_manipulation"].target(symbols).device.type == "meta"
+    batch = FormalLanguageTask("stack_manipulation", val_size=4).sequences(symbols)
+    assert (batch.inputs.device.type, batch.targets.device.type) == ("meta", "meta")
+
+
+def test_the_encoding_of_a_batch_of_two_strings_is_one_hot_per_string():
+    task = FormalLanguageTask("parity_check", val_size=4)
+    batch = task.sequences(torch.tensor([[1, 0], [1, 0]]))  # "11" and "00"
+    assert batch.inputs.permute(1, 0, 2).tolist() == [[[0, 1, 0], [0, 1, 0], [0, 0, 1]],
+                                                      [[1, 0, 0], [1, 0, 0], [0, 0, 1]]]
+    assert batch.targets.tolist() == [[0, 0]]
+
+
+def test_the_loss_is_the_cross_entropy_over_every_output_position_padding_included():
+    """Their loss: cross-entropy averaged over all L + 1 output positions of stack manipulation, the
+    positions after the end token too; the L input steps' outputs do not count."""
+    task = FormalLanguageTask("stack_manipulation", val_size=4)
+    batch = task.sequences(torch.tensor([[0, 1], [1, POP], [PUSH_0, POP]]))  # targets (4, 2)
+    outputs = torch.randn(3 + 4, 2, 3, generator=torch.Generator().manual_seed(0))
+    log_p = outputs[3:].log_softmax(-1)
+    by_hand = -sum(float(log_p[j, b, batch.targets[j, b]]) for j in range(4) for b in range(2)) / 8
+    assert float(task.loss(outputs, batch)) == pytest.approx(by_hand)
+    outputs[:3] = 100.0  # the input steps' outputs
+    assert float(task.loss(outputs, batch)) == pytest.approx(by_hand)
+
+
+def test_outputs_of_the_wrong_shape_are_refused_with_the_expected_shape():
+    task = FormalLanguageTask("parity_check", val_size=4)
+    batch = task.sequences(torch.tensor([[1], [0]]))
+    message = "parity_check outputs have shape (2, 1, 2); expected (L + P, B, C) = (3, 1, 2)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        task.loss(torch.zeros(2, 1, 2), batch)
+
+
+def test_the_mean_over_lengths_counts_a_length_with_one_scored_position():
+    """One sequence a length and one output each (parity at 1..4): every chunk scores one position."""
+    task = FormalLanguageTask("parity_check", seq_len=4, val_size=4)
+    assert task.evaluate(lambda batch, state: (oracle(batch, state)[0][..., :2], state))["accuracy_mean_over_lengths"] == 1.0
+
+
+def test_loss_over_baseline_divides_by_the_baseline_of_the_evaluated_lengths():
+    """A uniform guess on cycle navigation at L = 30 (test) against the memoryless loss at 30, not at the
+    validation lengths 1..2; a split whose baseline is zero (even pairs at L = 1: no pair) gives inf;
+    a baseline below 1 is still a baseline."""
+    task = FormalLanguageTask("cycle_navigation", seq_len=2, val_size=6, test_lengths=[30])
+    uniform = lambda batch, state: (torch.zeros(*batch.inputs.shape[:2], 5), state)  # noqa: E731
+    assert task.evaluate(uniform, "test")["loss_over_baseline"] == pytest.approx(math.log(5) / chance("cycle_navigation", 30)[0])
+    no_pairs = FormalLanguageTask("even_pairs", val_size=2, eval_length=1)
+    assert no_pairs.evaluate(lambda batch, state: (torch.zeros(2, batch.targets.shape[1], 2), state))["loss_over_baseline"] == math.inf
+    one = FormalLanguageTask("even_pairs", val_size=1, eval_length=2)  # baseline ln 2 < 1
+    assert one.evaluate(lambda batch, state: (torch.zeros(3, 1, 2), state))["loss_over_baseline"] == pytest.approx(1.0)
+
+
+def test_describe_gives_every_setting_and_the_baseline_in_closed_form():
+    """even_pairs at lengths 1..4 (twice each): at L = 1 the answer is known (loss 0, always right), else
+    a fair coin (ln 2, one half)."""
+    task = FormalLanguageTask("even_pairs", seq_len=4, val_size=8, batch_size=16, seed=3, solve_threshold=0.9)
+    assert task.describe() == {
+        "task": "even_pairs", "language": "even_pairs", "level": "regular", "seq_len": 4,
+        "train_lengths": "uniform 1..4", "eval_length": None, "test_lengths": "as validation, 1..4",
+        "memoryless_baseline": pytest.approx(3 / 4 * math.log(2)), "chance_accuracy": pytest.approx((1 + 3 / 2) / 4),
+        "solve_threshold": 0.9, "batch_size": 16, "val_size": 8, "seed": 3,
+    }
+    assert FormalLanguageTask("even_pairs", val_size=8, test_lengths=[50, 60]).describe()["test_lengths"] == [50, 60]
+
+
+def test_formal_language_describes_its_documented_defaults_and_reads_one_hot_symbols():
+    """The defaults of docs/configuration.md's `task=formal_language` table (the paper's training range
+    1..40): parity's baseline is ln 2 and a fair coin's accuracy at every length."""
+    from rnnbench.tasks.base import IOSpec
+
+    task = FormalLanguageTask()
+    assert task.describe() == {
+        "task": "parity_check", "language": "parity_check", "level": "regular", "seq_len": 40,
+        "train_lengths": "uniform 1..40", "eval_length": None, "test_lengths": "as validation, 1..40",
+        "memoryless_baseline": pytest.approx(math.log(2)), "chance_accuracy": pytest.approx(0.5),
+        "solve_threshold": 0.99, "batch_size": 128, "val_size": 512, "seed": 0,
+    }
+    assert task.spec == IOSpec(input_kind="continuous", input_size=3, output_size=2, output_kind="per_step",
+                               loss_kind="classification")
+    assert FormalLanguageTask("modular_arithmetic", val_size=4).spec.input_size == 5 + 4 + 1
+
+
+def test_length_one_is_a_string_and_an_unknown_language_lists_all_eight():
+    assert FormalLanguageTask("parity_check", seq_len=1, val_size=2).split_lengths() == [1, 1]
+    assert FormalLanguageTask("parity_check", eval_length=1, val_size=2).split_lengths() == [1, 1]
+    message = ("task.language='dyck' is not allowed: choose one of even_pairs, parity_check, cycle_navigation, "
+               "modular_arithmetic, reverse_string, stack_manipulation, duplicate_string, odds_first")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        FormalLanguageTask("dyck")
+
+
+def test_the_output_mask_is_boolean_for_every_language():
+    """What `output_mask` documents, (P, B) bool: a mask a caller indexes with."""
+    targets = torch.tensor([[1, 0], [2, 2], [0, 0]])
+    assert output_mask("reverse_string", targets).dtype == torch.bool
+    assert output_mask("stack_manipulation", targets).tolist() == [[True, True], [True, True], [False, False]]

@@ -174,7 +174,7 @@ class _PythonLoops:
                 dh = torch.addmm(dh.masked_fill(m, 0.0), da, weight_hh)
         grad_weight = None
         if need_weight_grad:
-            h_prev_all = torch.cat([h0.unsqueeze(0), outputs[:-1]])   # (T, B, H); exact wherever δa != 0
+            h_prev_all = torch.cat([h0.unsqueeze(0), outputs[:-1]])[:T]   # (T, B, H), T = 0 too; exact wherever δa != 0
             grad_weight = dgates.reshape(T * B, G * H).t() @ h_prev_all.reshape(T * B, H)
         dpeep = None
         if peephole_names:  # p_i, p_f read c_{t-1}; p_o reads c_t
