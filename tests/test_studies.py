@@ -870,6 +870,14 @@ def test_figure_is_drawn_from_the_records_and_published_file_alone(study, tmp_pa
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_study_figure_draws_the_completed_runs_but_not_a_fair_screens():
+    df = pd.DataFrame({"status": ["completed", "completed", "completed", "failed", "completed"],
+                       "fair": ["screen", "final (screen train.max_steps=500)", None, None, "final"],
+                       "cell": list("abcde")})
+    assert study_figures.figure_runs(df)["cell"].tolist() == ["b", "c", "e"]
+    assert study_figures.figure_runs(df.drop(columns="fair"))["cell"].tolist() == ["a", "b", "c", "e"]
+
+
 def test_a_bar_groups_label_names_the_fair_stage_and_its_screen_budget():
     keys = ["cell", "train.max_steps", "fair"]
     assert study_figures._group_label(keys, ("lstm", 5000, None)) == "lstm, 5000 steps"
