@@ -157,6 +157,24 @@ def test_what_the_kernel_cannot_run_is_refused_clearly():
         fast_gru.gru_sequence(x_proj.bfloat16(), h0.bfloat16(), cell.weight_hh.bfloat16(), cell.bias_hh.bfloat16())
 
 
+def test_without_the_kernel_the_refusal_names_why_with_its_whole_message(monkeypatch):
+    cell = make_cell(True)
+    x_proj, h0 = inputs(cell)
+    monkeypatch.setattr(fast_gru, "available", lambda: False)
+    with pytest.raises(RuntimeError) as refused:
+        fast_gru.gru_sequence(x_proj, h0, cell.weight_hh, cell.bias_hh)
+    assert str(refused.value) == ("the C++ GRU kernel is unavailable (RNNBENCH_NO_CPP set, or no compiler: "
+                                  "see the warning)")
+
+
+@needs_compiler
+def test_the_default_form_is_the_reset_after_gru():
+    cell = make_cell(True)  # torch's and cuDNN's form: r ⊙ (U_h h + b_h); Cho's differs in every step
+    x_proj, h0 = inputs(cell)
+    torch.testing.assert_close(fast_gru.gru_sequence(x_proj, h0, cell.weight_hh, cell.bias_hh),
+                               cell_loop(cell, x_proj, h0), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "cho"])
 def test_x_proj_is_overwritten_only_when_the_caller_gives_it_away(reset_after):
     # overwrite_x_proj: the kernel keeps its gates in x_proj's memory; the results are the same, and a
