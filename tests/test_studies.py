@@ -874,8 +874,8 @@ def test_a_study_figure_draws_the_completed_runs_but_not_a_fair_screens():
     df = pd.DataFrame({"status": ["completed", "completed", "completed", "failed", "completed"],
                        "fair": ["screen", "final (screen train.max_steps=500)", None, None, "final"],
                        "cell": list("abcde")})
-    assert study_figures.figure_runs(df)["cell"].tolist() == ["b", "c", "e"]
-    assert study_figures.figure_runs(df.drop(columns="fair"))["cell"].tolist() == ["a", "b", "c", "e"]
+    assert verdicts.compared_runs(df)["cell"].tolist() == ["b", "c", "e"]
+    assert verdicts.compared_runs(df.drop(columns="fair"))["cell"].tolist() == ["a", "b", "c", "e"]
 
 
 def test_a_bar_groups_label_names_the_fair_stage_and_its_screen_budget():

@@ -19,13 +19,6 @@ from rnnbench.report.stats import most_common
 from rnnbench.report.runs import BUDGET_KEY, ReportError, groups, label, read_records, records_frame
 
 
-def figure_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The runs a study's figure draws: the completed ones, less a fair comparison's screen (one seed per
-    grid point, drawn in its own figure; the claims leave it out too)."""
-    done = df[df["status"] == "completed"]
-    return done[done["fair"] != "screen"] if "fair" in done else done
-
-
 @styled
 def figure(study: str, out: Path | None = None) -> Path:
     """Draw the study's figure; writes `out` (default docs/results/<study>/<study>.png, 300 dpi) and the
@@ -36,7 +29,7 @@ def figure(study: str, out: Path | None = None) -> Path:
     spec = published["figure"]
     metric = published.get("metric", "")
     task = most_common(df.get("task"))
-    done = figure_runs(df)
+    done = verdicts.compared_runs(df)
     if spec["kind"] == "profile":
         fig, axes = new_figure(TWO_COLUMNS, panels=2, height=3.0)
         _profile_panel(axes[0], df, spec)

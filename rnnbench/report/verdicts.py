@@ -339,6 +339,13 @@ def judge_all(claims: Sequence[dict[str, Any]], df: pd.DataFrame, published: dic
     return [decide(c, m, df, published, None if math.isnan(p) else p) for c, m, p in zip(claims, measured, adjusted)]
 
 
+def compared_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs a study compares (its findings, its figure): the completed ones, less a fair comparison's
+    screen, which tries settings on one seed each and compares nothing (it has its own figure)."""
+    done = df[df["status"] == "completed"]
+    return done[done["fair"].map(lambda v: v != "screen")] if "fair" in done.columns else done
+
+
 def findings(df: pd.DataFrame, published: dict[str, Any], key: str, within: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every pair of values of `key` (the compared key: cell, variant) within each group of `within`
     keys (a budget, a length), tested as the claims are (paired where the runs pair), Holm-adjusted
@@ -346,9 +353,7 @@ def findings(df: pd.DataFrame, published: dict[str, Any], key: str, within: Sequ
     metric = published["metric"]
     pair_by = list(published.get("pair_by", ["seed"]))
     mode = _mode(published, df)
-    done = df[df["status"] == "completed"]
-    if "fair" in done.columns:  # a fair comparison's screen tries settings; it compares nothing
-        done = done[done["fair"].map(lambda v: v != "screen")]
+    done = compared_runs(df)
     if key not in done.columns:
         return []
     out = []
