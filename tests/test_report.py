@@ -420,32 +420,55 @@ def test_noninferiority_needs_the_interval_inside_the_margin_not_a_large_p():
 
 def test_no_spread_is_judged_on_the_rounded_differences_relative_to_the_difference():
     """Differences equal to 1e-12 of the difference (at least 1e-12 absolute, the boundary included)
-    have no spread to estimate: the difference is exact (p 0, or 1 where it is 0), not a t statistic
-    of rounding noise. Beyond that, scipy's t test."""
+    have no spread to estimate, so no t statistic (it would be x/0 or rounding noise): the exact
+    permutation test instead, with the difference itself as its interval; no difference at all is p 1.
+    Beyond that, scipy's t test."""
     from scipy.stats import ttest_ind, ttest_rel
 
     from rnnbench.report.stats import compare_samples
 
     rounded = compare_samples([0.1, 0.2, 0.3], [0.0, 0.1, 0.2], paired=True)  # 0.1 - 0.0 != 0.3 - 0.2 in floats
     assert np.ptp(np.subtract([0.1, 0.2, 0.3], [0.0, 0.1, 0.2])) > 0
-    assert (rounded["p"], rounded["ci"]) == (0.0, (rounded["diff"], rounded["diff"]))
+    # 3 pairs alike: of the 2^3 signs, only all + and all - reach |Δ|
+    assert (rounded["test"], rounded["p"], rounded["ci"]) == ("sign-flip (exact)", 0.25, (rounded["diff"], rounded["diff"]))
     large = compare_samples([1000.0, 1000.0 + 1e-10], [0.0, 0.0], paired=True)  # 1e-10 of 1000: 1e-13 relative
-    assert (large["p"], large["ci"]) == (0.0, (large["diff"], large["diff"]))
+    assert (large["p"], large["ci"]) == (0.5, (large["diff"], large["diff"]))
     boundary = compare_samples([0.0, 1e-12], [0.0, 0.0], paired=True)  # spread 1e-12 exactly, diff 5e-13
-    assert (boundary["p"], boundary["ci"]) == (0.0, (5e-13, 5e-13))
+    assert (boundary["p"], boundary["ci"]) == (1.0, (5e-13, 5e-13))  # every sign of (0, 1e-12) reaches |Δ|
     above = [0.0, 1.5e-12]  # spread 1.5e-12 (over the 1e-12 floor) of a difference of 7.5e-13: t = 1, p = 0.5
+    assert compare_samples(above, [0.0, 0.0], paired=True)["test"] == "paired t"
     assert compare_samples(above, [0.0, 0.0], paired=True)["p"] == pytest.approx(0.5) == ttest_rel(above, [0.0, 0.0]).pvalue
     for paired in (True, False):
         same = compare_samples([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], paired=paired)
         assert (same["diff"], same["ci"], same["p"]) == (0.0, (0.0, 0.0), 1.0)
-        two = compare_samples([0.3, 0.3], [0.1, 0.1], paired=paired)  # two values a side suffice
-        assert (two["n"], two["ci"], two["p"]) == ((2, 2), (two["diff"], two["diff"]), 0.0)
+        two = compare_samples([0.3, 0.3], [0.1, 0.1], paired=paired)  # two values a side suffice for a test
+        assert (two["n"], two["ci"]) == ((2, 2), (two["diff"], two["diff"]))
+    # two pairs: 2 of 4 signs reach |Δ|; two constant sides of 2: 2 of the C(4, 2) = 6 splits
+    assert compare_samples([0.3, 0.3], [0.1, 0.1], paired=True)["p"] == 0.5
+    assert compare_samples([0.3, 0.3], [0.1, 0.1], paired=False)["p"] == pytest.approx(2 / 6)
     constant = compare_samples([0.3, 0.3, 0.3], [0.1, 0.1, 0.1], paired=False)  # each side without spread
-    assert (constant["p"], constant["ci"]) == (0.0, (constant["diff"], constant["diff"]))
+    assert (constant["test"], constant["ci"]) == ("permutation (exact)", (constant["diff"], constant["diff"]))
+    assert constant["p"] == pytest.approx(2 / 20)  # the two extreme splits of C(6, 3)
+    five = compare_samples([0.3] * 5, [0.1] * 5, paired=True)  # five seeds alike: 2/32, above 0.05
+    assert five["p"] == pytest.approx(2 / 32)
+    # 5 against 6: one split of C(11, 5) = 462 is as extreme; two-sided, twice that
+    assert compare_samples([0.3] * 5, [0.1] * 6, paired=False)["p"] == pytest.approx(2 / 462)
     # two values a side with spread: Welch's t (nu = 2 here, p = 1 - 1/sqrt(2))
     welch = compare_samples([0.0, 2.0], [2.0, 4.0], paired=False)
     assert welch["test"] == "Welch t" and welch["n"] == (2, 2)
     assert welch["p"] == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-12) == ttest_ind([0.0, 2.0], [2.0, 4.0]).pvalue
+
+
+def test_three_seeds_whose_accuracies_differ_alike_are_not_a_significant_difference():
+    """Accuracies counted on the same test set can differ by the same count on every seed (two models at
+    chance predicting alike): study 8's modular arithmetic had LSTM − GRU = −0.012 on all three seeds.
+    Before, no spread read as an exact difference, p 0, "gru better"; the sign-flip test cannot go
+    below 2/2^3 with three pairs."""
+    from rnnbench.report.stats import compare_samples
+
+    gru = np.array([0.196, 0.272, 0.200])
+    result = compare_samples(gru - 0.012, gru, paired=True)
+    assert result["p"] == pytest.approx(0.25) and result["p"] > 0.05
 
 
 def test_compare_samples_drops_a_pair_with_a_missing_value_and_needs_two_values_a_side():
@@ -512,10 +535,10 @@ def test_noninferiority_with_equal_spreads_a_missing_value_or_one_value_a_side()
         assert math.isnan(one["p_noninferior"]) and one["noninferior"] is False
 
 
-def test_noninferiority_without_spread_is_exact_within_the_margin_or_not():
-    """No spread at all (to the last digits, as compare_samples judges it): the difference is exact, so
-    the interval (diff, diff) lies inside the margin or not; a variant with the very same results does
-    not hurt."""
+def test_noninferiority_without_spread_is_the_exact_permutation_test_unless_the_results_are_the_same():
+    """No spread at all (to the last digits, as compare_samples judges it): no t statistic, so the
+    one-sided exact permutation test of "worse by the margin"; a variant with the very same results,
+    draw by draw, does not hurt (p 0)."""
     from rnnbench.report.stats import noninferiority
 
     base = [1.0, 2.0, 3.0]
@@ -523,14 +546,18 @@ def test_noninferiority_without_spread_is_exact_within_the_margin_or_not():
     assert np.ptp(np.subtract(shifted, base)) > 0
     same = noninferiority(base, base, 0.02, "min", paired=True)  # the very same results, draw by draw
     assert (same["p_noninferior"], same["noninferior"]) == (0.0, True)
+    # within the margin on 3 draws alike: only all 8 signs' one extreme is as far, p 1/8: not shown
     within = noninferiority(shifted, base, 0.02, "min", paired=True)
-    assert (within["p_noninferior"], within["noninferior"], within["ci"]) == (0.0, True, (within["diff"],) * 2)
-    beyond = noninferiority(shifted, base, 0.005, "min", paired=True)
+    assert (within["p_noninferior"], within["noninferior"], within["ci"]) == (0.125, False, (within["diff"],) * 2)
+    within5 = noninferiority([x + 0.01 for x in range(5)], list(range(5)), 0.02, "min", paired=True)
+    assert (within5["p_noninferior"], within5["noninferior"]) == (pytest.approx(1 / 32), True)
+    beyond = noninferiority(shifted, base, 0.005, "min", paired=True)  # worse than the margin on every draw
     assert (beyond["p_noninferior"], beyond["noninferior"]) == (1.0, False)
-    assert noninferiority(shifted, base, 0.02, "max", paired=True)["noninferior"]  # higher is better: a gain
-    constant_sides = noninferiority([2.0, 2.0], [1.99, 1.99], 0.02, "min", paired=False)
-    assert (constant_sides["p_noninferior"], constant_sides["noninferior"]) == (0.0, True)
+    assert noninferiority([x + 0.01 for x in range(5)], list(range(5)), 0.02, "max", paired=True)["noninferior"]
+    constant_sides = noninferiority([2.0] * 4, [1.99] * 4, 0.02, "min", paired=False)  # 1 of C(8, 4) splits
+    assert (constant_sides["p_noninferior"], constant_sides["noninferior"]) == (pytest.approx(1 / 70), True)
     assert noninferiority([2.0, 2.0], [1.99, 1.99], 0.005, "min", paired=False)["p_noninferior"] == 1.0
+    assert noninferiority([2.0, 2.0], [2.0, 2.0], 0.005, "min", paired=False)["p_noninferior"] == 0.0  # the same
     at_margin = noninferiority([1.25, 2.25], [1.0, 2.0], 0.25, "min", paired=True)  # worse by the margin exactly
     assert (at_margin["p_noninferior"], at_margin["noninferior"]) == (1.0, False)
     # fewer than two values a side: no test, even without spread; no whole pair or an empty side at all

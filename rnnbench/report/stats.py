@@ -224,7 +224,9 @@ def compare_samples(a: Sequence[float], b: Sequence[float], paired: bool, confid
     paired: a[i] and b[i] share a draw (a seed, hence the data order; a hyperparameter draw): Student's
     t on the differences (``scipy.stats.ttest_rel``); else Welch's t (``ttest_ind(equal_var=False)``).
     NaN values drop their pair (paired) or themselves (Welch). With fewer than 2 values a side the
-    p-value and the interval are NaN; with no spread at all the difference is exact (p 0, or 1 if none)."""
+    p-value and the interval are NaN. With no spread at all (every difference the same, or each side
+    constant) there is no variance for t to stand on: the p-value is then the exact permutation test's
+    (`_permutation_p`), and the interval the difference itself; none at all is p 1."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if paired:
         if len(a) != len(b):
@@ -242,9 +244,24 @@ def compare_samples(a: Sequence[float], b: Sequence[float], paired: bool, confid
     out = {"test": "paired t" if paired else "Welch t", "n": (len(a), len(b)), "diff": diff}
     if result is not None:
         return {**out, "ci": tuple(float(x) for x in result.confidence_interval(confidence)), "p": float(result.pvalue)}
-    if len(a) >= 2 and len(b) >= 2:  # no spread at all (to the last digits): the difference is exact
-        return {**out, "ci": (diff, diff), "p": 1.0 if diff == 0 else 0.0}
+    if len(a) >= 2 and len(b) >= 2:  # no spread at all (to the last digits)
+        if diff == 0:
+            return {**out, "ci": (diff, diff), "p": 1.0}
+        return {**out, "test": "sign-flip (exact)" if paired else "permutation (exact)", "ci": (diff, diff),
+                "p": _permutation_p(a, b, paired)}
     return {**out, "ci": (math.nan, math.nan), "p": math.nan}
+
+
+def _permutation_p(x: np.ndarray, y: np.ndarray, paired: bool, alternative: str = "two-sided") -> float:
+    """The exact permutation test of the mean difference x − y (paired: every sign of the pairs'
+    differences; else every split of the pooled values into groups of the two sizes). Where the
+    samples have no spread, t is x/0; this test needs no variance, and how few draws there were bounds
+    its p-value from below (2/2^n for n pairs that all differ alike, two-sided): three seeds whose
+    differences tie, as accuracies counted on the same test set can, are not proof of a difference."""
+    result = scipy_stats.permutation_test((x, y), lambda u, v, axis: u.mean(axis=axis) - v.mean(axis=axis),
+                                          permutation_type="samples" if paired else "independent",
+                                          vectorized=True, n_resamples=np.inf, alternative=alternative)
+    return float(result.pvalue)
 
 
 def _constant(spread: float, diff: float) -> bool:
@@ -259,8 +276,9 @@ def noninferiority(a: Sequence[float], b: Sequence[float], margin: float, mode: 
     (metric units, > 0), i.e. the (1 − 2α) interval of the difference lies on the good side of the
     margin (one half of TOST). `mode` is the metric's direction ("min": lower is better). A large
     p-value of a difference test is not this: it is absence of evidence, not evidence of absence.
-    With fewer than 2 values a side there is no test (p NaN); with no spread at all the difference is
-    exact, as in `compare_samples` (p 0 within the margin, else 1)."""
+    With fewer than 2 values a side there is no test (p NaN); with no spread at all, the exact
+    permutation test as in `compare_samples`, except that results equal draw by draw (paired) or
+    all equal (unpaired) are the same results, which do not hurt (p 0)."""
     if not margin > 0:
         raise ValueError(f"an equivalence margin must be positive, got {margin}")
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -271,15 +289,18 @@ def noninferiority(a: Sequence[float], b: Sequence[float], margin: float, mode: 
         x, y = x[keep], y[keep]
         enough = len(x) >= 2
         spread = np.ptp(x - y) if enough else 0.0
+        same = np.array_equal(a[keep], b[keep])
     else:
         x, y = x[~np.isnan(x)], y[~np.isnan(y)]
         enough = len(x) >= 2 and len(y) >= 2
         spread = max(np.ptp(x), np.ptp(y)) if enough else 0.0
+        values = np.concatenate([a, b])
+        same = enough and np.ptp(values[~np.isnan(values)]) == 0
     interval = compare_samples(a, b, paired, confidence=1 - 2 * alpha)
     if not enough:
         p = math.nan
     elif _constant(spread, interval["diff"]):
-        p = 0.0 if sign * interval["diff"] < margin else 1.0
+        p = 0.0 if same else _permutation_p(x, y, paired, alternative="less")
     elif paired:
         p = float(scipy_stats.ttest_rel(x, y, alternative="less").pvalue)
     else:
