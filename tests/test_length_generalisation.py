@@ -172,3 +172,40 @@ def test_the_report_figures_are_drawn_for_a_paper(sweep, tmp_path, drawn):
     baseline = next(l for l in lengths.get_lines() if l.get_label() == "memoryless baseline")
     assert baseline.get_zorder() > max(l.get_zorder() for l in lengths.get_lines() if l is not baseline)
     assert lengths.get_ylabel() == "validation MSE"
+
+
+def test_more_groups_than_one_axes_can_show_get_a_panel_each_with_every_seed(tmp_path, drawn):
+    """Thirteen cells at chance are one blot in one axes (study 8's parity check): past MAX_LINES groups,
+    one panel per group, titled with it, its mean, and every seed's own line; evenly spaced lengths on
+    a linear axis, every panel with its tick labels."""
+    import numpy as np
+    import pandas as pd
+
+    from rnnbench.report import lengths
+    from rnnbench.report.runs import label
+
+    columns = [f"final/val@T={n}/accuracy" for n in (50, 150, 250)]
+    rows = [{"cell": f"c{c}", "train.seed": seed, "status": "completed", "cfg.task.seq_len": 40,
+             **{col: 0.5 + 0.1 * c / 8 + 0.01 * seed + 0.001 * j for j, col in enumerate(columns)}}
+            for c in range(lengths.MAX_LINES + 1) for seed in range(3)]
+    df = pd.DataFrame(rows)
+    paths = lengths.length_figure(df, ["cell"], columns, tmp_path / "many", lambda keys, values: f"cell={label(values[0])}")
+    (fig, _), = {id(f): (f, p) for f, p in drawn}.values()
+    check_paper_figure(fig, paths)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == lengths.MAX_LINES + 1 and len(fig.axes) == 8  # two rows of four, the last one hidden
+    for c, ax in enumerate(panels):
+        assert ax.get_title() == f"cell=c{c} (n=3)"
+        lines = [line for line in ax.get_lines() if line.get_label() != "training length"]
+        drawn_runs = [line.get_ydata() for line in lines if line.get_color() == "0.55"]
+        expected = df[df["cell"] == f"c{c}"][columns].to_numpy()
+        assert np.allclose(sorted(map(tuple, drawn_runs)), sorted(map(tuple, expected)))  # each seed, as recorded
+        mean = next(line for line in lines if line.get_color() != "0.55")
+        assert np.allclose(mean.get_ydata(), expected.mean(axis=0))
+        assert ax.get_xscale() == "linear" and [t.get_text() for t in ax.get_xticklabels()] == ["50", "150", "250"]
+        assert any(line.get_label() == "training length" for line in ax.get_lines())
+    # up to MAX_LINES groups share one axes, with a legend
+    few = lengths.length_figure(df[df["cell"].isin(["c0", "c1"])], ["cell"], columns, tmp_path / "few",
+                                lambda keys, values: f"cell={label(values[0])}")
+    fig = drawn[-1][0]
+    assert len(fig.axes) == 1 and fig.axes[0].get_legend() is not None and few[0].exists()

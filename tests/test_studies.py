@@ -934,7 +934,36 @@ def test_the_figures_baseline_is_the_tasks_own_as_the_runs_recorded_it():
         study_figures.baseline_curve(copy.assign(**{"task.seq_len": 100}), "task.seq_len")
 
 
-@pytest.mark.parametrize("study", ["copy", "adding", "gradients", "greff_adding", "char_lm"])
+def test_a_bars_figure_with_panels_draws_each_panel_values_runs_in_its_own_axes(tmp_path, monkeypatch, drawn):
+    """Study 8's figure: one panel per language (`panels: task.language`), the cells along each, the
+    same y scale; a panel holds its language's runs only, mean and every seed."""
+    job = 0
+    for language, base in (("parity_check", 0.5), ("modular_arithmetic", 0.2)):
+        for cell in ("gru", "lstm"):
+            for seed in range(3):
+                fake_run(tmp_path / "sweep" / str(job), [f"cell={cell}", f"task.language={language}", f"train.seed={seed}"],
+                         {"val/accuracy": 0.5}, test={"test/accuracy": base + (0.4 if cell == "gru" else 0) + seed / 100},
+                         cell=cell)
+                job += 1
+    study_records.export("s8", [tmp_path / "sweep"], tmp_path / "results" / "s8")
+    spec = {"kind": "bars", "x": ["task.language", "cell"], "panels": "task.language", "title": "t"}
+    (tmp_path / "results" / "s8" / "published.yaml").write_text(
+        yaml.safe_dump({**published([], figure=spec), "metric": "test/accuracy", "mode": "max"}))
+    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
+    path = study_figures.figure("s8")
+    fig = drawn[-1][0]
+    check_paper_figure(fig, [path, path.with_suffix(".pdf")])
+    assert [ax.get_title() for ax in fig.axes] == ["modular_arithmetic", "parity_check"]
+    assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[1])
+    for ax, base in zip(fig.axes, (0.2, 0.5)):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["gru", "lstm"]
+        means = [line.get_ydata()[0] for line in ax.get_lines() if line.get_marker() == "o"]
+        assert means == pytest.approx([base + 0.41, base + 0.01])
+        seeds = [sorted(line.get_ydata()) for line in ax.get_lines() if line.get_marker() == "."]
+        assert seeds == [pytest.approx([base + 0.4, base + 0.41, base + 0.42]), pytest.approx([base, base + 0.01, base + 0.02])]
+
+
+@pytest.mark.parametrize("study", ["copy", "adding", "gradients", "greff_adding", "char_lm", "classic_modern"])
 def test_the_study_figures_are_drawn_for_a_paper(study, tmp_path, drawn):
     """Each kind of study figure (curves with a baseline and a training-curve panel, point plots over
     seeds, the gradient profile with clipping), and a fair comparison's screen, from the committed records."""

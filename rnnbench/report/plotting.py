@@ -98,14 +98,16 @@ def styled(draw: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def new_figure(width: float = ONE_COLUMN, height: float | None = None, panels: int = 1,
+def new_figure(width: float = ONE_COLUMN, height: float | None = None, panels: int = 1, rows: int = 1,
                **subplots: Any) -> tuple[Figure, Any]:
     """A figure `width` inches wide (ONE_COLUMN or TWO_COLUMNS) with `panels` axes side by side (one axes
-    when 1). Call inside `styled`."""
-    fig = Figure(figsize=(width, height or width * (0.72 if panels == 1 else 0.36)), layout="constrained")
+    when 1; with `rows` > 1, a rows × panels grid, as a 2-D array). Call inside `styled`."""
+    fig = Figure(figsize=(width, height or width * (0.72 if panels == 1 else 0.36) * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, panels, squeeze=False, **subplots)[0]
-    return fig, (axes[0] if panels == 1 else axes)
+    axes = fig.subplots(rows, panels, squeeze=False, **subplots)
+    if rows > 1:
+        return fig, axes
+    return fig, (axes[0][0] if panels == 1 else axes[0])
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:

@@ -36,30 +36,23 @@ def figure(study: str, out: Path | None = None) -> Path:
         _clipping_panel(axes[1], df, spec)
     elif spec["kind"] == "bars":
         x_keys = _keys(spec["x"])
-        groups = _groups(done, x_keys)
-        fig, ax = new_figure(ONE_COLUMN if len(groups) <= 6 else TWO_COLUMNS, height=2.8)
-        values = [verdicts.values(runs, metric) for _, runs in groups]
-        # points, not bars: a bar's length from 0 would hide differences a tenth of its height
-        for i, v in enumerate(values):
-            ax.errorbar([i], [v.mean()], yerr=[v.std(ddof=1) if len(v) > 1 else 0], fmt="o", color=COLOURS[0],
-                        capsize=3, markersize=4, elinewidth=1.0, zorder=4)
-            jitter = np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.zeros(1)
-            ax.plot(i + 0.25 + jitter, v, ".", color="0.35", markersize=3, zorder=5)  # every seed, beside
-        ax.set_xticks(range(len(groups)), [_group_label(x_keys, x) for x, _ in groups])
-        ax.set_xlabel(", ".join(key_label(k) for k in x_keys if k != "fair"))
-        ax.set_ylabel(metric_label(metric, task))
-        ax.set_yscale(spec.get("yscale", "linear"))
-        if len(groups) > 3 or len(x_keys) > 1:  # "peephole, 2000 steps": long labels, slanted so they do not overlap
-            for tick in ax.get_xticklabels():
-                tick.set(rotation=30, ha="right")
-        ax.grid(axis="x", visible=False)
-        ax.set_xlim(-0.6, len(groups) - 0.3)
-        if spec.get("baseline"):  # the task's memoryless baseline, as the runs recorded it
-            recorded = set(verdicts.values(done, "memoryless_baseline"))
-            if len(recorded) == 1:
-                ax.axhline(recorded.pop(), label="memoryless baseline", **BASELINE)
-                ax.legend()
-        ax.set_title(spec["title"] + "\n(mean ± std over seeds; grey: each seed)")
+        if spec.get("panels"):  # one panel per value of a key (study 8: a language each), the same y
+            panel_key = spec["panels"]
+            by_panel = _groups(done, [panel_key])
+            fig, axes = new_figure(TWO_COLUMNS, height=2.8, panels=len(by_panel), sharey=True)
+            axes = axes if len(by_panel) > 1 else [axes]
+            for ax, ((value,), runs) in zip(axes, by_panel):
+                _bars_panel(ax, runs, [k for k in x_keys if k != panel_key], spec, metric, task)
+                ax.set_title(label(value), fontsize="small")
+            for ax in axes:
+                ax.set_ylabel("")
+            fig.supylabel(metric_label(metric, task), fontsize="small")
+            fig.suptitle(spec["title"] + " (mean ± std over seeds; grey: each seed)", fontsize="small")
+        else:
+            groups = _groups(done, x_keys)
+            fig, ax = new_figure(ONE_COLUMN if len(groups) <= 6 else TWO_COLUMNS, height=2.8)
+            _bars_panel(ax, done, x_keys, spec, metric, task)
+            ax.set_title(spec["title"] + "\n(mean ± std over seeds; grey: each seed)")
     else:
         curves = spec.get("curves")  # a second panel: the training curves of one point, seed by seed
         fig, axes = new_figure(TWO_COLUMNS if curves else ONE_COLUMN, panels=2 if curves else 1, height=3.0)
@@ -85,6 +78,32 @@ def figure(study: str, out: Path | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=DPI)
     return out
+
+
+def _bars_panel(ax, done: pd.DataFrame, x_keys: list[str], spec: dict[str, Any], metric: str, task: str | None) -> None:
+    """The metric per group of `x_keys`: mean ± std over seeds and every seed beside it."""
+    groups = _groups(done, x_keys)
+    values = [verdicts.values(runs, metric) for _, runs in groups]
+    # points, not bars: a bar's length from 0 would hide differences a tenth of its height
+    for i, v in enumerate(values):
+        ax.errorbar([i], [v.mean()], yerr=[v.std(ddof=1) if len(v) > 1 else 0], fmt="o", color=COLOURS[0],
+                    capsize=3, markersize=4, elinewidth=1.0, zorder=4)
+        jitter = np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.zeros(1)
+        ax.plot(i + 0.25 + jitter, v, ".", color="0.35", markersize=3, zorder=5)  # every seed, beside
+    ax.set_xticks(range(len(groups)), [_group_label(x_keys, x) for x, _ in groups])
+    ax.set_xlabel(", ".join(key_label(k) for k in x_keys if k != "fair"))
+    ax.set_ylabel(metric_label(metric, task))
+    ax.set_yscale(spec.get("yscale", "linear"))
+    if len(groups) > 3 or len(x_keys) > 1:  # "peephole, 2000 steps": long labels, slanted so they do not overlap
+        for tick in ax.get_xticklabels():
+            tick.set(rotation=30 if len(groups) <= 8 else 60, ha="right")
+    ax.grid(axis="x", visible=False)
+    ax.set_xlim(-0.6, len(groups) - 0.3)
+    if spec.get("baseline"):  # the task's memoryless baseline, as the runs recorded it
+        recorded = set(verdicts.values(done, "memoryless_baseline"))
+        if len(recorded) == 1:
+            ax.axhline(recorded.pop(), label="memoryless baseline", **BASELINE)
+            ax.legend()
 
 
 def _keys(spec: str | Sequence[str]) -> list[str]:
