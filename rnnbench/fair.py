@@ -45,6 +45,7 @@ from rnnbench.records import run_folder
 from rnnbench.report.study_figures import screen_figure
 from rnnbench.report.runs import FAIR_PLAN, ReportError, label, load_runs, parse_override
 from rnnbench.report.stats import compare_samples, holm
+from rnnbench.report.verdicts import BEATS_BASELINE
 
 PLAN_FILE = FAIR_PLAN
 SCREEN = "screen"
@@ -311,7 +312,11 @@ def final_table(plan: Plan, state: dict[str, Any]) -> tuple[str, list[dict[str, 
     name = val.removeprefix("best/").split("/", 1)[1]
     test = f"test/{name}" if f"test/{name}" in runs.columns else None
     mode = state["mode"]
-    rows, samples = [], {}
+    # the loss over the task's memoryless baseline, on the split the table compares: a value none of whose
+    # seeds got under BEATS_BASELINE of it learned nothing there, and two such values are not ranked
+    ratio_column = next((c for c in (["test/loss_over_baseline"] if test else []) + ["final/val/loss_over_baseline"]
+                         if c in runs.columns and runs[c].notna().any()), None)
+    rows, samples, learned = [], {}, {}
     for value in plan.compare:
         choice = state["chosen"].get(label(value)) or {"point": None, "score": math.nan, "scores": []}
         at = runs[runs[plan.compare_key].map(label) == label(value)]
@@ -325,8 +330,14 @@ def final_table(plan: Plan, state: dict[str, Any]) -> tuple[str, list[dict[str, 
             setting += " (edge: " + ", ".join(f"{k} {side}" for k, side in choice["edge"].items()) + ")"
         rows.append([label(value), setting, f"{choice['score']:.4g}", f"{len(done)} of {len(at)}",
                      _mean_std(v), _mean_std(x)])
+        if ratio_column:
+            ratio = pd.to_numeric(done[ratio_column], errors="coerce").dropna()
+            learned[label(value)] = int((ratio < BEATS_BASELINE).sum())
+            rows[-1].append(f"{learned[label(value)]} of {len(ratio)}")
     header = [plan.compare_key, "chosen (screen)", f"screen {val.removeprefix('best/')}", "n",
               f"{val.removeprefix('best/')} (best)", test or f"final {val.removeprefix('best/')}"]
+    if ratio_column:
+        header.append(f"seeds under {BEATS_BASELINE:g} × baseline ({ratio_column.split('/')[0]})")
     text = tabulate(rows, headers=header, tablefmt="pipe", disable_numparse=True) + "\n"
     pairs = []
     for a, b in combinations([label(v) for v in plan.compare], 2):
@@ -344,11 +355,17 @@ def final_table(plan: Plan, state: dict[str, Any]) -> tuple[str, list[dict[str, 
         body = []
         for p in pairs:
             better = p["a"] if (p["diff"] < 0) == (mode == "min") else p["b"]
-            verdict = f"{better} better" if p["p_holm"] < 0.05 else "no significant difference"
+            if learned.get(p["a"]) == 0 and learned.get(p["b"]) == 0:  # both at the baseline: no power to rank them
+                verdict = "neither left the baseline"
+            else:
+                verdict = f"{better} better" if p["p_holm"] < 0.05 else "no significant difference"
             body.append([f"{p['a']} − {p['b']}", p["test"], f"{p['diff']:+.4g} [{p['ci'][0]:+.3g}, {p['ci'][1]:+.3g}]",
                          f"{p['p']:.3g}", f"{p['p_holm']:.3g}", verdict])
         text += "\n" + tabulate(body, headers=["difference", "test", "mean [95% CI]", "p", "p (Holm)", "verdict"],
                                 tablefmt="pipe", disable_numparse=True) + "\n"
+        if ratio_column:
+            text += (f"\n\"neither left the baseline\": no seed of either got its loss under {BEATS_BASELINE:g} × the "
+                     f"task's memoryless baseline ({ratio_column}); a budget where nothing learns ranks nothing.\n")
     return text, pairs
 
 

@@ -269,3 +269,41 @@ def test_a_second_comparison_joins_the_records_beside_the_first_and_replaces_onl
         count[(r["sweep"], r.get("fair"))] = count.get((r["sweep"], r.get("fair")), 0) + 1
     assert count == {("cmp/final-gru", "final (screen train.max_steps=20)"): 2, ("cmp_full/final-gru", "final"): 2,
                      ("final-vanilla", "final (screen train.max_steps=20)"): 2, ("shared", None): 1}
+
+
+def test_two_values_that_never_left_the_baseline_are_not_ranked_however_their_seeds_differ(tmp_path):
+    """Study 8's modular arithmetic: every cell at the memoryless baseline at the test lengths, yet the
+    accuracies differ from seed to seed; the table says how many seeds got under 0.9 × the baseline and
+    ranks no pair of which neither did. A value that learned is still compared with one that did not."""
+    import yaml
+
+    from rnnbench.records.run_folder import RunRecorder, Summary
+
+    # three cells, three seeds; at_chance ones differ on every seed by the same sign (a t-test would rank them)
+    results = {"a": [(0.30, 1.00), (0.32, 0.99), (0.31, 1.01)],
+               "b": [(0.20, 1.00), (0.21, 1.00), (0.22, 0.98)],
+               "c": [(0.90, 0.20), (0.95, 0.10), (0.93, 0.95)]}  # left the baseline on two seeds
+    for cell, per_seed in results.items():
+        for seed, (accuracy, ratio) in enumerate(per_seed, start=1):
+            folder = tmp_path / f"final-{cell}" / str(seed)
+            with RunRecorder(folder) as rec:
+                (folder / ".hydra").mkdir()
+                (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"cell={cell}", f"train.seed={seed}"]))
+                rec.write_summary(Summary(status="completed", cell=cell, seed=seed, steps=10, main_metric="val/accuracy",
+                                          main_metric_mode="max", final={"val/accuracy": accuracy},
+                                          best={"val/accuracy": accuracy},
+                                          test={"test/accuracy": accuracy, "test/loss_over_baseline": ratio}))
+    plan = fair.Plan(fair.parser().parse_args(["--dir", str(tmp_path), "--compare", "cell=a,b,c", "--grid",
+                                               "optim.lr=0.001,0.01", "--seeds", "3", *TINY]))
+    state = {"select": "best/val/accuracy", "mode": "max", "chosen": {}}
+    text, pairs = fair.final_table(plan, state)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+            if line.startswith("| ") and "−" in line}
+    assert "seeds under 0.9 × baseline (test)" in text.splitlines()[0]
+    cells = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in text.splitlines()[2:5]}
+    assert cells == {"a": "0 of 3", "b": "0 of 3", "c": "2 of 3"}
+    assert rows["a − b"][-1] == "neither left the baseline"
+    ab = next(p for p in pairs if (p["a"], p["b"]) == ("a", "b"))
+    assert ab["p"] < 0.05  # the t-test alone would have ranked them
+    assert rows["a − c"][-1] != "neither left the baseline" and rows["b − c"][-1] != "neither left the baseline"
+    assert "a budget where nothing learns ranks nothing" in text
