@@ -382,17 +382,27 @@ def _mean_std(x: pd.Series) -> str:
 
 def run(args: argparse.Namespace) -> int:
     plan = Plan(args)
-    plan.dir.mkdir(parents=True, exist_ok=True)
     plan_file = plan.dir / PLAN_FILE
+    if args.table_only and not plan_file.is_file():
+        raise FairError(f"--table-only: {plan.dir} holds no fair comparison ({PLAN_FILE}); run the command without it first")
+    plan.dir.mkdir(parents=True, exist_ok=True)
     state: dict[str, Any] = {"plan": plan.as_dict()}
     if plan_file.is_file():
         saved = run_folder.loads(plan_file.read_text(encoding="utf-8"))
-        if not args.dry_run:
+        if not (args.dry_run or args.table_only):
             saved = migrate_seeds(saved, plan)
         if _identity(saved.get("plan")) != plan.identity():
             raise FairError(f"{plan.dir} holds another fair comparison ({plan_file}: {run_folder.dumps(saved.get('plan'))}); "
                             f"run that one again to continue it, or choose another --dir")
         state = saved
+    if args.table_only:  # the table again from the runs there (a rule of the table changed): nothing runs
+        if "chosen" not in state:
+            raise FairError(f"--table-only: {plan.dir} has no choice yet; run the command without it first")
+        text, state["pairs"] = final_table(plan, state)
+        run_folder.atomic_write_text(plan_file, run_folder.dumps(state, indent=1, sort_keys=True) + "\n")
+        run_folder.atomic_write_text(plan.dir / "fair.md", text)
+        print(text)
+        return 0
     if not args.dry_run:
         run_folder.atomic_write_text(plan_file, run_folder.dumps(state, indent=1, sort_keys=True) + "\n")
 
@@ -466,6 +476,8 @@ def parser() -> argparse.ArgumentParser:
                    help="final sweeps run at once, one per compared value (default 1); with "
                         "hydra/launcher=basic, that many jobs at once")
     p.add_argument("--screen-only", action="store_true", help="stop after the screen and the choice")
+    p.add_argument("--table-only", action="store_true",
+                   help="write and print the table again from the runs already there, running nothing")
     p.add_argument("--dry-run", action="store_true", help="print the screen's command and stop")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every stage, e.g. +experiment=NAME")
     return p

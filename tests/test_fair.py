@@ -307,3 +307,18 @@ def test_two_values_that_never_left_the_baseline_are_not_ranked_however_their_se
     assert ab["p"] < 0.05  # the t-test alone would have ranked them
     assert rows["a − c"][-1] != "neither left the baseline" and rows["b − c"][-1] != "neither left the baseline"
     assert "a budget where nothing learns ranks nothing" in text
+
+
+def test_table_only_writes_the_table_again_from_the_runs_there_and_runs_nothing(comparison, tmp_path):
+    folder, proc, args = comparison
+    before = {p: p.stat().st_mtime_ns for p in folder.glob("*/*/metrics.jsonl")}
+    table = (folder / "fair.md").read_text()
+    (folder / "fair.md").write_text("an older rule's table\n")
+    again = run_fair(folder.parent, *args, "--table-only")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (folder / "fair.md").read_text() == table and table in again.stdout
+    assert "$ -m rnnbench" not in again.stdout  # no sweep launched
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*/metrics.jsonl")} == before
+    # nowhere to read a table from: one line, and no folder made
+    assert fair.main(["--dir", str(tmp_path / "none"), *args[2:], "--table-only"]) == 2
+    assert not (tmp_path / "none").exists()
