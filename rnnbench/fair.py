@@ -363,7 +363,7 @@ def final_table(plan: Plan, state: dict[str, Any]) -> tuple[str, list[dict[str, 
                          f"{p['p']:.3g}", f"{p['p_holm']:.3g}", verdict])
         text += "\n" + tabulate(body, headers=["difference", "test", "mean [95% CI]", "p", "p (Holm)", "verdict"],
                                 tablefmt="pipe", disable_numparse=True) + "\n"
-        if ratio_column:
+        if any(row[-1] == "neither left the baseline" for row in body):
             text += (f"\n\"neither left the baseline\": no seed of either got its loss under {BEATS_BASELINE:g} × the "
                      f"task's memoryless baseline ({ratio_column}); a budget where nothing learns ranks nothing.\n")
     return text, pairs
