@@ -10,9 +10,9 @@ recurrent weight gradient is one matmul after the loop. Two implementations of t
 - C++ (`csrc/peephole.cpp`, built once with torch.utils.cpp_extension and cached): one ATen GEMM per step
   into a preallocated buffer plus one fused, vectorised, multi-threaded element-wise pass; each variant is
   one compile-time instantiation (its switches as template parameters), chosen once per call. Given x and
-  W (`cell_sequence`, the layer path), the step GEMM is [x_t | h_{t-1}] [W | U]^T forward and
-  δa_t [W | U] = [δx_t | δh_{t-1}] backward, and ∂L/∂W accumulates per step: no (T, B, G·H) x_proj is
-  made, and the (T, B, G·H) δa is read once after the loop (for ∂L/∂U) instead of four times;
+  W (`cell_sequence`, the layer path), the forward step GEMM is [x_t | h_{t-1}] [W | U]^T and ∂L/∂W
+  accumulates per step of the backward, from δa_t in cache: no (T, B, G·H) x_proj is
+  made, and the (T, B, G·H) δa is read twice after the loop (for ∂L/∂U and ∂L/∂x) instead of four times;
 - Python (below): the same math with torch ops, the fallback when no compiler is available, on non-CPU
   devices, for dtypes other than float32/float64, or with RNNBENCH_NO_CPP=1.
 
@@ -63,15 +63,16 @@ from rnnbench.kernels.variants import LSTM_VARIANTS, LSTMVariant
 # Both expose forward(x, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant,
 #                     overwrite_x_proj)
 #   -> [outputs (T,B,H), h_T, c_T, gates (T,B,G·H) activated gates present (i,f,g,o), c (T,B,H)]
-# and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, outputs, x, weight_ih, h0, c0, weight_hh, peephole,
-#              lengths, has_probe, need_input_grad, need_weight_ih_grad, need_weight_hh_grad, variant)
-#   -> [grad x, grad h0, grad c0, grad weight_ih, grad weight_hh, grad bias, grad peephole, grad h_probe];
-# x is the layer's input (T,B,I) with its weight_ih (G·H, I) and bias_ih, or, with both None, x_proj
-# (T,B,G·H) = W x + b_ih itself (grad x is then δa, and weight_ih has no gradient); grad bias is that of b_ih
-# and b_hh alike (both add to a_t). `variant` is the LSTMVariant (Python) or its `variant_bits` (C++);
-# peephole is None without peepholes; with overwrite_x_proj the C++ forward may write `gates` over x_proj
-# (the Python one never does). backward may write δa over `gates` (the C++ one does: a second T·B·G·H
-# buffer, and its page faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
+# and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, outputs, x, h0, c0, weight_hh, peephole, lengths,
+#              has_probe, need_weight_grad, variant)
+#   -> [δa = grad x_proj, grad h0, grad c0, grad weight_ih, grad weight_hh, grad bias, grad peephole, grad h_probe];
+# forward's x is the layer's input (T,B,I) with its weight_ih (G·H, I) and bias_ih, or, with both None, x_proj
+# (T,B,G·H) = W x + b_ih itself; backward's x is the input when grad weight_ih = Σ_t δa_t^T x_t is wanted,
+# else None (grad weight_ih None); grad bias is that of b_hh, and of b_ih alike (both add to a_t); grad x =
+# δa W_ih is InputProjection's. `variant` is the LSTMVariant (Python) or its `variant_bits` (C++); peephole
+# is None without peepholes; with overwrite_x_proj the C++ forward may write `gates` over x_proj (the Python
+# one never does). backward may write δa over `gates` (the C++ one does: a second T·B·G·H buffer, and its
+# page faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
 
 class _PythonLoops:
     """The sequence loops in torch ops (any device/dtype); `csrc/peephole.cpp` is the same code in C++."""
@@ -130,8 +131,8 @@ class _PythonLoops:
         return [outputs, h_T, c_T, gates, cs]
 
     @staticmethod
-    def backward(grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x, weight_ih, h0, c0, weight_hh, peephole,
-                 lengths, has_probe, need_input_grad, need_weight_ih_grad, need_weight_hh_grad, variant):
+    def backward(grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x, h0, c0, weight_hh, peephole, lengths,
+                 has_probe, need_weight_grad, variant):
         gate_names, peephole_names = gate_layout(variant)
         G = len(gate_names)
         T, B, H = gates.shape[0], gates.shape[1], gates.shape[2] // G
@@ -182,13 +183,10 @@ class _PythonLoops:
                     dprobe[t].copy_(dh_t).masked_fill_(~m, 0.0)
                 dc = torch.where(m, dc_prev, dc)
                 dh = torch.addmm(dh.masked_fill(m, 0.0), da, weight_hh)
-        grad_x = dgates if weight_ih is None else None           # x_proj's gradient is δa
-        if weight_ih is not None and need_input_grad:
-            grad_x = dgates @ weight_ih                           # (T, B, I)
         grad_weight_ih = grad_weight_hh = None
-        if weight_ih is not None and need_weight_ih_grad:
+        if x is not None:
             grad_weight_ih = dgates.reshape(T * B, G * H).t() @ x.reshape(T * B, x.shape[2])
-        if need_weight_hh_grad:
+        if need_weight_grad:
             h_prev_all = torch.cat([h0.unsqueeze(0), outputs[:-1]])[:T]   # (T, B, H), T = 0 too; exact wherever δa != 0
             grad_weight_hh = dgates.reshape(T * B, G * H).t() @ h_prev_all.reshape(T * B, H)
         dpeep = None
@@ -196,7 +194,7 @@ class _PythonLoops:
             k = {gate: n * H for n, gate in enumerate(gate_names)}
             dpeep = torch.stack([(dgates[..., k[gate]:k[gate] + H] * (cs if gate == "o" else c_prev_all)).sum((0, 1))
                                  for gate in peephole_names])
-        return [grad_x, dh, dc, grad_weight_ih, grad_weight_hh, dgates.sum((0, 1)), dpeep, dprobe]
+        return [dgates, dh, dc, grad_weight_ih, grad_weight_hh, dgates.sum((0, 1)), dpeep, dprobe]
 
 
 def _step_masks(lengths: Tensor | None, T: int, device) -> tuple[Tensor, ...] | None:
@@ -208,34 +206,54 @@ def _step_masks(lengths: Tensor | None, T: int, device) -> tuple[Tensor, ...] | 
 
 class PeepholeSequence(torch.autograd.Function):
     """The whole sequence as one autograd node; `loops` is the C++ module or `_PythonLoops`, `variant` the
-    cell's `LSTMVariant` (the C++ module takes its bits, `variant_bits`). x is x_proj, or with weight_ih and
-    bias_ih the layer's input, projected inside the loops."""
+    cell's `LSTMVariant` (the C++ module takes its bits, `variant_bits`). Given x, weight_ih and bias_ih, the
+    loops project x themselves and x_proj is `InputProjection`'s stand-in, through which ∂L/∂x flows."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops, variant,
-                overwrite_x_proj=False, weight_ih=None, bias_ih=None):
+    def forward(ctx, x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops, variant,
+                overwrite_x_proj=False, x=None, weight_ih=None, bias_ih=None):
         which = variant if loops is _PythonLoops else variant_bits(variant)
-        outputs, h_T, c_T, gates, cs = loops.forward(x, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, peephole,
-                                                     lengths, h_probe, which, overwrite_x_proj)
+        outputs, h_T, c_T, gates, cs = loops.forward(x_proj if weight_ih is None else x, weight_ih, bias_ih, h0, c0,
+                                                     weight_hh, bias_hh, peephole, lengths, h_probe, which,
+                                                     overwrite_x_proj)
         ctx.loops, ctx.has_probe, ctx.which = loops, h_probe is not None, which
         # x_proj is not needed again (and may hold the gates now); the input is, for ∂L/∂W_ih
-        ctx.save_for_backward(gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
-                              None if weight_ih is None else x, weight_ih)
+        ctx.save_for_backward(gates, cs, outputs, h0, c0, weight_hh, peephole, lengths, x)
         ctx.set_materialize_grads(False)
         return outputs, h_T, c_T
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_outputs, grad_h_T, grad_c_T):
-        gates, cs, outputs, h0, c0, weight_hh, peephole, lengths, x, weight_ih = ctx.saved_tensors
+        gates, cs, outputs, h0, c0, weight_hh, peephole, lengths, x = ctx.saved_tensors
         if ctx.loops is not _PythonLoops and extension.graph_retained():  # C++ overwrites them; a later backward needs them
             gates = gates.clone()
         need = ctx.needs_input_grad
-        dx, dh0, dc0, dw_ih, dw_hh, db, dp, dprobe = ctx.loops.backward(
-            grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x, weight_ih, h0, c0, weight_hh, peephole, lengths,
-            ctx.has_probe, need[0], need[11], need[3], ctx.which)
-        db_ih = db.clone() if weight_ih is not None and need[12] else None  # b_ih and b_hh: the same gradient
-        return dx, dh0, dc0, dw_hh, db, dp, None, dprobe, None, None, None, dw_ih, db_ih
+        da, dh0, dc0, dw_ih, dw_hh, db, dp, dprobe = ctx.loops.backward(
+            grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x if need[12] else None, h0, c0, weight_hh,
+            peephole, lengths, ctx.has_probe, need[3], ctx.which)
+        db_ih = db.clone() if need[13] else None                  # b_ih and b_hh: the same gradient
+        return (da if need[0] else None), dh0, dc0, dw_hh, db, dp, None, dprobe, None, None, None, None, dw_ih, db_ih
+
+
+class InputProjection(torch.autograd.Function):
+    """x (T, B, I) -> a stand-in for x_proj = W x + b_ih (T, B, G·H) that holds no memory, for a
+    `PeepholeSequence` that projects x inside its loops; ∂L/∂x = δa W is made here, from the δa that node
+    hands back. A node of its own, run after the sequence node has freed its saved tensors (the cell states,
+    and the outputs if nothing else holds them), so that ∂L/∂x adds to the peak memory no more than when the
+    projection was `F.linear`."""
+
+    @staticmethod
+    def forward(ctx, x, weight_ih):
+        ctx.save_for_backward(weight_ih)
+        ctx.set_materialize_grads(False)
+        return x.new_zeros(()).expand(*x.shape[:2], weight_ih.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, da):
+        (weight_ih,) = ctx.saved_tensors
+        return (None if da is None else da @ weight_ih), None   # (T, B, I)
 
 
 # -- the variants ------------------------------------------------------------------------------------------
@@ -350,6 +368,11 @@ def _sequence(x, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, peephole, lengt
     lengths = checked_lengths(lengths, T, B)
     if probe and h_probe is None:
         h_probe = x.new_zeros(T, B, h0.shape[1], requires_grad=True)
-    result = PeepholeSequence.apply(x, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
-                                    _loops(backend, x), switches, overwrite_x_proj, weight_ih, bias_ih)
+    if weight_ih is None:  # x is x_proj
+        x_proj, x = x, None
+    else:  # W_ih is not this stand-in's input: ∂L/∂W_ih is the sequence node's, from δa_t per step
+        x_proj = InputProjection.apply(x, weight_ih.detach()) if x.requires_grad else x.new_zeros(()).expand(
+            T, B, weight_ih.shape[0])
+    result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
+                                    _loops(backend, x_proj), switches, overwrite_x_proj, x, weight_ih, bias_ih)
     return (*result, h_probe) if probe else result

@@ -115,17 +115,10 @@ inline const int64_t* lengths_ptr(const Tensor& lengths) {
 }
 
 // δh ping-pongs between two (B, H) buffers, one swap per step: step t reads buffer (T-1-t) % 2 and writes
-// (T-t) % 2, so after T steps ∂L/∂h_0 is in buffer T % 2. Starts from ∂L/∂h_T (zero if none). With `lead`
-// columns each buffer is (B, lead + H), δh its last H columns: a kernel whose per-step GEMM also gives δx_t
-// writes [δx_t | δh_{t-1}] in one.
+// (T-t) % 2, so after T steps ∂L/∂h_0 is in buffer T % 2. Starts from ∂L/∂h_T (zero if none).
 inline std::vector<Tensor> dh_buffers(const std::optional<Tensor>& grad_h_T, int64_t B, int64_t H,
-                                      const at::TensorOptions& options, int64_t lead = 0) {
-  if (lead == 0) {
-    return {grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, options), at::empty({B, H}, options)};
-  }
-  Tensor first = at::zeros({B, lead + H}, options);
-  if (grad_h_T) first.narrow(1, lead, H).copy_(*grad_h_T);
-  return {first, at::empty({B, lead + H}, options)};
+                                      const at::TensorOptions& options) {
+  return {grad_h_T ? grad_h_T->contiguous().clone() : at::zeros({B, H}, options), at::empty({B, H}, options)};
 }
 
 // Σ_t δ_t^T h_{t-1} for a recurrent weight read as U h_{t-1}, in one GEMM: delta (T, B, N), outputs (T, B, H)

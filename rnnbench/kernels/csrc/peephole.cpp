@@ -13,12 +13,13 @@
 // Each thread takes one block of batch rows and runs all T steps on it (common.h, `for_row_blocks`):
 // per step one single-threaded GEMM on its rows (ATen, into a preallocated buffer) and one fused
 // element-wise pass, with no synchronisation between steps. Given the layer's input x and W_ih (the layer
-// path), the step GEMM also does the input projection: [x_t | h_{t-1}] [W_ih | U]^T forward and
-// δa_t [W_ih | U] = [δx_t | δh_{t-1}] backward, and ∂L/∂W_ih accumulates per step from δa_t while it is in
-// cache; given x_proj = W x + b_ih instead, the step GEMM adds U h_{t-1} to it. The recurrent weight gradient
-// is one (multi-threaded) GEMM after the backward loop, the only pass over the (T, B, G·H) δa in memory. Measured on the 2-core machine with another 2-thread job
-// running: this layout stayed within ~2x of its quiet time, where a per-step parallel GEMM + parallel
-// element-wise pass (two barriers per step), like nn.LSTM's, slowed down 20-40x.
+// path), the forward step GEMM also does the input projection, [x_t | h_{t-1}] [W_ih | U]^T, and the backward
+// accumulates ∂L/∂W_ih per step from δa_t while it is in cache; given x_proj = W x + b_ih instead, the step
+// GEMM adds U h_{t-1} to it. The recurrent weight gradient is one (multi-threaded) GEMM after the backward
+// loop: the kernel's only pass over the (T, B, G·H) δa in memory (∂L/∂x = δa W_ih is the caller's, after
+// this node's saved tensors are freed: fast_peephole.InputProjection). Measured on the 2-core machine with
+// another 2-thread job running: this layout stayed within ~2x of its quiet time, where a per-step parallel GEMM +
+// parallel element-wise pass (two barriers per step), like nn.LSTM's, slowed down 20-40x.
 
 #include "common.h"
 
@@ -308,35 +309,31 @@ std::vector<Tensor> forward_impl(Tensor x, std::optional<Tensor> weight_ih, std:
 template <class V>
 std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optional<Tensor> grad_h_T,
                                   std::optional<Tensor> grad_c_T, Tensor gates, Tensor cs, Tensor outputs,
-                                  std::optional<Tensor> x_opt, std::optional<Tensor> weight_ih, Tensor h0, Tensor c0,
-                                  Tensor weight_hh, std::optional<Tensor> peephole_opt, std::optional<Tensor> lengths,
-                                  bool has_probe, bool need_input_grad, bool need_weight_ih_grad,
-                                  bool need_weight_hh_grad) {
+                                  std::optional<Tensor> x_opt, Tensor h0, Tensor c0, Tensor weight_hh,
+                                  std::optional<Tensor> peephole_opt, std::optional<Tensor> lengths, bool has_probe,
+                                  bool need_weight_grad) {
   constexpr int G = V::G, P = V::P;
   at::AutoDispatchBelowADInplaceOrView no_autograd;
-  const bool projected = !weight_ih;  // the input's gradient is δa itself
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / G;
-  const int64_t I = projected ? 0 : weight_ih->size(1);
   const Tensor lens = contiguous_or_undefined(lengths);
   const int64_t* len_ptr = lengths_ptr(lens);
   const Tensor grad_out = contiguous_or_undefined(grad_outputs);
+  weight_hh = weight_hh.contiguous();
   const Tensor peephole = contiguous_or_undefined(peephole_opt);
   h0 = h0.contiguous();
   c0 = c0.contiguous();
-
-  // The step GEMM δa_t [W_ih | U] gives [δx_t | δh_{t-1}] together, while δa_t is in cache (Ix = 0: no δx).
-  const int64_t Ix = need_input_grad && !projected ? I : 0, width = Ix + H;
-  const Tensor w = Ix > 0 ? at::cat({*weight_ih, weight_hh}, 1) : weight_hh.contiguous();  // (G·H, Ix + H)
-  Tensor grad_x = Ix > 0 ? at::empty({T, B, I}, gates.options()) : Tensor();
-  // ∂L/∂W_ih = Σ_t δa_t^T x_t, also per step from δa_t in cache: a (G·H, I) sum per row block, added up in
-  // the order of the blocks (the same result for any thread timing)
-  const Tensor x = !projected && need_weight_ih_grad ? x_opt->contiguous() : Tensor();
+  // Given the layer's input x: ∂L/∂W_ih = Σ_t δa_t^T x_t, per step from δa_t while it is in cache (no pass
+  // over the (T, B, G·H) δa of its own), one (G·H, I) sum per row block, added up in the order of the blocks
+  // (the same result for any thread timing).
+  const Tensor x = contiguous_or_undefined(x_opt);
+  const int64_t I = x.defined() ? x.size(2) : 0;
   std::map<int64_t, Tensor> grad_weight_ih_blocks;
   std::mutex blocks_mutex;
+
   Tensor dprobe = has_probe ? at::empty({T, B, H}, gates.options()) : Tensor();
   Tensor dbias = at::zeros({B, G * H}, gates.options());
   Tensor dpeep = P > 0 ? at::zeros({B, P, H}, gates.options()) : Tensor();
-  const std::vector<Tensor> dh_buf = dh_buffers(grad_h_T, B, H, gates.options(), Ix);
+  const std::vector<Tensor> dh_buf = dh_buffers(grad_h_T, B, H, gates.options());
   Tensor dc = grad_c_T ? grad_c_T->contiguous().clone() : at::zeros({B, H}, gates.options());
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
@@ -345,7 +342,6 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
     const scalar_t* c0_p = c0.data_ptr<scalar_t>();
     const scalar_t* peep_p = peephole.defined() ? peephole.data_ptr<scalar_t>() : nullptr;
     const scalar_t* grad_out_p = grad_out.defined() ? grad_out.data_ptr<scalar_t>() : nullptr;
-    scalar_t* grad_x_p = Ix > 0 ? grad_x.data_ptr<scalar_t>() : nullptr;
     scalar_t* dprobe_p = has_probe ? dprobe.data_ptr<scalar_t>() : nullptr;
     scalar_t* dc_p = dc.data_ptr<scalar_t>();
     scalar_t* dbias_p = dbias.data_ptr<scalar_t>();
@@ -353,9 +349,9 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
     for_row_blocks(B, H, [&](int64_t b0, int64_t b1) {
       Tensor grad_weight_ih = x.defined() ? at::zeros({G * H, I}, gates.options()) : Tensor();
       for (int64_t t = T - 1; t >= 0; --t) {
-        scalar_t* dxh_p = dh_buf[(T - 1 - t) % 2].data_ptr<scalar_t>();     // [δx_{t+1} | δh_t] of row b at b * width
-        const Tensor& dxh_prev = dh_buf[(T - t) % 2];                        // [δx_t | δh_{t-1}]
-        scalar_t* dh_p = dxh_p + Ix;
+        const Tensor& dh = dh_buf[(T - 1 - t) % 2];
+        const Tensor& dh_prev = dh_buf[(T - t) % 2];
+        scalar_t* dh_p = dh.data_ptr<scalar_t>();
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t row = t * B + b;
           scalar_t* a = gates_p + row * G * H;
@@ -365,21 +361,18 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
             continue;
           }
           backward_row<V, scalar_t>(H, a, t == 0 ? c0_p + b * H : cs_p + (row - B) * H, cs_p + row * H, peep_p,
-                                    dh_p + b * width, grad_out_p ? grad_out_p + row * H : nullptr, dc_p + b * H,
+                                    dh_p + b * H, grad_out_p ? grad_out_p + row * H : nullptr, dc_p + b * H,
                                     dprobe_p ? dprobe_p + row * H : nullptr, dbias_p + b * G * H,
                                     dpeep_p ? dpeep_p + b * P * H : nullptr);
         }
         const Tensor da = gates[t].narrow(0, b0, b1 - b0);
-        Tensor dxh_prev_rows = dxh_prev.narrow(0, b0, b1 - b0);
-        at::mm_out(dxh_prev_rows, da, w);  // [δx_t | δh_{t-1}] = δa_t [W_ih | U]
-        scalar_t* dst = dxh_prev.data_ptr<scalar_t>();
-        if (Ix > 0) {
-          for (int64_t b = b0; b < b1; ++b) std::copy(dst + b * width, dst + b * width + Ix, grad_x_p + (t * B + b) * Ix);
-        }
+        Tensor dh_prev_rows = dh_prev.narrow(0, b0, b1 - b0);
+        at::mm_out(dh_prev_rows, da, weight_hh);  // δh_{t-1} = δa_t U
         if (grad_weight_ih.defined()) grad_weight_ih.addmm_(da.t(), x[t].narrow(0, b0, b1 - b0));
         if (len_ptr) {  // finished rows carry δh unchanged to the previous step
+          scalar_t* dst = dh_prev.data_ptr<scalar_t>();
           for (int64_t b = b0; b < b1; ++b)
-            if (!valid(len_ptr, b, t)) std::copy(dh_p + b * width, dh_p + b * width + H, dst + b * width + Ix);
+            if (!valid(len_ptr, b, t)) std::copy(dh_p + b * H, dh_p + (b + 1) * H, dst + b * H);
         }
       }
       if (grad_weight_ih.defined()) {
@@ -388,16 +381,15 @@ std::vector<Tensor> backward_impl(std::optional<Tensor> grad_outputs, std::optio
       }
     });
   });
-  const Tensor dh = dh_buf[T % 2].narrow(1, Ix, H).contiguous();
+  const Tensor& dh = dh_buf[T % 2];
 
   Tensor grad_weight_ih;
   if (x.defined()) {
     grad_weight_ih = at::zeros({G * H, I}, gates.options());
     for (const auto& block : grad_weight_ih_blocks) grad_weight_ih.add_(block.second);
   }
-  const Tensor grad_weight_hh = need_weight_hh_grad ? recurrent_weight_grad(gates, outputs, h0) : Tensor();
-  return {projected ? gates : grad_x, dh, dc, grad_weight_ih, grad_weight_hh, dbias.sum(0),
-          P > 0 ? dpeep.sum(0) : Tensor(), dprobe};
+  const Tensor grad_weight_hh = need_weight_grad ? recurrent_weight_grad(gates, outputs, h0) : Tensor();
+  return {gates, dh, dc, grad_weight_ih, grad_weight_hh, dbias.sum(0), P > 0 ? dpeep.sum(0) : Tensor(), dprobe};
 }
 
 }  // namespace
@@ -415,20 +407,19 @@ std::vector<Tensor> forward(Tensor x, std::optional<Tensor> weight_ih, std::opti
   });
 }
 
-// Returns {grad x, grad h0, grad c0, grad weight_ih, grad weight_hh, grad bias, grad peephole, grad h_probe}.
-// Without weight_ih (x was x_proj), grad x is δa itself, written over `gates` (so this runs once per forward);
-// with it, grad x (T,B,I) unless not requested. grad bias is that of b_ih and of b_hh alike (both add to a).
-// A gradient not requested is undefined, grad peephole without peepholes, grad h_probe unless has_probe.
+// Returns {δa (T,B,G·H), grad h0, grad c0, grad weight_ih, grad weight_hh, grad bias, grad peephole,
+// grad h_probe}. δa is ∂L/∂x_proj, written over `gates` (so this runs once per forward); grad bias is that of
+// b_hh, and of b_ih alike (both add to a). grad weight_ih is Σ_t δa_t^T x_t given the input x (undefined
+// without), grad weight_hh undefined unless requested, grad peephole without peepholes, grad h_probe unless
+// has_probe.
 std::vector<Tensor> backward(std::optional<Tensor> grad_outputs, std::optional<Tensor> grad_h_T,
                              std::optional<Tensor> grad_c_T, Tensor gates, Tensor cs, Tensor outputs,
-                             std::optional<Tensor> x, std::optional<Tensor> weight_ih, Tensor h0, Tensor c0,
-                             Tensor weight_hh, std::optional<Tensor> peephole, std::optional<Tensor> lengths,
-                             bool has_probe, bool need_input_grad, bool need_weight_ih_grad, bool need_weight_hh_grad,
-                             int64_t variant) {
+                             std::optional<Tensor> x, Tensor h0, Tensor c0, Tensor weight_hh,
+                             std::optional<Tensor> peephole, std::optional<Tensor> lengths, bool has_probe,
+                             bool need_weight_grad, int64_t variant) {
   return dispatch_variant(variant, [&](auto v) {
-    return backward_impl<decltype(v)>(grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x, weight_ih, h0, c0,
-                                      weight_hh, peephole, lengths, has_probe, need_input_grad, need_weight_ih_grad,
-                                      need_weight_hh_grad);
+    return backward_impl<decltype(v)>(grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x, h0, c0, weight_hh,
+                                      peephole, lengths, has_probe, need_weight_grad);
   });
 }
 
