@@ -688,7 +688,7 @@ def test_fused_projection_gradcheck_float64(variant, backend, lengths):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_fused_projection_row_blocks_on_one_and_two_threads(variant, dtype, threads):
+def test_fused_projection_multithreaded_row_blocks_on_one_and_two_threads(variant, dtype, threads):
     # B=130 rows at H=64: two row blocks, each on its own thread with 2 threads, each with its own ∂L/∂W_ih
     # partial sum; padded rows of every length 0..6 and the probe
     before = torch.get_num_threads()
@@ -701,6 +701,20 @@ def test_fused_projection_row_blocks_on_one_and_two_threads(variant, dtype, thre
         got, expected = fused_and_cell_loop(cell, x, h0, c0, "cpp", torch.randint(0, 7, (130,)))
     finally:
         torch.set_num_threads(before)
+    assert_close_to_scale(got, expected, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("input_size", [4, 520], ids=["narrow", "wide"])
+def test_fused_projection_input_weight_gradient_per_step_or_in_one_matmul(backend, dtype, input_size):
+    # The C++ backward sums ∂L/∂W_ih = Σ_t δa_t^T x_t per step while its (G·H, I) sum is at most 256 KiB
+    # (I = 4 here) and in one matmul after the loop beyond (I = 520 at G·H = 128): the cell's gradients either way
+    torch.manual_seed(5)
+    cell = PeepholeLSTMCell(input_size, 32).to(dtype)
+    x = torch.randn(5, 4, input_size, dtype=dtype, requires_grad=True)
+    h0, c0 = (torch.randn(4, 32, dtype=dtype, requires_grad=True) for _ in range(2))
+    got, expected = fused_and_cell_loop(cell, x, h0, c0, backend, torch.tensor([5, 2, 0, 4]))
     assert_close_to_scale(got, expected, dtype)
 
 
