@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnbench.kernels import extension
+from rnnbench.kernels import extension, projection
 from rnnbench.kernels.lengths import checked_lengths, valid_steps
 from rnnbench.kernels.variants import LSTM_VARIANTS, LSTMVariant
 
@@ -69,10 +69,10 @@ from rnnbench.kernels.variants import LSTM_VARIANTS, LSTMVariant
 # forward's x is the layer's input (T,B,I) with its weight_ih (G·H, I) and bias_ih, or, with both None, x_proj
 # (T,B,G·H) = W x + b_ih itself; backward's x is the input when grad weight_ih = Σ_t δa_t^T x_t is wanted,
 # else None (grad weight_ih None); grad bias is that of b_hh, and of b_ih alike (both add to a_t); grad x =
-# δa W_ih is InputProjection's. `variant` is the LSTMVariant (Python) or its `variant_bits` (C++); peephole
-# is None without peepholes; with overwrite_x_proj the C++ forward may write `gates` over x_proj (the Python
-# one never does). backward may write δa over `gates` (the C++ one does: a second T·B·G·H buffer, and its
-# page faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
+# δa W_ih is projection.InputProjection's. `variant` is the LSTMVariant (Python) or its `variant_bits` (C++);
+# peephole is None without peepholes; with overwrite_x_proj the C++ forward may write `gates` over x_proj
+# (the Python one never does). backward may write δa over `gates` (the C++ one does: a second T·B·G·H buffer,
+# and its page faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
 
 class _PythonLoops:
     """The sequence loops in torch ops (any device/dtype); `csrc/peephole.cpp` is the same code in C++."""
@@ -207,7 +207,7 @@ def _step_masks(lengths: Tensor | None, T: int, device) -> tuple[Tensor, ...] | 
 class PeepholeSequence(torch.autograd.Function):
     """The whole sequence as one autograd node; `loops` is the C++ module or `_PythonLoops`, `variant` the
     cell's `LSTMVariant` (the C++ module takes its bits, `variant_bits`). Given x, weight_ih and bias_ih, the
-    loops project x themselves and x_proj is `InputProjection`'s stand-in, through which ∂L/∂x flows."""
+    loops project x themselves and x_proj is `projection.stand_in`, through which ∂L/∂x flows."""
 
     @staticmethod
     def forward(ctx, x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops, variant,
@@ -234,26 +234,6 @@ class PeepholeSequence(torch.autograd.Function):
             peephole, lengths, ctx.has_probe, need[3], ctx.which)
         db_ih = db.clone() if need[13] else None                  # b_ih and b_hh: the same gradient
         return (da if need[0] else None), dh0, dc0, dw_hh, db, dp, None, dprobe, None, None, None, None, dw_ih, db_ih
-
-
-class InputProjection(torch.autograd.Function):
-    """x (T, B, I) -> a stand-in for x_proj = W x + b_ih (T, B, G·H) that holds no memory, for a
-    `PeepholeSequence` that projects x inside its loops; ∂L/∂x = δa W is made here, from the δa that node
-    hands back. A node of its own, run after the sequence node has freed its saved tensors (the cell states,
-    and the outputs if nothing else holds them), so that ∂L/∂x adds to the peak memory no more than when the
-    projection was `F.linear`."""
-
-    @staticmethod
-    def forward(ctx, x, weight_ih):
-        ctx.save_for_backward(weight_ih)
-        ctx.set_materialize_grads(False)
-        return x.new_zeros(()).expand(*x.shape[:2], weight_ih.shape[0])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, da):
-        (weight_ih,) = ctx.saved_tensors
-        return (None if da is None else da @ weight_ih), None   # (T, B, I)
 
 
 # -- the variants ------------------------------------------------------------------------------------------
@@ -370,9 +350,8 @@ def _sequence(x, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, peephole, lengt
         h_probe = x.new_zeros(T, B, h0.shape[1], requires_grad=True)
     if weight_ih is None:  # x is x_proj
         x_proj, x = x, None
-    else:  # W_ih is not this stand-in's input: ∂L/∂W_ih is the sequence node's, from δa_t per step
-        x_proj = InputProjection.apply(x, weight_ih.detach()) if x.requires_grad else x.new_zeros(()).expand(
-            T, B, weight_ih.shape[0])
+    else:  # ∂L/∂x flows through the stand-in, ∂L/∂W_ih is the sequence node's (from δa_t per step)
+        x_proj = projection.stand_in(x, weight_ih)
     result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
                                     _loops(backend, x_proj), switches, overwrite_x_proj, x, weight_ih, bias_ih)
     return (*result, h_probe) if probe else result

@@ -17,7 +17,7 @@
 // accumulates ∂L/∂W_ih per step from δa_t while it is in cache; given x_proj = W x + b_ih instead, the step
 // GEMM adds U h_{t-1} to it. The recurrent weight gradient is one (multi-threaded) GEMM after the backward
 // loop: the kernel's only pass over the (T, B, G·H) δa in memory (∂L/∂x = δa W_ih is the caller's, after
-// this node's saved tensors are freed: fast_peephole.InputProjection). Measured on the 2-core machine with
+// this node's saved tensors are freed: projection.InputProjection). Measured on the 2-core machine with
 // another 2-thread job running: this layout stayed within ~2x of its quiet time, where a per-step parallel GEMM +
 // parallel element-wise pass (two barriers per step), like nn.LSTM's, slowed down 20-40x.
 
@@ -245,7 +245,9 @@ std::vector<Tensor> forward_impl(Tensor x, std::optional<Tensor> weight_ih, std:
   // memory and read back. One GEMM rather than two into the same buffer (x_t W_ih^T, then + h U^T): the
   // concatenation copies rows x I values a step, the second GEMM would read and write the rows x G·H output
   // once more.
-  const Tensor w_t = (projected ? weight_hh : at::cat({*weight_ih, weight_hh}, 1)).t().contiguous();  // (I + H, G·H)
+  Tensor w_t = at::empty({I + H, G * H}, weight_hh.options());  // (I + H, G·H): [W_ih | U]^T
+  if (!projected) w_t.narrow(0, 0, I).copy_(weight_ih->t());
+  w_t.narrow(0, I, H).copy_(weight_hh.t());
   const Tensor bias = projected ? bias_hh.contiguous() : (*bias_ih + bias_hh).contiguous();
   // x_proj is read once per element, just before the gates of that element are written: with
   // overwrite_x_proj (the caller's own buffer, read by nobody else) the gates go over it, one (T, B, G·H)
