@@ -11,8 +11,8 @@ recurrent weight gradient is one matmul after the loop. Two implementations of t
   into a preallocated buffer plus one fused, vectorised, multi-threaded element-wise pass; each variant is
   one compile-time instantiation (its switches as template parameters), chosen once per call. Given x and
   W (`cell_sequence`, the layer path), the forward step GEMM is [x_t | h_{t-1}] [W | U]^T and ∂L/∂W
-  accumulates per step of the backward, from δa_t in cache: no (T, B, G·H) x_proj is
-  made, and the (T, B, G·H) δa is read twice after the loop (for ∂L/∂U and ∂L/∂x) instead of four times;
+  accumulates per step of the backward, from δa_t in cache: no (T, B, G·H) x_proj is made, and the
+  (T, B, G·H) δa is read twice after the loop (for ∂L/∂U and ∂L/∂x) instead of four times;
 - Python (below): the same math with torch ops, the fallback when no compiler is available, on non-CPU
   devices, for dtypes other than float32/float64, or with RNNBENCH_NO_CPP=1.
 
