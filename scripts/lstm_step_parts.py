@@ -1,7 +1,7 @@
 """Where the LSTM kernel's training step spends its time (issue 26): the step `bench cells` times (the plain
 LSTM's function on rnnbench's kernel, `PeepholeLSTMCell(variant="np")` in a `RecurrentLayer`, forward +
-backward, B=64, input 32) and its parts timed alone in the same process: the C++ forward and backward, the
-T per-step recurrent GEMMs alone (one full-batch GEMM per step: the kernel runs one per block of rows), the
+backward, B=64, input 32) and its parts timed alone in the same process: the C++ forward and backward (given
+x_proj, as before issue 26, and given x and W_ih, the layer path since, which projects inside), the T per-step recurrent GEMMs alone (one full-batch GEMM per step: the kernel runs one per block of rows), the
 recurrent weight-gradient GEMM, the input projection and its gradients (weight, input, bias), and the
 element-wise passes by difference. Each part as a share of the step and, for the GEMMs, as GFLOP/s and a
 share of the float32 matmul peak measured in the same run (2048² × 2048²). Times are the fastest of
@@ -46,7 +46,7 @@ def parts(B: int, T: int, I: int, H: int, min_s: float) -> tuple[dict[str, float
     torch.manual_seed(0)
     layer = RecurrentLayer(functools.partial(PeepholeLSTMCell, variant="np"), I, H, backend="auto")
     params = dict(layer.directions[0].named_parameters())
-    w_ih, w_hh, b_hh = (params[k].detach() for k in ("weight_ih", "weight_hh", "bias_hh"))
+    w_ih, w_hh, b_ih, b_hh = (params[k].detach() for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
     x, grad_out = torch.randn(T, B, I), torch.randn(T, B, H) / (T * B) ** 0.5
 
     def step():
@@ -56,10 +56,17 @@ def parts(B: int, T: int, I: int, H: int, min_s: float) -> tuple[dict[str, float
     ext, bits = extension.load("peephole"), fast_peephole.variant_bits(LSTM_VARIANTS["np"])
     h0 = c0 = torch.zeros(B, H)
     x_proj = torch.randn(T, B, G * H) * 0.5
-    forward = lambda: ext.forward(x_proj.clone(), h0, c0, w_hh, b_hh, None, None, None, bits, True)  # noqa: E731
+    # the kernel given x_proj (as before issue 26), and given x and W_ih (the layer path: the projection in
+    # each step's GEMM, [x_t | h_{t-1}] [W_ih | U]^T, and ∂L/∂W_ih from δa_t per step; ∂L/∂x = δa W_ih is
+    # then one matmul after the kernel, not timed here)
+    forward = lambda: ext.forward(x_proj.clone(), None, None, h0, c0, w_hh, b_hh, None, None, None, bits, True)  # noqa: E731
     outputs, _, _, gates, cs = forward()
-    backward = lambda: ext.backward(grad_out, None, None, gates.clone(), cs, outputs, h0, c0, w_hh, None,  # noqa: E731
-                                    None, False, True, bits)
+    backward = lambda: ext.backward(grad_out, None, None, gates.clone(), cs, outputs, None, h0, c0, w_hh,  # noqa: E731
+                                    None, None, False, True, bits)
+    projecting_forward = lambda: ext.forward(x, w_ih, b_ih, h0, c0, w_hh, b_hh, None, None, None, bits, False)  # noqa: E731
+    p_outputs, _, _, p_gates, p_cs = projecting_forward()
+    projecting_backward = lambda: ext.backward(grad_out, None, None, p_gates.clone(), p_cs, p_outputs, x, h0, c0,  # noqa: E731
+                                               w_hh, None, None, False, True, bits)
     h, w_t, uh = torch.randn(B, H), w_hh.t().contiguous(), torch.empty(B, G * H)
     da, dh = torch.randn(B, G * H), torch.empty(B, H)
     x_flat, d_proj = x.view(T * B, I), torch.randn(T * B, G * H)
@@ -81,6 +88,8 @@ def parts(B: int, T: int, I: int, H: int, min_s: float) -> tuple[dict[str, float
         "  the copy of x_proj": lambda: x_proj.clone(),
         "C++ backward (with a copy of the gates)": backward,
         "  the copy of the gates": lambda: gates.clone(),
+        "C++ forward, input projected inside": projecting_forward,
+        "C++ backward, input projected inside (w/ copy)": projecting_backward,
         "T forward step GEMMs alone": step_gemms_forward,
         "T backward step GEMMs alone": step_gemms_backward,
         "weight-grad GEMM": lambda: torch.mm(gates.view(T * B, G * H).t(), outputs.view(T * B, H)),

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -557,3 +558,246 @@ def test_the_kernels_refusals_name_what_is_wrong():
             fast_peephole.peephole_sequence(args.pop("x_proj"), h0, c0, cell.weight_hh, cell.bias_hh, **args)
     with pytest.raises(ValueError, match=f"^{re.escape('variant=' + repr('vanilla') + ' takes peephole tensor')}$"):
         fast_peephole.peephole_sequence(x_proj, h0, c0, cell.weight_hh, cell.bias_hh, None)
+
+
+# -- the input projection inside the kernel (issue 26): cell_sequence hands the loops x and W_ih ------------
+# The layer path (`cell_sequence`) no longer makes x_proj: the C++ kernel projects x_t in each step's GEMM,
+# [x_t | h_{t-1}] [W_ih | U]^T, gets δx_t from δa_t [W_ih | U] and ∂L/∂W_ih per step. Specification as above:
+# the cell's own step loop on cell.input_projection(x), autograd through both.
+
+def fused_and_cell_loop(cell, x, h0, c0, backend, lengths=None):
+    """(values and gradients of cell_sequence, the same of the cell's step loop): outputs, h_T, c_T and the
+    gradients of x, h0, c0, the probe and every parameter, of a loss weighting each output element differently;
+    only the gradients of the tensors requiring one."""
+    def run(fn):
+        probe = torch.zeros(*x.shape[:2], h0.shape[1], dtype=x.dtype, requires_grad=True)
+        out, h_T, c_T = fn(probe)
+        g = torch.Generator().manual_seed(1)
+        loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, h_T, c_T))
+        names = ["x", "h0", "c0", "probe"] + [n for n, _ in cell.named_parameters()]
+        tensors = [x, h0, c0, probe, *cell.parameters()]
+        asked = [(n, t) for n, t in zip(names, tensors) if t.requires_grad]
+        grads = torch.autograd.grad(loss, [t for _, t in asked])
+        return {"outputs": out, "h_T": h_T, "c_T": c_T, **{f"grad {n}": g for (n, _), g in zip(asked, grads)}}
+
+    def fused(probe):
+        out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0), lengths, backend, h_probe=probe)
+        return out, h_T, c_T
+
+    return run(fused), run(lambda probe: cell_loop(cell, cell.input_projection(x), h0, c0, lengths, probe))
+
+
+def assert_close_to_scale(got, expected, dtype):
+    """Every result and gradient equal up to a few ulps of the largest entry of its tensor: a gradient summed over
+    steps and rows in another order (here: W x_t and U h_{t-1} in one GEMM, ∂L/∂W_ih per row block) rounds
+    differently by that much (test_cpp_multithreaded_blocks_equal_python); NaN where the equations give NaN."""
+    ulps = 1e-6 if dtype == torch.float32 else 1e-12
+    assert set(got) == set(expected)
+    for name in expected:
+        finite = expected[name].detach()[torch.isfinite(expected[name])]
+        scale = float(finite.abs().max()) if finite.numel() else 0.0
+        torch.testing.assert_close(got[name], expected[name], rtol=ulps * 100, atol=ulps * max(scale, 1.0),
+                                   equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [None, PADDED, [0, 7, 2]], ids=["full", "padded", "with-empty"])
+@pytest.mark.parametrize("initial", ["random", "zero"])
+def test_fused_projection_equals_the_cell_loop_values_and_gradients(variant, backend, lengths, initial):
+    cell, x, h0, c0 = make_inputs(variant=variant)
+    x.requires_grad_()
+    if initial == "zero":
+        h0, c0 = (torch.zeros(B, H, requires_grad=True) for _ in range(2))
+    lengths = None if lengths is None else torch.tensor(lengths)
+    got, expected = fused_and_cell_loop(cell, x, h0, c0, backend, lengths)
+    assert {"grad x", "grad weight_ih", "grad bias_ih"} <= set(got)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    if lengths is not None:  # a padded step's input is never read: its gradient is exactly zero
+        for b, n in enumerate(lengths.tolist()):
+            assert (got["grad x"][n:, b] == 0).all() and (got["outputs"][n:, b] == 0).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("magnitude", [2.0 ** -10, 1.0, 2.0 ** 10, 2.0 ** 20])
+def test_fused_projection_saturates_as_the_cell(variant, backend, dtype, magnitude):
+    # x = ±magnitude and W_ih in multiples of 1/8: W x_t is exact in any summation order, so each pre-activation
+    # is the recurrent part alone (W x_t = 0) or at least magnitude/8 from it, saturated from 2^10 on: σ and
+    # tanh at exactly 0, 1, ±1, values and gradients those of the equations, finite.
+    cell, _, h0, c0 = make_inputs(dtype, variant=variant)
+    with torch.no_grad():
+        cell.weight_ih.copy_(torch.randint(-4, 5, cell.weight_ih.shape) / 8)
+    x = (magnitude * torch.randint(0, 2, (T, B, I)).mul(2).sub(1)).to(dtype).requires_grad_()
+    got, expected = fused_and_cell_loop(cell, x, h0, c0, backend, torch.tensor([6, 4, 7]))
+    assert all(torch.isfinite(v).all() for v in expected.values())
+    assert_close_to_scale(got, expected, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("special", [float("inf"), -float("inf"), float("nan")], ids=["+inf", "-inf", "nan"])
+@pytest.mark.parametrize("step", [2, 5], ids=["in-the-sequence", "past-its-end"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_projection_inf_and_nan_inputs_behave_as_the_cell(backend, dtype, special, step, variant):
+    # ±inf or NaN in one input (row 1, feature 3), rows of lengths 7, 4 or 7, 6:
+    # - at step 2, inside its sequence: every value and gradient as the equations give it, NaN in the same
+    #   places, never in another row's values;
+    # - at step 5, past its end (length 4): never read, so every value and gradient is that of the same batch
+    #   with a 0 there, but ∂L/∂W_ih = Σ δa^T x, where δa = 0 at that step meets it (0 · inf = NaN), in that
+    #   feature's column, as in torch's own linear layer. (The cell's step loop is no reference for this one:
+    #   it computes the discarded step, and its autograd carries 0 · NaN back into the row's earlier gradients.)
+    cell, x, h0, c0 = make_inputs(dtype, variant=variant)
+    lengths = torch.tensor([7, 4 if step == 5 else 7, 6])
+    x_special = x.clone()
+    x_special[step, 1, 3] = special
+    x.requires_grad_(), x_special.requires_grad_()
+    got, expected = fused_and_cell_loop(cell, x_special, h0, c0, backend, lengths)
+    if step == 5:
+        _, expected = fused_and_cell_loop(cell, x, h0, c0, backend, lengths)
+        assert got["grad weight_ih"][:, 3].isnan().all()
+        for grads in (got, expected):
+            grads["grad weight_ih"] = grads["grad weight_ih"][:, :3]
+    assert expected["outputs"][:, [0, 2]].isfinite().all()
+    if special != special and step == 2:  # NaN reaches the row's output
+        assert expected["outputs"][2:, 1].isnan().all()
+    assert_close_to_scale(got, expected, dtype)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("lengths", [None, [4, 2, 3]], ids=["full", "padded"])
+def test_fused_projection_gradcheck_float64(variant, backend, lengths):
+    cell, x, h0, c0 = make_inputs(torch.float64, T=4, variant=variant)
+    probe = torch.zeros(4, B, H, dtype=torch.float64, requires_grad=True)
+    names = [n for n, _ in cell.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
+
+    def f(x, h0, c0, h_probe, *params):
+        tensors = types.SimpleNamespace(switches=cell.switches, **dict(zip(names, params)))
+        out, (h_T, c_T) = fast_peephole.cell_sequence(tensors, x, (h0, c0), lengths and torch.tensor(lengths),
+                                                      backend, h_probe)
+        return out, h_T, c_T
+
+    # every element for vanilla, torch's fast mode for the other variants, as test_gradcheck_float64
+    assert torch.autograd.gradcheck(f, (x.requires_grad_(), h0, c0, probe, *params), fast_mode=variant != "vanilla")
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_projection_multithreaded_row_blocks_on_one_and_two_threads(variant, dtype, threads):
+    # B=130 rows at H=64: two row blocks, each on its own thread with 2 threads, each with its own ∂L/∂W_ih
+    # partial sum; padded rows of every length 0..6 and the probe
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(3)
+        cell = PeepholeLSTMCell(I, 64, variant=variant).to(dtype)
+        x = torch.randn(6, 130, I, dtype=dtype, requires_grad=True)
+        h0, c0 = (torch.randn(130, 64, dtype=dtype, requires_grad=True) for _ in range(2))
+        got, expected = fused_and_cell_loop(cell, x, h0, c0, "cpp", torch.randint(0, 7, (130,)))
+    finally:
+        torch.set_num_threads(before)
+    assert_close_to_scale(got, expected, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("input_size", [4, 520], ids=["narrow", "wide"])
+def test_fused_projection_input_weight_gradient_per_step_or_in_one_matmul(backend, dtype, input_size):
+    # The C++ backward sums ∂L/∂W_ih = Σ_t δa_t^T x_t per step while its (G·H, I) sum is at most 256 KiB
+    # (I = 4 here) and in one matmul after the loop beyond (I = 520 at G·H = 128): the cell's gradients either way
+    torch.manual_seed(5)
+    cell = PeepholeLSTMCell(input_size, 32).to(dtype)
+    x = torch.randn(5, 4, input_size, dtype=dtype, requires_grad=True)
+    h0, c0 = (torch.randn(4, 32, dtype=dtype, requires_grad=True) for _ in range(2))
+    got, expected = fused_and_cell_loop(cell, x, h0, c0, backend, torch.tensor([5, 2, 0, 4]))
+    assert_close_to_scale(got, expected, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("frozen", ["input", "weight_ih", "bias_ih", "weight_hh", "input-and-weight_ih"])
+def test_fused_projection_gives_each_gradient_asked_for_alone(backend, frozen):
+    """The first layer's input (data) has no gradient, a frozen W_ih or b_ih none either: the others are the
+    cell's, and what is not asked for stays None."""
+    cell, x, h0, c0 = make_inputs()
+    x.requires_grad_()
+    for name in frozen.split("-and-"):
+        (x if name == "input" else getattr(cell, name)).requires_grad_(False)
+    got, expected = fused_and_cell_loop(cell, x, h0, c0, backend, torch.tensor(PADDED))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0), backend=backend)
+    (out.sum() + h_T.sum() + c_T.sum()).backward()
+    assert (x.grad is None) == (not x.requires_grad)
+    assert all((p.grad is None) == (not p.requires_grad) for p in cell.parameters())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_projection_retained_graph_and_empty_sequence(backend):
+    # backward twice on a retained graph gives the same gradients (the C++ backward overwrites its saved gates
+    # unless the graph is retained); T = 0 passes the state through and gives W_ih, b_ih zero gradients
+    cell, x, h0, c0 = make_inputs()
+    x.requires_grad_()
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x, (h0, c0), torch.tensor(PADDED), backend)
+    loss = out.square().sum() + h_T.sum() + c_T.sum()
+    inputs = [x, h0, c0, *cell.parameters()]
+    first = torch.autograd.grad(loss, inputs, retain_graph=True)
+    for a, b in zip(first, torch.autograd.grad(loss, inputs)):
+        assert torch.equal(a, b)
+    out, (h_T, c_T) = fast_peephole.cell_sequence(cell, x[:0], (h0, c0), backend=backend)
+    assert out.shape == (0, B, H) and torch.equal(h_T, h0) and torch.equal(c_T, c0)
+    grads = torch.autograd.grad(h_T.sum() + c_T.sum(), [h0, cell.weight_ih, cell.bias_ih], allow_unused=True)
+    assert torch.equal(grads[0], torch.ones(B, H))
+    assert all(g is None or torch.equal(g, torch.zeros_like(g)) for g in grads[1:])
+
+
+def layer_step_peaks(make_cell, bidirectional, monkeypatch, module, x_proj_first, G, T=60, B=16, H=32):
+    """Allocator peaks (torch.profiler profile_memory, as bench cells' "MiB tensor") of one training step of a
+    layer of `make_cell` (input 2H, as above a bidirectional layer; padded; 1 thread) on the fused path and with
+    `module.cell_sequence` replaced by `x_proj_first` (x_proj made by F.linear and overwritten by the gates: the
+    layer path before issue 26); and the bytes the fused path may add: the concatenated weight [W_ih | U]^T
+    and the row blocks' step buffers, at most."""
+    from rnnbench.bench.measure import allocator_peak
+    from rnnbench.modules.recurrent import RecurrentLayer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        layer = RecurrentLayer(make_cell, 2 * H, H, bidirectional=bidirectional)
+        x = torch.randn(T, B, 2 * H, requires_grad=True)
+        lengths, grad = torch.randint(1, T + 1, (B,)), torch.randn(T, B, H * (1 + bidirectional))
+
+        def step():
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            layer(x, lengths)[0].backward(grad)
+
+        step()
+        fused = allocator_peak(step)
+        monkeypatch.setattr(module, "cell_sequence", x_proj_first)
+        step()
+        before = allocator_peak(step)
+    finally:
+        torch.set_num_threads(threads)
+    allowance = 4 * ((3 * H) * G * H + B * (3 * H + G * H))
+    assert T * B * G * H * 4 > 4 * allowance  # a (T, B, G·H) buffer more would show
+    return fused, before, allowance
+
+
+@needs_compiler
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one-direction", "bidirectional"])
+def test_fused_projection_peak_memory_is_no_more_than_with_x_proj_made_first(bidirectional, monkeypatch):
+    """No (T, B, G·H) buffer is added (docs/performance.md, issue 26: why ∂L/∂x is a node of its own,
+    `projection.InputProjection`)."""
+    def x_proj_first(cell, x, state, lengths=None, backend="auto", h_probe=None):
+        out, h, c = fast_peephole.peephole_sequence(cell.input_projection(x), *state, cell.weight_hh, cell.bias_hh,
+                                                    cell.peephole, lengths, backend=backend, overwrite_x_proj=True)
+        return out, (h, c)
+
+    fused, before, allowance = layer_step_peaks(PeepholeLSTMCell, bidirectional, monkeypatch, fast_peephole,
+                                                x_proj_first, G=4)
+    assert fused <= before + allowance, (fused, before)

@@ -22,6 +22,10 @@ and its backward, with δh = ∂L/∂h_t (output gradient + what step t+1 sends 
                   δh_{t-1} = δh ⊙ z + (δ_n U_n) ⊙ r + (δ_r, δ_z) U_{r,z}
                   ∂L/∂U_{r,z} = Σ_t (δ_r, δ_z)^T h_{t-1};  ∂L/∂U_n = Σ_t δ_n^T (r ⊙ h_{t-1})
 
+Given the layer's input x (`cell_sequence`, the layer path), the kernel makes x_proj_t = W x_t + b_ih in a
+GEMM of each step instead of taking a (T, B, 3H) x_proj (issue 26), and sums ∂L/∂W = Σ_t ∂L/∂x_proj_t^T x_t
+and ∂L/∂b_ih = Σ ∂L/∂x_proj itself; ∂L/∂x = ∂L/∂x_proj W is `projection.InputProjection`'s.
+
 Padded batches (`lengths`): at t >= lengths[b] sequence b keeps its state and outputs exactly zero, so the
 final state is each sequence's own last one. Double backward is not supported.
 """
@@ -31,31 +35,43 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnbench.kernels import extension
+from rnnbench.kernels import extension, projection
 from rnnbench.kernels.lengths import checked_lengths
 
 
 class GRUSequence(torch.autograd.Function):
-    """The whole sequence as one autograd node on the C++ module `kernel`."""
+    """The whole sequence as one autograd node on the C++ module `kernel`. Given x, weight_ih and bias_ih, the
+    kernel projects x itself and x_proj is `projection.stand_in`, through which ∂L/∂x flows."""
 
     @staticmethod
-    def forward(ctx, x_proj, h0, weight_hh, bias_hh, lengths, reset_after, kernel, overwrite_x_proj=False):
-        outputs, h_T, gates, aux = kernel.forward(x_proj, h0, weight_hh, bias_hh, lengths, reset_after,
-                                                  overwrite_x_proj)
+    def forward(ctx, x_proj, h0, weight_hh, bias_hh, lengths, reset_after, kernel, overwrite_x_proj=False, x=None,
+                weight_ih=None, bias_ih=None):
+        outputs, h_T, gates, aux = kernel.forward(x_proj if weight_ih is None else x, weight_ih, bias_ih, h0,
+                                                  weight_hh, bias_hh, lengths, reset_after, overwrite_x_proj)
         ctx.kernel, ctx.reset_after = kernel, reset_after
-        ctx.save_for_backward(gates, aux, outputs, h0, weight_hh, lengths)
+        ctx.save_for_backward(gates, aux, outputs, h0, weight_hh, lengths, x)
         ctx.set_materialize_grads(False)
         return outputs, h_T
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_outputs, grad_h_T):
-        gates, aux, outputs, h0, weight_hh, lengths = ctx.saved_tensors
+        gates, aux, outputs, h0, weight_hh, lengths, x = ctx.saved_tensors
         if extension.graph_retained():  # the C++ backward overwrites them; a later backward needs them
             gates, aux = gates.clone(), aux.clone()
-        dx, dh0, dw, db = ctx.kernel.backward(grad_outputs, grad_h_T, gates, aux, outputs, h0, weight_hh, lengths,
-                                              ctx.reset_after, ctx.needs_input_grad[2])
-        return dx, dh0, dw, db, None, None, None, None
+        need = ctx.needs_input_grad
+        dx_proj, dh0, dw, db, dw_ih, db_ih = ctx.kernel.backward(
+            grad_outputs, grad_h_T, gates, aux, outputs, x if need[9] or need[10] else None, h0, weight_hh, lengths,
+            ctx.reset_after, need[2])
+        return ((dx_proj if need[0] else None), dh0, dw, db, None, None, None, None, None,
+                (dw_ih if need[9] else None), (db_ih if need[10] else None))
+
+
+def _refuse_where_the_kernel_cannot_run(x: Tensor) -> None:
+    if not extension.fits(x):
+        raise RuntimeError(f"the C++ GRU kernel needs float32/float64 CPU tensors, got {x.dtype} on {x.device}")
+    if not available():
+        raise RuntimeError("the C++ GRU kernel is unavailable (RNNBENCH_NO_CPP set, or no compiler: see the warning)")
 
 
 def available() -> bool:
@@ -73,11 +89,16 @@ def gru_sequence(x_proj: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor,
     `overwrite_x_proj=True`: x_proj is this call's own, read by nothing else; the kernel keeps its gates in
     its memory (one (T, B, 3H) buffer less) and x_proj's values are gone after the call.
     """
-    if not extension.fits(x_proj):
-        raise RuntimeError(f"the C++ GRU kernel needs float32/float64 CPU tensors, got {x_proj.dtype} on "
-                           f"{x_proj.device}")
-    if not available():
-        raise RuntimeError("the C++ GRU kernel is unavailable (RNNBENCH_NO_CPP set, or no compiler: see the warning)")
+    _refuse_where_the_kernel_cannot_run(x_proj)
     lengths = checked_lengths(lengths, *x_proj.shape[:2])
     return GRUSequence.apply(x_proj, h0, weight_hh, bias_hh, lengths, bool(reset_after),
-                             extension.load("gru"), overwrite_x_proj)
+                             extension.load("gru"), overwrite_x_proj, None, None, None)
+
+
+def cell_sequence(cell, x: Tensor, h0: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """`gru_sequence` on a `GRUCell`'s own tensors: x (T, B, I) -> outputs (T, B, H), h_T (B, H). The cell's
+    input projection W x_t + b_ih is made by the kernel, a GEMM of each step: no (T, B, 3H) x_proj is made."""
+    _refuse_where_the_kernel_cannot_run(x)
+    lengths = checked_lengths(lengths, *x.shape[:2])
+    return GRUSequence.apply(projection.stand_in(x, cell.weight_ih), h0, cell.weight_hh, cell.bias_hh, lengths,
+                             bool(cell.reset_after), extension.load("gru"), False, x, cell.weight_ih, cell.bias_ih)

@@ -8,8 +8,11 @@ sequence: its forward loops over time saving the activated gates, its backward l
 recurrent weight gradient is one matmul after the loop. Two implementations of the same two loops:
 
 - C++ (`csrc/peephole.cpp`, built once with torch.utils.cpp_extension and cached): one ATen GEMM per step
-  into a preallocated slice plus one fused, vectorised, multi-threaded element-wise pass; each variant is
-  one compile-time instantiation (its switches as template parameters), chosen once per call;
+  into a preallocated buffer plus one fused, vectorised, multi-threaded element-wise pass; each variant is
+  one compile-time instantiation (its switches as template parameters), chosen once per call. Given x and
+  W (`cell_sequence`, the layer path), the forward step GEMM is [x_t | h_{t-1}] [W | U]^T and ∂L/∂W
+  accumulates per step of the backward, from δa_t in cache: no (T, B, G·H) x_proj is made, and the
+  (T, B, G·H) δa is read twice after the loop (for ∂L/∂U and ∂L/∂x) instead of four times;
 - Python (below): the same math with torch ops, the fallback when no compiler is available, on non-CPU
   devices, for dtypes other than float32/float64, or with RNNBENCH_NO_CPP=1.
 
@@ -30,6 +33,7 @@ and its backward, given δh_t = ∂L/∂h_t (output gradient + δ from step t+1)
     δc_{t-1} = δc ⊙ f + δa_i ⊙ p_i + δa_f ⊙ p_f          δh_{t-1} = δa U
     ∂L/∂x_proj_t = δa_t,  ∂L/∂b_hh = Σ_t δa_t,  ∂L/∂U = Σ_t δa_t^T h_{t-1},
     ∂L/∂p_i = Σ δa_i ⊙ c_{t-1},  ∂L/∂p_f = Σ δa_f ⊙ c_{t-1},  ∂L/∂p_o = Σ δa_o ⊙ c_t
+    and through x_proj_t:  ∂L/∂x_t = δa_t W,  ∂L/∂W = Σ_t δa_t^T x_t,  ∂L/∂b_ih = Σ_t δa_t
 
 The variants change those lines as their equations do, and a removed gate has no rows in a, U, b, no
 peephole and no δ (`gate_layout`): nig i = 1 (δa_g = δc ⊙ (1-g²)); nfg f = 1 (δc_{t-1} = δc + ...);
@@ -46,37 +50,44 @@ grad) are added to h_t at every valid step, as in `recurrent.run_explicit`; thei
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from rnnbench.kernels import extension
+from rnnbench.kernels import extension, projection
 from rnnbench.kernels.lengths import checked_lengths, valid_steps
 from rnnbench.kernels.variants import LSTM_VARIANTS, LSTMVariant
 
 
 
 # -- the two implementations of the sequence loops ------------------------------------------------------
-# Both expose forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant, overwrite_x_proj)
+# Both expose forward(x, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant,
+#                     overwrite_x_proj)
 #   -> [outputs (T,B,H), h_T, c_T, gates (T,B,G·H) activated gates present (i,f,g,o), c (T,B,H)]
-# and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, outputs, h0, c0, weight_hh, peephole,
-#              lengths, has_probe, need_weight_grad, variant)
-#   -> [grad x_proj, grad h0, grad c0, grad weight_hh, grad bias_hh, grad peephole, grad h_probe];
-# `variant` is the LSTMVariant (Python) or its `variant_bits` (C++); peephole is None without peepholes;
-# with overwrite_x_proj the C++ forward may write `gates` over x_proj (the Python one never does).
-# backward may write grad x_proj over `gates` (the C++ one does: a second T·B·4H buffer, and its page
-# faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
+# and backward(grad_outputs, grad_h_T, grad_c_T, gates, c, outputs, x, h0, c0, weight_hh, peephole, lengths,
+#              has_probe, need_weight_grad, variant)
+#   -> [δa = grad x_proj, grad h0, grad c0, grad weight_ih, grad weight_hh, grad bias, grad peephole, grad h_probe];
+# forward's x is the layer's input (T,B,I) with its weight_ih (G·H, I) and bias_ih, or, with both None, x_proj
+# (T,B,G·H) = W x + b_ih itself; backward's x is the input when grad weight_ih = Σ_t δa_t^T x_t is wanted,
+# else None (grad weight_ih None); grad bias is that of b_hh, and of b_ih alike (both add to a_t); grad x =
+# δa W_ih is projection.InputProjection's. `variant` is the LSTMVariant (Python) or its `variant_bits` (C++);
+# peephole is None without peepholes; with overwrite_x_proj the C++ forward may write `gates` over x_proj
+# (the Python one never does). backward may write δa over `gates` (the C++ one does: a second T·B·G·H buffer,
+# and its page faults, are then saved); PeepholeSequence hands it a copy when the graph is retained.
 
 class _PythonLoops:
     """The sequence loops in torch ops (any device/dtype); `csrc/peephole.cpp` is the same code in C++."""
 
     @staticmethod
-    def forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant, overwrite_x_proj=False):
+    def forward(x, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, variant,
+                overwrite_x_proj=False):
         gate_names, peephole_names = gate_layout(variant)
         G = len(gate_names)
-        T, B, H = x_proj.shape[0], x_proj.shape[1], x_proj.shape[2] // G
+        T, B, H = x.shape[0], x.shape[1], weight_hh.shape[1]
+        x_proj = x if weight_ih is None else F.linear(x, weight_ih, bias_ih)   # (T, B, G·H): W x_t + b_ih
         gates = x_proj + bias_hh                                  # (T, B, G·H): a_t without U h_{t-1}
-        cs = x_proj.new_empty(T, B, H)
-        outputs = x_proj.new_empty(T, B, H)
-        masks = _step_masks(lengths, T, x_proj.device)
+        cs = gates.new_empty(T, B, H)
+        outputs = gates.new_empty(T, B, H)
+        masks = _step_masks(lengths, T, x.device)
         probes = h_probe.unbind(0) if h_probe is not None else (None,) * T
         p = dict(zip(peephole_names, peephole.unbind(0))) if peephole_names else {}  # (H,) each
         w_t = weight_hh.t().contiguous()                          # (H, G·H): faster per-step GEMMs
@@ -120,7 +131,7 @@ class _PythonLoops:
         return [outputs, h_T, c_T, gates, cs]
 
     @staticmethod
-    def backward(grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
+    def backward(grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x, h0, c0, weight_hh, peephole, lengths,
                  has_probe, need_weight_grad, variant):
         gate_names, peephole_names = gate_layout(variant)
         G = len(gate_names)
@@ -172,16 +183,18 @@ class _PythonLoops:
                     dprobe[t].copy_(dh_t).masked_fill_(~m, 0.0)
                 dc = torch.where(m, dc_prev, dc)
                 dh = torch.addmm(dh.masked_fill(m, 0.0), da, weight_hh)
-        grad_weight = None
+        grad_weight_ih = grad_weight_hh = None
+        if x is not None:
+            grad_weight_ih = dgates.reshape(T * B, G * H).t() @ x.reshape(T * B, x.shape[2])
         if need_weight_grad:
             h_prev_all = torch.cat([h0.unsqueeze(0), outputs[:-1]])[:T]   # (T, B, H), T = 0 too; exact wherever δa != 0
-            grad_weight = dgates.reshape(T * B, G * H).t() @ h_prev_all.reshape(T * B, H)
+            grad_weight_hh = dgates.reshape(T * B, G * H).t() @ h_prev_all.reshape(T * B, H)
         dpeep = None
         if peephole_names:  # p_i, p_f read c_{t-1}; p_o reads c_t
             k = {gate: n * H for n, gate in enumerate(gate_names)}
             dpeep = torch.stack([(dgates[..., k[gate]:k[gate] + H] * (cs if gate == "o" else c_prev_all)).sum((0, 1))
                                  for gate in peephole_names])
-        return [dgates, dh, dc, grad_weight, dgates.sum((0, 1)), dpeep, dprobe]
+        return [dgates, dh, dc, grad_weight_ih, grad_weight_hh, dgates.sum((0, 1)), dpeep, dprobe]
 
 
 def _step_masks(lengths: Tensor | None, T: int, device) -> tuple[Tensor, ...] | None:
@@ -193,29 +206,34 @@ def _step_masks(lengths: Tensor | None, T: int, device) -> tuple[Tensor, ...] | 
 
 class PeepholeSequence(torch.autograd.Function):
     """The whole sequence as one autograd node; `loops` is the C++ module or `_PythonLoops`, `variant` the
-    cell's `LSTMVariant` (the C++ module takes its bits, `variant_bits`)."""
+    cell's `LSTMVariant` (the C++ module takes its bits, `variant_bits`). Given x, weight_ih and bias_ih, the
+    loops project x themselves and x_proj is `projection.stand_in`, through which ∂L/∂x flows."""
 
     @staticmethod
     def forward(ctx, x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe, loops, variant,
-                overwrite_x_proj=False):
+                overwrite_x_proj=False, x=None, weight_ih=None, bias_ih=None):
         which = variant if loops is _PythonLoops else variant_bits(variant)
-        outputs, h_T, c_T, gates, cs = loops.forward(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths,
-                                                     h_probe, which, overwrite_x_proj)
+        outputs, h_T, c_T, gates, cs = loops.forward(x_proj if weight_ih is None else x, weight_ih, bias_ih, h0, c0,
+                                                     weight_hh, bias_hh, peephole, lengths, h_probe, which,
+                                                     overwrite_x_proj)
         ctx.loops, ctx.has_probe, ctx.which = loops, h_probe is not None, which
-        ctx.save_for_backward(gates, cs, outputs, h0, c0, weight_hh, peephole, lengths)
+        # x_proj is not needed again (and may hold the gates now); the input is, for ∂L/∂W_ih
+        ctx.save_for_backward(gates, cs, outputs, h0, c0, weight_hh, peephole, lengths, x)
         ctx.set_materialize_grads(False)
         return outputs, h_T, c_T
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_outputs, grad_h_T, grad_c_T):
-        gates, cs, outputs, h0, c0, weight_hh, peephole, lengths = ctx.saved_tensors
+        gates, cs, outputs, h0, c0, weight_hh, peephole, lengths, x = ctx.saved_tensors
         if ctx.loops is not _PythonLoops and extension.graph_retained():  # C++ overwrites them; a later backward needs them
             gates = gates.clone()
-        dx, dh0, dc0, dw, db, dp, dprobe = ctx.loops.backward(
-            grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, h0, c0, weight_hh, peephole, lengths,
-            ctx.has_probe, ctx.needs_input_grad[3], ctx.which)
-        return dx, dh0, dc0, dw, db, dp, None, dprobe, None, None, None
+        need = ctx.needs_input_grad
+        da, dh0, dc0, dw_ih, dw_hh, db, dp, dprobe = ctx.loops.backward(
+            grad_outputs, grad_h_T, grad_c_T, gates, cs, outputs, x if need[12] else None, h0, c0, weight_hh,
+            peephole, lengths, ctx.has_probe, need[3], ctx.which)
+        db_ih = db.clone() if need[13] else None                  # b_ih and b_hh: the same gradient
+        return (da if need[0] else None), dh0, dc0, dw_hh, db, dp, None, dprobe, None, None, None, None, dw_ih, db_ih
 
 
 # -- the variants ------------------------------------------------------------------------------------------
@@ -301,29 +319,39 @@ def peephole_sequence(x_proj: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
     Gradient probes: pass `h_probe` (T, B, H) zeros requiring grad, or `probe=True` to have one made and
     returned as a fourth result; after backward its `.grad` is ∂L/∂h_t for every t.
 
-    `overwrite_x_proj=True` says x_proj is this call's own, read by nothing else (`cell_sequence` makes it):
-    the C++ kernel then keeps its gates in x_proj's memory (one (T, B, G·H) buffer less) and x_proj's
-    values are gone after the call.
+    `overwrite_x_proj=True` says x_proj is this call's own, read by nothing else: the C++ kernel then keeps
+    its gates in x_proj's memory (one (T, B, G·H) buffer less) and x_proj's values are gone after the call.
+    (`cell_sequence` needs neither: it hands the kernel x itself, and no x_proj exists.)
     """
-    switches = _switches(variant)
-    if (peephole is None) != (not switches.peepholes):
-        raise ValueError(f"variant={variant!r} {'takes' if switches.peepholes else 'has no'} peephole tensor")
-    T, B = x_proj.shape[:2]
-    lengths = checked_lengths(lengths, T, B)
-    if probe and h_probe is None:
-        h_probe = x_proj.new_zeros(T, B, h0.shape[1], requires_grad=True)
-    result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
-                                    _loops(backend, x_proj), switches, overwrite_x_proj)
-    return (*result, h_probe) if probe else result
+    return _sequence(x_proj, None, None, h0, c0, weight_hh, bias_hh, peephole, lengths, probe, h_probe, backend,
+                     variant, overwrite_x_proj)
 
 
 def cell_sequence(cell, x: Tensor, state, lengths: Tensor | None = None, backend: str = "auto",
                   h_probe: Tensor | None = None):
     """`peephole_sequence` on a `PeepholeLSTMCell`'s own tensors (any covered variant): x (T, B, I), state
-    (h0, c0) -> outputs (T, B, H), (h_T, c_T). The input projection is made here, for the kernel alone, so
-    the kernel may keep its gates in it."""
+    (h0, c0) -> outputs (T, B, H), (h_T, c_T). The cell's input projection W x_t + b_ih (`input_projection`)
+    is done inside the loops, by the C++ kernel in each step's GEMM: no (T, B, G·H) x_proj is made."""
     h0, c0 = state
-    out, h, c = peephole_sequence(cell.input_projection(x), h0, c0, cell.weight_hh, cell.bias_hh,
-                                  getattr(cell, "peephole", None), lengths=lengths, h_probe=h_probe,
-                                  backend=backend, variant=cell.switches, overwrite_x_proj=True)
+    out, h, c = _sequence(x, cell.weight_ih, cell.bias_ih, h0, c0, cell.weight_hh, cell.bias_hh,
+                          getattr(cell, "peephole", None), lengths, False, h_probe, backend, cell.switches, False)
     return out, (h, c)
+
+
+def _sequence(x, weight_ih, bias_ih, h0, c0, weight_hh, bias_hh, peephole, lengths, probe, h_probe, backend,
+              variant, overwrite_x_proj):
+    """Both entries: x is x_proj (weight_ih, bias_ih None) or the input, projected in the loops."""
+    switches = _switches(variant)
+    if (peephole is None) != (not switches.peepholes):
+        raise ValueError(f"variant={variant!r} {'takes' if switches.peepholes else 'has no'} peephole tensor")
+    T, B = x.shape[:2]
+    lengths = checked_lengths(lengths, T, B)
+    if probe and h_probe is None:
+        h_probe = x.new_zeros(T, B, h0.shape[1], requires_grad=True)
+    if weight_ih is None:  # x is x_proj
+        x_proj, x = x, None
+    else:  # ∂L/∂x flows through the stand-in, ∂L/∂W_ih is the sequence node's (from δa_t per step)
+        x_proj = projection.stand_in(x, weight_ih)
+    result = PeepholeSequence.apply(x_proj, h0, c0, weight_hh, bias_hh, peephole, lengths, h_probe,
+                                    _loops(backend, x_proj), switches, overwrite_x_proj, x, weight_ih, bias_ih)
+    return (*result, h_probe) if probe else result

@@ -178,10 +178,7 @@ def run_fast_gru(cell: GRUCell, x: Tensor, state: State, lengths: Tensor | None 
     (reset_after=True) or the explicit path (Cho's form): the same function either way."""
     if extension.fits(x) and fast_gru.available():
         (h0,) = state
-        # the input projection is made for the kernel alone: it may keep its gates there
-        out, h = fast_gru.gru_sequence(cell.input_projection(x), h0, cell.weight_hh, cell.bias_hh,
-                                       lengths if _needs_mask(lengths, x.shape[0]) else None, cell.reset_after,
-                                       overwrite_x_proj=True)
+        out, h = fast_gru.cell_sequence(cell, x, h0, lengths if _needs_mask(lengths, x.shape[0]) else None)
         return out, (h,)
     if not extension.fits(x):  # an unbuildable extension has warned already
         _warn_once_gru_elsewhere(str(x.dtype), x.device.type, cell.fused_mode is not None)
