@@ -72,6 +72,32 @@ def test_scan_long_sequence_T2048(dtype):
             torch.testing.assert_close(g, e, atol=5e-4, rtol=5e-4)
 
 
+@pytest.mark.parametrize("form", [*scan.BACKENDS, "log_scan"])
+def test_no_steps_give_the_initial_state_and_one_step_is_one_step_of_the_recurrence(form):
+    """T = 0: no output, the final state is h0 and its gradient passes straight through; T = 1: h_0 = a_0 h0 + b_0.
+    Every form special-cases them (the loop's empty stack, the doubling scan's h0 folded into step 0, the final
+    state's out[-1]). The C++ path failed at T = 0 (its kernel takes T >= 1): it is not called there."""
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(1, 3, 4, generator=g, dtype=torch.float64) + 0.5).requires_grad_()  # positive: log_scan too
+    b = (torch.rand(1, 3, 4, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
+    h0 = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run(a, b):
+        if form == "log_scan":
+            return scan.log_scan(a.log(), b.log(), h0)
+        return scan.linear_scan(a, b, h0, backend=form)
+
+    out, final = run(a[:0], b[:0])
+    assert out.shape == (0, 3, 4) and torch.equal(final, h0)
+    w = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((final * w).sum(), h0)
+    assert torch.equal(grad, w)
+    out, final = run(a, b)
+    one_step = a[0] * h0 + b[0]
+    torch.testing.assert_close(out, one_step.unsqueeze(0), rtol=1e-12, atol=0)
+    torch.testing.assert_close(final, one_step, rtol=1e-12, atol=0)
+
+
 def test_scan_multi_dimensional_state_and_final_state():
     """(T, B, E, N) as S6 uses it: the same as the flattened (T, B, E·N) recurrence."""
     a, b, h0 = inputs(9, 3, 20, torch.float64)
