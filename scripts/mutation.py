@@ -56,9 +56,10 @@ TESTS = {
     # the scan's three Python forms (reference, doubling, log space), its dispatch and the fused cells' autograd
     # nodes; the diagonal modern cells run them in test_modern_cells
     "rnnbench/kernels/scan.py": ["tests/test_scan.py", "tests/test_modern_cells.py"],
-    # the sLSTM kernel's dispatch and autograd node (the recurrent weight's gradient is computed here, in
-    # torch); its reference is the cell's step, which test_modern_cells holds the kernel to
+    # the sLSTM and IndRNN kernels' dispatch and autograd nodes (the recurrent weight's gradient is computed
+    # here, in torch); their reference is the cell's step, which test_modern_cells holds the kernels to
     "rnnbench/kernels/slstm.py": ["tests/test_modern_cells.py"],
+    "rnnbench/kernels/indrnn.py": ["tests/test_modern_cells.py"],
 }
 KILLED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
 SCRATCH_IGNORE = shutil.ignore_patterns(".git", "mutants", "outputs", "multirun", "wandb", "__pycache__", "*.egg-info", "build")

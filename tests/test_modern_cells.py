@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnbench.kernels import extension, slstm
+from rnnbench.kernels import extension, indrnn, slstm
 from rnnbench.modules import modern_cells as mc
 from rnnbench.run import interface
 from rnnbench.modules.models import SequenceModel
@@ -648,7 +648,7 @@ def test_indrnn_kernel_is_its_steps_on_extreme_inputs(dtype):
     assert (out[:, 3] == 0).all() and (out[7:, 4] == 0).all()  # padded steps output zero
 
 
-@pytest.mark.parametrize("name, kernel", [("slstm", slstm)])
+@pytest.mark.parametrize("name, kernel", [("slstm", slstm), ("indrnn", indrnn)])
 def test_the_sequence_kernel_runs_on_cpu_float32_and_float64_where_built_and_nowhere_else(name, kernel, monkeypatch):
     """`fits`: CPU float32/float64 tensors with the kernel built; there the cell's `sequence` is the C++ kernel's
     one autograd node (elsewhere the step loop, the same function)."""
