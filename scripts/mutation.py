@@ -53,6 +53,13 @@ TESTS = {
     # the GRU kernel's dispatch and autograd node (its equations are the C++ kernel's, proven against the
     # cell in the same file); without the multithreaded test, for the reason above
     "rnnbench/kernels/fast_gru.py": ["tests/test_fast_gru.py", "-k", "not multithreaded"],
+    # the scan's three Python forms (reference, doubling, log space), its dispatch and the fused cells' autograd
+    # nodes; the diagonal modern cells run them in test_modern_cells
+    "rnnbench/kernels/scan.py": ["tests/test_scan.py", "tests/test_modern_cells.py"],
+    # the sLSTM and IndRNN kernels' dispatch and autograd nodes (the recurrent weight's gradient is computed
+    # here, in torch); their reference is the cell's step, which test_modern_cells holds the kernels to
+    "rnnbench/kernels/slstm.py": ["tests/test_modern_cells.py"],
+    "rnnbench/kernels/indrnn.py": ["tests/test_modern_cells.py"],
 }
 KILLED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
 SCRATCH_IGNORE = shutil.ignore_patterns(".git", "mutants", "outputs", "multirun", "wandb", "__pycache__", "*.egg-info", "build")

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rnnbench.kernels import extension, indrnn, slstm
 from rnnbench.modules import modern_cells as mc
 from rnnbench.run import interface
 from rnnbench.modules.models import SequenceModel
@@ -645,6 +646,23 @@ def test_indrnn_kernel_is_its_steps_on_extreme_inputs(dtype):
     out = got[0]
     assert out[1:, 0, 2].isnan().all() and out[3, 1, 4] == float("inf") and out[2, 2, 1] == 0  # relu(-inf) = 0
     assert (out[:, 3] == 0).all() and (out[7:, 4] == 0).all()  # padded steps output zero
+
+
+@pytest.mark.parametrize("name, kernel", [("slstm", slstm), ("indrnn", indrnn)])
+def test_the_sequence_kernel_runs_on_cpu_float32_and_float64_where_built_and_nowhere_else(name, kernel, monkeypatch):
+    """`fits`: CPU float32/float64 tensors with the kernel built; there the cell's `sequence` is the C++ kernel's
+    one autograd node (elsewhere the step loop, the same function)."""
+    if not extension.available(name):
+        pytest.skip(f"C++ {name} extension unavailable")
+    x_proj = torch.zeros(3, 2, 8)
+    assert kernel.fits(x_proj) and kernel.fits(x_proj.double())
+    assert not any(kernel.fits(x_proj.to(dtype)) for dtype in (torch.bfloat16, torch.float16, torch.complex64))
+    assert not kernel.fits(x_proj.to("meta"))
+    cell = make(name, dtype=torch.float32)
+    out, _ = cell.sequence(cell.input_projection(torch.randn(5, 2, 3)), cell.default_state(2))
+    assert type(out.grad_fn).__name__ == f"_{type(cell).__name__.removesuffix('Cell')}SequenceBackward"
+    monkeypatch.setenv("RNNBENCH_NO_CPP", "1")
+    assert not kernel.fits(x_proj)
 
 
 @pytest.mark.parametrize("name", ["mingru", "lru", "s6", "mlstm", "slstm"])

@@ -72,6 +72,32 @@ def test_scan_long_sequence_T2048(dtype):
             torch.testing.assert_close(g, e, atol=5e-4, rtol=5e-4)
 
 
+@pytest.mark.parametrize("form", [*scan.BACKENDS, "log_scan"])
+def test_no_steps_give_the_initial_state_and_one_step_is_one_step_of_the_recurrence(form):
+    """T = 0: no output, the final state is h0 and its gradient passes straight through; T = 1: h_0 = a_0 h0 + b_0.
+    Every form special-cases them (the loop's empty stack, the doubling scan's h0 folded into step 0, the final
+    state's out[-1]). The C++ path failed at T = 0 (its kernel takes T >= 1): it is not called there."""
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(1, 3, 4, generator=g, dtype=torch.float64) + 0.5).requires_grad_()  # positive: log_scan too
+    b = (torch.rand(1, 3, 4, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
+    h0 = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run(a, b):
+        if form == "log_scan":
+            return scan.log_scan(a.log(), b.log(), h0)
+        return scan.linear_scan(a, b, h0, backend=form)
+
+    out, final = run(a[:0], b[:0])
+    assert out.shape == (0, 3, 4) and torch.equal(final, h0)
+    w = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((final * w).sum(), h0)
+    assert torch.equal(grad, w)
+    out, final = run(a, b)
+    one_step = a[0] * h0 + b[0]
+    torch.testing.assert_close(out, one_step.unsqueeze(0), rtol=1e-12, atol=0)
+    torch.testing.assert_close(final, one_step, rtol=1e-12, atol=0)
+
+
 def test_scan_multi_dimensional_state_and_final_state():
     """(T, B, E, N) as S6 uses it: the same as the flattened (T, B, E·N) recurrence."""
     a, b, h0 = inputs(9, 3, 20, torch.float64)
@@ -133,8 +159,75 @@ def test_other_dtypes_fall_back_to_torch_with_one_warning():
         warnings.simplefilter("always")
         out, _ = scan.linear_scan(a, b, h0)
         scan.linear_scan(a, b, h0)
-    assert [str(w.message) for w in caught if "C++ scan" in str(w.message)].__len__() == 1
+    assert [str(w.message) for w in caught if "C++ scan" in str(w.message)] == [
+        "scan backend=auto: the C++ scan runs float32/float64/complex on CPU only (and when built); "
+        "torch.bfloat16 on cpu runs the PyTorch doubling scan"]
     torch.testing.assert_close(out.float(), scan.scan_reference(a.float(), b.float(), h0.float()), atol=0.1, rtol=0.05)
+
+
+@pytest.fixture
+def forms_run(monkeypatch):
+    """The names of the scan forms `linear_scan` calls, in order (each still computes)."""
+    ran = []
+    for name in ("scan_reference", "scan_doubling", "scan_kernel"):
+        form = getattr(scan, name)
+        monkeypatch.setattr(scan, name, lambda *args, form=form, name=name: ran.append(name) or form(*args))
+    return ran
+
+
+def test_each_backend_runs_its_form_and_auto_the_cpp_kernel_where_it_fits(forms_run):
+    """loop: the reference, torch: the doubling scan, cpp: the C++ kernel; auto: the C++ kernel on CPU
+    float32/float64/complex tensors of one dtype, else the doubling scan."""
+    a, b, h0 = (t.detach() for t in inputs(5, 2, 3, torch.float32))
+    ca, cb, ch0 = (t.detach() for t in inputs(5, 2, 3, torch.complex128))
+    cases = [("loop", (a, b, h0), "scan_reference"), ("torch", (a, b, h0), "scan_doubling"),
+             ("cpp", (a, b, h0), "scan_kernel"), ("auto", (a, b, h0), "scan_kernel"),
+             ("auto", (ca, cb, ch0), "scan_kernel"), ("auto", (a.double(), b.double(), h0.double()), "scan_kernel"),
+             ("auto", (a.double(), b, h0), "scan_doubling"), ("auto", (a, b, h0.double()), "scan_doubling"),
+             ("auto", (a.bfloat16(), b.bfloat16(), h0.bfloat16()), "scan_doubling")]
+    for backend, tensors, form in cases:
+        forms_run.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scan.linear_scan(*tensors, backend=backend)
+        assert forms_run == [form], (backend, [t.dtype for t in tensors])
+
+
+def test_without_the_cpp_kernel_auto_runs_the_doubling_scan_and_cpp_is_refused_whole(forms_run, monkeypatch):
+    a, b, h0 = (t.detach() for t in inputs(4, 2, 3, torch.float32))
+    assert scan.fused_fits(a) and not scan.fused_fits(a.bfloat16()) and not scan.fused_fits(a.half())
+    monkeypatch.setenv("RNNBENCH_NO_CPP", "1")
+    assert not scan.kernel_available() and not scan.fused_fits(a)
+    scan.linear_scan(a, b, h0)
+    assert forms_run == ["scan_doubling"]
+    with pytest.raises(RuntimeError) as refused:
+        scan.linear_scan(a, b, h0, backend="cpp")
+    assert str(refused.value) == ("scan backend='cpp': the C++ extension is unavailable "
+                                  "(RNNBENCH_NO_CPP, or no compiler)")
+
+
+def test_the_torch_forms_run_forward_and_backward_on_the_device_of_their_inputs():
+    """The doubling scan, the loop and the log-space scan on any device (the meta device stands in for a GPU),
+    with the padding mask made there; lengths on the CPU, as the models pass them."""
+    T, B, D = 5, 3, 2
+    a, b = (torch.zeros(T, B, D, device="meta", requires_grad=True) for _ in range(2))
+    h0 = torch.zeros(B, D, device="meta", requires_grad=True)
+    lengths = torch.tensor([5, 2, 0])
+    for run in (lambda: scan.linear_scan(a, b, h0, lengths, backend="torch"),
+                lambda: scan.linear_scan(a, b, h0, lengths, backend="loop"),
+                lambda: scan.log_scan(a, b, h0, lengths)):
+        out, final = run()
+        assert out.device.type == final.device.type == "meta"
+        grads = torch.autograd.grad(out.sum() + final.sum(), (a, b, h0))
+        assert {g.device.type for g in grads} == {"meta"}
+
+
+def test_log_space_scan_without_an_initial_state_starts_from_zero():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(7, 2, 3, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    b = torch.rand(7, 2, 3, generator=g, dtype=torch.float64) + 0.1
+    h0 = torch.zeros(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(scan.scan_log_space(a.log(), b.log()), scan.scan_reference(a, b, h0))
 
 
 def test_bad_backend_is_named():

@@ -99,6 +99,8 @@ def kernel_available() -> bool:
 def scan_kernel(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     """The C++ scan; a, b (T, B, ...), h0 (B, ...) of one kernel dtype on CPU."""
     T, shape = a.shape[0], a.shape
+    if T == 0:  # no step, as `scan_reference`: the kernel takes T >= 1, and (0, B, ...) has no (0, N) view
+        return b.clone()
     complex_pairs = a.is_complex()
 
     def flat(x: Tensor, rows: int) -> Tensor:  # (rows, N) real, or (rows, N, 2) real pairs
