@@ -21,6 +21,7 @@ from scipy import stats as scipy_stats
 from rnnbench.records import run_folder
 from rnnbench.records.run_folder import RunRecorder
 from rnnbench.records.summary import Summary
+from rnnbench.report.plotting import TWO_COLUMNS
 from rnnbench.report import claim_tables, load_runs, results_page, runs, study_figures, study_records, verdicts, wikitext
 from rnnbench.report.stats import summarize
 from rnnbench.run.config import compose
@@ -961,6 +962,45 @@ def test_a_bars_figure_with_panels_draws_each_panel_values_runs_in_its_own_axes(
         assert means == pytest.approx([base + 0.41, base + 0.01])
         seeds = [sorted(line.get_ydata()) for line in ax.get_lines() if line.get_marker() == "."]
         assert seeds == [pytest.approx([base + 0.4, base + 0.41, base + 0.42]), pytest.approx([base, base + 0.01, base + 0.02])]
+
+
+def test_a_curve_of_many_cells_against_state_size_has_its_legend_beside_and_a_log_axis(tmp_path, monkeypatch, drawn):
+    """Study 8's MQAR figure: accuracy against each run's recorded state size (cells differ in state at one
+    width), on a log axis, thirteen lines with the legend beside the axes on the full width."""
+    from rnnbench.records.run_folder import RunRecorder, Summary
+
+    cells = [f"c{i}" for i in range(13)]
+    job = 0
+    for i, cell in enumerate(cells):
+        for width in (16, 64):
+            for seed in range(2):
+                folder = tmp_path / "sweep" / str(job)
+                with RunRecorder(folder) as rec:
+                    (folder / ".hydra").mkdir()
+                    (folder / ".hydra" / "overrides.yaml").write_text(
+                        yaml.safe_dump([f"cell={cell}", f"model.hidden_size={width}", f"train.seed={seed}"]))
+                    rec.write_summary(Summary(status="completed", cell=cell, seed=seed, steps=10, hidden_size=width,
+                                              state_size=width * (i + 1), test={"test/accuracy": width / 100 + seed / 100},
+                                              main_metric="val/accuracy", main_metric_mode="max"))
+                job += 1
+    study_records.export("mq", [tmp_path / "sweep"], tmp_path / "results" / "mq")
+    spec = {"kind": "curve", "x": "state_size", "xscale": "log", "lines": ["cell"], "title": "t"}
+    (tmp_path / "results" / "mq" / "published.yaml").write_text(
+        yaml.safe_dump({**published([], figure=spec), "metric": "test/accuracy", "mode": "max"}))
+    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
+    path = study_figures.figure("mq")
+    fig = drawn[-1][0]
+    check_paper_figure(fig, [path, path.with_suffix(".pdf")])
+    (ax,) = fig.axes
+    assert fig.get_size_inches()[0] == TWO_COLUMNS and ax.get_xscale() == "log"
+    assert ax.get_xlabel() == "state size (floats per sequence)"
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == sorted(cells, key=lambda c: c)
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # beside the axes, not over the lines
+    lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # errorbar: the data line of each cell
+    i = cells.index("c3")
+    assert list(lines["c3"].get_xdata()) == [16 * (i + 1), 64 * (i + 1)]  # each cell at its own state sizes
+    assert list(lines["c3"].get_ydata()) == pytest.approx([0.165, 0.645])
 
 
 @pytest.mark.parametrize("study", ["copy", "adding", "gradients", "greff_adding", "char_lm", "classic_modern"])

@@ -53,6 +53,7 @@ KEY_WORDS = {
     "cell.recurrent_gain": "recurrent gain γ", "model.hidden_size": "hidden size", "cell": "cell",
     "cell.variant": "LSTM variant", "model.num_layers": "layers", "train.clip": "clipping threshold",
     "cell.forget_bias": "forget-gate bias", "model.param_budget": "parameters",
+    "state_size": "state size (floats per sequence)",
 }
 
 

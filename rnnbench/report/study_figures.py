@@ -55,12 +55,13 @@ def figure(study: str, out: Path | None = None) -> Path:
             ax.set_title(spec["title"] + "\n(mean ± std over seeds; grey: each seed)")
     else:
         curves = spec.get("curves")  # a second panel: the training curves of one point, seed by seed
-        fig, axes = new_figure(TWO_COLUMNS if curves else ONE_COLUMN, panels=2 if curves else 1, height=3.0)
+        line_keys = _keys(spec["lines"])
+        many = len(_groups(done, line_keys)) > 6  # the legend beside the axes, on the full width
+        fig, axes = new_figure(TWO_COLUMNS if curves or many else ONE_COLUMN, panels=2 if curves else 1, height=3.0)
         ax = axes[0] if curves else axes
         if curves:
             _curves_panel(axes[1], df, curves, task)
         x_key = spec["x"]
-        line_keys = _keys(spec["lines"])
         for i, (line, runs) in enumerate(_groups(done, line_keys)):
             points = [(float(x), verdicts.values(r, metric)) for (x,), r in _groups(runs, [x_key])]
             xs = [p[0] for p in points]
@@ -72,7 +73,11 @@ def figure(study: str, out: Path | None = None) -> Path:
         ax.set_xlabel(key_label(x_key))
         ax.set_ylabel(metric_label(metric, task))
         ax.set_yscale(spec.get("yscale", "linear"))
-        ax.legend(fontsize=6)
+        ax.set_xscale(spec.get("xscale", "linear"))
+        if many and not curves:
+            ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        else:
+            ax.legend(fontsize=6)
         ax.set_title(spec["title"])
     for path in (out, out.with_suffix(".pdf")):
         path.parent.mkdir(parents=True, exist_ok=True)
