@@ -935,6 +935,19 @@ def test_the_figures_baseline_is_the_tasks_own_as_the_runs_recorded_it():
         study_figures.baseline_curve(copy.assign(**{"task.seq_len": 100}), "task.seq_len")
 
 
+def draw_accuracy_study(tmp_path, monkeypatch, drawn, name: str, spec: dict):
+    """Export tmp_path/sweep as study `name` with a test-accuracy figure `spec`, draw it, check it is drawn
+    for a paper; the figure."""
+    study_records.export(name, [tmp_path / "sweep"], tmp_path / "results" / name)
+    (tmp_path / "results" / name / "published.yaml").write_text(
+        yaml.safe_dump({**published([], figure=spec), "metric": "test/accuracy", "mode": "max"}))
+    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
+    path = study_figures.figure(name)
+    fig = drawn[-1][0]
+    check_paper_figure(fig, [path, path.with_suffix(".pdf")])
+    return fig
+
+
 def test_a_bars_figure_with_panels_draws_each_panel_values_runs_in_its_own_axes(tmp_path, monkeypatch, drawn):
     """Study 8's figure: one panel per language (`panels: task.language`), the cells along each, the
     same y scale; a panel holds its language's runs only, mean and every seed."""
@@ -946,14 +959,7 @@ def test_a_bars_figure_with_panels_draws_each_panel_values_runs_in_its_own_axes(
                          {"val/accuracy": 0.5}, test={"test/accuracy": base + (0.4 if cell == "gru" else 0) + seed / 100},
                          cell=cell)
                 job += 1
-    study_records.export("s8", [tmp_path / "sweep"], tmp_path / "results" / "s8")
-    spec = {"kind": "bars", "x": ["task.language", "cell"], "panels": "task.language", "title": "t"}
-    (tmp_path / "results" / "s8" / "published.yaml").write_text(
-        yaml.safe_dump({**published([], figure=spec), "metric": "test/accuracy", "mode": "max"}))
-    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
-    path = study_figures.figure("s8")
-    fig = drawn[-1][0]
-    check_paper_figure(fig, [path, path.with_suffix(".pdf")])
+    fig = draw_accuracy_study(tmp_path, monkeypatch, drawn, "s8", {"kind": "bars", "x": ["task.language", "cell"], "panels": "task.language", "title": "t"})
     assert [ax.get_title() for ax in fig.axes] == ["modular_arithmetic", "parity_check"]
     assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[1])
     for ax, base in zip(fig.axes, (0.2, 0.5)):
@@ -983,14 +989,7 @@ def test_a_curve_of_many_cells_against_state_size_has_its_legend_beside_and_a_lo
                                               state_size=width * (i + 1), test={"test/accuracy": width / 100 + seed / 100},
                                               main_metric="val/accuracy", main_metric_mode="max"))
                 job += 1
-    study_records.export("mq", [tmp_path / "sweep"], tmp_path / "results" / "mq")
-    spec = {"kind": "curve", "x": "state_size", "xscale": "log", "lines": ["cell"], "title": "t"}
-    (tmp_path / "results" / "mq" / "published.yaml").write_text(
-        yaml.safe_dump({**published([], figure=spec), "metric": "test/accuracy", "mode": "max"}))
-    monkeypatch.setattr(study_records, "RESULTS_DIR", tmp_path / "results")
-    path = study_figures.figure("mq")
-    fig = drawn[-1][0]
-    check_paper_figure(fig, [path, path.with_suffix(".pdf")])
+    fig = draw_accuracy_study(tmp_path, monkeypatch, drawn, "mq", {"kind": "curve", "x": "state_size", "xscale": "log", "lines": ["cell"], "title": "t"})
     (ax,) = fig.axes
     assert fig.get_size_inches()[0] == TWO_COLUMNS and ax.get_xscale() == "log"
     assert ax.get_xlabel() == "state size (floats per sequence)"
