@@ -53,6 +53,10 @@ TESTS = {
     # the GRU kernel's dispatch and autograd node (its equations are the C++ kernel's, proven against the
     # cell in the same file); without the multithreaded test, for the reason above
     "rnnbench/kernels/fast_gru.py": ["tests/test_fast_gru.py", "-k", "not multithreaded"],
+    # the stand-in for x_proj and ∂L/∂x of the kernels that project x in their loops (issue 26): its own tests
+    # and the fused-projection tests of both kernels, without their multithreaded ones, for the reason above
+    "rnnbench/kernels/projection.py": ["tests/test_projection.py", "tests/test_fast_gru.py",
+                                       "tests/test_fast_peephole.py", "-k", "projection and not multithreaded"],
     # the scan's three Python forms (reference, doubling, log space), its dispatch and the fused cells' autograd
     # nodes; the diagonal modern cells run them in test_modern_cells
     "rnnbench/kernels/scan.py": ["tests/test_scan.py", "tests/test_modern_cells.py"],
