@@ -64,6 +64,8 @@ TESTS = {
     # here, in torch); their reference is the cell's step, which test_modern_cells holds the kernels to
     "rnnbench/kernels/slstm.py": ["tests/test_modern_cells.py"],
     "rnnbench/kernels/indrnn.py": ["tests/test_modern_cells.py"],
+    # the modern cells: each step against its paper's equations, each sequence form against the step loop
+    "rnnbench/modules/modern_cells.py": ["tests/test_modern_cells.py"],
 }
 KILLED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
 SCRATCH_IGNORE = shutil.ignore_patterns(".git", "mutants", "outputs", "multirun", "wandb", "__pycache__", "*.egg-info", "build")

@@ -5,6 +5,7 @@ state size against the formulas, its initialisation as the authors' code, and it
 
 import functools
 import math
+import warnings
 
 import pytest
 import torch
@@ -210,7 +211,8 @@ def test_chunkwise_form_equals_the_recurrence_on_extreme_inputs(cell, dtype):
 
 
 def test_a_sequence_is_cut_into_chunks_of_equal_length_at_most_chunk_size():
-    for T, size, expected in [(100, 64, 50), (128, 64, 64), (65, 64, 33), (13, 4, 4), (1, 64, 1), (7, 1, 1)]:
+    for T, size, expected in [(100, 64, 50), (128, 64, 64), (65, 64, 33), (13, 4, 4), (1, 64, 1), (7, 1, 1),
+                              (10, 64, 10)]:
         L = mc._balanced_chunk(T, size)
         assert L == expected and L <= size and math.ceil(T / L) == math.ceil(T / size)
 
@@ -806,3 +808,228 @@ def test_a_fused_kernel_over_no_steps_returns_its_initial_state():
         assert out.shape[0] == 0 and torch.equal(h_T, h0), name
         (grad,) = torch.autograd.grad(h_T.sum(), h0)
         assert torch.equal(grad, torch.ones_like(h0)), name
+
+
+# -- the paths without the C++ kernels, the gates, the options and the initial distributions --------------------
+@pytest.mark.parametrize("name", SEQUENCE_CELLS)
+def test_without_the_cpp_kernels_each_sequence_form_is_still_the_step_loop(name, monkeypatch):
+    """RNNBENCH_NO_CPP=1 (as on a GPU or in bfloat16): the diagonal cells run `scan.linear_scan` or `log_scan` on
+    the a_t, b_t they compute in torch, sLSTM and IndRNN their step loop (with one warning naming it); the same
+    outputs, final states and gradients as the step loop, padded, from a non-zero state."""
+    monkeypatch.setenv("RNNBENCH_NO_CPP", "1")
+    cell = make(name)
+    T, B = 11, 5
+    x = torch.randn(T, B, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    lengths = torch.tensor([11, 6, 1, 0, 10])
+    state = random_state(cell, B, torch.float64)
+    expected = outputs_and_grads(run_explicit, cell, x, state, lengths)
+    mc._warn_once_step_loop.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = outputs_and_grads(run_sequence, cell, x, state, lengths)
+    assert_all_close(got, expected, 1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_all_close(outputs_and_grads(run_sequence, cell, x, state, None),
+                         outputs_and_grads(run_explicit, cell, x, state, None), 1e-10)     # unpadded
+    step_loop = [str(w.message) for w in caught if "runs its step loop" in str(w.message)]
+    if name in ("slstm", "indrnn"):
+        assert step_loop == [f"model.backend=auto: the C++ kernel of {type(cell).__name__} runs float32/float64 on "
+                             "CPU where it is built; torch.float64 on cpu runs its step loop"]
+
+
+@pytest.mark.parametrize("name", SEQUENCE_CELLS)
+def test_the_sequence_forms_run_forward_and_backward_on_the_device_of_their_inputs(name):
+    """Every `sequence` on any device (the meta device stands in for a GPU): its masks, indices, chunk masks and
+    default state made there; lengths on the CPU, as the models pass them."""
+    cell = make(name, dtype=torch.float32).to("meta")
+    state = tuple(s.requires_grad_() for s in cell.default_state(3, device=torch.device("meta"), dtype=torch.float32))
+    assert {s.device.type for s in state} == {"meta"}
+    for lengths in (torch.tensor([6, 2, 0]), None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the C++ kernels' fallback warnings
+            out, final = cell.sequence(cell.input_projection(torch.zeros(6, 3, 3, device="meta")), state, lengths)
+        assert out.device.type == "meta" and {f.device.type for f in final} == {"meta"}
+        loss = out.sum() + sum(f.real.sum() for f in final)
+        grads = torch.autograd.grad(loss, [*state, *cell.parameters()], allow_unused=True)
+        assert {g.device.type for g in grads if g is not None} == {"meta"}
+
+
+def test_each_cell_reports_its_gates_as_their_equations():
+    """`step(..., gates)` from a zero state (no recurrent term): minGRU's z = σ(k_z); minLSTM's f, i; RG-LRU's
+    r, i (eqs. 1, 2); Gated DeltaNet's α = exp(-exp(A_log) softplus(a + b_Δ)); mLSTM's σ(f̃) per head and σ(o);
+    sLSTM's σ(f̃) and σ(õ); each (B, width)."""
+    torch.manual_seed(0)
+    B, H = 2, 8
+    x = torch.randn(B, 3, dtype=torch.float64)
+
+    def gates_of(cell):
+        x_proj = cell.input_projection(x)
+        gates = {}
+        cell.step(x_proj, cell.default_state(B, dtype=torch.float64), gates)
+        return x_proj.detach(), {k: v.detach() for k, v in gates.items()}
+
+    def close(got, expected):
+        assert set(got) == set(expected)
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-12, atol=0, msg=key)
+
+    x_proj, gates = gates_of(mc.MinGRUCell(3, H).double())
+    close(gates, {"update": torch.sigmoid(x_proj[:, :H])})
+    x_proj, gates = gates_of(mc.MinLSTMCell(3, H).double())
+    close(gates, {"forget": torch.sigmoid(x_proj[:, :H]), "input": torch.sigmoid(x_proj[:, H:2 * H])})
+    cell = mc.RGLRUCell(3, H).double()
+    x_proj, gates = gates_of(cell)
+    W, b = cell.gate_weight.detach()[:, 0], cell.gate_bias.detach()                      # (2, H, H), (2, H)
+    close(gates, {"recurrence": torch.sigmoid(x_proj @ W[0] + b[0]), "input": torch.sigmoid(x_proj @ W[1] + b[1])})
+    cell = mc.GatedDeltaNetCell(3, H, num_heads=2).double()
+    x_proj, gates = gates_of(cell)
+    a_pre = x_proj[:, 3 * H:3 * H + 2]
+    close(gates, {"decay": torch.exp(-torch.exp(cell.A_log.detach()) * F.softplus(a_pre + cell.dt_bias.detach()))})
+    x_proj, gates = gates_of(mc.MLSTMCell(3, H, num_heads=2).double())
+    close(gates, {"forget": torch.sigmoid(x_proj[:, 4 * H + 2:]), "output": torch.sigmoid(x_proj[:, 3 * H:4 * H])})
+    x_proj, gates = gates_of(mc.SLSTMCell(3, H, num_heads=2).double())
+    close(gates, {"forget": torch.sigmoid(x_proj[:, 2 * H:3 * H]), "output": torch.sigmoid(x_proj[:, 3 * H:])})
+
+
+def test_each_cell_names_its_settings_and_documented_defaults():
+    """The class docstrings' defaults, as `repr` shows them (S6's R = ⌈H/16⌉: 2 at H = 17)."""
+    assert [repr(cell) for cell in (mc.MinGRUCell(3, 8), mc.MinLSTMCell(3, 8, log_space=True), mc.LRUCell(3, 8),
+                                    mc.RGLRUCell(3, 8), mc.RGLRUCell(3, 8, temporal_block=True), mc.IndRNNCell(3, 8),
+                                    mc.S6Cell(3, 17), mc.MLSTMCell(3, 8), mc.GatedDeltaNetCell(3, 8),
+                                    mc.SLSTMCell(3, 8))] == [
+        "MinGRUCell(3, 8, log_space=False)",
+        "MinLSTMCell(3, 8, log_space=True)",
+        "LRUCell(3, 8, state_dim=8, r_min=0.0, r_max=1.0, max_phase=6.283)",
+        "RGLRUCell(3, 8, num_heads=1, temporal_block=False)",
+        "RGLRUCell(3, 8, num_heads=1, temporal_block=True, conv_width=4)",
+        "IndRNNCell(3, 8, gamma=2.0, time_steps=100)",
+        "S6Cell(3, 17, state_dim=16, expand=2, conv_width=4, dt_rank=2)",
+        "MLSTMCell(3, 8, num_heads=4, chunk_size=64)",
+        "GatedDeltaNetCell(3, 8, num_heads=4, allow_neg_eigval=False, chunk_size=64)",
+        "SLSTMCell(3, 8, num_heads=4)",
+    ]
+
+
+@pytest.mark.parametrize("name", ["mlstm", "gated_deltanet", "slstm"])
+def test_the_default_four_heads_sequence_is_the_step_loop(name):
+    """On their default four heads (two gate columns per head split in halves: the i/f and a/b blocks)."""
+    torch.manual_seed(0)
+    cell = {"mlstm": mc.MLSTMCell, "gated_deltanet": mc.GatedDeltaNetCell, "slstm": mc.SLSTMCell}[name](3, 8).double()
+    x = torch.randn(9, 4, 3, dtype=torch.float64)
+    state = random_state(cell, 4, torch.float64)
+    lengths = torch.tensor([9, 5, 1, 8])
+    assert_all_close(outputs_and_grads(run_sequence, cell, x, state, lengths),
+                     outputs_and_grads(run_explicit, cell, x, state, lengths), 1e-10)
+
+
+def test_each_option_rule_holds_at_its_boundaries():
+    """Just inside each rule is accepted; just outside it is refused with the whole message."""
+    for make_cell in (lambda: mc.LRUCell(3, 8, r_min=0.0, r_max=1.0), lambda: mc.RGLRUCell(3, 8, temporal_block=True,
+                      conv_width=1), lambda: mc.IndRNNCell(3, 8, gamma=0.5, time_steps=1),
+                      lambda: mc.S6Cell(3, 8, dt_min=1e-9, dt_max=2e-9), lambda: mc.MLSTMCell(3, 8, chunk_size=1)):
+        make_cell()
+    refused = [
+        (lambda: mc.LRUCell(3, 8, state_dim=0), "cell.state_dim=0 is not allowed: must be a positive integer"),
+        (lambda: mc.LRUCell(3, 8, r_min=0.5, r_max=0.5), "cell.r_min=0.5, cell.r_max=0.5 are not allowed: need "
+                                                           "0 <= r_min < r_max <= 1"),
+        (lambda: mc.LRUCell(3, 8, r_max=1.5), "cell.r_min=0.0, cell.r_max=1.5 are not allowed: need "
+                                              "0 <= r_min < r_max <= 1"),
+        (lambda: mc.RGLRUCell(3, 8, conv_width=0), "cell.conv_width=0 is not allowed: must be >= 1"),
+        (lambda: mc.RGLRUCell(3, 8, min_rad=0.0), "cell.min_rad=0.0, cell.max_rad=0.999 are not allowed: need "
+                                                    "0 < min < max < 1"),
+        (lambda: mc.RGLRUCell(3, 8, min_rad=0.5, max_rad=0.5), "cell.min_rad=0.5, cell.max_rad=0.5 are not allowed: "
+                                                                 "need 0 < min < max < 1"),
+        (lambda: mc.RGLRUCell(3, 8, max_rad=1.0), "cell.min_rad=0.9, cell.max_rad=1.0 are not allowed: need "
+                                                    "0 < min < max < 1"),
+        (lambda: mc.RGLRUCell(3, 8, max_rad=1.5), "cell.min_rad=0.9, cell.max_rad=1.5 are not allowed: need "
+                                                    "0 < min < max < 1"),
+        (lambda: mc.IndRNNCell(3, 8, gamma=0.0), "cell.gamma=0.0 is not allowed: must be > 0"),
+        (lambda: mc.IndRNNCell(3, 8, time_steps=0), "cell.time_steps=0 is not allowed: must be a positive integer"),
+        (lambda: mc.S6Cell(3, 8, expand=0), "cell.expand=0 is not allowed: must be a positive integer"),
+        (lambda: mc.S6Cell(3, 8, conv_width=0), "cell.conv_width=0 is not allowed: must be a positive integer"),
+        (lambda: mc.S6Cell(3, 8, dt_min=0.0), "cell.dt_min=0.0, cell.dt_max=0.1 are not allowed: need "
+                                              "0 < dt_min < dt_max"),
+        (lambda: mc.S6Cell(3, 8, dt_min=0.1), "cell.dt_min=0.1, cell.dt_max=0.1 are not allowed: need "
+                                              "0 < dt_min < dt_max"),
+        (lambda: mc.MLSTMCell(3, 8, chunk_size=0), "cell.chunk_size=0 is not allowed: must be a positive integer"),
+    ]
+    for make_cell, message in refused:
+        with pytest.raises(ValueError) as error:
+            make_cell()
+        assert str(error.value) == message
+
+
+def test_the_initial_distributions_span_what_the_authors_code_draws():
+    """Large draws, so that each range and scale is measured: the LRU ring by area and its phases, the Gaussian
+    scales of B, D, C; RG-LRU's ring and gate scale; S6's and Gated DeltaNet's Δ log-uniform in [0.001, 0.1], S6's
+    W_Δ ~ U(±R^-½), Gated DeltaNet's A ~ U(0, 16); mLSTM's input-gate biases N(0, 0.1²); sLSTM's forget biases
+    linspace(3, 6); IndRNN's u ~ U(0, γ^{1/T}); nn.Linear's U(±1/√fan_in), both signs."""
+    torch.manual_seed(0)
+    lru = mc.LRUCell(2, 4, state_dim=20000, r_min=0.4, r_max=0.9, max_phase=math.pi)
+    modulus, phase = lru.eigenvalues().abs().detach(), lru.theta_log.exp().detach()
+    # |λ|² ~ U(r_min², r_max²): uniform by area on the ring
+    assert (modulus ** 2).mean().item() == pytest.approx((0.4 ** 2 + 0.9 ** 2) / 2, abs=0.01)
+    assert phase.max() <= math.pi and phase.mean().item() == pytest.approx(math.pi / 2, abs=0.03)
+    lru = mc.LRUCell(50, 400, state_dim=400)
+    for weight, std in ((lru.weight_in[:800], 1 / math.sqrt(100)), (lru.weight_in[800:], 1 / math.sqrt(50)),
+                        (lru.C_re, 1 / math.sqrt(400)), (lru.C_im, 1 / math.sqrt(400))):
+        assert weight.std().item() == pytest.approx(std, rel=0.03)
+    rglru = mc.RGLRUCell(2, 512, num_heads=2, min_rad=0.1, max_rad=0.5)
+    a = torch.sigmoid(rglru.a_param).detach()
+    assert 0.1 <= a.min() and 0.49 < a.max() <= 0.5
+    assert rglru.gate_weight.std().item() == pytest.approx(1 / 16, rel=0.03)                  # √(1/(H/heads))
+    s6 = mc.S6Cell(2, 512)                                                                   # E = 1024, R = 32
+    bound = 32 ** -0.5
+    assert -bound <= s6.dt_proj_weight.min() < -0.95 * bound and 0.95 * bound < s6.dt_proj_weight.max() <= bound
+    gdn = mc.GatedDeltaNetCell(1, 1024, num_heads=1024)
+    A = gdn.A_log.exp().detach()
+    assert 0 < A.min() < 1 and 15 < A.max() <= 16
+    for dt_bias in (s6.dt_bias, gdn.dt_bias):
+        delta = F.softplus(dt_bias).detach()
+        assert 0.001 * 0.999 <= delta.min() < 0.0015 and 0.07 < delta.max() <= 0.1 * 1.001
+    mlstm = mc.MLSTMCell(1, 1024, num_heads=1024)
+    assert mlstm.bias_in[4 * 1024:5 * 1024].std().item() == pytest.approx(0.1, rel=0.1)
+    slstm_cell = mc.SLSTMCell(3, 8)
+    torch.testing.assert_close(slstm_cell.bias_in[16:24].detach(), torch.linspace(3.0, 6.0, 8))
+    u = mc.IndRNNCell(2, 1000, gamma=2.0, time_steps=1).weight_hh.detach()
+    assert 0 <= u.min() < 0.1 and 1.9 < u.max() <= 2.0
+    mingru = mc.MinGRUCell(100, 512)
+    for tensor in (mingru.weight_in, mingru.bias_in):
+        assert -0.1 <= tensor.min() < -0.09 and 0.09 < tensor.max() <= 0.1
+
+
+def test_indrnn_projects_u_into_its_bound_on_both_sides():
+    cell = mc.IndRNNCell(1, 6, gamma=2.0, time_steps=4)
+    with torch.no_grad():
+        cell.weight_hh.copy_(torch.tensor([-5.0, -1.0, 0.0, 0.5, 1.0, 5.0]))
+    bound = 2.0 ** 0.25
+    torch.testing.assert_close(cell.recurrent_weight().detach(), torch.tensor([-bound, -1.0, 0.0, 0.5, 1.0, bound]))
+
+
+@pytest.mark.parametrize("cell", [mc.MinGRUCell, mc.MinLSTMCell])
+def test_log_space_steps_take_g_of_the_candidate_by_hand(cell):
+    """Feng et al. 2024, appendix: h̃ = g(k_h), g(x) = x + ½ (x ≥ 0), σ(x) (x < 0); k_h = 1.6 and -1.6."""
+    gates = 2 if cell is mc.MinGRUCell else 3
+    log_cell = cell(1, 2, log_space=True)
+    assert log_cell.log_space is True
+    set_params(log_cell, weight_in=[[0.0]] * (gates - 1) * 2 + [[2.0], [-2.0]], bias_in=[0.0] * (gates * 2))
+    h, _ = one_step(log_cell, [0.8], [[-0.7, 0.3]])
+    # every gate pre-activation is 0: z = ½ (minGRU); f' = i' = ½ (minLSTM); h = ½ h + ½ g(k_h)
+    expected = [0.5 * -0.7 + 0.5 * (1.6 + 0.5), 0.5 * 0.3 + 0.5 * sig(-1.6)]
+    assert h[0].tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_square_roots_derivative_is_bounded_at_1000():
+    """RG-LRU's √x: d√x/dx = 1/(2√x) above x = 1/(4·1000²), 1000 at and below it (recurrentgemma's bound)."""
+    x = torch.tensor([0.0, 1e-8, 0.25, 1.0], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(mc._SqrtBoundDerivative.apply(x).sum(), x)
+    torch.testing.assert_close(grad, torch.tensor([1000.0, 1000.0, 1.0, 0.5], dtype=torch.float64))
+
+
+def test_the_lru_default_state_is_real_output_and_complex_state_of_the_requested_precision():
+    cell = mc.LRUCell(3, 4, state_dim=5)
+    for dtype, complex_dtype in ((torch.float32, torch.complex64), (torch.float64, torch.complex128),
+                                 (None, torch.complex64)):
+        y, x = cell.default_state(2, dtype=dtype)
+        assert (y.dtype, x.dtype, y.shape, x.shape) == (dtype or torch.float32, complex_dtype, (2, 4), (2, 5))
