@@ -209,3 +209,10 @@ def test_more_groups_than_one_axes_can_show_get_a_panel_each_with_every_seed(tmp
                                 lambda keys, values: f"cell={label(values[0])}")
     fig = drawn[-1][0]
     assert len(fig.axes) == 1 and fig.axes[0].get_legend() is not None and few[0].exists()
+    # no completed run at all: one empty axes, still labelled (not an IndexError)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # matplotlib: a legend without entries
+        lengths.length_figure(df.assign(status="failed"), ["cell"], columns, tmp_path / "none", lambda keys, values: "x")
+    fig = drawn[-1][0]
+    assert len(fig.axes) == 1 and not fig.axes[0].get_lines()[:-1] and fig.axes[0].get_xlabel()

@@ -57,7 +57,7 @@ def length_figure(df: pd.DataFrame, keys: Sequence[str], columns: Sequence[str],
     found = groups(done, keys)
     if len(found) <= MAX_LINES:
         fig, ax = new_figure()
-        panels = [ax] * len(found)
+        panels = [ax] * max(1, len(found))  # no completed run: the empty axes, labelled
     else:
         rows = -(-len(found) // PANEL_COLUMNS)
         fig, grid = new_figure(TWO_COLUMNS, height=1.45 * rows + 0.5, panels=PANEL_COLUMNS, rows=rows,
