@@ -18,7 +18,7 @@ class InputProjection(torch.autograd.Function):
     def forward(ctx, x, weight_ih):
         ctx.save_for_backward(weight_ih)
         ctx.set_materialize_grads(False)
-        return x.new_zeros(()).expand(*x.shape[:2], weight_ih.shape[0])
+        return _placeholder(x, weight_ih)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -32,4 +32,9 @@ def stand_in(x: Tensor, weight_ih: Tensor) -> Tensor:
     x needs a gradient, else a plain one (one element, stride 0)."""
     if x.requires_grad:
         return InputProjection.apply(x, weight_ih.detach())
+    return _placeholder(x, weight_ih)
+
+
+def _placeholder(x: Tensor, weight_ih: Tensor) -> Tensor:
+    """(T, B, N) of one zero (stride 0): x_proj's shape, dtype and device, no memory."""
     return x.new_zeros(()).expand(*x.shape[:2], weight_ih.shape[0])
